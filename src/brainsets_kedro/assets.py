@@ -1,0 +1,228 @@
+"""Preparing one asset: the unit of work, wherever it runs.
+
+A :class:`BrainsetJob` holds what a worker needs to prepare any asset of one brainset
+(the Pipeline class, its directories and arguments, where statuses go). It is small and
+picklable, so the same job runs in the driver, a thread, a process or a cluster worker.
+Each asset's stdout and stderr go to ``<processed_dir>/pipeline_logs/<asset_id>.out``
+and ``.err``; an exception fails that asset alone and leaves its traceback in ``.err``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import sys
+import threading
+import time
+import traceback
+from argparse import Namespace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, TextIO
+
+from brainsets_kedro.brainset import BrainsetPipeline
+
+logger = logging.getLogger(__name__)
+
+DONE = "DONE"
+FAILED = "FAILED"
+LOG_DIR_NAME = "pipeline_logs"
+
+StatusReporter = Callable[[str, Any, str], None]
+"""Called as ``reporter(brainset_id, asset_id, status)`` on every status change."""
+
+STAGES = ("download", "process")
+
+
+def log_status(brainset_id: str, asset_id: Any, status: str) -> None:
+    """The reporter used when no runner listens: one log line per status change."""
+    with output_not_captured():
+        logger.info("%s %s: %s", brainset_id, asset_id, status, extra={"markup": False})
+
+
+@dataclass
+class AssetResult:
+    """How preparing one asset went."""
+
+    brainset_id: str
+    asset_id: Any
+    status: str
+    start: float
+    end: float
+    stdout_log: Path
+    stderr_log: Path
+    error: str | None = None
+    failed_stage: str | None = None
+    output: Any = field(default=None, repr=False)
+    """What ``download`` returned, for a ``process`` that runs later."""
+
+    @property
+    def failed(self) -> bool:
+        return self.status == FAILED
+
+
+@dataclass(frozen=True)
+class BrainsetJob:
+    """What a worker needs to prepare the assets of one brainset."""
+
+    pipeline_cls: type[BrainsetPipeline]
+    raw_dir: Path
+    processed_dir: Path
+    args: Namespace | None
+    download_only: bool = False
+    reporter: StatusReporter = log_status
+
+    @property
+    def brainset_id(self) -> str:
+        return self.pipeline_cls.brainset_id
+
+    @property
+    def log_dir(self) -> Path:
+        return self.processed_dir / LOG_DIR_NAME
+
+    def run(
+        self,
+        item: NamedTuple,
+        stages: tuple[str, ...] = STAGES,
+        download_output: Any = None,
+        start: float | None = None,
+    ) -> AssetResult:
+        """Run ``stages`` of one manifest row back to back; never raises for the asset's
+        own errors. The asset is DONE when its last stage is (``process``, or
+        ``download`` in a download-only run)."""
+        asset_id = item.Index
+        if self.download_only:
+            stages = tuple(s for s in stages if s != "process")
+        final = self.download_only or "process" in stages
+        result = AssetResult(
+            brainset_id=self.brainset_id,
+            asset_id=asset_id,
+            status="",
+            start=time.time() if start is None else start,
+            end=0.0,
+            stdout_log=self.log_dir / f"{asset_id}.out",
+            stderr_log=self.log_dir / f"{asset_id}.err",
+            output=download_output,
+        )
+        pipeline = self._pipeline()
+        pipeline._asset_id = asset_id
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        append = "download" not in stages  # process after a separate download
+        stage = None
+        with captured_output(result.stdout_log, result.stderr_log, append):
+            try:
+                for stage in stages:
+                    if stage == "download":
+                        result.output = pipeline.download(item)
+                    else:
+                        pipeline.process(result.output)
+            except Exception as error:
+                traceback.print_exc(file=sys.stderr)
+                result.status = FAILED
+                result.failed_stage = stage
+                result.error = traceback.format_exception_only(error)[-1].strip()
+            else:
+                result.status = DONE if final else f"{stages[-1]} done"
+        result.end = time.time()
+        if final or result.failed:
+            if final:
+                result.output = None
+            self.reporter(self.brainset_id, asset_id, result.status)
+        return result
+
+    def _pipeline(self) -> BrainsetPipeline:
+        """This worker's instance of the Pipeline class, reused across its assets."""
+        key = (
+            self.pipeline_cls,
+            self.raw_dir,
+            self.processed_dir,
+            repr(sorted(vars(self.args).items())) if self.args else None,
+            self.download_only,
+            self.reporter,
+        )
+        pipeline = _instances.get(key)
+        if pipeline is None:
+            pipeline = self.pipeline_cls(
+                raw_dir=self.raw_dir,
+                processed_dir=self.processed_dir,
+                args=self.args,
+                tracker_handle=self._on_status,
+                download_only=self.download_only,
+            )
+            _instances[key] = pipeline
+        return pipeline
+
+    def _on_status(self, asset_id: Any, status: str) -> None:
+        self.reporter(self.brainset_id, asset_id, status)
+
+
+_instances: dict[tuple, BrainsetPipeline] = {}
+
+
+# -- per-asset stdout/stderr ----------------------------------------------------------
+# sys.stdout/sys.stderr are process-wide, but threads prepare assets side by side: a
+# router in their place sends each thread's writes to the files of the asset it runs.
+
+_targets = threading.local()
+
+
+class _ThreadRouter(io.TextIOBase):
+    def __init__(self, name: str, default: TextIO):
+        self._name = name
+        self._default = default
+
+    def _target(self) -> TextIO:
+        return getattr(_targets, self._name, None) or self._default
+
+    def write(self, text: str) -> int:
+        return self._target().write(text)
+
+    def flush(self) -> None:
+        self._target().flush()
+
+    def isatty(self) -> bool:
+        return self._target().isatty()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._target(), "encoding", "utf-8")
+
+    def fileno(self) -> int:
+        return self._default.fileno()
+
+
+def _install_routers() -> None:
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if not isinstance(stream, _ThreadRouter):
+            setattr(sys, name, _ThreadRouter(name, stream))
+
+
+@contextlib.contextmanager
+def captured_output(out_path: Path, err_path: Path, append: bool = False) -> Iterator:
+    """Send this thread's stdout and stderr to two files while the block runs."""
+    _install_routers()
+    mode = "a" if append else "w"
+    with (
+        open(out_path, mode, encoding="utf-8") as out,
+        open(err_path, mode, encoding="utf-8") as err,
+    ):
+        before = getattr(_targets, "stdout", None), getattr(_targets, "stderr", None)
+        _targets.stdout, _targets.stderr = out, err
+        try:
+            yield
+        finally:
+            _targets.stdout, _targets.stderr = before
+
+
+@contextlib.contextmanager
+def output_not_captured() -> Iterator:
+    """Write to the real stdout/stderr from inside :func:`captured_output`."""
+    before = getattr(_targets, "stdout", None), getattr(_targets, "stderr", None)
+    _targets.stdout = _targets.stderr = None
+    try:
+        yield
+    finally:
+        _targets.stdout, _targets.stderr = before

@@ -1,0 +1,124 @@
+"""The ``BrainsetPipeline`` base class: one subclass per dataset.
+
+This is the API of ``brainsets.pipeline.BrainsetPipeline``. It knows nothing about Kedro
+or joblib: the pipeline factory turns a subclass into Kedro nodes, and the runner decides
+where its methods run.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from argparse import ArgumentParser, Namespace
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pandas as pd
+from rich.console import Console
+from rich.markup import escape
+
+STATUS_STYLES = {"DONE": "green", "FAILED": "red", "DOWNLOADING": "blue"}
+
+
+def status_style(status: str) -> str:
+    """The colour a status is shown in, as upstream: DONE green, FAILED red,
+    DOWNLOADING blue, anything else yellow."""
+    for word, style in STATUS_STYLES.items():
+        if word in status:
+            return style
+    return "yellow"
+
+
+class BrainsetPipeline(ABC):
+    """Abstract base class for defining a brainset's processing pipeline.
+
+    Subclasses set :attr:`brainset_id` (and optionally :attr:`parser`) and implement
+    :meth:`get_manifest`, :meth:`download` and :meth:`process`.
+
+    The workflow:
+      1. :meth:`get_manifest` lists the assets to prepare (once, on the driver).
+      2. :meth:`download` fetches one asset (in parallel over the manifest's rows).
+      3. :meth:`process` turns that download into the processed output, right after
+         the download and on the same worker.
+
+    Pipeline-specific options come from :attr:`parser`: its ``dest`` names are the
+    brainset's Kedro parameters, parsed by the parser itself into an
+    :class:`argparse.Namespace` given to :meth:`get_manifest` and set as :attr:`args`.
+
+    Example::
+
+        parser = ArgumentParser()
+        parser.add_argument("--redownload", action="store_true")
+
+
+        class Pipeline(BrainsetPipeline):
+            brainset_id = "my_brainset"
+            parser = parser
+
+            @classmethod
+            def get_manifest(cls, raw_dir, args):
+                return pd.DataFrame(...).set_index("session_id")
+
+            def download(self, manifest_item):
+                self.update_status("DOWNLOADING")
+                return path_to_raw_file
+
+            def process(self, download_output): ...
+    """
+
+    brainset_id: str
+    """Unique identifier for the brainset. Must be set by the subclass."""
+    parser: ArgumentParser | None = None
+    """Optional parser for pipeline-specific options."""
+
+    raw_dir: Path
+    """Raw data directory assigned to this brainset."""
+    processed_dir: Path
+    """Processed data directory assigned to this brainset."""
+    args: Namespace | None
+    """Pipeline-specific arguments, parsed by :attr:`parser` (``None`` without one)."""
+
+    def __init__(
+        self,
+        raw_dir: Path,
+        processed_dir: Path,
+        args: Namespace | None,
+        tracker_handle: Callable[[Any, str], None] | None = None,
+        download_only: bool = False,
+    ):
+        self.raw_dir = Path(raw_dir)
+        self.processed_dir = Path(processed_dir)
+        self.args = args
+        self._tracker_handle = tracker_handle
+        self._download_only = download_only
+        self._asset_id: Any = None
+
+    @classmethod
+    @abstractmethod
+    def get_manifest(cls, raw_dir: Path, args: Namespace | None) -> pd.DataFrame:
+        """Return a table of the assets to download and process, one row per asset.
+
+        The index is the asset id: it names the asset's logs and selects it on its own.
+        """
+
+    @abstractmethod
+    def download(self, manifest_item: NamedTuple) -> Any:
+        """Download the asset of one manifest row (a named tuple whose ``Index`` is the
+        asset id). The return value is passed to :meth:`process`."""
+
+    @abstractmethod
+    def process(self, download_output: Any) -> None:
+        """Process the downloaded asset and save the result under :attr:`processed_dir`."""
+
+    def update_status(self, status: str) -> None:
+        """Report the current status of the asset being prepared.
+
+        Under the project's runner the status reaches the live table and the run
+        report; used directly, it is printed on the terminal.
+        """
+        if self._tracker_handle is not None:
+            self._tracker_handle(self._asset_id, status)
+            return
+        Console().print(
+            f"[bold]\\[Status][/] [{status_style(status)}]{escape(status)}[/]"
+        )

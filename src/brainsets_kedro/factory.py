@@ -1,0 +1,68 @@
+"""BrainsetPipeline class -> Kedro pipeline.
+
+Every brainset becomes the same static pipeline of three nodes in the namespace
+``<brainset_id>``, whatever its manifest holds::
+
+    <id>.raw_dir, parameters -> [<id>.manifest] -> <id>.manifest
+    <id>.manifest, <id>.raw_dir, <id>.processed_dir, parameters
+        -> [<id>.download] -> <id>.downloads
+    <id>.downloads, <id>.raw_dir, <id>.processed_dir, parameters
+        -> [<id>.process] -> <id>.run_report
+
+Building it never calls ``get_manifest``: the manifest is computed at run time.
+"""
+
+from __future__ import annotations
+
+from kedro.pipeline import Pipeline, node
+
+from brainsets_kedro.brainset import BrainsetPipeline
+from brainsets_kedro.nodes import DownloadNode, ManifestNode, ProcessNode
+
+
+def dataset_names(brainset_id: str) -> dict[str, str]:
+    """The catalog names of a brainset's datasets."""
+    return {
+        name: f"{brainset_id}.{name}"
+        for name in ("raw_dir", "processed_dir", "manifest", "downloads", "run_report")
+    }
+
+
+def create_brainset_pipeline(pipeline_cls: type[BrainsetPipeline]) -> Pipeline:
+    """The Kedro pipeline that prepares the brainset of ``pipeline_cls``."""
+    brainset_id = pipeline_cls.brainset_id
+    ds = dataset_names(brainset_id)
+    manifest = ManifestNode(pipeline_cls)
+    manifest_inputs = {"raw_dir": ds["raw_dir"], "parameters": "parameters"}
+    if manifest.takes_processed_dir:
+        manifest_inputs["processed_dir"] = ds["processed_dir"]
+    asset_inputs = {
+        "raw_dir": ds["raw_dir"],
+        "processed_dir": ds["processed_dir"],
+        "parameters": "parameters",
+    }
+    return Pipeline(
+        [
+            node(
+                manifest,
+                inputs=manifest_inputs,
+                outputs=ds["manifest"],
+                name="manifest",
+                namespace=brainset_id,
+            ),
+            node(
+                DownloadNode(pipeline_cls),
+                inputs={"manifest": ds["manifest"], **asset_inputs},
+                outputs=ds["downloads"],
+                name="download",
+                namespace=brainset_id,
+            ),
+            node(
+                ProcessNode(pipeline_cls),
+                inputs={"downloads": ds["downloads"], **asset_inputs},
+                outputs=ds["run_report"],
+                name="process",
+                namespace=brainset_id,
+            ),
+        ]
+    )

@@ -1,0 +1,249 @@
+"""The node functions of a brainset pipeline: manifest, download, process.
+
+Called by any Kedro runner, the download and process nodes loop over the manifest's
+partitions (one per asset) in order; a failing asset never stops the others, and the
+process node fails at the end naming every failed asset. The project's runner
+recognises these nodes and fans the same per-asset work out to parallel workers.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pandas as pd
+
+from brainsets_kedro.assets import AssetResult, BrainsetJob
+from brainsets_kedro.brainset import BrainsetPipeline
+from brainsets_kedro.params import parse_params
+
+logger = logging.getLogger(__name__)
+
+SHOWN_IDS = 20  # asset ids an error message lists before "..."
+
+REPORT_COLUMNS = [
+    "status",
+    "start",
+    "end",
+    "duration_s",
+    "error",
+    "stdout_log",
+    "stderr_log",
+]
+
+
+class AssetFailures(RuntimeError):
+    """Some assets failed; the others were prepared. Carries the run report, so that
+    it is saved even though the node fails."""
+
+    def __init__(self, brainset_id: str, report: pd.DataFrame):
+        self.brainset_id = brainset_id
+        self.report = report
+        failed = report[report["status"] != "DONE"]
+        lines = [
+            f"  {asset_id}: {row.error} (log: {row.stderr_log})"
+            for asset_id, row in failed.iterrows()
+        ]
+        super().__init__(
+            f"{len(failed)} of {len(report)} assets of brainset '{brainset_id}' "
+            f"failed:\n" + "\n".join(lines)
+        )
+
+
+def brainset_params(parameters: Mapping[str, Any], brainset_id: str) -> dict:
+    """The brainset's own parameters, ``parameters[<brainset_id>]`` (may be absent)."""
+    params = parameters.get(brainset_id) or {}
+    if not isinstance(params, Mapping):
+        raise ValueError(
+            f"Parameters '{brainset_id}' must be a mapping of option names to "
+            f"values, got {type(params).__name__}: {params!r}."
+        )
+    return dict(params)
+
+
+def validate_manifest(manifest: Any, brainset_id: str) -> pd.DataFrame:
+    """Check a manifest before any work: a DataFrame whose index holds unique asset
+    ids that are safe to use as file names."""
+    if not isinstance(manifest, pd.DataFrame):
+        raise TypeError(
+            f"Pipeline.get_manifest of brainset '{brainset_id}' returned "
+            f"{type(manifest).__name__}; it must return a pandas DataFrame with one "
+            f"row per asset, indexed by asset id."
+        )
+    duplicated = manifest.index[manifest.index.duplicated()].unique()
+    if len(duplicated):
+        raise ValueError(
+            f"The manifest of brainset '{brainset_id}' has duplicated asset ids: "
+            f"{', '.join(map(str, duplicated[:SHOWN_IDS]))}"
+            f"{' ...' if len(duplicated) > SHOWN_IDS else ''}. Each row's index must "
+            f"identify one asset."
+        )
+    unsafe = [a for a in manifest.index if not _is_safe_name(a)]
+    if unsafe:
+        raise ValueError(
+            f"The manifest of brainset '{brainset_id}' has asset ids that cannot "
+            f"name a log file: {', '.join(map(repr, unsafe[:SHOWN_IDS]))}. Asset ids must "
+            f"be non-empty and contain no '/' or '\\'."
+        )
+    if manifest.empty:
+        logger.warning(
+            "The manifest of brainset '%s' is empty: nothing to do.", brainset_id
+        )
+    return manifest
+
+
+def _is_safe_name(asset_id: Any) -> bool:
+    name = str(asset_id)
+    return name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
+
+
+def manifest_items(manifest: pd.DataFrame) -> Iterator[NamedTuple]:
+    """The manifest's rows as named tuples whose ``Index`` is the asset id."""
+    return manifest.itertuples()
+
+
+def build_report(results: Iterable[AssetResult]) -> pd.DataFrame:
+    """The run report: one row per asset, indexed by asset id."""
+
+    def iso(timestamp: float) -> str:
+        return datetime.fromtimestamp(timestamp, timezone.utc).isoformat()
+
+    rows = {
+        r.asset_id: (
+            r.status,
+            iso(r.start),
+            iso(r.end),
+            round(r.end - r.start, 3),
+            r.error,
+            str(r.stdout_log),
+            str(r.stderr_log),
+        )
+        for r in results
+    }
+    report = pd.DataFrame.from_dict(rows, orient="index", columns=REPORT_COLUMNS)
+    report.index.name = "asset_id"
+    return report
+
+
+class BrainsetNode:
+    """A node function bound to one brainset's Pipeline class."""
+
+    stage = ""
+
+    def __init__(self, pipeline_cls: type[BrainsetPipeline]):
+        self.pipeline_cls = pipeline_cls
+        self.__name__ = f"{pipeline_cls.brainset_id}_{self.stage}"
+        self.__qualname__ = self.__name__
+
+    @property
+    def brainset_id(self) -> str:
+        return self.pipeline_cls.brainset_id
+
+    def parse_args(self, parameters: Mapping[str, Any]):
+        params = brainset_params(parameters, self.brainset_id)
+        return parse_params(self.pipeline_cls.parser, params, self.brainset_id)
+
+    def job(
+        self, raw_dir: Path, processed_dir: Path, parameters: Mapping[str, Any]
+    ) -> BrainsetJob:
+        return BrainsetJob(
+            pipeline_cls=self.pipeline_cls,
+            raw_dir=Path(raw_dir),
+            processed_dir=Path(processed_dir),
+            args=self.parse_args(parameters),
+        )
+
+
+class ManifestNode(BrainsetNode):
+    """``<id>.manifest``: calls ``Pipeline.get_manifest`` and validates what it gives."""
+
+    stage = "manifest"
+
+    @property
+    def takes_processed_dir(self) -> bool:
+        """Whether ``get_manifest`` has the documented ``processed_dir`` variant."""
+        signature = inspect.signature(self.pipeline_cls.get_manifest)
+        return "processed_dir" in signature.parameters
+
+    def __call__(
+        self,
+        raw_dir: Path,
+        parameters: Mapping[str, Any],
+        processed_dir: Path | None = None,
+    ) -> pd.DataFrame:
+        args = self.parse_args(parameters)
+        kwargs = {"raw_dir": Path(raw_dir), "args": args}
+        if self.takes_processed_dir:
+            kwargs["processed_dir"] = Path(processed_dir)
+        manifest = self.pipeline_cls.get_manifest(**kwargs)
+        manifest = validate_manifest(manifest, self.brainset_id)
+        logger.info(
+            "Brainset '%s': %d assets in the manifest.",
+            self.brainset_id,
+            len(manifest),
+        )
+        return manifest
+
+
+class DownloadNode(BrainsetNode):
+    """``<id>.download``: downloads every asset, one after the other."""
+
+    stage = "download"
+
+    def __call__(
+        self,
+        manifest: pd.DataFrame,
+        raw_dir: Path,
+        processed_dir: Path,
+        parameters: Mapping[str, Any],
+    ) -> dict[Any, tuple[NamedTuple, AssetResult]]:
+        job = self.job(raw_dir, processed_dir, parameters)
+        return {
+            item.Index: (item, job.run(item, stages=("download",)))
+            for item in manifest_items(manifest)
+        }
+
+
+class ProcessNode(BrainsetNode):
+    """``<id>.process``: processes every downloaded asset, then reports the run."""
+
+    stage = "process"
+
+    def __call__(
+        self,
+        downloads: Mapping[Any, tuple[NamedTuple, AssetResult]],
+        raw_dir: Path,
+        processed_dir: Path,
+        parameters: Mapping[str, Any],
+    ) -> pd.DataFrame:
+        job = self.job(raw_dir, processed_dir, parameters)
+        results = [
+            downloaded
+            if downloaded.failed
+            else job.run(
+                item,
+                stages=("process",),
+                download_output=downloaded.output,
+                start=downloaded.start,
+            )
+            for item, downloaded in downloads.values()
+        ]
+        return self.finish(results)
+
+    def finish(self, results: Iterable[AssetResult]) -> pd.DataFrame:
+        """The run report of these results; raises :class:`AssetFailures` (carrying
+        the report) when any asset failed."""
+        report = build_report(results)
+        counts = report["status"].value_counts().to_dict()
+        logger.info(
+            "Brainset '%s': %s.",
+            self.brainset_id,
+            ", ".join(f"{n} {status}" for status, n in counts.items()) or "no assets",
+        )
+        if (report["status"] != "DONE").any():
+            raise AssetFailures(self.brainset_id, report)
+        return report

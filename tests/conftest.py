@@ -1,0 +1,64 @@
+"""Shared fixtures: a temporary copy of the project and `kedro` run in it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_BRAINSETS = Path(__file__).resolve().parent / "brainsets"
+
+os.environ["KEDRO_DISABLE_TELEMETRY"] = "1"
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the project (code and configuration, no data) to run kedro in."""
+    root = tmp_path / "project"
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in ("conf", "src"):
+        shutil.copytree(REPO / name, root / name, ignore=ignore)
+    for name in ("pyproject.toml", ".telemetry"):
+        shutil.copy(REPO / name, root / name)
+    (root / "conf" / "local").mkdir(exist_ok=True)
+    (root / "data").mkdir()
+    return root
+
+
+def add_brainset(project: Path, source: str | Path, name: str) -> Path:
+    """Drop a brainset file into the project as pipelines/<name>/pipeline.py."""
+    folder = project / "src" / "brainsets_kedro" / "pipelines" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "__init__.py").touch()
+    text = (
+        (TEST_BRAINSETS / f"{source}.py").read_text()
+        if isinstance(source, str) and "\n" not in source
+        else str(source)
+    )
+    (folder / "pipeline.py").write_text(text)
+    return folder
+
+
+def kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run the kedro CLI in ``project`` as a user would; returns the finished process."""
+    env = {
+        **os.environ,
+        "KEDRO_DISABLE_TELEMETRY": "1",
+        "PYTHONPATH": str(project / "src"),
+        "COLUMNS": "200",
+        "NO_COLOR": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "kedro", *args],
+        check=False,
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

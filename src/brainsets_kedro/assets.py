@@ -91,7 +91,8 @@ class BrainsetJob:
     ) -> AssetResult:
         """Run ``stages`` of one manifest row back to back; never raises for the asset's
         own errors. The asset is DONE when its last stage is (``process``, or
-        ``download`` in a download-only run)."""
+        ``download`` in a download-only run); whoever collects the result reports
+        DONE or FAILED."""
         asset_id = item.Index
         if self.download_only:
             stages = tuple(s for s in stages if s != "process")
@@ -126,10 +127,8 @@ class BrainsetJob:
             else:
                 result.status = DONE if final else f"{stages[-1]} done"
         result.end = time.time()
-        if final or result.failed:
-            if final:
-                result.output = None
-            self.reporter(self.brainset_id, asset_id, result.status)
+        if final:
+            result.output = None
         return result
 
     def _pipeline(self) -> BrainsetPipeline:

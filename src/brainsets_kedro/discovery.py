@@ -62,10 +62,10 @@ def load_brainset_class(name: str) -> type[BrainsetPipeline] | None:
             f"create_pipeline())."
         )
     module = _import(module_name)
+    if hasattr(module, "create_pipeline"):
+        return None
     cls = getattr(module, "Pipeline", None)
     if cls is None:
-        if hasattr(module, "create_pipeline"):
-            return None
         raise PipelineDiscoveryError(
             f"{where} defines no 'Pipeline' class: a brainset's pipeline.py must "
             f"define 'class Pipeline(BrainsetPipeline)' with a 'brainset_id'."

@@ -44,21 +44,21 @@ def create_brainset_pipeline(pipeline_cls: type[BrainsetPipeline]) -> Pipeline:
     return Pipeline(
         [
             node(
-                manifest,
+                manifest.get_manifest,
                 inputs=manifest_inputs,
                 outputs=ds["manifest"],
                 name="manifest",
                 namespace=brainset_id,
             ),
             node(
-                DownloadNode(pipeline_cls),
+                DownloadNode(pipeline_cls).download,
                 inputs={"manifest": ds["manifest"], **asset_inputs},
                 outputs=ds["downloads"],
                 name="download",
                 namespace=brainset_id,
             ),
             node(
-                ProcessNode(pipeline_cls),
+                ProcessNode(pipeline_cls).process,
                 inputs={"downloads": ds["downloads"], **asset_inputs},
                 outputs=ds["run_report"],
                 name="process",

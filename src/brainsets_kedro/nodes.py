@@ -8,6 +8,7 @@ recognises these nodes and fans the same per-asset work out to parallel workers.
 
 from __future__ import annotations
 
+import fnmatch
 import inspect
 import logging
 from collections.abc import Iterable, Iterator, Mapping
@@ -17,12 +18,13 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from brainsets_kedro.assets import AssetResult, BrainsetJob
+from brainsets_kedro.assets import DONE, FAILED, AssetResult, BrainsetJob, log_status
 from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.params import parse_params
 
 logger = logging.getLogger(__name__)
 
+FINAL = (DONE, FAILED)
 SHOWN_IDS = 20  # asset ids an error message lists before "..."
 
 REPORT_COLUMNS = [
@@ -63,6 +65,40 @@ def brainset_params(parameters: Mapping[str, Any], brainset_id: str) -> dict:
             f"values, got {type(params).__name__}: {params!r}."
         )
     return dict(params)
+
+
+def run_options(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """The run-level options under ``brainsets:`` (``conf/base/parameters.yml``)."""
+    options = parameters.get("brainsets") or {}
+    if not isinstance(options, Mapping):
+        raise ValueError(
+            f"Parameters 'brainsets' must be a mapping of run options, got "
+            f"{type(options).__name__}: {options!r}."
+        )
+    return dict(options)
+
+
+def select_assets(
+    manifest: pd.DataFrame, only: str | None, brainset_id: str
+) -> pd.DataFrame:
+    """The rows whose asset id matches ``only``: one or more glob patterns separated
+    by ``|`` (``sess_01``, ``sess_0*``, ``a|b``). ``None`` selects every row."""
+    if only is None or str(only).strip() == "":
+        return manifest
+    ids = manifest.index.map(str)
+    selected = pd.Series(False, index=manifest.index)
+    for pattern in (p.strip() for p in str(only).split("|")):
+        matches = ids.map(lambda asset_id, p=pattern: fnmatch.fnmatchcase(asset_id, p))
+        if not matches.any():
+            shown = ", ".join(ids[:SHOWN_IDS]) + (
+                " ..." if len(ids) > SHOWN_IDS else ""
+            )
+            raise ValueError(
+                f"brainsets.only: pattern {pattern!r} matches no asset of brainset "
+                f"'{brainset_id}'. Its asset ids: {shown or '(none)'}."
+            )
+        selected |= matches.to_numpy()
+    return manifest[selected.to_numpy()]
 
 
 def validate_manifest(manifest: Any, brainset_id: str) -> pd.DataFrame:
@@ -130,14 +166,11 @@ def build_report(results: Iterable[AssetResult]) -> pd.DataFrame:
 
 
 class BrainsetNode:
-    """A node function bound to one brainset's Pipeline class."""
-
-    stage = ""
+    """The node functions of one brainset, as bound methods of these objects (so the
+    runner can tell them apart and Kedro can read their type hints)."""
 
     def __init__(self, pipeline_cls: type[BrainsetPipeline]):
         self.pipeline_cls = pipeline_cls
-        self.__name__ = f"{pipeline_cls.brainset_id}_{self.stage}"
-        self.__qualname__ = self.__name__
 
     @property
     def brainset_id(self) -> str:
@@ -155,13 +188,12 @@ class BrainsetNode:
             raw_dir=Path(raw_dir),
             processed_dir=Path(processed_dir),
             args=self.parse_args(parameters),
+            download_only=bool(run_options(parameters).get("download_only", False)),
         )
 
 
 class ManifestNode(BrainsetNode):
     """``<id>.manifest``: calls ``Pipeline.get_manifest`` and validates what it gives."""
-
-    stage = "manifest"
 
     @property
     def takes_processed_dir(self) -> bool:
@@ -169,7 +201,7 @@ class ManifestNode(BrainsetNode):
         signature = inspect.signature(self.pipeline_cls.get_manifest)
         return "processed_dir" in signature.parameters
 
-    def __call__(
+    def get_manifest(
         self,
         raw_dir: Path,
         parameters: Mapping[str, Any],
@@ -190,30 +222,46 @@ class ManifestNode(BrainsetNode):
 
 
 class DownloadNode(BrainsetNode):
-    """``<id>.download``: downloads every asset, one after the other."""
+    """``<id>.download``: downloads every selected asset, one after the other.
 
-    stage = "download"
+    Its output maps each asset id to ``(manifest row, AssetResult)``. A runner that
+    prepares assets in parallel runs both stages per asset instead (see
+    :meth:`plan`), and the process node then only reports.
+    """
 
-    def __call__(
+    def plan(
+        self,
+        manifest: pd.DataFrame,
+        raw_dir: Path,
+        processed_dir: Path,
+        parameters: Mapping[str, Any],
+    ) -> tuple[BrainsetJob, pd.DataFrame]:
+        """The job for this brainset and the manifest rows this run prepares."""
+        job = self.job(raw_dir, processed_dir, parameters)
+        only = run_options(parameters).get("only")
+        return job, select_assets(manifest, only, self.brainset_id)
+
+    def download(
         self,
         manifest: pd.DataFrame,
         raw_dir: Path,
         processed_dir: Path,
         parameters: Mapping[str, Any],
     ) -> dict[Any, tuple[NamedTuple, AssetResult]]:
-        job = self.job(raw_dir, processed_dir, parameters)
-        return {
-            item.Index: (item, job.run(item, stages=("download",)))
-            for item in manifest_items(manifest)
-        }
+        job, selected = self.plan(manifest, raw_dir, processed_dir, parameters)
+        downloads = {}
+        for item in manifest_items(selected):
+            result = job.run(item, stages=("download",))
+            if result.status in FINAL:
+                log_status(self.brainset_id, item.Index, result.status)
+            downloads[item.Index] = (item, result)
+        return downloads
 
 
 class ProcessNode(BrainsetNode):
     """``<id>.process``: processes every downloaded asset, then reports the run."""
 
-    stage = "process"
-
-    def __call__(
+    def process(
         self,
         downloads: Mapping[Any, tuple[NamedTuple, AssetResult]],
         raw_dir: Path,
@@ -221,17 +269,18 @@ class ProcessNode(BrainsetNode):
         parameters: Mapping[str, Any],
     ) -> pd.DataFrame:
         job = self.job(raw_dir, processed_dir, parameters)
-        results = [
-            downloaded
-            if downloaded.failed
-            else job.run(
-                item,
-                stages=("process",),
-                download_output=downloaded.output,
-                start=downloaded.start,
-            )
-            for item, downloaded in downloads.values()
-        ]
+        results = []
+        for item, downloaded in downloads.values():
+            result = downloaded
+            if downloaded.status not in FINAL:
+                result = job.run(
+                    item,
+                    stages=("process",),
+                    download_output=downloaded.output,
+                    start=downloaded.start,
+                )
+                log_status(self.brainset_id, item.Index, result.status)
+            results.append(result)
         return self.finish(results)
 
     def finish(self, results: Iterable[AssetResult]) -> pd.DataFrame:

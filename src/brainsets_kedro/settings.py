@@ -1,7 +1,15 @@
 """Project settings. For the Kedro defaults, see
 https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration"""
 
+import warnings
+
 from brainsets_kedro.hooks import SaveReportOnFailure
+
+# Kedro 1.7's config loader calls an OmegaConf API that newer OmegaConf releases
+# deprecate; the warning is Kedro's to fix and says nothing about this project.
+warnings.filterwarnings(
+    "ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning
+)
 
 # Hooks are executed in a Last-In-First-Out (LIFO) order.
 HOOKS = (SaveReportOnFailure(),)

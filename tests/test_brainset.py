@@ -1,0 +1,112 @@
+"""The BrainsetPipeline API, as the brainsets package defines it."""
+
+import ast
+import inspect
+from argparse import Namespace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import brainsets_kedro.brainset as brainset_module
+from brainsets_kedro import BrainsetPipeline
+from brainsets_kedro.brainset import status_style
+
+
+class Minimal(BrainsetPipeline):
+    brainset_id = "minimal"
+
+    @classmethod
+    def get_manifest(cls, raw_dir, args):
+        return pd.DataFrame({"x": [1]}, index=["a"])
+
+    def download(self, manifest_item):
+        return manifest_item.x
+
+    def process(self, download_output):
+        return None
+
+
+def test_abstract_methods_must_be_implemented():
+    with pytest.raises(TypeError, match="abstract"):
+        BrainsetPipeline(Path("r"), Path("p"), None)  # type: ignore[abstract]
+
+    class NoProcess(BrainsetPipeline):
+        brainset_id = "x"
+
+        @classmethod
+        def get_manifest(cls, raw_dir, args):
+            return pd.DataFrame()
+
+        def download(self, manifest_item):
+            return None
+
+    with pytest.raises(TypeError, match="process"):
+        NoProcess(Path("r"), Path("p"), None)  # type: ignore[abstract]
+
+
+def test_constructor_and_attributes(tmp_path):
+    args = Namespace(flag=True)
+    pipeline = Minimal(tmp_path / "raw", str(tmp_path / "proc"), args)
+    assert pipeline.raw_dir == tmp_path / "raw"
+    assert pipeline.processed_dir == tmp_path / "proc"
+    assert isinstance(pipeline.processed_dir, Path)
+    assert pipeline.args is args
+    assert Minimal.parser is None
+    signature = inspect.signature(BrainsetPipeline.__init__)
+    assert list(signature.parameters) == [
+        "self",
+        "raw_dir",
+        "processed_dir",
+        "args",
+        "tracker_handle",
+        "download_only",
+    ]
+    assert signature.parameters["download_only"].default is False
+
+
+def test_update_status_prints_when_used_directly(tmp_path, capsys):
+    pipeline = Minimal(tmp_path, tmp_path, None)
+    pipeline.update_status("DOWNLOADING [part 1]")
+    out = capsys.readouterr().out
+    assert "[Status]" in out
+    assert "DOWNLOADING [part 1]" in out
+
+
+def test_update_status_goes_to_the_tracker(tmp_path, capsys):
+    seen = []
+    pipeline = Minimal(
+        tmp_path, tmp_path, None, tracker_handle=lambda *a: seen.append(a)
+    )
+    pipeline._asset_id = "a"
+    pipeline.update_status("DONE")
+    assert seen == [("a", "DONE")]
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize(
+    ("status", "style"),
+    [
+        ("DONE", "green"),
+        ("FAILED", "red"),
+        ("DOWNLOADING", "blue"),
+        ("Extracting spikes", "yellow"),
+    ],
+)
+def test_status_colours_as_upstream(status, style):
+    assert status_style(status) == style
+
+
+def test_module_imports_nothing_from_kedro_or_joblib():
+    tree = ast.parse(Path(brainset_module.__file__).read_text())
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    } | {
+        node.module.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert not imported & {"kedro", "joblib"}

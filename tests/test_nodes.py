@@ -1,0 +1,98 @@
+"""The node functions under a plain Kedro runner: every asset, failures isolated."""
+
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from brainsets_kedro.datasets import BrainsetDirectory
+from brainsets_kedro.factory import create_brainset_pipeline
+from brainsets_kedro.nodes import AssetFailures, ManifestNode, validate_manifest
+from tests.brainsets.toy import Pipeline as Toy
+
+
+def test_duplicated_ids_are_named():
+    manifest = pd.DataFrame({"x": range(4)}, index=["a", "b", "a", "c"])
+    with pytest.raises(ValueError, match="duplicated asset ids: a\\."):
+        validate_manifest(manifest, "toy")
+
+
+@pytest.mark.parametrize("bad_id", ["../x", "a/b", "", "..", "a\\b"])
+def test_unsafe_ids_are_rejected_by_name(bad_id):
+    manifest = pd.DataFrame({"x": [1, 2]}, index=["ok", bad_id])
+    with pytest.raises(ValueError, match="cannot name a log file") as error:
+        validate_manifest(manifest, "toy")
+    assert repr(bad_id) in str(error.value)
+
+
+def test_manifest_must_be_a_dataframe():
+    with pytest.raises(TypeError, match="returned list; it must return a pandas"):
+        validate_manifest([{"a": 1}], "toy")
+
+
+def test_empty_manifest_is_reported(caplog):
+    empty = pd.DataFrame({"x": []})
+    assert validate_manifest(empty, "toy") is empty
+    assert "manifest of brainset 'toy' is empty: nothing to do" in caplog.text
+
+
+def test_manifest_node_parses_parameters(tmp_path):
+    manifest = ManifestNode(Toy).get_manifest(tmp_path, {"toy": {"n_assets": "5"}})
+    assert list(manifest.index) == [f"a_{i:02d}" for i in range(5)]
+
+
+def _catalog(tmp_path):
+    return DataCatalog(
+        {
+            "toy.raw_dir": BrainsetDirectory(str(tmp_path / "raw" / "toy")),
+            "toy.processed_dir": BrainsetDirectory(str(tmp_path / "proc" / "toy")),
+            "toy.downloads": MemoryDataset(copy_mode="assign"),
+            "toy.run_report": MemoryDataset(),
+        }
+    )
+
+
+def _run(tmp_path, params):
+    catalog = _catalog(tmp_path)
+    catalog["parameters"] = {"toy": params}
+    SequentialRunner().run(create_brainset_pipeline(Toy), catalog)
+    return catalog
+
+
+def test_sequential_runner_prepares_every_asset(tmp_path):
+    catalog = _run(tmp_path, {"n_assets": 4})
+    report = catalog.load("toy.run_report")
+    assert list(report.index) == ["a_00", "a_01", "a_02", "a_03"]
+    assert (report["status"] == "DONE").all()
+    processed = tmp_path / "proc" / "toy"
+    assert sorted(p.name for p in processed.glob("*.txt")) == [
+        f"a_{i:02d}.txt" for i in range(4)
+    ]
+    assert (processed / "a_03.txt").read_text() == "30"
+    out = (processed / "pipeline_logs" / "a_02.out").read_text()
+    assert out == "downloading a_02\nprocessing a_02\n"
+
+
+@pytest.mark.parametrize("stage", ["download", "process"])
+def test_failing_assets_never_stop_the_others(tmp_path, stage):
+    with pytest.raises(AssetFailures) as error:
+        _run(tmp_path, {"n_assets": 5, "fail": "a_01|a_03", "fail_stage": stage})
+    message = str(error.value)
+    assert "2 of 5 assets of brainset 'toy' failed" in message
+    assert "a_01: RuntimeError: a_01 fails on purpose" in message
+    assert "a_03: RuntimeError: a_03 fails on purpose" in message
+
+    processed = tmp_path / "proc" / "toy"
+    assert sorted(p.stem for p in processed.glob("*.txt")) == ["a_00", "a_02", "a_04"]
+    err = (processed / "pipeline_logs" / "a_03.err").read_text()
+    assert "Traceback (most recent call last)" in err
+    assert f"RuntimeError: a_03 fails on purpose in {stage}" in err
+    report = error.value.report
+    assert report.loc["a_01", "status"] == "FAILED"
+    assert report.loc["a_00", "status"] == "DONE"
+    assert report.loc["a_01", "stderr_log"].endswith("pipeline_logs/a_01.err")
+
+
+def test_empty_manifest_runs_to_success(tmp_path):
+    catalog = _run(tmp_path, {"n_assets": 0})
+    assert catalog.load("toy.run_report").empty

@@ -1,0 +1,104 @@
+"""A brainset's argparse options as Kedro parameters."""
+
+from argparse import ArgumentParser, Namespace
+
+import pytest
+
+from brainsets_kedro.params import BrainsetParameterError, parse_params, parser_defaults
+
+
+@pytest.fixture
+def parser():
+    parser = ArgumentParser()
+    parser.add_argument("--n-sessions", type=int, default=4)
+    parser.add_argument("--redownload", action="store_true")
+    parser.add_argument("--keep-cache", action="store_false")
+    parser.add_argument("--region", choices=["M1", "PMd"], default="M1")
+    parser.add_argument("--subjects", nargs="+", default=None)
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    return parser
+
+
+def test_defaults_apply_where_nothing_is_set(parser):
+    assert parse_params(parser, {}, "b") == Namespace(
+        n_sessions=4,
+        redownload=False,
+        keep_cache=True,
+        region="M1",
+        subjects=None,
+        verbose=0,
+    )
+    assert parse_params(parser, None, "b").n_sessions == 4
+
+
+def test_values_go_through_the_parser(parser):
+    args = parse_params(
+        parser,
+        {
+            "n_sessions": "7",
+            "redownload": True,
+            "keep_cache": False,
+            "region": "PMd",
+            "subjects": ["c", "m"],
+            "verbose": 2,
+        },
+        "b",
+    )
+    assert args.n_sessions == 7
+    assert args.redownload is True
+    assert args.keep_cache is False
+    assert args.region == "PMd"
+    assert args.subjects == ["c", "m"]
+    assert args.verbose == 2
+
+
+def test_flags_left_at_their_default(parser):
+    args = parse_params(parser, {"redownload": False, "keep_cache": True}, "b")
+    assert args.redownload is False
+    assert args.keep_cache is True
+
+
+def test_bad_value_gets_argparse_message(parser):
+    with pytest.raises(BrainsetParameterError) as error:
+        parse_params(parser, {"n_sessions": "many"}, "my_brainset")
+    message = str(error.value)
+    assert "argument --n-sessions: invalid int value: 'many'" in message
+    assert "my_brainset" in message
+
+
+def test_bad_choice(parser):
+    with pytest.raises(BrainsetParameterError, match="invalid choice: 'V1'"):
+        parse_params(parser, {"region": "V1"}, "b")
+
+
+def test_flag_needs_a_boolean(parser):
+    with pytest.raises(BrainsetParameterError, match="--redownload: expected True"):
+        parse_params(parser, {"redownload": "yes"}, "b")
+
+
+def test_unknown_key_names_it_and_lists_the_valid_ones(parser):
+    with pytest.raises(BrainsetParameterError) as error:
+        parse_params(parser, {"n_session": 3}, "my_brainset")
+    message = str(error.value)
+    assert "my_brainset.n_session" in message
+    assert "keep_cache, n_sessions, redownload, region, subjects, verbose" in message
+
+
+def test_required_option_missing():
+    parser = ArgumentParser()
+    parser.add_argument("--dandiset", required=True)
+    with pytest.raises(BrainsetParameterError, match="required: --dandiset"):
+        parse_params(parser, {}, "b")
+    assert parse_params(parser, {"dandiset": "000688"}, "b").dandiset == "000688"
+
+
+def test_no_parser():
+    assert parse_params(None, {}, "b") is None
+    with pytest.raises(BrainsetParameterError, match="takes no parameters"):
+        parse_params(None, {"x": 1}, "b")
+
+
+def test_parser_defaults(parser):
+    assert parser_defaults(parser)["n_sessions"] == 4
+    assert "help" not in parser_defaults(parser)
+    assert parser_defaults(None) == {}

@@ -1,0 +1,111 @@
+"""Project commands: ``kedro run`` with the brainset runner by default, and
+``kedro brainset list`` / ``kedro brainset manifest <id>``."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import click
+import pandas as pd
+from kedro.framework.cli.project import run as kedro_run
+from kedro.framework.cli.utils import _split_params, env_option
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+from brainsets_kedro.discovery import load_brainset_class, pipeline_folders
+from brainsets_kedro.nodes import AssetFailures
+
+DEFAULT_RUNNER = "brainsets_kedro.runner.BrainsetRunner"
+
+
+@click.group(name="brainsets-kedro")
+def cli() -> None:
+    """Project commands of brainsets-kedro."""
+
+
+def _run(**kwargs: object) -> object:
+    try:
+        return kedro_run.callback(**kwargs)
+    except AssetFailures:
+        # Kedro has logged which assets failed and where their logs are; the run
+        # report is saved. A traceback would add nothing.
+        raise SystemExit(1) from None
+
+
+run = copy.copy(kedro_run)
+run.callback = _run
+run.params = [copy.copy(param) for param in kedro_run.params]
+for _param in run.params:
+    if _param.name == "runner":
+        _param.default = DEFAULT_RUNNER
+        _param.help = f"{_param.help} Default: {DEFAULT_RUNNER}."
+cli.add_command(run)
+
+
+@cli.group()
+def brainset() -> None:
+    """Inspect the project's brainsets."""
+
+
+def _session(env: str | None) -> KedroSession:
+    bootstrap_project(Path.cwd())
+    return KedroSession.create(project_path=Path.cwd(), env=env)
+
+
+def brainset_ids() -> list[str]:
+    """The ids of the registered brainsets (folders holding a Pipeline class)."""
+    return [name for name in pipeline_folders() if load_brainset_class(name)]
+
+
+@brainset.command(name="list")
+@env_option
+def list_brainsets(env: str | None) -> None:
+    """List the registered brainsets with their raw and processed directories."""
+    with _session(env) as session:
+        catalog = session.load_context().catalog
+        rows = []
+        for brainset_id in brainset_ids():
+            raw, processed = (
+                catalog.get(f"{brainset_id}.{name}")._describe()["path"]
+                for name in ("raw_dir", "processed_dir")
+            )
+            rows.append((brainset_id, raw, processed))
+    if not rows:
+        click.echo("No brainsets: add src/brainsets_kedro/pipelines/<id>/pipeline.py.")
+        return
+    table = pd.DataFrame(rows, columns=["brainset", "raw_dir", "processed_dir"])
+    click.echo(table.to_string(index=False))
+
+
+@brainset.command(name="manifest")
+@click.argument("brainset_id")
+@click.option(
+    "--refresh", is_flag=True, help="Compute the manifest again even if it is saved."
+)
+@click.option("--params", default="", help="Parameter overrides, as for kedro run.")
+@env_option
+def show_manifest(
+    brainset_id: str, refresh: bool, params: str, env: str | None
+) -> None:
+    """Print a brainset's manifest, computing and saving it if needed."""
+    runtime_params = _split_params(None, None, params) if params else {}
+    name = f"{brainset_id}.manifest"
+    with _session(env) as session:
+        catalog = session.load_context().catalog
+        if brainset_id not in brainset_ids():
+            raise click.ClickException(
+                f"Unknown brainset {brainset_id!r}. Registered brainsets: "
+                f"{', '.join(brainset_ids()) or '(none)'}."
+            )
+        saved = catalog.exists(name)
+    if refresh or not saved or runtime_params:
+        with KedroSession.create(
+            project_path=Path.cwd(), env=env, runtime_params=runtime_params
+        ) as session:
+            session.run(pipeline_names=[brainset_id], node_names=[name])
+    with _session(env) as session:
+        manifest = session.load_context().catalog.load(name)
+    with pd.option_context("display.max_rows", None, "display.width", 200):
+        click.echo(manifest)
+    click.echo(f"{len(manifest)} assets.")

@@ -1,0 +1,196 @@
+"""BrainsetRunner: assets fanned out over joblib workers, in process and through
+`kedro run`."""
+
+import json
+import os
+import re
+
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from rich.console import Console
+
+from brainsets_kedro.datasets import BrainsetDirectory
+from brainsets_kedro.factory import create_brainset_pipeline
+from brainsets_kedro.nodes import AssetFailures
+from brainsets_kedro.runner import BrainsetRunner
+from brainsets_kedro.status import StatusBoard
+from tests.brainsets.toy import Pipeline as Toy
+from tests.conftest import add_brainset, kedro
+
+
+def _run(tmp_path, params, runner=None, brainsets=None):
+    catalog = DataCatalog(
+        {
+            "toy.raw_dir": BrainsetDirectory(str(tmp_path / "raw" / "toy")),
+            "toy.processed_dir": BrainsetDirectory(str(tmp_path / "proc" / "toy")),
+            "toy.downloads": MemoryDataset(copy_mode="assign"),
+            "toy.run_report": MemoryDataset(),
+        }
+    )
+    catalog["parameters"] = {"toy": params, "brainsets": brainsets or {}}
+    (runner or BrainsetRunner()).run(create_brainset_pipeline(Toy), catalog)
+    return catalog
+
+
+def _workers(tmp_path):
+    return {
+        path.stem: json.loads(path.read_text())
+        for path in (tmp_path / "proc" / "toy").glob("*.json")
+    }
+
+
+def test_assets_run_in_parallel_worker_processes(tmp_path):
+    catalog = _run(tmp_path, {"n_assets": 6, "sleep": 0.2}, BrainsetRunner(n_jobs=2))
+    report = catalog.load("toy.run_report")
+    assert (report["status"] == "DONE").all()
+    workers = _workers(tmp_path)
+    assert len(workers) == 6
+    pids = {w["pid"] for w in workers.values()}
+    assert len(pids) == 2
+    assert os.getpid() not in pids
+    # A worker reuses its Pipeline instance across the assets it prepares.
+    instances = {(w["pid"], w["instance"]) for w in workers.values()}
+    assert len(instances) == 2
+
+
+def test_threading_backend(tmp_path):
+    _run(tmp_path, {"n_assets": 4, "sleep": 0.1}, BrainsetRunner(backend="threading"))
+    workers = _workers(tmp_path)
+    assert {w["pid"] for w in workers.values()} == {os.getpid()}
+    assert len({w["thread"] for w in workers.values()}) == 2
+    # Each thread's output went to its own asset's log.
+    logs = tmp_path / "proc" / "toy" / "pipeline_logs"
+    for asset_id in workers:
+        out = (logs / f"{asset_id}.out").read_text()
+        assert out == f"downloading {asset_id}\nprocessing {asset_id}\n"
+
+
+def test_settings_from_parameters_and_overrides(tmp_path):
+    _run(tmp_path, {"n_assets": 3}, brainsets={"n_jobs": 1})
+    assert len({w["pid"] for w in _workers(tmp_path).values()}) == 1
+
+
+def test_failures_are_isolated(tmp_path):
+    with pytest.raises(AssetFailures) as error:
+        _run(tmp_path, {"n_assets": 5, "fail": "a_02"}, BrainsetRunner(n_jobs=2))
+    report = error.value.report
+    assert report.loc["a_02", "status"] == "FAILED"
+    assert (report.drop("a_02")["status"] == "DONE").all()
+    assert (
+        report.loc["a_02", "error"] == "RuntimeError: a_02 fails on purpose in process"
+    )
+    err = (tmp_path / "proc" / "toy" / "pipeline_logs" / "a_02.err").read_text()
+    assert "Traceback" in err
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"backend": "spark"}, "Unknown joblib backend 'spark': choose one of"),
+        ({"n_jobs": 0}, "n_jobs must be a whole number of workers"),
+        ({"n_jobs": "four"}, "n_jobs must be a whole number of workers"),
+    ],
+)
+def test_bad_settings_are_named(tmp_path, settings, message):
+    with pytest.raises(ValueError, match=message):
+        _run(tmp_path, {"n_assets": 1}, BrainsetRunner(**settings))
+    assert not (tmp_path / "raw" / "toy" / "a_00.txt").exists()
+
+
+def test_only_selects_assets(tmp_path):
+    catalog = _run(tmp_path, {"n_assets": 6}, brainsets={"only": "a_01|a_0[45]"})
+    assert sorted(catalog.load("toy.run_report").index) == ["a_01", "a_04", "a_05"]
+    assert sorted(_workers(tmp_path)) == ["a_01", "a_04", "a_05"]
+
+
+def test_only_pattern_matching_nothing_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="'b_\\*' matches no asset of brainset 'toy'"):
+        _run(tmp_path, {"n_assets": 3}, brainsets={"only": "a_01|b_*"})
+
+
+def test_download_only(tmp_path):
+    catalog = _run(tmp_path, {"n_assets": 3}, brainsets={"download_only": True})
+    assert (catalog.load("toy.run_report")["status"] == "DONE").all()
+    assert len(list((tmp_path / "raw" / "toy").glob("*.txt"))) == 3
+    assert not list((tmp_path / "proc" / "toy").glob("*.txt"))
+
+
+def test_live_table_on_a_terminal():
+    console = Console(
+        force_terminal=True, width=100, record=True, color_system="truecolor"
+    )
+    board = StatusBoard(total=5, live=False, console=console)
+    board.update("toy", "a_00", "DOWNLOADING")
+    board.update("toy", "a_01", "Extracting spikes")
+    board.finish("toy", "a_02", "DONE")
+    board.finish("toy", "a_03", "FAILED")
+    board.update("toy", "a_03", "late status")  # after FAILED: dropped
+    console.print(board)
+    text = console.export_text(clear=False)
+    assert re.search(r"toy\s+a_00\s+DOWNLOADING", text)
+    assert re.search(r"toy\s+a_01\s+Extracting spikes", text)
+    assert "a_02" not in text  # finished assets leave the table
+    assert (
+        "Summary: 1 DONE | 1 FAILED | 1 DOWNLOADING | 1 Extracting spikes | 1 waiting"
+        in text
+    )
+    styled = console.export_text(styles=True)
+    assert "\x1b[" in styled  # coloured on a terminal
+
+
+def test_kedro_run_end_to_end(project):
+    add_brainset(project, "toy", "toy")
+    result = kedro(
+        project,
+        "run",
+        "--pipeline=toy",
+        "--params=toy.n_assets=4,toy.fail=a_02,toy.sleep=0.3",
+        "--runner-params=n_jobs=2",
+    )
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output  # a clean summary, not a stack trace
+    assert "1 of 4 assets of brainset 'toy' failed" in " ".join(output.split())
+    # Without a terminal: one plain log line per status change, no control characters.
+    assert "\x1b" not in output
+    for asset_id in ("a_00", "a_01", "a_03"):
+        assert f"toy {asset_id}: DOWNLOADING" in output
+        assert f"toy {asset_id}: DONE" in output
+    assert "toy a_02: FAILED" in output
+    assert output.count("toy a_00: DOWNLOADING") == 1
+
+    report = pd.read_parquet(project / "data/08_reporting/toy/run_report.parquet")
+    assert report.loc["a_02", "status"] == "FAILED"
+    assert set(report.columns) >= {
+        "status",
+        "start",
+        "end",
+        "duration_s",
+        "error",
+        "stdout_log",
+        "stderr_log",
+    }
+
+    ok = kedro(project, "run", "--pipelines=toy", "--params=toy.n_assets=4")
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_brainset_commands(project):
+    add_brainset(project, "toy", "toy")
+    listed = kedro(project, "brainset", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert re.search(
+        r"toy\s+\S*data/01_raw/toy\s+\S*data/02_processed/toy", listed.stdout
+    )
+    assert re.search(r"my_brainset\s+\S*data/01_raw/my_brainset", listed.stdout)
+
+    shown = kedro(project, "brainset", "manifest", "toy", "--params=toy.n_assets=3")
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"a_02\s+2", shown.stdout)
+    assert "3 assets." in shown.stdout
+    assert (project / "data/08_reporting/toy/manifest.parquet").exists()
+
+    unknown = kedro(project, "brainset", "manifest", "nope")
+    assert unknown.returncode != 0
+    assert "Unknown brainset 'nope'" in unknown.stderr

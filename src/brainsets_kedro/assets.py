@@ -24,7 +24,8 @@ from typing import Any, NamedTuple, TextIO
 
 from brainsets_kedro.brainset import BrainsetPipeline
 
-logger = logging.getLogger(__name__)
+status_logger = logging.getLogger("brainsets_kedro.status")
+"""One line per status change; conf/logging.yml gives it a plain, cheap handler."""
 
 DONE = "DONE"
 FAILED = "FAILED"
@@ -39,7 +40,9 @@ STAGES = ("download", "process")
 def log_status(brainset_id: str, asset_id: Any, status: str) -> None:
     """The reporter used when no runner listens: one log line per status change."""
     with output_not_captured():
-        logger.info("%s %s: %s", brainset_id, asset_id, status, extra={"markup": False})
+        status_logger.info(
+            "%s %s: %s", brainset_id, asset_id, status, extra={"markup": False}
+        )
 
 
 @dataclass
@@ -51,8 +54,6 @@ class AssetResult:
     status: str
     start: float
     end: float
-    stdout_log: Path
-    stderr_log: Path
     error: str | None = None
     failed_stage: str | None = None
     output: Any = field(default=None, repr=False)
@@ -82,6 +83,10 @@ class BrainsetJob:
     def log_dir(self) -> Path:
         return self.processed_dir / LOG_DIR_NAME
 
+    def log_paths(self, asset_id: Any) -> tuple[Path, Path]:
+        """Where an asset's stdout and stderr go."""
+        return self.log_dir / f"{asset_id}.out", self.log_dir / f"{asset_id}.err"
+
     def run(
         self,
         item: NamedTuple,
@@ -103,16 +108,13 @@ class BrainsetJob:
             status="",
             start=time.time() if start is None else start,
             end=0.0,
-            stdout_log=self.log_dir / f"{asset_id}.out",
-            stderr_log=self.log_dir / f"{asset_id}.err",
             output=download_output,
         )
         pipeline = self._pipeline()
         pipeline._asset_id = asset_id
-        self.log_dir.mkdir(parents=True, exist_ok=True)
         append = "download" not in stages  # process after a separate download
         stage = None
-        with captured_output(result.stdout_log, result.stderr_log, append):
+        with captured_output(*self.log_paths(asset_id), append):
             try:
                 for stage in stages:
                     if stage == "download":
@@ -143,6 +145,7 @@ class BrainsetJob:
         )
         pipeline = _instances.get(key)
         if pipeline is None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
             pipeline = self.pipeline_cls(
                 raw_dir=self.raw_dir,
                 processed_dir=self.processed_dir,

@@ -142,7 +142,7 @@ def manifest_items(manifest: pd.DataFrame) -> Iterator[NamedTuple]:
     return manifest.itertuples()
 
 
-def build_report(results: Iterable[AssetResult]) -> pd.DataFrame:
+def build_report(results: Iterable[AssetResult], job: BrainsetJob) -> pd.DataFrame:
     """The run report: one row per asset, indexed by asset id."""
 
     def iso(timestamp: float) -> str:
@@ -155,8 +155,7 @@ def build_report(results: Iterable[AssetResult]) -> pd.DataFrame:
             iso(r.end),
             round(r.end - r.start, 3),
             r.error,
-            str(r.stdout_log),
-            str(r.stderr_log),
+            *map(str, job.log_paths(r.asset_id)),
         )
         for r in results
     }
@@ -281,17 +280,24 @@ class ProcessNode(BrainsetNode):
                 )
                 log_status(self.brainset_id, item.Index, result.status)
             results.append(result)
-        return self.finish(results)
+        return self.finish(results, job)
 
-    def finish(self, results: Iterable[AssetResult]) -> pd.DataFrame:
+    def finish(self, results: Iterable[AssetResult], job: BrainsetJob) -> pd.DataFrame:
         """The run report of these results; raises :class:`AssetFailures` (carrying
         the report) when any asset failed."""
-        report = build_report(results)
+        results = list(results)
+        report = build_report(results, job)
         counts = report["status"].value_counts().to_dict()
+        elapsed = (
+            max(r.end for r in results) - min(r.start for r in results)
+            if results
+            else 0
+        )
         logger.info(
-            "Brainset '%s': %s.",
+            "Brainset '%s': %s in %.1f s.",
             self.brainset_id,
             ", ".join(f"{n} {status}" for status, n in counts.items()) or "no assets",
+            elapsed,
         )
         if (report["status"] != "DONE").any():
             raise AssetFailures(self.brainset_id, report)

@@ -1,20 +1,20 @@
 """Asset statuses: from workers to the driver, and on to the screen or the log.
 
 Workers call a :class:`StatusSender` (through ``update_status``); it sends
-``(brainset_id, asset_id, status)`` over a TCP connection to the driver's
-:class:`StatusChannel`, so statuses arrive the same way from threads, local processes
-and workers on other machines. The driver's :class:`StatusBoard` shows them: a live
+``(brainset_id, asset_id, status)`` events in batches over a TCP connection to the
+driver's :class:`StatusChannel`, so statuses arrive the same way from threads, local
+processes and workers on other machines. The driver's :class:`StatusBoard` shows them: a live
 table of the assets in flight and a summary line on a terminal, one log line per
 status change elsewhere. Every update costs O(1); a redraw costs O(assets in flight).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import secrets
 import sys
 import threading
+import time
 from collections import Counter
 from multiprocessing.connection import Client, Connection, Listener
 from typing import Any
@@ -25,10 +25,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from brainsets_kedro.assets import DONE, FAILED
+from brainsets_kedro.assets import DONE, FAILED, log_status
 from brainsets_kedro.brainset import status_style
-
-logger = logging.getLogger(__name__)
 
 SHOWN_IN_FLIGHT = 30  # rows of the live table; the summary line counts the rest
 
@@ -82,9 +80,7 @@ class StatusBoard:
 
     def _log(self, brainset_id: str, asset_id: Any, status: str) -> None:
         if self._live is None:
-            logger.info(
-                "%s %s: %s", brainset_id, asset_id, status, extra={"markup": False}
-            )
+            log_status(brainset_id, asset_id, status)
 
     def counts(self) -> Counter[str]:
         with self._lock:
@@ -162,7 +158,8 @@ class StatusChannel:
     def _receive(self, connection: Connection) -> None:
         try:
             while True:
-                self._board.update(*connection.recv())
+                for event in connection.recv():
+                    self._board.update(*event)
         except Exception:  # the worker went away, or the channel was closed
             connection.close()
 
@@ -180,23 +177,16 @@ class StatusChannel:
 
 
 class StatusSender:
-    """A worker's end: small and picklable; connects once per worker thread."""
+    """A worker's end: small and picklable. Statuses are queued and sent in batches
+    every :data:`SEND_INTERVAL` seconds by one thread per worker process, so a status
+    costs the worker a list append and reaches the driver within that interval."""
 
     def __init__(self, address: tuple[str, int], authkey: bytes):
         self.address = address
         self.authkey = authkey
 
     def __call__(self, brainset_id: str, asset_id: Any, status: str) -> None:
-        try:
-            _connection(self.address, self.authkey).send(
-                (brainset_id, asset_id, status)
-            )
-        except OSError as error:  # the asset goes on; its .err log says why
-            _local.connection = None
-            sys.stderr.write(
-                f"[brainsets_kedro] status {status!r} not sent to the driver at "
-                f"{self.address}: {error}\n"
-            )
+        _outbox(self.address, self.authkey).put((brainset_id, asset_id, status))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, StatusSender) and other.address == self.address
@@ -205,16 +195,62 @@ class StatusSender:
         return hash(self.address)
 
 
-_local = threading.local()
+SEND_INTERVAL = 0.1
 
 
-def _connection(address: tuple[str, int], authkey: bytes) -> Connection:
-    """This thread's connection to the driver, made anew when the driver changes."""
-    if getattr(_local, "address", None) != (os.getpid(), address):
-        if getattr(_local, "connection", None) is not None:
-            _local.connection.close()
-        _local.connection = None
-        _local.address = (os.getpid(), address)
-    if _local.connection is None:
-        _local.connection = Client(address, authkey=authkey)
-    return _local.connection
+class _Outbox:
+    """This process's statuses waiting to be sent to one driver."""
+
+    def __init__(self, address: tuple[str, int], authkey: bytes):
+        self.address = address
+        self.pid = os.getpid()
+        self._authkey = authkey
+        self._pending: list[tuple] = []
+        self._lock = threading.Lock()
+        self.closed = False
+        threading.Thread(
+            target=self._send_loop, daemon=True, name="status-send"
+        ).start()
+
+    def put(self, event: tuple) -> None:
+        with self._lock:
+            self._pending.append(event)
+
+    def _send_loop(self) -> None:
+        connection = None
+        while not self.closed:
+            time.sleep(SEND_INTERVAL)
+            with self._lock:
+                batch, self._pending = self._pending, []
+            if not batch:
+                continue
+            try:
+                connection = connection or Client(self.address, authkey=self._authkey)
+                connection.send(batch)
+            except OSError as error:  # the assets go on; the worker's stderr says why
+                connection = None
+                sys.stderr.write(
+                    f"[brainsets_kedro] {len(batch)} statuses not sent to the driver "
+                    f"at {self.address}: {error}\n"
+                )
+        if connection is not None:
+            connection.close()
+
+
+_outboxes: dict[tuple[str, int], _Outbox] = {}
+_outboxes_lock = threading.Lock()
+
+
+def _outbox(address: tuple[str, int], authkey: bytes) -> _Outbox:
+    """This process's outbox for the driver at ``address``; one left by an earlier
+    run (or inherited through fork) is closed."""
+    outbox = _outboxes.get(address)
+    if outbox is None or outbox.pid != os.getpid():
+        with _outboxes_lock:
+            outbox = _outboxes.get(address)
+            if outbox is None or outbox.pid != os.getpid():
+                for old in _outboxes.values():
+                    old.closed = True
+                _outboxes.clear()
+                outbox = _outboxes[address] = _Outbox(address, authkey)
+    return outbox

@@ -66,6 +66,18 @@ def test_threading_backend(tmp_path):
         assert out == f"downloading {asset_id}\nprocessing {asset_id}\n"
 
 
+def test_multiprocessing_backend(tmp_path):
+    catalog = _run(
+        tmp_path,
+        {"n_assets": 4, "sleep": 0.1},
+        BrainsetRunner(backend="multiprocessing"),
+    )
+    assert (catalog.load("toy.run_report")["status"] == "DONE").all()
+    pids = {w["pid"] for w in _workers(tmp_path).values()}
+    assert len(pids) == 2
+    assert os.getpid() not in pids
+
+
 def test_settings_from_parameters_and_overrides(tmp_path):
     _run(tmp_path, {"n_assets": 3}, brainsets={"n_jobs": 1})
     assert len({w["pid"] for w in _workers(tmp_path).values()}) == 1

@@ -9,7 +9,9 @@ and ``.err``; an exception fails that asset alone and leaves its traceback in ``
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import functools
 import io
 import logging
 import sys
@@ -74,6 +76,8 @@ class BrainsetJob:
     args: Namespace | None
     download_only: bool = False
     reporter: StatusReporter = log_status
+    columns: tuple[str, ...] = ()
+    """The manifest's columns, to rebuild a row sent as a plain tuple."""
 
     @property
     def brainset_id(self) -> str:
@@ -89,15 +93,16 @@ class BrainsetJob:
 
     def run(
         self,
-        item: NamedTuple,
+        item: NamedTuple | tuple,
         stages: tuple[str, ...] = STAGES,
         download_output: Any = None,
         start: float | None = None,
     ) -> AssetResult:
         """Run ``stages`` of one manifest row back to back; never raises for the asset's
         own errors. The asset is DONE when its last stage is (``process``, or
-        ``download`` in a download-only run); whoever collects the result reports
-        DONE or FAILED."""
+        ``download`` in a download-only run), and DONE or FAILED is reported."""
+        if not hasattr(item, "_fields"):
+            item = _row_type(("Index", *self.columns))(*item)
         asset_id = item.Index
         if self.download_only:
             stages = tuple(s for s in stages if s != "process")
@@ -129,8 +134,9 @@ class BrainsetJob:
             else:
                 result.status = DONE if final else f"{stages[-1]} done"
         result.end = time.time()
-        if final:
+        if final or result.failed:
             result.output = None
+            self.reporter(self.brainset_id, asset_id, result.status)
         return result
 
     def _pipeline(self) -> BrainsetPipeline:
@@ -161,6 +167,13 @@ class BrainsetJob:
 
 
 _instances: dict[tuple, BrainsetPipeline] = {}
+
+
+@functools.cache
+def _row_type(fields: tuple[str, ...]) -> type:
+    """The named tuple ``DataFrame.itertuples()`` makes for these fields. Rows travel
+    to workers as plain tuples: that named tuple class cannot be pickled."""
+    return collections.namedtuple("Pandas", fields, rename=True)
 
 
 # -- per-asset stdout/stderr ----------------------------------------------------------

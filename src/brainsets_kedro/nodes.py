@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from brainsets_kedro.assets import DONE, FAILED, AssetResult, BrainsetJob, log_status
+from brainsets_kedro.assets import DONE, FAILED, AssetResult, BrainsetJob
 from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.params import parse_params
 
@@ -248,13 +248,10 @@ class DownloadNode(BrainsetNode):
         parameters: Mapping[str, Any],
     ) -> dict[Any, tuple[NamedTuple, AssetResult]]:
         job, selected = self.plan(manifest, raw_dir, processed_dir, parameters)
-        downloads = {}
-        for item in manifest_items(selected):
-            result = job.run(item, stages=("download",))
-            if result.status in FINAL:
-                log_status(self.brainset_id, item.Index, result.status)
-            downloads[item.Index] = (item, result)
-        return downloads
+        return {
+            item.Index: (item, job.run(item, stages=("download",)))
+            for item in manifest_items(selected)
+        }
 
 
 class ProcessNode(BrainsetNode):
@@ -278,7 +275,6 @@ class ProcessNode(BrainsetNode):
                     download_output=downloaded.output,
                     start=downloaded.start,
                 )
-                log_status(self.brainset_id, item.Index, result.status)
             results.append(result)
         return self.finish(results, job)
 

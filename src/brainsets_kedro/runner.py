@@ -25,7 +25,13 @@ import pandas as pd
 from kedro.runner import SequentialRunner, Task
 
 from brainsets_kedro.assets import AssetResult
-from brainsets_kedro.nodes import FINAL, DownloadNode, ProcessNode, run_options
+from brainsets_kedro.nodes import (
+    FINAL,
+    AssetFailures,
+    DownloadNode,
+    ProcessNode,
+    run_options,
+)
 from brainsets_kedro.status import StatusBoard, StatusChannel
 
 if TYPE_CHECKING:
@@ -102,6 +108,8 @@ class BrainsetRunner(SequentialRunner):
                     is_async=self._is_async,
                     run_id=run_id,
                 ).execute()
+            except AssetFailures:
+                raise  # the other assets are done: run the same command to retry
             except Exception:
                 self._suggest_resume_scenario(pipeline, done, catalog)
                 raise
@@ -159,13 +167,20 @@ class ParallelAssets:
         board = StatusBoard(total=len(selected))
         downloads: dict[Any, tuple[Any, AssetResult]] = {}
         with board, StatusChannel(board, self.settings["status_host"]) as channel:
-            job = replace(job, reporter=channel.sender)
-            tasks = (
-                joblib.delayed(job.run)(item, self.stages)
-                for item in selected.itertuples()
+            job = replace(
+                job, reporter=channel.sender, columns=tuple(map(str, selected.columns))
             )
+            tasks = (
+                joblib.delayed(job.run)(row, self.stages)
+                for row in selected.itertuples(name=None)
+            )
+            # Results stream back as assets finish; the multiprocessing backend
+            # returns them all at the end (its statuses, DONE included, stream anyway).
+            streams = joblib.parallel.BACKENDS[backend]().supports_return_generator
             parallel = joblib.Parallel(
-                n_jobs=n_jobs, backend=backend, return_as="generator_unordered"
+                n_jobs=n_jobs,
+                backend=backend,
+                return_as="generator_unordered" if streams else "list",
             )
             for result in parallel(tasks):
                 item = None

@@ -62,6 +62,9 @@ class StatusBoard:
     def update(self, brainset_id: str, asset_id: Any, status: str) -> None:
         """A status from a worker; one that arrives after the asset finished is late
         and dropped."""
+        if status in (DONE, FAILED):
+            self.finish(brainset_id, asset_id, status)
+            return
         key = (brainset_id, asset_id)
         with self._lock:
             if key in self._finished or self._in_flight.get(key) == status:
@@ -70,9 +73,12 @@ class StatusBoard:
         self._log(brainset_id, asset_id, status)
 
     def finish(self, brainset_id: str, asset_id: Any, status: str) -> None:
-        """An asset's final status (DONE or FAILED), from its result."""
+        """An asset's final status (DONE or FAILED): from the worker, and again from
+        the asset's result, which counts only if the first never arrived."""
         key = (brainset_id, asset_id)
         with self._lock:
+            if key in self._finished:
+                return
             self._in_flight.pop(key, None)
             self._finished.add(key)
             self._final_counts[status] += 1

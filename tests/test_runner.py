@@ -117,7 +117,9 @@ def test_only_selects_assets(tmp_path):
 
 
 def test_only_pattern_matching_nothing_is_an_error(tmp_path):
-    with pytest.raises(ValueError, match="'b_\\*' matches no asset of brainset 'toy'"):
+    with pytest.raises(
+        ValueError, match="'b_\\*' match no asset of brainset\\(s\\) toy"
+    ):
         _run(tmp_path, {"n_assets": 3}, brainsets={"only": "a_01|b_*"})
 
 

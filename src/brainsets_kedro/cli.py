@@ -15,6 +15,7 @@ from kedro.framework.startup import bootstrap_project
 
 from brainsets_kedro.discovery import load_brainset_class, pipeline_folders
 from brainsets_kedro.nodes import AssetFailures
+from brainsets_kedro.runner import RunFailures
 
 DEFAULT_RUNNER = "brainsets_kedro.runner.BrainsetRunner"
 
@@ -27,9 +28,11 @@ def cli() -> None:
 def _run(**kwargs: object) -> object:
     try:
         return kedro_run.callback(**kwargs)
-    except AssetFailures:
+    except (AssetFailures, RunFailures) as error:
+        if isinstance(error, RunFailures) and not error.only_assets_failed:
+            raise
         # Kedro has logged which assets failed and where their logs are; the run
-        # report is saved. A traceback would add nothing.
+        # reports are saved. A traceback would add nothing.
         raise SystemExit(1) from None
 
 

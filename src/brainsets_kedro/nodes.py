@@ -8,7 +8,6 @@ recognises these nodes and fans the same per-asset work out to parallel workers.
 
 from __future__ import annotations
 
-import fnmatch
 import inspect
 import logging
 from collections.abc import Iterable, Iterator, Mapping
@@ -21,11 +20,11 @@ import pandas as pd
 from brainsets_kedro.assets import DONE, FAILED, AssetResult, BrainsetJob
 from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.params import parse_params
+from brainsets_kedro.selection import Selection, shown_ids
 
 logger = logging.getLogger(__name__)
 
 FINAL = (DONE, FAILED)
-SHOWN_IDS = 20  # asset ids an error message lists before "..."
 
 REPORT_COLUMNS = [
     "status",
@@ -78,29 +77,6 @@ def run_options(parameters: Mapping[str, Any]) -> dict[str, Any]:
     return dict(options)
 
 
-def select_assets(
-    manifest: pd.DataFrame, only: str | None, brainset_id: str
-) -> pd.DataFrame:
-    """The rows whose asset id matches ``only``: one or more glob patterns separated
-    by ``|`` (``sess_01``, ``sess_0*``, ``a|b``). ``None`` selects every row."""
-    if only is None or str(only).strip() == "":
-        return manifest
-    ids = manifest.index.map(str)
-    selected = pd.Series(False, index=manifest.index)
-    for pattern in (p.strip() for p in str(only).split("|")):
-        matches = ids.map(lambda asset_id, p=pattern: fnmatch.fnmatchcase(asset_id, p))
-        if not matches.any():
-            shown = ", ".join(ids[:SHOWN_IDS]) + (
-                " ..." if len(ids) > SHOWN_IDS else ""
-            )
-            raise ValueError(
-                f"brainsets.only: pattern {pattern!r} matches no asset of brainset "
-                f"'{brainset_id}'. Its asset ids: {shown or '(none)'}."
-            )
-        selected |= matches.to_numpy()
-    return manifest[selected.to_numpy()]
-
-
 def validate_manifest(manifest: Any, brainset_id: str) -> pd.DataFrame:
     """Check a manifest before any work: a DataFrame whose index holds unique asset
     ids that are safe to use as file names."""
@@ -114,15 +90,13 @@ def validate_manifest(manifest: Any, brainset_id: str) -> pd.DataFrame:
     if len(duplicated):
         raise ValueError(
             f"The manifest of brainset '{brainset_id}' has duplicated asset ids: "
-            f"{', '.join(map(str, duplicated[:SHOWN_IDS]))}"
-            f"{' ...' if len(duplicated) > SHOWN_IDS else ''}. Each row's index must "
-            f"identify one asset."
+            f"{shown_ids(duplicated)}. Each row's index must identify one asset."
         )
     unsafe = [a for a in manifest.index if not _is_safe_name(a)]
     if unsafe:
         raise ValueError(
             f"The manifest of brainset '{brainset_id}' has asset ids that cannot "
-            f"name a log file: {', '.join(map(repr, unsafe[:SHOWN_IDS]))}. Asset ids must "
+            f"name a log file: {shown_ids(map(repr, unsafe))}. Asset ids must "
             f"be non-empty and contain no '/' or '\\'."
         )
     if manifest.empty:
@@ -234,11 +208,15 @@ class DownloadNode(BrainsetNode):
         raw_dir: Path,
         processed_dir: Path,
         parameters: Mapping[str, Any],
-    ) -> tuple[BrainsetJob, pd.DataFrame]:
-        """The job for this brainset and the manifest rows this run prepares."""
+    ) -> tuple[BrainsetJob, pd.DataFrame, Selection | None, set[str]]:
+        """The job for this brainset, the manifest rows this run prepares, the run's
+        selection and its unqualified patterns that matched nothing here."""
         job = self.job(raw_dir, processed_dir, parameters)
-        only = run_options(parameters).get("only")
-        return job, select_assets(manifest, only, self.brainset_id)
+        selection = Selection.parse(run_options(parameters).get("only"))
+        if selection is None:
+            return job, manifest, None, set()
+        selected, unmatched = selection.select(manifest, self.brainset_id)
+        return job, selected, selection, unmatched
 
     def download(
         self,
@@ -247,7 +225,14 @@ class DownloadNode(BrainsetNode):
         processed_dir: Path,
         parameters: Mapping[str, Any],
     ) -> dict[Any, tuple[NamedTuple, AssetResult]]:
-        job, selected = self.plan(manifest, raw_dir, processed_dir, parameters)
+        job, selected, selection, unmatched = self.plan(
+            manifest, raw_dir, processed_dir, parameters
+        )
+        if selection is not None:
+            # Alone, this node cannot see other brainsets: it checks its own patterns.
+            selection.check_run(
+                {self.brainset_id: unmatched}, {self.brainset_id: manifest.index}
+            )
         return {
             item.Index: (item, job.run(item, stages=("download",)))
             for item in manifest_items(selected)

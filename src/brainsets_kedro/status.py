@@ -171,6 +171,7 @@ class StatusChannel:
 
     def close(self) -> None:
         self._closed = True
+        close_outbox(self._listener.address)  # workers in this process (threads)
         self._listener.close()
         for connection in self._connections:
             connection.close()
@@ -224,23 +225,36 @@ class _Outbox:
 
     def _send_loop(self) -> None:
         connection = None
+        connected_once = False
         while not self.closed:
             time.sleep(SEND_INTERVAL)
             with self._lock:
                 batch, self._pending = self._pending, []
-            if not batch:
+            if not batch or self.closed:
                 continue
             try:
                 connection = connection or Client(self.address, authkey=self._authkey)
                 connection.send(batch)
-            except OSError as error:  # the assets go on; the worker's stderr says why
+                connected_once = True
+            except OSError as error:
                 connection = None
-                sys.stderr.write(
-                    f"[brainsets_kedro] {len(batch)} statuses not sent to the driver "
-                    f"at {self.address}: {error}\n"
-                )
+                if not connected_once:  # never reached: a setting to fix, say so
+                    connected_once = True
+                    sys.stderr.write(
+                        f"[brainsets_kedro] cannot send statuses to the driver at "
+                        f"{self.address}: {error}. Set brainsets.status_host to an "
+                        f"address of the driver that workers can reach.\n"
+                    )
+                # Once the driver has heard from us, a failure means it is gone.
         if connection is not None:
             connection.close()
+
+
+def close_outbox(address: tuple[str, int]) -> None:
+    """Stop this process's outbox for a driver that is done listening."""
+    outbox = _outboxes.pop(address, None)
+    if outbox is not None:
+        outbox.closed = True
 
 
 _outboxes: dict[tuple[str, int], _Outbox] = {}

@@ -18,6 +18,7 @@ parser.add_argument("--n-assets", type=int, default=3)
 parser.add_argument("--fail", default="", help="asset ids to fail, separated by |")
 parser.add_argument("--fail-stage", choices=["download", "process"], default="process")
 parser.add_argument("--sleep", type=float, default=0.0, help="seconds per stage")
+parser.add_argument("--unreachable", action="store_true", help="get_manifest fails")
 
 
 class Pipeline(BrainsetPipeline):
@@ -26,6 +27,8 @@ class Pipeline(BrainsetPipeline):
 
     @classmethod
     def get_manifest(cls, raw_dir, args):
+        if args.unreachable:
+            raise ConnectionError(f"the archive of {cls.brainset_id} is unreachable")
         ids = [f"a_{i:02d}" for i in range(args.n_assets)]
         return pd.DataFrame({"value": range(args.n_assets)}, index=pd.Index(ids))
 

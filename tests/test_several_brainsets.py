@@ -1,0 +1,115 @@
+"""Several brainsets in one `kedro run`, sharing one worker pool."""
+
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from tests.conftest import TEST_BRAINSETS, add_brainset, kedro
+
+
+@pytest.fixture
+def two(project):
+    add_brainset(project, "toy", "toy")
+    toy2 = (TEST_BRAINSETS / "toy.py").read_text()
+    add_brainset(project, toy2.replace('"toy"', '"toy2"'), "toy2")
+    return project
+
+
+def _starts(project, brainset_id):
+    folder = project / "data" / "02_processed" / brainset_id
+    return {p.stem: json.loads(p.read_text())["start"] for p in folder.glob("*.json")}
+
+
+def _report(project, brainset_id):
+    return pd.read_parquet(
+        project / "data" / "08_reporting" / brainset_id / "run_report.parquet"
+    )
+
+
+def test_assets_of_both_brainsets_share_one_pool(two):
+    result = kedro(
+        two,
+        "run",
+        "--pipelines=toy,toy2",
+        "--params=toy.n_assets=4,toy.sleep=0.2,toy2.n_assets=4,toy2.sleep=0.2,"
+        "toy2.fail=a_01",
+        "--runner-params=n_jobs=2",
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    # One pool: the second brainset started before the first one finished.
+    toy, toy2 = _starts(two, "toy"), _starts(two, "toy2")
+    assert len(toy) == 4 and len(toy2) == 3
+    assert min(toy2.values()) < max(toy.values())
+    assert "Preparing 8 assets of toy, toy2 with 2 workers" in output
+    # Log lines say which brainset each asset belongs to.
+    assert "toy a_00: DONE" in output and "toy2 a_00: DONE" in output
+    assert "toy2 a_01: FAILED" in output
+    assert "Summary: 7 DONE | 1 FAILED" in output
+    # Each brainset has its own report, logs and directories.
+    assert (_report(two, "toy")["status"] == "DONE").all()
+    assert _report(two, "toy2").loc["a_01", "status"] == "FAILED"
+    assert (two / "data/02_processed/toy2/pipeline_logs/a_01.err").exists()
+    assert "Traceback" not in output
+
+
+def test_failing_manifest_does_not_stop_the_other_brainset(two):
+    result = kedro(
+        two,
+        "run",
+        "--pipelines=toy,toy2",
+        "--params=toy.unreachable=true,toy2.n_assets=3",
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "the archive of toy is unreachable" in output
+    assert (_report(two, "toy2")["status"] == "DONE").all()
+    assert not (two / "data/08_reporting/toy/run_report.parquet").exists()
+    assert re.search(
+        r"Not run, as they need what failed: toy\.download, toy\.process", output
+    )
+
+
+@pytest.mark.parametrize(
+    ("only", "expected"),
+    [
+        ("a_01", {"toy": ["a_01"], "toy2": ["a_01"]}),
+        ("toy:a_00|toy2:a_0[12]", {"toy": ["a_00"], "toy2": ["a_01", "a_02"]}),
+        ("toy2:a_02", {"toy": [], "toy2": ["a_02"]}),
+        ("a_03", {"toy": ["a_03"], "toy2": []}),  # toy2 has 3 assets: fine
+    ],
+)
+def test_only_patterns_qualified_and_not(two, only, expected):
+    result = kedro(
+        two,
+        "run",
+        "--pipelines=toy,toy2",
+        f"--params=toy.n_assets=4,toy2.n_assets=3,brainsets.only={only}",
+        "--runner-params=backend=threading",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for brainset_id, ids in expected.items():
+        assert sorted(_report(two, brainset_id).index) == ids
+
+
+@pytest.mark.parametrize(
+    ("only", "message"),
+    [
+        ("b_*", "pattern(s) 'b_*' match no asset of brainset(s) toy, toy2"),
+        ("toy:z", "pattern 'toy:z' matches no asset of brainset 'toy'"),
+        ("nope:a_01", "brainsets.only names brainset(s) not in this run: nope"),
+    ],
+)
+def test_only_patterns_that_match_nothing(two, only, message):
+    result = kedro(
+        two,
+        "run",
+        "--pipelines=toy,toy2",
+        f"--params=brainsets.only={only}",
+        "--runner-params=backend=threading",
+    )
+    assert result.returncode != 0
+    assert message in " ".join((result.stdout + result.stderr).split())
+    assert not list((two / "data/02_processed/toy").glob("*.txt"))

@@ -110,3 +110,32 @@ def test_module_imports_nothing_from_kedro_or_joblib():
         if isinstance(node, ast.ImportFrom) and node.module
     }
     assert not imported & {"kedro", "joblib"}
+
+
+def test_atomic_write_renames_when_complete(tmp_path):
+    target = tmp_path / "out" / "sess_01.h5"
+    with BrainsetPipeline.atomic_write(target) as tmp:
+        assert tmp.parent == target.parent
+        assert tmp.suffix == ".h5"
+        tmp.write_text("complete")
+        assert not target.exists()
+    assert target.read_text() == "complete"
+    assert list(target.parent.iterdir()) == [target]
+
+
+def test_atomic_write_leaves_nothing_half_written(tmp_path):
+    target = tmp_path / "sess_01.h5"
+    target.write_text("previous")
+    with pytest.raises(RuntimeError), BrainsetPipeline.atomic_write(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed mid-write")
+    assert target.read_text() == "previous"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_atomic_write_needs_a_file(tmp_path):
+    with (
+        pytest.raises(FileNotFoundError, match="nothing was written"),
+        BrainsetPipeline.atomic_write(tmp_path / "x.txt"),
+    ):
+        pass

@@ -7,9 +7,12 @@ where its methods run.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
 from abc import ABC, abstractmethod
 from argparse import ArgumentParser, Namespace
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,6 +30,34 @@ def status_style(status: str) -> str:
         if word in status:
             return style
     return "yellow"
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """Write ``path`` all at once or not at all.
+
+    Yields a temporary path in the same directory (hidden, same suffix); write the
+    file there. When the block ends, the file is renamed to ``path`` in one step; if
+    the block raises, the temporary file is removed and ``path`` is left as it was.
+    So a crash, a kill or Ctrl-C never leaves a half-written file under its final
+    name, and a later run that skips existing outputs never skips a broken one::
+
+        with atomic_write(self.processed_dir / "sess_01.h5") as tmp:
+            with h5py.File(tmp, "w") as file:
+                data.to_hdf5(file)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.partial{path.suffix}")
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(
+                f"atomic_write({path}): nothing was written to the temporary path {tmp}"
+            )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class BrainsetPipeline(ABC):
@@ -109,6 +140,8 @@ class BrainsetPipeline(ABC):
     @abstractmethod
     def process(self, download_output: Any) -> None:
         """Process the downloaded asset and save the result under :attr:`processed_dir`."""
+
+    atomic_write = staticmethod(atomic_write)
 
     def update_status(self, status: str) -> None:
         """Report the current status of the asset being prepared.

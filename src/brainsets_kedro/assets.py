@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import functools
 import io
 import logging
+import signal
 import sys
 import threading
 import time
@@ -78,6 +80,12 @@ class BrainsetJob:
     reporter: StatusReporter = log_status
     columns: tuple[str, ...] = ()
     """The manifest's columns, to rebuild a row sent as a plain tuple."""
+    timeout: float | None = None
+    """Seconds an asset may take, download and process together; ``None``: no limit."""
+    retries: int = 0
+    """How many times a failed download is tried again (process errors are not)."""
+    retry_backoff: float = 1.0
+    """Seconds before the first retry; doubled before each next one."""
 
     @property
     def brainset_id(self) -> str:
@@ -121,12 +129,13 @@ class BrainsetJob:
         stage = None
         with captured_output(*self.log_paths(asset_id), append):
             try:
-                for stage in stages:
-                    if stage == "download":
-                        result.output = pipeline.download(item)
-                    else:
-                        pipeline.process(result.output)
-            except Exception as error:
+                with deadline(self.timeout):
+                    for stage in stages:
+                        if stage == "download":
+                            result.output = self._download(pipeline, item)
+                        else:
+                            pipeline.process(result.output)
+            except (Exception, AssetTimeout) as error:
                 traceback.print_exc(file=sys.stderr)
                 result.status = FAILED
                 result.failed_stage = stage
@@ -138,6 +147,24 @@ class BrainsetJob:
             result.output = None
             self.reporter(self.brainset_id, asset_id, result.status)
         return result
+
+    def _download(self, pipeline: BrainsetPipeline, item: NamedTuple) -> Any:
+        """``pipeline.download(item)``, tried again ``retries`` times on errors."""
+        for attempt in range(1, self.retries + 2):
+            try:
+                return pipeline.download(item)
+            except Exception:
+                if attempt > self.retries:
+                    raise
+                delay = self.retry_backoff * 2 ** (attempt - 1)
+                traceback.print_exc(file=sys.stderr)
+                sys.stderr.write(
+                    f"[brainsets_kedro] download attempt {attempt} of "
+                    f"{self.retries + 1} failed; trying again in {delay:g} s\n"
+                )
+                pipeline.update_status(f"RETRY {attempt}/{self.retries}")
+                time.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _pipeline(self) -> BrainsetPipeline:
         """This worker's instance of the Pipeline class, reused across its assets."""
@@ -174,6 +201,62 @@ def _row_type(fields: tuple[str, ...]) -> type:
     """The named tuple ``DataFrame.itertuples()`` makes for these fields. Rows travel
     to workers as plain tuples: that named tuple class cannot be pickled."""
     return collections.namedtuple("Pandas", fields, rename=True)
+
+
+class AssetTimeout(BaseException):
+    """An asset ran past ``brainsets.timeout``. A BaseException, so that the asset's
+    own ``except Exception`` (a retry loop, say) does not swallow it."""
+
+    seconds: float = 0.0
+
+    def __init__(self, seconds: float | None = None):
+        if seconds is not None:
+            self.seconds = seconds
+        super().__init__(f"timed out after {self.seconds:g} s (brainsets.timeout)")
+
+
+@contextlib.contextmanager
+def deadline(seconds: float | None) -> Iterator:
+    """Raise :class:`AssetTimeout` in this thread if the block runs longer than
+    ``seconds``: by SIGALRM in a main thread (process workers), else by an
+    asynchronous exception (thread workers). Either lands between Python bytecodes,
+    so a call stuck in C code is stopped once it returns."""
+    if not seconds:
+        yield
+        return
+    if threading.current_thread() is threading.main_thread():
+
+        def on_alarm(signum: int, frame: Any) -> None:
+            raise AssetTimeout(seconds)
+
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        return
+    lock, running, thread_id = threading.Lock(), [True], threading.get_ident()
+
+    def expire() -> None:
+        with lock:
+            if running[0]:
+                # Raised by class, without arguments: a subclass carries the limit.
+                timeout = type("AssetTimeout", (AssetTimeout,), {"seconds": seconds})
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(thread_id), ctypes.py_object(timeout)
+                )
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        with lock:
+            running[0] = False
+        timer.cancel()
 
 
 # -- per-asset stdout/stderr ----------------------------------------------------------

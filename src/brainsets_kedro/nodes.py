@@ -77,6 +77,35 @@ def run_options(parameters: Mapping[str, Any]) -> dict[str, Any]:
     return dict(options)
 
 
+def _option(
+    options: Mapping[str, Any],
+    name: str,
+    kind: type,
+    default: Any,
+    positive: bool = False,
+) -> Any:
+    """``brainsets.<name>``, checked to be a ``kind``; ``null`` gives ``default``."""
+    value = options.get(name)
+    if value is None:
+        return default
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"brainsets.{name} must be true or false, got {value!r}.")
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if (
+        is_number
+        and (kind is float or float(value).is_integer())
+        and (value > 0 if positive else value >= 0)
+    ):
+        return kind(value)
+    expected = "a whole number" if kind is int else "a number"
+    bound = "above 0" if positive else "(0 or more)"
+    raise ValueError(
+        f"brainsets.{name} must be {expected} {bound} or null, got {value!r}."
+    )
+
+
 def validate_manifest(manifest: Any, brainset_id: str) -> pd.DataFrame:
     """Check a manifest before any work: a DataFrame whose index holds unique asset
     ids that are safe to use as file names."""
@@ -156,12 +185,16 @@ class BrainsetNode:
     def job(
         self, raw_dir: Path, processed_dir: Path, parameters: Mapping[str, Any]
     ) -> BrainsetJob:
+        options = run_options(parameters)
         return BrainsetJob(
             pipeline_cls=self.pipeline_cls,
             raw_dir=Path(raw_dir),
             processed_dir=Path(processed_dir),
             args=self.parse_args(parameters),
-            download_only=bool(run_options(parameters).get("download_only", False)),
+            download_only=_option(options, "download_only", bool, False),
+            timeout=_option(options, "timeout", float, None, positive=True),
+            retries=_option(options, "retries", int, 0),
+            retry_backoff=_option(options, "retry_backoff", float, 1.0),
         )
 
 

@@ -5,6 +5,7 @@ Copied into a temporary project as src/brainsets_kedro/pipelines/toy/pipeline.py
 
 import json
 import os
+import signal
 import threading
 import time
 from argparse import ArgumentParser
@@ -19,6 +20,9 @@ parser.add_argument("--fail", default="", help="asset ids to fail, separated by 
 parser.add_argument("--fail-stage", choices=["download", "process"], default="process")
 parser.add_argument("--sleep", type=float, default=0.0, help="seconds per stage")
 parser.add_argument("--unreachable", action="store_true", help="get_manifest fails")
+parser.add_argument("--hang", default="", help="asset ids whose process hangs, by |")
+parser.add_argument("--flaky", default="", help="asset ids whose download fails twice")
+parser.add_argument("--die", default="", help="asset ids whose worker is killed, by |")
 
 
 class Pipeline(BrainsetPipeline):
@@ -36,6 +40,12 @@ class Pipeline(BrainsetPipeline):
         self.update_status("DOWNLOADING")
         print(f"downloading {manifest_item.Index}")
         time.sleep(self.args.sleep)
+        if manifest_item.Index in self.args.flaky.split("|"):
+            attempts = self.raw_dir / f"{manifest_item.Index}.attempts"
+            count = int(attempts.read_text()) + 1 if attempts.exists() else 1
+            attempts.write_text(str(count))
+            if count <= 2:
+                raise ConnectionError(f"attempt {count}: connection reset")
         self._maybe_fail(manifest_item.Index, "download")
         path = self.raw_dir / f"{manifest_item.Index}.txt"
         path.write_text(str(manifest_item.value))
@@ -46,6 +56,11 @@ class Pipeline(BrainsetPipeline):
         asset_id = download_output.stem
         print(f"processing {asset_id}")
         self._maybe_fail(asset_id, "process")
+        if asset_id in self.args.hang.split("|"):
+            for _ in range(6000):  # ten minutes of Python-level work, sleeping
+                time.sleep(0.1)
+        if asset_id in self.args.die.split("|"):
+            os.kill(os.getpid(), signal.SIGKILL)
         started = time.time()
         time.sleep(self.args.sleep)
         value = int(download_output.read_text())

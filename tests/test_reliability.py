@@ -1,5 +1,12 @@
 """Faults: timeouts, retries, dead workers, interrupts, concurrent runs."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
 
@@ -8,6 +15,7 @@ from brainsets_kedro.factory import create_brainset_pipeline
 from brainsets_kedro.nodes import AssetFailures
 from brainsets_kedro.runner import BrainsetRunner
 from tests.brainsets.toy import Pipeline as Toy
+from tests.conftest import add_brainset, kedro
 
 
 def _run(tmp_path, params, brainsets, runner=None):
@@ -91,3 +99,170 @@ def test_process_errors_are_not_retried(tmp_path):
 def test_bad_run_options(tmp_path, options, message):
     with pytest.raises(ValueError, match=message):
         _run(tmp_path, {"n_assets": 1}, options)
+
+
+def test_a_dead_worker_fails_its_asset_only(tmp_path):
+    with pytest.raises(AssetFailures) as error:
+        _run(tmp_path, {"n_assets": 6, "die": "a_02"}, {})
+    report = error.value.report
+    assert report.loc["a_02", "status"] == "FAILED"
+    assert report.loc["a_02", "error"] == "worker died, signal 9 (SIGKILL)"
+    assert (report.drop("a_02")["status"] == "DONE").all()
+    assert "worker died, signal 9 (SIGKILL)" in _err(tmp_path, "a_02")
+    done = sorted(p.stem for p in (tmp_path / "proc" / "toy").glob("*.txt"))
+    assert done == ["a_00", "a_01", "a_03", "a_04", "a_05"]
+
+
+def test_two_dead_workers_and_an_exit(tmp_path):
+    with pytest.raises(AssetFailures) as error:
+        _run(tmp_path, {"n_assets": 8, "die": "a_01|a_05", "exit": "a_06"}, {})
+    report = error.value.report
+    assert (
+        report.loc[["a_01", "a_05"], "error"].tolist()
+        == ["worker died, signal 9 (SIGKILL)"] * 2
+    )
+    assert report.loc["a_06", "error"] == "worker died, exit code 3"
+    assert (report.drop(["a_01", "a_05", "a_06"])["status"] == "DONE").all()
+
+
+def _start_run(project, *params):
+    """`kedro run --pipeline=toy` in its own process group, as a terminal starts it."""
+    env = {
+        **os.environ,
+        "KEDRO_DISABLE_TELEMETRY": "1",
+        "PYTHONPATH": str(project / "src"),
+        "NO_COLOR": "1",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "kedro", "run", "--pipeline=toy", *params],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _wait_for(condition, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def _group_alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)]
+)
+def test_interrupt_stops_workers_and_marks_the_report(project, signum, code):
+    add_brainset(project, "toy", "toy")
+    run = _start_run(project, "--params=toy.n_assets=8,toy.sleep=3")
+    logs = project / "data" / "02_processed" / "toy" / "pipeline_logs"
+    _wait_for(lambda: len(list(logs.glob("*.out"))) >= 2)
+    started = time.monotonic()
+    os.killpg(run.pid, signum)  # as a terminal's Ctrl-C: the whole group
+    output, _ = run.communicate(timeout=10)
+    assert time.monotonic() - started < 10
+    assert run.returncode == code, output
+    _wait_for(lambda: not _group_alive(run.pid), timeout=5)  # no worker left behind
+    report = pd.read_parquet(
+        project / "data" / "08_reporting" / "toy" / "run_report.parquet"
+    )
+    assert len(report) == 8
+    assert (report["status"] == "INTERRUPTED").sum() >= 6
+    assert set(report["status"]) <= {"DONE", "INTERRUPTED"}
+    assert "brainsets.only=failed" in output
+    assert not list((project / "data" / "02_processed" / "toy").glob("*.txt"))
+
+    # The same command again finishes the work.
+    again = kedro(project, "run", "--pipeline=toy", "--params=toy.n_assets=8")
+    assert again.returncode == 0, again.stderr
+    assert len(list((project / "data" / "02_processed" / "toy").glob("*.txt"))) == 8
+
+
+def test_second_ctrl_c_exits_at_once(project):
+    add_brainset(project, "toy", "toy")
+    run = _start_run(project, "--params=toy.n_assets=4,toy.hang=a_00|a_01")
+    logs = project / "data" / "02_processed" / "toy" / "pipeline_logs"
+    _wait_for(lambda: len(list(logs.glob("*.out"))) >= 2)
+    os.kill(run.pid, signal.SIGINT)
+    time.sleep(0.2)
+    os.kill(run.pid, signal.SIGINT)
+    output, _ = run.communicate(timeout=5)
+    # 130 from the handler; -SIGINT if it came while Python was shutting down (a
+    # shell shows both as 130)
+    assert run.returncode in (130, -signal.SIGINT), output
+    _wait_for(lambda: not _group_alive(run.pid), timeout=10)
+
+
+def test_a_second_run_of_the_same_brainset_refuses_at_once(project):
+    add_brainset(project, "toy", "toy")
+    first = _start_run(project, "--params=toy.n_assets=4,toy.sleep=2")
+    logs = project / "data" / "02_processed" / "toy" / "pipeline_logs"
+    _wait_for(lambda: list(logs.glob("*.out")))
+    started = time.monotonic()
+    second = kedro(project, "run", "--pipeline=toy")
+    assert time.monotonic() - started < 20
+    assert second.returncode != 0
+    message = second.stdout + second.stderr
+    assert "Brainset 'toy' is being prepared by another run" in message
+    assert f"pid {first.pid} " in message
+    output, _ = first.communicate(timeout=60)
+    assert first.returncode == 0, output
+    assert kedro(project, "run", "--pipeline=toy").returncode == 0  # lock released
+
+
+@pytest.mark.parametrize("runner", [[], ["--runner=SequentialRunner"]])
+def test_only_failed_reruns_what_failed_or_was_interrupted(project, runner):
+    add_brainset(project, "toy", "toy")
+    first = kedro(
+        project,
+        "run",
+        "--pipeline=toy",
+        "--params=toy.n_assets=5,toy.fail=a_01|a_03",
+        *runner,
+    )
+    assert first.returncode == 1, first.stderr
+    processed = project / "data" / "02_processed" / "toy"
+    before = {p.name: p.stat().st_mtime_ns for p in processed.glob("*.json")}
+    assert sorted(before) == ["a_00.json", "a_02.json", "a_04.json"]
+
+    again = kedro(
+        project,
+        "run",
+        "--pipeline=toy",
+        "--params=toy.n_assets=5,brainsets.only=failed",
+        *runner,
+    )
+    assert again.returncode == 0, again.stderr
+    assert "2 asset(s) of 'toy'" in again.stdout + again.stderr
+    after = {p.name: p.stat().st_mtime_ns for p in processed.glob("*.json")}
+    assert sorted(after) == [
+        "a_00.json",
+        "a_01.json",
+        "a_02.json",
+        "a_03.json",
+        "a_04.json",
+    ]
+    assert all(after[name] == mtime for name, mtime in before.items())  # not redone
+    report = pd.read_parquet(
+        project / "data" / "08_reporting" / "toy" / "run_report.parquet"
+    )
+    assert (
+        sorted(report.index) == ["a_01", "a_03"] and (report["status"] == "DONE").all()
+    )
+
+
+def test_only_failed_needs_a_run_report(project):
+    add_brainset(project, "toy", "toy")
+    result = kedro(project, "run", "--pipeline=toy", "--params=brainsets.only=failed")
+    assert result.returncode != 0
+    assert "brainset 'toy' has no run report yet" in result.stdout + result.stderr

@@ -33,6 +33,8 @@ status_logger = logging.getLogger("brainsets_kedro.status")
 
 DONE = "DONE"
 FAILED = "FAILED"
+INTERRUPTED = "INTERRUPTED"
+"""Not finished because the run was stopped (Ctrl-C, SIGTERM)."""
 LOG_DIR_NAME = "pipeline_logs"
 
 StatusReporter = Callable[[str, Any, str], None]

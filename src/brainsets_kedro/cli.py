@@ -15,7 +15,7 @@ from kedro.framework.startup import bootstrap_project
 
 from brainsets_kedro.discovery import load_brainset_class, pipeline_folders
 from brainsets_kedro.nodes import AssetFailures
-from brainsets_kedro.runner import RunFailures
+from brainsets_kedro.runner import RunFailures, RunInterrupted
 
 DEFAULT_RUNNER = "brainsets_kedro.runner.BrainsetRunner"
 
@@ -34,6 +34,14 @@ def _run(**kwargs: object) -> object:
         # Kedro has logged which assets failed and where their logs are; the run
         # reports are saved. A traceback would add nothing.
         raise SystemExit(1) from None
+    except RunInterrupted as interrupt:
+        click.echo(
+            f"Interrupted ({interrupt}). The run reports mark the unfinished assets "
+            f"INTERRUPTED; run the same command again to finish, or add "
+            f'--params="brainsets.only=failed" to run just those.',
+            err=True,
+        )
+        raise SystemExit(interrupt.exit_code) from None
 
 
 run = copy.copy(kedro_run)

@@ -17,14 +17,15 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from brainsets_kedro.assets import DONE, FAILED, AssetResult, BrainsetJob
+from brainsets_kedro.assets import DONE, FAILED, INTERRUPTED, AssetResult, BrainsetJob
 from brainsets_kedro.brainset import BrainsetPipeline
+from brainsets_kedro.lock import brainset_lock
 from brainsets_kedro.params import parse_params
 from brainsets_kedro.selection import Selection, shown_ids
 
 logger = logging.getLogger(__name__)
 
-FINAL = (DONE, FAILED)
+FINAL = (DONE, FAILED, INTERRUPTED)
 
 REPORT_COLUMNS = [
     "status",
@@ -266,10 +267,11 @@ class DownloadNode(BrainsetNode):
             selection.check_run(
                 {self.brainset_id: unmatched}, {self.brainset_id: manifest.index}
             )
-        return {
-            item.Index: (item, job.run(item, stages=("download",)))
-            for item in manifest_items(selected)
-        }
+        with brainset_lock(job.processed_dir, self.brainset_id):
+            return {
+                item.Index: (item, job.run(item, stages=("download",)))
+                for item in manifest_items(selected)
+            }
 
 
 class ProcessNode(BrainsetNode):
@@ -283,17 +285,20 @@ class ProcessNode(BrainsetNode):
         parameters: Mapping[str, Any],
     ) -> pd.DataFrame:
         job = self.job(raw_dir, processed_dir, parameters)
-        results = []
-        for item, downloaded in downloads.values():
-            result = downloaded
-            if downloaded.status not in FINAL:
-                result = job.run(
-                    item,
-                    stages=("process",),
-                    download_output=downloaded.output,
-                    start=downloaded.start,
-                )
-            results.append(result)
+        results = [downloaded for _, downloaded in downloads.values()]
+        if any(result.status not in FINAL for result in results):
+            with brainset_lock(job.processed_dir, self.brainset_id):
+                results = [
+                    downloaded
+                    if downloaded.status in FINAL
+                    else job.run(
+                        item,
+                        stages=("process",),
+                        download_output=downloaded.output,
+                        start=downloaded.start,
+                    )
+                    for item, downloaded in downloads.values()
+                ]
         return self.finish(results, job)
 
     def finish(self, results: Iterable[AssetResult], job: BrainsetJob) -> pd.DataFrame:

@@ -18,11 +18,17 @@ Settings, lowest to highest precedence: the defaults, ``brainsets.n_jobs``,
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+import os
+import re
+import signal
 import threading
+import time
 import traceback
 from collections.abc import Iterator, Mapping
+from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +37,8 @@ import joblib
 import pandas as pd
 from kedro.runner import SequentialRunner, Task
 
-from brainsets_kedro.assets import AssetResult, BrainsetJob
+from brainsets_kedro.assets import FAILED, INTERRUPTED, AssetResult, BrainsetJob
+from brainsets_kedro.lock import brainset_lock
 from brainsets_kedro.nodes import (
     FINAL,
     AssetFailures,
@@ -130,10 +137,13 @@ class BrainsetRunner(SequentialRunner):
             else:
                 self._logger.info("Completed node: %s", node.name)
 
+        interrupted: RunInterrupted | None = None
         for layer in pipeline.grouped_nodes:
             runnable = []
             for node in layer:
-                if missing.intersection(node.inputs):
+                if missing.intersection(node.inputs) or (
+                    interrupted and not _brainset_node(node, ProcessNode)
+                ):
                     skipped.append(node.name)
                     missing.update(node.outputs)
                 else:
@@ -143,18 +153,25 @@ class BrainsetRunner(SequentialRunner):
                 if node not in downloads:
                     execute(node)
             if downloads:
-                self._download_together(pipeline, downloads, settings, execute)
+                pool = self._download_together(pipeline, downloads, settings, execute)
+                interrupted = interrupted or pool.interrupted
 
         if skipped:
             self._logger.warning(
-                "Not run, as they need what failed: %s.", ", ".join(skipped)
+                "Not run, as they need what %s: %s.",
+                "was interrupted" if interrupted else "failed",
+                ", ".join(skipped),
             )
+        if interrupted:
+            raise interrupted  # after the run reports are saved
         if len(errors) == 1:
             raise next(iter(errors.values()))
         if errors:
             raise RunFailures(errors)
 
-    def _download_together(self, pipeline, downloads, settings, execute) -> None:
+    def _download_together(
+        self, pipeline, downloads, settings, execute
+    ) -> SharedAssetPool:
         """Run these download nodes as Tasks in threads, their assets in one pool."""
         pool = SharedAssetPool(settings, expected=len(downloads))
         threads = []
@@ -163,13 +180,16 @@ class BrainsetRunner(SequentialRunner):
             fuse = any(_brainset_node(n, ProcessNode) for n in consumers)
             func = PooledDownload(_brainset_node(node, DownloadNode), pool, fuse)
             thread = threading.Thread(
-                target=execute, args=(node._copy(func=func.download),), name=node.name
+                target=func.execute,
+                args=(execute, node._copy(func=func.download)),
+                name=node.name,
             )
             thread.start()
             threads.append(thread)
         pool.run()
         for thread in threads:
             thread.join()
+        return pool
 
 
 def validate_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -203,6 +223,7 @@ class _Plan:
     selection: Selection | None
     unmatched: set[str]
     results: list[AssetResult] = field(default_factory=list)
+    finished: set = field(default_factory=set)
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -217,27 +238,37 @@ class SharedAssetPool:
         self._plans: list[_Plan] = []
         self._arrived = 0
         self._all_arrived = threading.Condition()
+        self._closed: BaseException | None = None
+        self._by_brainset: dict[str, _Plan] = {}
+        self.interrupted: RunInterrupted | None = None
+        """Set when Ctrl-C or SIGTERM stopped the assets (they are INTERRUPTED)."""
 
     def submit(self, plan: _Plan | None) -> None:
         """A download node's plan, or ``None`` when planning failed."""
         with self._all_arrived:
             if plan is not None:
                 self._plans.append(plan)
+                if self._closed:  # the run was stopped before this plan came
+                    plan.error = self._closed
+                    plan.done.set()
             self._arrived += 1
             self._all_arrived.notify_all()
 
     def run(self) -> None:
         """In the driver's main thread: wait for every plan, prepare the assets, hand
         each download node its results."""
-        with self._all_arrived:
-            self._all_arrived.wait_for(lambda: self._arrived == self._expected)
-        self._plans.sort(key=lambda plan: plan.job.brainset_id)
         try:
+            with self._all_arrived:
+                self._all_arrived.wait_for(lambda: self._arrived == self._expected)
+            self._plans.sort(key=lambda plan: plan.job.brainset_id)
+            self._by_brainset = {plan.job.brainset_id: plan for plan in self._plans}
             self._check_selection()
             self._prepare()
         except BaseException as error:
-            for plan in self._plans:
-                plan.error = error
+            with self._all_arrived:
+                self._closed = error
+                for plan in self._plans:
+                    plan.error = error
             if not isinstance(error, Exception):
                 raise
         finally:
@@ -252,46 +283,160 @@ class SharedAssetPool:
                 {p.job.brainset_id: p.rows.index for p in self._plans},
             )
 
-    def _tasks(self, sender: Any) -> Iterator:
-        """One task per asset, taking the brainsets in turn."""
-        streams = [self._plan_tasks(plan, sender) for plan in self._plans]
-        for batch in itertools.zip_longest(*streams):
-            yield from (task for task in batch if task is not None)
-
-    @staticmethod
-    def _plan_tasks(plan: _Plan, sender: Any) -> Iterator:
-        columns = tuple(map(str, plan.rows.columns))
-        job = replace(plan.job, reporter=sender, columns=columns)
-        for row in plan.rows.itertuples(name=None):
-            yield joblib.delayed(job.run)(row, plan.stages)
-
     def _prepare(self) -> None:
-        n_jobs, backend = self._settings["n_jobs"], self._settings["backend"]
-        by_brainset = {plan.job.brainset_id: plan for plan in self._plans}
         total = sum(len(plan.rows) for plan in self._plans)
         logger.info(
             "Preparing %d assets of %s with %s workers (%s backend).",
             total,
-            ", ".join(by_brainset),
-            n_jobs,
-            backend,
+            ", ".join(self._by_brainset),
+            self._settings["n_jobs"],
+            self._settings["backend"],
             extra={"markup": False},
         )
         board = StatusBoard(total=total)
         with board, StatusChannel(board, self._settings["status_host"]) as channel:
-            # Results stream back as assets finish; the multiprocessing backend
-            # returns them all at the end (its statuses, DONE included, stream anyway).
-            streams = joblib.parallel.BACKENDS[backend]().supports_return_generator
-            parallel = joblib.Parallel(
-                n_jobs=n_jobs,
-                backend=backend,
-                return_as="generator_unordered" if streams else "list",
-            )
-            for result in parallel(self._tasks(channel.sender)):
-                if result.status in FINAL:
-                    board.finish(result.brainset_id, result.asset_id, result.status)
-                by_brainset[result.brainset_id].results.append(result)
+            for plan in self._plans:
+                columns = tuple(map(str, plan.rows.columns))
+                plan.job = replace(plan.job, reporter=channel.sender, columns=columns)
+            try:
+                with signals_interrupt():
+                    self._prepare_all(board)
+            except RunInterrupted as interrupt:
+                self.interrupted = interrupt
+                logger.warning("%s: the workers are stopped.", interrupt)
+            now = time.time()
+            for plan, row in list(self._unfinished()):
+                result = AssetResult(
+                    plan.job.brainset_id, row[0], INTERRUPTED, now, now
+                )
+                result.error = f"interrupted ({self.interrupted})"
+                self._collect(board, result)
         logger.info("%s", board.summary(), extra={"markup": False})
+
+    def _prepare_all(self, board: StatusBoard) -> None:
+        """Every asset, in rounds: a worker that dies breaks the pool, so the assets
+        it may have been running are run alone (to find the one that kills its
+        worker), then the rest in a new pool."""
+        while True:
+            try:
+                tasks = (self._task(plan, row) for plan, row in self._unfinished())
+                for result in self._parallel()(tasks):
+                    self._collect(board, result)
+                return
+            except BrokenExecutor as error:
+                cause = death_cause(error)
+            in_flight = board.in_flight()
+            suspects = [
+                (plan, row)
+                for plan, row in self._unfinished()
+                if (plan.job.brainset_id, row[0]) in in_flight
+            ] or list(
+                itertools.islice(self._unfinished(), 2 * self._settings["n_jobs"])
+            )
+            logger.warning(
+                "A worker died (%s) while preparing %s; running them one at a time "
+                "to find the cause.",
+                cause,
+                ", ".join(f"{plan.job.brainset_id}:{row[0]}" for plan, row in suspects),
+                extra={"markup": False},
+            )
+            for plan, row in suspects:
+                self._collect(board, self._run_alone(plan, row))
+
+    def _parallel(self, n_jobs: int | None = None) -> joblib.Parallel:
+        backend = self._settings["backend"]
+        # Results stream back as assets finish; the multiprocessing backend returns
+        # them all at the end (its statuses, DONE included, stream anyway).
+        streams = joblib.parallel.BACKENDS[backend]().supports_return_generator
+        return joblib.Parallel(
+            n_jobs=n_jobs or self._settings["n_jobs"],
+            backend=backend,
+            return_as="generator_unordered" if streams else "list",
+        )
+
+    def _run_alone(self, plan: _Plan, row: tuple) -> AssetResult:
+        """One asset in a pool of its own: FAILED with the cause if its worker dies."""
+        start = time.time()
+        try:
+            return next(iter(self._parallel(n_jobs=2)([self._task(plan, row)])))
+        except BrokenExecutor as error:
+            cause = f"worker died, {death_cause(error)}"
+            with plan.job.log_paths(row[0])[1].open("a") as err:
+                err.write(f"[brainsets_kedro] {cause}\n")
+            result = AssetResult(
+                plan.job.brainset_id, row[0], FAILED, start, time.time()
+            )
+            result.error = cause
+            return result
+
+    def _unfinished(self) -> Iterator[tuple[_Plan, tuple]]:
+        """``(plan, row)`` of each asset without a result yet, the brainsets in turn.
+        Lazy: an asset counts as unfinished until the moment it is handed out."""
+        streams = [
+            zip(itertools.repeat(p), p.rows.itertuples(name=None)) for p in self._plans
+        ]
+        for batch in itertools.zip_longest(*streams):
+            for pair in batch:
+                if pair is not None and pair[1][0] not in pair[0].finished:
+                    yield pair
+
+    @staticmethod
+    def _task(plan: _Plan, row: tuple) -> Any:
+        return joblib.delayed(plan.job.run)(row, plan.stages)
+
+    def _collect(self, board: StatusBoard, result: AssetResult) -> None:
+        if result.status in FINAL:
+            board.finish(result.brainset_id, result.asset_id, result.status)
+        plan = self._by_brainset[result.brainset_id]
+        plan.results.append(result)
+        plan.finished.add(result.asset_id)
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM while assets were being prepared."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        super().__init__(f"{name} received")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+@contextlib.contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """Ctrl-C and SIGTERM raise :class:`RunInterrupted` (joblib then stops the
+    workers and starts no new asset); a second one exits at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if received:
+            os._exit(128 + signum)
+        received.append(signum)
+        raise RunInterrupted(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        if not received:  # else a second signal, while reports are saved, exits
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+def death_cause(error: BaseException) -> str:
+    """``signal 9 (SIGKILL)`` or ``exit code 3``, from loky's TerminatedWorkerError."""
+    match = re.search(r"\{(SIG\w+)\((-?\d+)\)|EXIT\((-?\d+)\)", str(error))
+    if match is None:
+        return f"{type(error).__name__}: {error}"
+    if match.group(1):
+        return f"signal {abs(int(match.group(2)))} ({match.group(1)})"
+    return f"exit code {match.group(3)}"
 
 
 class PooledDownload:
@@ -302,6 +447,20 @@ class PooledDownload:
         self.node = node
         self.pool = pool
         self.stages = ("download", "process") if fuse else ("download",)
+        self.submitted = False
+
+    def execute(self, execute: Any, node: Node) -> None:
+        """Run the node as a Task. If it fails before it plans (in a hook, loading an
+        input), the pool is told not to wait for its plan."""
+        try:
+            execute(node)
+        finally:
+            if not self.submitted:
+                self._submit(None)
+
+    def _submit(self, plan: _Plan | None) -> None:
+        self.submitted = True
+        self.pool.submit(plan)
 
     def download(
         self,
@@ -310,18 +469,22 @@ class PooledDownload:
         processed_dir: Path,
         parameters: Mapping[str, Any],
     ) -> dict[Any, tuple[Any, AssetResult]]:
-        try:
-            job, rows, selection, unmatched = self.node.plan(
-                manifest, raw_dir, processed_dir, parameters
-            )
-        except BaseException:
-            self.pool.submit(None)
-            raise
-        plan = _Plan(job, rows, self.stages, selection, unmatched)
-        self.pool.submit(plan)
-        plan.done.wait()
-        if plan.error is not None:
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(brainset_lock(processed_dir, self.node.brainset_id))
+                job, rows, selection, unmatched = self.node.plan(
+                    manifest, raw_dir, processed_dir, parameters
+                )
+            except BaseException:
+                self._submit(None)
+                raise
+            plan = _Plan(job, rows, self.stages, selection, unmatched)
+            self._submit(plan)
+            plan.done.wait()
+        if isinstance(plan.error, Exception):
             raise plan.error
+        if plan.error is not None:  # Ctrl-C before the assets started
+            raise RuntimeError(f"Not run: {plan.error!r}")
         downloads = {}
         for result in plan.results:
             item = None

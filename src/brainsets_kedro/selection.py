@@ -3,7 +3,9 @@
 One or more glob patterns separated by ``|`` (``sess_01``, ``sess_0*``, ``a|b``). A
 pattern qualified with a brainset id (``my_brainset:sess_01``) applies to that brainset
 only; an unqualified one applies to every brainset in the run, and is an error only if
-it matches nothing in any of them.
+it matches nothing in any of them. A YAML list is a list of exact asset ids (no
+patterns); ``failed`` is turned into such a list per brainset, from its last run
+report, by :class:`brainsets_kedro.hooks.RerunFailed`.
 """
 
 from __future__ import annotations
@@ -29,10 +31,13 @@ def shown_ids(ids: Iterable) -> str:
 class Selection:
     unqualified: list[str] = field(default_factory=list)
     qualified: dict[str, list[str]] = field(default_factory=dict)
+    exact: list[str] | None = None
 
     @classmethod
-    def parse(cls, only: str | None) -> Selection | None:
+    def parse(cls, only: str | list | None) -> Selection | None:
         """``None`` (or an empty string) selects every asset."""
+        if isinstance(only, list | tuple):
+            return cls(exact=[str(asset_id) for asset_id in only])
         if only is None or not str(only).strip():
             return None
         selection = cls()
@@ -51,6 +56,15 @@ class Selection:
         unqualified patterns that matched none of them. A qualified pattern that
         matches nothing is an error at once."""
         ids = manifest.index.map(str)
+        if self.exact is not None:
+            unknown = sorted(set(self.exact) - set(ids))
+            if unknown:
+                raise ValueError(
+                    f"brainsets.only: asset id(s) {shown_ids(unknown)} are not in the "
+                    f"manifest of brainset '{brainset_id}'. Its asset ids: "
+                    f"{shown_ids(ids)}."
+                )
+            return manifest[ids.isin(self.exact)], set()
         selected = np.zeros(len(manifest), dtype=bool)
         unmatched = set()
         qualified = self.qualified.get(brainset_id, [])

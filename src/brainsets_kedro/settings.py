@@ -3,7 +3,7 @@ https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration""
 
 import warnings
 
-from brainsets_kedro.hooks import SaveReportOnFailure
+from brainsets_kedro.hooks import RerunFailed, SaveReportOnFailure
 
 # Kedro 1.7's config loader calls an OmegaConf API that newer OmegaConf releases
 # deprecate; the warning is Kedro's to fix and says nothing about this project.
@@ -12,7 +12,7 @@ warnings.filterwarnings(
 )
 
 # Hooks are executed in a Last-In-First-Out (LIFO) order.
-HOOKS = (SaveReportOnFailure(),)
+HOOKS = (SaveReportOnFailure(), RerunFailed())
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

@@ -84,6 +84,12 @@ class StatusBoard:
             self._final_counts[status] += 1
         self._log(brainset_id, asset_id, status)
 
+    def in_flight(self) -> set[tuple[str, Any]]:
+        """``(brainset_id, asset_id)`` of the assets that reported a status and have
+        not finished."""
+        with self._lock:
+            return set(self._in_flight)
+
     def _log(self, brainset_id: str, asset_id: Any, status: str) -> None:
         if self._live is None:
             log_status(brainset_id, asset_id, status)

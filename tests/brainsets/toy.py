@@ -23,6 +23,7 @@ parser.add_argument("--unreachable", action="store_true", help="get_manifest fai
 parser.add_argument("--hang", default="", help="asset ids whose process hangs, by |")
 parser.add_argument("--flaky", default="", help="asset ids whose download fails twice")
 parser.add_argument("--die", default="", help="asset ids whose worker is killed, by |")
+parser.add_argument("--exit", default="", help="asset ids whose worker exits, by |")
 
 
 class Pipeline(BrainsetPipeline):
@@ -61,6 +62,8 @@ class Pipeline(BrainsetPipeline):
                 time.sleep(0.1)
         if asset_id in self.args.die.split("|"):
             os.kill(os.getpid(), signal.SIGKILL)
+        if asset_id in self.args.exit.split("|"):
+            os._exit(3)
         started = time.time()
         time.sleep(self.args.sleep)
         value = int(download_output.read_text())

@@ -1,0 +1,59 @@
+"""One run at a time per brainset: a lock file in its processed directory.
+
+Two runs preparing the same brainset would write the same files at once. The lock is
+an ``flock`` on ``<processed_dir>/.brainsets_kedro.lock``: the kernel releases it when
+the holding process ends, however it ends, so a crashed run never leaves a stale
+lock. The file says who holds it, for the message the second run shows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+LOCK_NAME = ".brainsets_kedro.lock"
+
+
+class BrainsetLocked(RuntimeError):
+    """Another run is preparing this brainset."""
+
+
+@contextlib.contextmanager
+def brainset_lock(processed_dir: Path, brainset_id: str) -> Iterator[None]:
+    """Hold the brainset's lock for the block, or raise :class:`BrainsetLocked` at
+    once, naming the run that holds it."""
+    path = Path(processed_dir) / LOCK_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.seek(0)
+            holder = file.read().strip() or "another process"
+            raise BrainsetLocked(
+                f"Brainset '{brainset_id}' is being prepared by another run: "
+                f"{holder}. Wait for it to end, or stop it; two runs writing "
+                f"{processed_dir} at once would race. (Lock: {path})"
+            ) from None
+        file.seek(0)
+        file.truncate()
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        command = " ".join(
+            Path(sys.argv[0]).name if i == 0 else a for i, a in enumerate(sys.argv)
+        )
+        file.write(
+            f"pid {os.getpid()} on {socket.gethostname()}, since {started}: {command}\n"
+        )
+        file.flush()
+        try:
+            yield
+        finally:
+            file.seek(0)
+            file.truncate()
+            fcntl.flock(file, fcntl.LOCK_UN)

@@ -1,7 +1,8 @@
 """brainsets-kedro: prepare neural datasets ("brainsets") as Kedro pipelines."""
 
 from brainsets_kedro.brainset import BrainsetPipeline
+from brainsets_kedro.download import DownloadError, download
 
 __version__ = "0.1.0"
 
-__all__ = ["BrainsetPipeline"]
+__all__ = ["BrainsetPipeline", "DownloadError", "download"]

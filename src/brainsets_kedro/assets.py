@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
 from brainsets_kedro.brainset import BrainsetPipeline
+from brainsets_kedro.upstream import TrackerHandle
 
 status_logger = logging.getLogger("brainsets_kedro.status")
 """One line per status change; conf/logging.yml gives it a plain, cheap handler."""
@@ -185,7 +186,7 @@ class BrainsetJob:
                 raw_dir=self.raw_dir,
                 processed_dir=self.processed_dir,
                 args=self.args,
-                tracker_handle=self._on_status,
+                tracker_handle=TrackerHandle(self._on_status),
                 download_only=self.download_only,
             )
             _instances[key] = pipeline

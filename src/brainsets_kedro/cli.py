@@ -1,5 +1,5 @@
 """Project commands: ``kedro run`` with the brainset runner by default, and
-``kedro brainset list`` / ``kedro brainset manifest <id>``."""
+``kedro brainset list`` / ``manifest <id>`` / ``new <id>`` / ``import <name>``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from kedro.framework.startup import bootstrap_project
 from brainsets_kedro.discovery import load_brainset_class, pipeline_folders
 from brainsets_kedro.nodes import AssetFailures
 from brainsets_kedro.runner import RunFailures, RunInterrupted
+from brainsets_kedro.scaffold import import_command, new_command
+from brainsets_kedro.upstream import MissingDependencies
 
 DEFAULT_RUNNER = "brainsets_kedro.runner.BrainsetRunner"
 
@@ -42,6 +44,10 @@ def _run(**kwargs: object) -> object:
             err=True,
         )
         raise SystemExit(interrupt.exit_code) from None
+    except MissingDependencies:
+        # Kedro has logged the message, which names the packages and the command
+        # that installs them. A traceback would add nothing.
+        raise SystemExit(1) from None
 
 
 run = copy.copy(kedro_run)
@@ -56,7 +62,11 @@ cli.add_command(run)
 
 @cli.group()
 def brainset() -> None:
-    """Inspect the project's brainsets."""
+    """Inspect, create and import the project's brainsets."""
+
+
+brainset.add_command(new_command)
+brainset.add_command(import_command)
 
 
 def _session(env: str | None) -> KedroSession:

@@ -1,16 +1,19 @@
 """Find the project's pipelines: a folder under ``pipelines/`` is one pipeline.
 
 A folder whose ``pipeline.py`` defines ``class Pipeline(BrainsetPipeline)`` is a
-brainset, registered under its ``brainset_id`` (which must be the folder's name). A
-folder whose package or ``pipeline.py`` has ``create_pipeline()`` is an ordinary Kedro
-pipeline. Nothing here calls ``get_manifest``.
+brainset, registered under its ``brainset_id`` (which must be the folder's name); the
+``BrainsetPipeline`` of the ``brainsets`` package is accepted too. A folder whose package
+or ``pipeline.py`` has ``create_pipeline()`` is an ordinary Kedro pipeline. Nothing here
+calls ``get_manifest``. A brainset whose ``pipeline.py`` cannot be imported (its
+dependencies are not installed) is registered from what the file says without running
+it, and fails when run, naming what to install (see :mod:`brainsets_kedro.upstream`).
 """
 
 from __future__ import annotations
 
 import importlib
-import inspect
 from importlib.resources import files
+from pathlib import Path
 from types import ModuleType
 
 from kedro.framework.project import pipelines as project_pipelines
@@ -18,6 +21,7 @@ from kedro.pipeline import Pipeline
 
 from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.factory import create_brainset_pipeline
+from brainsets_kedro.upstream import is_brainset_class, unimportable_brainset
 
 PIPELINES_PACKAGE = "brainsets_kedro.pipelines"
 
@@ -61,19 +65,27 @@ def load_brainset_class(name: str) -> type[BrainsetPipeline] | None:
             f"'class Pipeline(BrainsetPipeline)' (or an ordinary Kedro pipeline's "
             f"create_pipeline())."
         )
-    module = _import(module_name)
-    if hasattr(module, "create_pipeline"):
-        return None
-    cls = getattr(module, "Pipeline", None)
+    try:
+        module = _import(module_name)
+    except ImportError as error:
+        origin = importlib.util.find_spec(module_name).origin
+        cls = unimportable_brainset(Path(origin), error)
+        if cls is None:
+            raise
+    else:
+        if hasattr(module, "create_pipeline"):
+            return None
+        cls = getattr(module, "Pipeline", None)
     if cls is None:
         raise PipelineDiscoveryError(
             f"{where} defines no 'Pipeline' class: a brainset's pipeline.py must "
             f"define 'class Pipeline(BrainsetPipeline)' with a 'brainset_id'."
         )
-    if not (inspect.isclass(cls) and issubclass(cls, BrainsetPipeline)):
+    if not is_brainset_class(cls):
         raise PipelineDiscoveryError(
             f"{where}: 'Pipeline' must be a subclass of "
-            f"brainsets_kedro.BrainsetPipeline, got {cls!r}."
+            f"brainsets_kedro.BrainsetPipeline (or brainsets.pipeline."
+            f"BrainsetPipeline), got {cls!r}."
         )
     brainset_id = getattr(cls, "brainset_id", None)
     if brainset_id is None:

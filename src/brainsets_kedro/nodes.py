@@ -22,6 +22,7 @@ from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.lock import brainset_lock
 from brainsets_kedro.params import parse_params
 from brainsets_kedro.selection import Selection, shown_ids
+from brainsets_kedro.upstream import ensure_requirements
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +181,8 @@ class BrainsetNode:
         return self.pipeline_cls.brainset_id
 
     def parse_args(self, parameters: Mapping[str, Any]):
+        # Before any work: packages the brainset's inline metadata lists are installed.
+        ensure_requirements(self.pipeline_cls)
         params = brainset_params(parameters, self.brainset_id)
         return parse_params(self.pipeline_cls.parser, params, self.brainset_id)
 

@@ -25,6 +25,7 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
+from brainsets_kedro.nodes import REPORT_COLUMNS
 from tests.conftest import REPO, add_brainset, kedro
 
 _spec = importlib.util.spec_from_file_location(
@@ -68,15 +69,6 @@ UNREACHABLE = textwrap.dedent(
 TASKS = ("manifest", "download", "process")
 DATASETS = ("raw_dir", "processed_dir", "manifest", "run_report")
 MANIFEST_COLUMNS = ["subject_id", "recording_date", "n_units", "duration_s", "filename"]
-REPORT_COLUMNS = [
-    "status",
-    "start",
-    "end",
-    "duration_s",
-    "error",
-    "stdout_log",
-    "stderr_log",
-]
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
+from brainsets_kedro.assets import captured_output
 from brainsets_kedro.datasets import BrainsetDirectory
 from brainsets_kedro.factory import create_brainset_pipeline
 from brainsets_kedro.nodes import AssetFailures, ManifestNode, validate_manifest
@@ -96,3 +97,17 @@ def test_failing_assets_never_stop_the_others(tmp_path, stage):
 def test_empty_manifest_runs_to_success(tmp_path):
     catalog = _run(tmp_path, {"n_assets": 0})
     assert catalog.load("toy.run_report").empty
+
+
+def test_log_files_are_made_on_first_write_and_never_stale(tmp_path):
+    out, err = tmp_path / "a.out", tmp_path / "a.err"
+    err.write_text("a previous run's traceback\n")
+    with captured_output(out, err):
+        pass
+    assert not out.exists() and not err.exists()  # nothing printed: no files
+    with captured_output(out, err):
+        print("hello")
+    assert out.read_text() == "hello\n" and not err.exists()
+    with captured_output(out, err, append=True):
+        print("again")
+    assert out.read_text() == "hello\nagain\n"

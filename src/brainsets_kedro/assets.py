@@ -301,15 +301,40 @@ def _install_routers() -> None:
             setattr(sys, name, _ThreadRouter(name, stream))
 
 
+class _LogFile(io.TextIOBase):
+    """A log file created on the first write: most assets of a big brainset print
+    nothing, and creating two files each would cost more than preparing them."""
+
+    def __init__(self, path: Path):
+        self._path = path
+        self._file: TextIO | None = None
+
+    def write(self, text: str) -> int:
+        if self._file is None:
+            self._file = open(self._path, "a", encoding="utf-8")  # noqa: SIM115
+        return self._file.write(text)
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        super().close()
+
+
 @contextlib.contextmanager
 def captured_output(out_path: Path, err_path: Path, append: bool = False) -> Iterator:
-    """Send this thread's stdout and stderr to two files while the block runs."""
+    """Send this thread's stdout and stderr to two files while the block runs. The
+    files are made on the first write; a previous run's are removed first (unless
+    ``append``), so a log never shows another run's output."""
     _install_routers()
-    mode = "a" if append else "w"
-    with (
-        open(out_path, mode, encoding="utf-8") as out,
-        open(err_path, mode, encoding="utf-8") as err,
-    ):
+    if not append:
+        out_path.unlink(missing_ok=True)
+        err_path.unlink(missing_ok=True)
+    with _LogFile(out_path) as out, _LogFile(err_path) as err:
         before = getattr(_targets, "stdout", None), getattr(_targets, "stderr", None)
         _targets.stdout, _targets.stderr = out, err
         try:

@@ -69,7 +69,7 @@ def test_new_brainset_runs_as_made(project):
         data = Data.from_hdf5(file)
         assert data.session.id == "session_02"
         assert len(data.spikes.timestamps[:]) == 2000
-    assert (processed / "pipeline_logs/session_02.out").exists()
+    assert not (processed / "pipeline_logs/session_02.err").exists()  # no errors
 
     # Its own options work as parameters: reprocess, without downloading again.
     raw = project / "data/01_raw/smith_reaching_2024/session_01.npz"

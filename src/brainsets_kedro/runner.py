@@ -12,21 +12,33 @@ A failed node fails the run, but only after every node that does not depend on i
 run: one brainset's unreachable archive does not stop the others.
 
 Settings, lowest to highest precedence: the defaults, ``brainsets.n_jobs``,
-``brainsets.backend`` and ``brainsets.status_host`` in ``conf/base/parameters.yml``
-(or an environment), and ``kedro run --runner-params="n_jobs=8,backend=threading"``.
+``brainsets.backend``, ``brainsets.address`` and ``brainsets.status_host`` in
+``conf/base/parameters.yml`` (or an environment), and
+``kedro run --runner-params="n_jobs=8,backend=threading"``.
+
+``backend=dask`` and ``backend=ray`` run the assets on a cluster through joblib's Dask
+and Ray backends (see :class:`Cluster`): the cluster's workers import the project,
+write the assets' logs and send their statuses to the driver like any worker.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
+import ipaddress
 import itertools
 import logging
+import multiprocessing
 import os
 import re
 import signal
+import socket
+import sys
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Iterator, Mapping
 from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass, field, replace
@@ -37,7 +49,12 @@ import joblib
 import pandas as pd
 from kedro.runner import SequentialRunner, Task
 
-from brainsets_kedro.assets import FAILED, INTERRUPTED, AssetResult, BrainsetJob
+from brainsets_kedro.assets import (
+    FAILED,
+    INTERRUPTED,
+    AssetResult,
+    BrainsetJob,
+)
 from brainsets_kedro.lock import brainset_lock
 from brainsets_kedro.nodes import (
     FINAL,
@@ -57,8 +74,17 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULTS = {"n_jobs": None, "backend": "loky", "status_host": "127.0.0.1"}
-"""``n_jobs: None`` is one worker per CPU core (``joblib.cpu_count()``)."""
+DEFAULTS = {
+    "n_jobs": None,
+    "backend": "loky",
+    "status_host": "127.0.0.1",
+    "address": None,
+}
+"""``n_jobs: None`` is one worker per CPU core (``joblib.cpu_count()``), or every
+worker of the cluster for ``dask`` and ``ray``. ``address: None`` is a local cluster."""
+
+CLUSTER_BACKENDS = {"dask": "dask", "ray": "ray"}
+"""The joblib backends that run on a cluster, and the extra that installs each."""
 
 
 class RunFailures(RuntimeError):
@@ -95,10 +121,16 @@ class BrainsetRunner(SequentialRunner):
         n_jobs: int | None = None,
         backend: str | None = None,
         status_host: str | None = None,
+        address: str | None = None,
         is_async: bool = False,
     ):
         super().__init__(is_async=is_async)
-        given = {"n_jobs": n_jobs, "backend": backend, "status_host": status_host}
+        given = {
+            "n_jobs": n_jobs,
+            "backend": backend,
+            "status_host": status_host,
+            "address": address,
+        }
         self._overrides = {k: v for k, v in given.items() if v is not None}
 
     def _settings(self, parameters: Mapping[str, Any]) -> dict[str, Any]:
@@ -193,24 +225,59 @@ class BrainsetRunner(SequentialRunner):
 
 
 def validate_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """Check ``n_jobs`` and ``backend`` before any work, naming the fix."""
+    """Check ``n_jobs``, ``backend`` and ``address`` before any work, naming the
+    fix."""
+    backend = settings["backend"]
+    on_cluster = backend in CLUSTER_BACKENDS
     n_jobs = settings["n_jobs"]
     if n_jobs is None:
-        settings["n_jobs"] = joblib.cpu_count()
+        settings["n_jobs"] = -1 if on_cluster else joblib.cpu_count()
     elif isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
         raise ValueError(
             f"n_jobs must be a whole number of workers (or -1 for one per core, or "
             f"null for the default), got {n_jobs!r}. Set brainsets.n_jobs in conf/ or "
             f'--runner-params="n_jobs=4".'
         )
-    backend = settings["backend"]
-    known = sorted(joblib.parallel.BACKENDS)
+    known = sorted(set(joblib.parallel.BACKENDS) | set(CLUSTER_BACKENDS))
     if backend not in known:
         raise ValueError(
             f"Unknown joblib backend {backend!r}: choose one of {', '.join(known)}. "
             f'Set brainsets.backend in conf/ or --runner-params="backend=loky".'
         )
+    if on_cluster:
+        try:
+            import_backend(backend)
+        except ImportError as error:
+            raise ValueError(
+                f"backend={backend} needs {error.name or backend}, which is not "
+                f'installed: pip install -e ".[{CLUSTER_BACKENDS[backend]}]"'
+            ) from error
+    address = settings["address"]
+    if address is not None and not (isinstance(address, str) and address.strip()):
+        raise ValueError(
+            f"brainsets.address must be the address of a cluster's scheduler, such "
+            f"as tcp://10.0.0.5:8786 (dask) or 10.0.0.5:6379 (ray), or null, got "
+            f"{address!r}."
+        )
+    if address and not on_cluster:
+        logger.warning(
+            "brainsets.address (%s) is ignored: the %s backend runs on this machine. "
+            "Set brainsets.backend to dask or ray to use a cluster.",
+            address,
+            backend,
+        )
     return settings
+
+
+def import_backend(backend: str) -> None:
+    """Import and register joblib's Dask or Ray backend (ImportError if missing)."""
+    if backend == "dask":
+        import distributed  # noqa: F401, PLC0415
+        from joblib._dask import DaskDistributedBackend  # noqa: F401, PLC0415
+    else:
+        from ray.util.joblib import register_ray  # noqa: PLC0415
+
+        register_ray()
 
 
 @dataclass
@@ -226,6 +293,8 @@ class _Plan:
     finished: set = field(default_factory=set)
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    task: Any = None
+    """``joblib.delayed`` of the function that prepares one asset, given its row."""
 
 
 class SharedAssetPool:
@@ -240,6 +309,8 @@ class SharedAssetPool:
         self._all_arrived = threading.Condition()
         self._closed: BaseException | None = None
         self._by_brainset: dict[str, _Plan] = {}
+        self._cluster: Cluster | None = None
+        self._run_id = uuid.uuid4().hex
         self.interrupted: RunInterrupted | None = None
         """Set when Ctrl-C or SIGTERM stopped the assets (they are INTERRUPTED)."""
 
@@ -285,25 +356,43 @@ class SharedAssetPool:
 
     def _prepare(self) -> None:
         total = sum(len(plan.rows) for plan in self._plans)
-        logger.info(
-            "Preparing %d assets of %s with %s workers (%s backend).",
-            total,
-            ", ".join(self._by_brainset),
-            self._settings["n_jobs"],
-            self._settings["backend"],
-            extra={"markup": False},
-        )
-        board = StatusBoard(total=total)
-        with board, StatusChannel(board, self._settings["status_host"]) as channel:
+        with contextlib.ExitStack() as stack:
+            backend = self._settings["backend"]
+            status_host = self._settings["status_host"]
+            where = f"{self._settings['n_jobs']} workers ({backend} backend)"
+            if backend in CLUSTER_BACKENDS:
+                modules = {plan.job.pipeline_cls.__module__ for plan in self._plans}
+                self._cluster = stack.enter_context(
+                    Cluster.connect(self._settings, self._run_id, modules)
+                )
+                status_host = self._cluster.status_host(status_host)
+                where = self._cluster.describe()
+            logger.info(
+                "Preparing %d assets of %s with %s.",
+                total,
+                ", ".join(self._by_brainset),
+                where,
+                extra={"markup": False},
+            )
+            board = stack.enter_context(StatusBoard(total=total))
+            channel = stack.enter_context(StatusChannel(board, status_host))
             for plan in self._plans:
                 columns = tuple(map(str, plan.rows.columns))
                 plan.job = replace(plan.job, reporter=channel.sender, columns=columns)
+                plan.task = self._task_function(plan)
             try:
                 with signals_interrupt():
                     self._prepare_all(board)
             except RunInterrupted as interrupt:
                 self.interrupted = interrupt
+                if self._cluster is not None:
+                    self._cluster.stop()
                 logger.warning("%s: the workers are stopped.", interrupt)
+            except Exception as error:
+                explained = self._cluster.explain(error) if self._cluster else error
+                if explained is not error:
+                    raise explained from error
+                raise
             now = time.time()
             for plan, row in list(self._unfinished()):
                 result = AssetResult(
@@ -319,19 +408,21 @@ class SharedAssetPool:
         worker), then the rest in a new pool."""
         while True:
             try:
-                tasks = (self._task(plan, row) for plan, row in self._unfinished())
+                tasks = (plan.task(row) for plan, row in self._unfinished())
                 for result in self._parallel()(tasks):
                     self._collect(board, result)
                 return
-            except BrokenExecutor as error:
+            except worker_death_errors() as error:
                 cause = death_cause(error)
+            if self._cluster is not None:  # its other tasks go on: stop them
+                self._cluster.stop()
             in_flight = board.in_flight()
             suspects = [
                 (plan, row)
                 for plan, row in self._unfinished()
                 if (plan.job.brainset_id, row[0]) in in_flight
             ] or list(
-                itertools.islice(self._unfinished(), 2 * self._settings["n_jobs"])
+                itertools.islice(self._unfinished(), 2 * max(1, self._n_workers()))
             )
             logger.warning(
                 "A worker died (%s) while preparing %s; running them one at a time "
@@ -343,13 +434,29 @@ class SharedAssetPool:
             for plan, row in suspects:
                 self._collect(board, self._run_alone(plan, row))
 
+    def _n_workers(self) -> int:
+        if self._cluster is not None:
+            return self._cluster.n_workers()
+        return self._settings["n_jobs"]
+
     def _parallel(self, n_jobs: int | None = None) -> joblib.Parallel:
-        backend = self._settings["backend"]
-        # Results stream back as assets finish; the multiprocessing backend returns
-        # them all at the end (its statuses, DONE included, stream anyway).
-        streams = joblib.parallel.BACKENDS[backend]().supports_return_generator
+        if self._cluster is not None:
+            backend = self._cluster.joblib_backend()
+        else:
+            backend = self._settings["backend"]
+        # Results stream back as assets finish; the multiprocessing and ray backends
+        # return them all at the end (their statuses, DONE included, stream anyway).
+        if isinstance(backend, str):
+            streams = joblib.parallel.BACKENDS[backend]().supports_return_generator
+        else:
+            streams = backend.supports_return_generator
+        if backend == "multiprocessing":
+            # The driver runs threads (status channel, download nodes): forking it
+            # can copy a held lock into a worker, which then hangs. A forkserver
+            # forks workers from a clean, single-threaded process instead.
+            backend = multiprocessing.get_context("forkserver")
         return joblib.Parallel(
-            n_jobs=n_jobs or self._settings["n_jobs"],
+            n_jobs=n_jobs or self._n_workers(),
             backend=backend,
             return_as="generator_unordered" if streams else "list",
         )
@@ -358,8 +465,8 @@ class SharedAssetPool:
         """One asset in a pool of its own: FAILED with the cause if its worker dies."""
         start = time.time()
         try:
-            return next(iter(self._parallel(n_jobs=2)([self._task(plan, row)])))
-        except BrokenExecutor as error:
+            return next(iter(self._parallel(n_jobs=2)([plan.task(row)])))
+        except worker_death_errors() as error:
             cause = f"worker died, {death_cause(error)}"
             with plan.job.log_paths(row[0])[1].open("a") as err:
                 err.write(f"[brainsets_kedro] {cause}\n")
@@ -380,9 +487,13 @@ class SharedAssetPool:
                 if pair is not None and pair[1][0] not in pair[0].finished:
                     yield pair
 
-    @staticmethod
-    def _task(plan: _Plan, row: tuple) -> Any:
-        return joblib.delayed(plan.job.run)(row, plan.stages)
+    def _task_function(self, plan: _Plan) -> Any:
+        """``joblib.delayed`` of what prepares an asset of ``plan`` given its row, made
+        once (it wraps the function anew at each call). One argument: Dask walks every
+        task's arguments."""
+        if self._cluster is not None:
+            return joblib.delayed(StoppableRun(plan.job, plan.stages, self._run_id))
+        return joblib.delayed(functools.partial(plan.job.run, stages=plan.stages))
 
     def _collect(self, board: StatusBoard, result: AssetResult) -> None:
         if result.status in FINAL:
@@ -429,8 +540,33 @@ def signals_interrupt() -> Iterator[None]:
                 signal.signal(signum, handler)
 
 
+def worker_death_errors() -> tuple[type[BaseException], ...]:
+    """What joblib raises when a worker died: loky's pool breaks; Dask reschedules the
+    task, then raises ``KilledWorker`` when it killed too many workers; Ray raises
+    ``RayActorError`` for an actor of its pool."""
+    errors: list[type[BaseException]] = [BrokenExecutor]
+    if "distributed" in sys.modules:
+        from distributed import KilledWorker  # noqa: PLC0415
+
+        errors.append(KilledWorker)
+    if "ray" in sys.modules:
+        from ray.exceptions import RayActorError  # noqa: PLC0415
+
+        errors.append(RayActorError)
+    return tuple(errors)
+
+
 def death_cause(error: BaseException) -> str:
-    """``signal 9 (SIGKILL)`` or ``exit code 3``, from loky's TerminatedWorkerError."""
+    """``signal 9 (SIGKILL)`` or ``exit code 3``, from loky's TerminatedWorkerError;
+    the workers lost, from Dask's KilledWorker; Ray's word for a dead actor."""
+    if type(error).__name__ == "KilledWorker":
+        return (
+            f"the task lost {error.allowed_failures + 1} Dask workers, the last "
+            f"{error.last_worker.address}"
+        )
+    if "RayActorError" in {cls.__name__ for cls in type(error).__mro__}:
+        detail = re.search(r"Worker exit detail: ([^.]*)", str(error))
+        return f"its Ray actor died ({detail.group(1) if detail else type(error).__name__})"
     match = re.search(r"\{(SIG\w+)\((-?\d+)\)|EXIT\((-?\d+)\)", str(error))
     if match is None:
         return f"{type(error).__name__}: {error}"
@@ -492,3 +628,380 @@ class PooledDownload:
                 item = next(rows.loc[[result.asset_id]].itertuples())
             downloads[result.asset_id] = (item, result)
         return downloads
+
+
+# -- clusters: backend=dask and backend=ray ------------------------------------------
+
+
+class WorkerImportError(ImportError):
+    """A cluster's worker (or scheduler) cannot import the project's brainsets."""
+
+
+class Cluster:
+    """The cluster a run's assets are prepared on (``backend=dask`` or ``ray``), from
+    connecting to closing: the joblib backend to hand to ``Parallel``, its number of
+    workers, the address workers send statuses to, and stopping the run's tasks."""
+
+    name = ""
+    who = ""
+
+    def __init__(self, settings: dict[str, Any], run_id: str, modules: set[str]):
+        self.settings = settings
+        self.run_id = run_id
+        self.modules = modules
+        """The modules of the run's brainset classes, which the workers import."""
+
+    @staticmethod
+    def connect(settings: dict[str, Any], run_id: str, modules: set[str]) -> Cluster:
+        kind = DaskCluster if settings["backend"] == "dask" else RayCluster
+        return kind(settings, run_id, modules)
+
+    def joblib_backend(self) -> Any:
+        return self.settings["backend"]
+
+    def n_workers(self) -> int:
+        raise NotImplementedError
+
+    def worker_hosts(self) -> set[str]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the run's tasks still running on the cluster."""
+
+    def close(self) -> None:
+        """Disconnect; stop the cluster if this run started it."""
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def status_host(self, status_host: str) -> str:
+        """Where workers send statuses: ``status_host``; when that is a loopback
+        address (the default) but some workers run on other hosts, this machine's
+        address on the route to them."""
+        remote = sorted(h for h in self.worker_hosts() if not _is_loopback(h))
+        if not _is_loopback(status_host) or not remote:
+            return status_host
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                probe.connect((remote[0], 9))  # no packet is sent
+                address = probe.getsockname()[0]
+        except OSError as error:
+            logger.warning(
+                "Workers run on %s, but brainsets.status_host is %s and no address of "
+                "this machine towards them was found (%s): set brainsets.status_host "
+                "to an address of this machine that the workers can reach.",
+                ", ".join(remote),
+                status_host,
+                error,
+            )
+            return status_host
+        logger.info(
+            "Workers send their statuses to %s, this machine's address towards %s "
+            "(set brainsets.status_host to choose another).",
+            address,
+            remote[0],
+        )
+        return address
+
+    def explain(self, error: BaseException) -> BaseException:
+        """``error`` from the cluster, or a :class:`WorkerImportError` naming the fix
+        if it comes from a worker that cannot import a brainset (Ray wraps that
+        ModuleNotFoundError in a RaySystemError that keeps only its message)."""
+        seen, cause = set(), error
+        while cause is not None and id(cause) not in seen:
+            seen.add(id(cause))
+            found = re.search(r"No module named '([\w.]+)'", str(cause))
+            if found and self._is_ours(found.group(1)):
+                return self.import_error(f"a {self.name} worker", found.group(0))
+            cause = (
+                getattr(cause, "cause", None) or cause.__cause__ or cause.__context__
+            )
+        return error
+
+    def _is_ours(self, name: str | None) -> bool:
+        return bool(name) and any(
+            module == name or module.startswith(f"{name}.")
+            for module in {*self.modules, "brainsets_kedro"}
+        )
+
+    def import_error(self, where: str, error: str) -> WorkerImportError:
+        import brainsets_kedro  # noqa: PLC0415
+
+        src = Path(brainsets_kedro.__file__).resolve().parents[1]
+        return WorkerImportError(
+            f"{where} cannot import the project's brainsets "
+            f"({', '.join(sorted(self.modules))}): {error}. {self.who} import the "
+            f"project as an installed package: install it in their "
+            f"environment (pip install -e {src.parent}, the same version as here) or "
+            f"start them with PYTHONPATH={src}. See docs/clusters.md."
+        )
+
+
+class DaskCluster(Cluster):
+    """A ``distributed.Client`` of the scheduler at ``brainsets.address`` (else at
+    ``DASK_SCHEDULER_ADDRESS``, as in a Kubernetes DaskJob), or of a local cluster of
+    ``n_jobs`` single-threaded worker processes when neither is set."""
+
+    name = "Dask"
+    who = "The Dask scheduler and workers"
+
+    def __init__(self, settings: dict[str, Any], run_id: str, modules: set[str]):
+        super().__init__(settings, run_id, modules)
+        import dask  # noqa: PLC0415
+        from distributed import Client, LocalCluster  # noqa: PLC0415
+
+        self.local = None
+        self.log_level = None
+        address = settings["address"] or dask.config.get("scheduler-address", None)
+        if not address:
+            n_jobs = settings["n_jobs"] if settings["n_jobs"] > 0 else os.cpu_count()
+            # Its scheduler runs in this process: its INFO lines would fill the log.
+            self.log_level = logging.getLogger("distributed").level
+            logging.getLogger("distributed").setLevel(logging.WARNING)
+            self.local = LocalCluster(
+                n_workers=n_jobs,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",  # not :8787, which may be taken
+            )
+            address = self.local.scheduler_address
+        elif settings["n_jobs"] != -1:
+            logger.warning(
+                "n_jobs=%s is ignored on a Dask cluster: each of its worker threads "
+                "prepares an asset at a time.",
+                settings["n_jobs"],
+            )
+        self.address = address
+        try:
+            self.client = Client(address, set_as_default=False)
+        except OSError as error:
+            self.close()
+            raise ConnectionError(
+                f"Cannot reach the Dask scheduler at {address} (brainsets.address): "
+                f"{error}"
+            ) from error
+        try:
+            if not self.client.nthreads():
+                logger.info(
+                    "Waiting for a worker to join the Dask cluster at %s.", address
+                )
+                self.client.wait_for_workers(1)
+            self.check_imports()
+        except BaseException:
+            self.close()
+            raise
+
+    def joblib_backend(self) -> Any:
+        return _dask_backend()(client=self.client)
+
+    def n_workers(self) -> int:
+        return sum(self.client.nthreads().values())
+
+    def worker_hosts(self) -> set[str]:
+        return {_host(address) for address in self.client.nthreads()}
+
+    def describe(self) -> str:
+        where = "a local Dask cluster" if self.local else "the Dask cluster"
+        return f"{self.n_workers()} worker threads of {where} at {self.address}"
+
+    def check_imports(self) -> None:
+        """Before any work: the scheduler and every worker import the brainsets (a
+        worker that cannot unpickle a task leaves the cluster, and the task waits)."""
+        modules = sorted(self.modules)
+        answers = {"the Dask scheduler": self._ask(self.client.run_on_scheduler)}
+        for worker, answer in self.client.run(
+            import_errors, modules, on_error="return"
+        ).items():
+            answers[f"Dask worker {worker}"] = answer
+        for where, answer in answers.items():
+            if isinstance(answer, BaseException):
+                raise self.import_error(where, f"{type(answer).__name__}: {answer}")
+            if answer:
+                raise self.import_error(where, answer)
+
+    def _ask(self, run: Any) -> str | BaseException:
+        try:
+            return run(import_errors, sorted(self.modules))
+        except Exception as error:  # the scheduler cannot unpickle the question
+            return error
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.run(stop_run, self.run_id, on_error="ignore")
+
+    def close(self) -> None:
+        client = getattr(self, "client", None)
+        if client is not None:
+            self.stop()
+            client.close()  # the scheduler forgets the run's tasks
+        if self.local is not None:
+            self.local.close()
+            logging.getLogger("distributed").setLevel(self.log_level)
+
+
+class RayCluster(Cluster):
+    """``ray.init(address)``, or a local Ray when ``brainsets.address`` is null (and
+    ``RAY_ADDRESS`` is not set); joblib prepares the assets in a pool of ``n_jobs`` Ray
+    actors, every CPU of the cluster by default."""
+
+    name = "Ray"
+    who = "Ray's workers"
+
+    def __init__(self, settings: dict[str, Any], run_id: str, modules: set[str]):
+        super().__init__(settings, run_id, modules)
+        import ray  # noqa: PLC0415
+
+        n_jobs = settings["n_jobs"]
+        address = settings["address"] or os.environ.get("RAY_ADDRESS")
+        self.started = not ray.is_initialized()
+        self.local = self.started and not address
+        if self.local:  # a new one, with as many CPUs as n_jobs asks for
+            cpus = n_jobs if n_jobs > 0 else None
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False)
+        elif self.started:
+            ray.init(address=address)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.n_jobs = cpus if n_jobs < 0 else min(n_jobs, cpus)
+
+    def n_workers(self) -> int:
+        return self.n_jobs
+
+    def worker_hosts(self) -> set[str]:
+        import ray  # noqa: PLC0415
+
+        if self.local:  # this machine, whatever address Ray gives it
+            return set()
+        return {node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]}
+
+    def describe(self) -> str:
+        import ray  # noqa: PLC0415
+
+        where = "a local Ray" if self.local else "the Ray cluster"
+        address = ray.get_runtime_context().gcs_address
+        return f"{self.n_jobs} workers of {where} at {address}"
+
+    # stop(): joblib terminates the pool of actors, which stops their tasks.
+
+    def close(self) -> None:
+        if self.started:
+            import ray  # noqa: PLC0415
+
+            ray.shutdown()
+
+
+def _host(address: str) -> str:
+    """``10.0.0.5`` from ``tcp://10.0.0.5:8786``."""
+    return address.rsplit("://", maxsplit=1)[-1].rsplit(":", 1)[0].strip("[]")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def import_errors(modules: list[str]) -> str:
+    """On a worker: why these modules cannot be imported, or ``""``."""
+    import importlib  # noqa: PLC0415
+
+    errors = []
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as error:
+            errors.append(f"{type(error).__name__}: {error}")
+    return "; ".join(errors)
+
+
+@functools.cache
+def _dask_backend() -> type:
+    """joblib's Dask backend with two fixes: a batch whose task fails on the cluster
+    (a worker lost too often: ``KilledWorker``) raises in the driver, where joblib
+    would wait for ever; and a cluster of one worker thread runs the assets, where
+    joblib would run them in the driver."""
+    import asyncio  # noqa: PLC0415
+
+    from joblib._dask import DaskDistributedBackend  # noqa: PLC0415
+
+    class DaskBackend(DaskDistributedBackend):
+        async def _collect(self) -> None:
+            while self._continue:
+                async for future, outcome in self.waiting_futures:
+                    cf_future = self._results.pop(future)
+                    callback = self._callbacks.pop(future)
+                    result = outcome[1] if future.status == "error" else outcome
+                    if future.status == "error":  # outcome: (type, error, traceback)
+                        cf_future.set_exception(result)
+                    else:
+                        cf_future.set_result(result)
+                    callback(result)  # an exception is raised in the driver
+                await asyncio.sleep(0.01)
+
+        def effective_n_jobs(self, n_jobs: int) -> int:
+            return max(2, super().effective_n_jobs(n_jobs))
+
+    return DaskBackend
+
+
+class AssetInterrupted(BaseException):
+    """Raised in a cluster worker's thread to stop an asset of a run that was
+    interrupted or lost a worker. Not an ``Exception``, so the asset's own ``except
+    Exception`` does not swallow it; not a ``KeyboardInterrupt``, which would end the
+    Dask worker."""
+
+
+_stoppable: dict[int, str] = {}  # thread id -> run id, on a cluster worker
+_stoppable_lock = threading.Lock()
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity, as joblib hashes functions
+class StoppableRun:
+    """``job.run(row, stages)`` on a cluster worker, in a thread that
+    :func:`stop_run` can stop."""
+
+    job: BrainsetJob
+    stages: tuple[str, ...]
+    run_id: str
+
+    def __call__(self, row: tuple) -> AssetResult:
+        thread, start = threading.get_ident(), time.time()
+        with _stoppable_lock:
+            _stoppable[thread] = self.run_id
+        try:
+            return self.job.run(row, self.stages)
+        except AssetInterrupted:
+            with self.job.log_paths(row[0])[1].open("a") as err:
+                err.write("[brainsets_kedro] stopped: the run was interrupted\n")
+            return AssetResult(
+                self.job.brainset_id, row[0], INTERRUPTED, start, time.time()
+            )
+        finally:
+            with _stoppable_lock:
+                if _stoppable.pop(thread, None) is None:  # stop_run came: if its
+                    _set_async_exc(thread, None)  # exception is still pending, drop it
+
+
+def stop_run(run_id: str) -> None:
+    """On a cluster worker: stop the run's assets, by an asynchronous exception in
+    each thread running one (raised between Python bytecodes: a call blocked in C is
+    stopped once it returns)."""
+    with _stoppable_lock:
+        for thread in [t for t, run in _stoppable.items() if run == run_id]:
+            del _stoppable[thread]
+            _set_async_exc(thread, AssetInterrupted)
+
+
+def _set_async_exc(thread: int, exception: type[BaseException] | None) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread), ctypes.py_object(exception) if exception else None
+    )

@@ -1,0 +1,315 @@
+"""backend=dask: brainsets prepared on a real Dask cluster (a scheduler and worker
+processes started with the `dask` CLI on 127.0.0.1), through `kedro run`."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from brainsets_kedro.runner import BrainsetRunner, validate_settings
+from tests.conftest import REPO, add_brainset, kedro
+
+distributed = pytest.importorskip("distributed")
+
+DASK = str(Path(sys.executable).parent / "dask")
+LOOPBACK = ["--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0"]
+
+
+def _copy_project(root: Path) -> Path:
+    """As the `project` fixture, for a module: the workers import its brainsets."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in ("conf", "src"):
+        shutil.copytree(REPO / name, root / name, ignore=ignore)
+    for name in ("pyproject.toml", ".telemetry"):
+        shutil.copy(REPO / name, root / name)
+    (root / "conf" / "local").mkdir(exist_ok=True)
+    add_brainset(root, "toy", "toy")
+    return root
+
+
+class Cluster:
+    """`dask scheduler` and `dask worker` processes; the workers import the project
+    through ``worker_pythonpath`` only (they run in another directory)."""
+
+    def __init__(self, root: Path, scheduler_pythonpath: str, worker_pythonpath: str):
+        root.mkdir(parents=True)
+        self.processes = []
+        scheduler_file = root / "scheduler.json"
+        self._start(
+            root,
+            scheduler_pythonpath,
+            "scheduler",
+            *LOOPBACK,
+            "--port",
+            "0",
+            "--scheduler-file",
+            str(scheduler_file),
+        )
+        deadline = time.monotonic() + 30
+        while not scheduler_file.exists():
+            assert time.monotonic() < deadline, "the scheduler did not start"
+            time.sleep(0.1)
+        self.address = json.loads(scheduler_file.read_text())["address"]
+        self._start(
+            root,
+            worker_pythonpath,
+            "worker",
+            self.address,
+            *LOOPBACK,
+            "--nworkers",
+            "2",
+            "--nthreads",
+            "1",
+            "--local-directory",
+            str(root),
+        )
+        with self.client() as client:
+            client.wait_for_workers(2, timeout=60)
+
+    def _start(self, root: Path, pythonpath: str, *args: str) -> None:
+        env = {**os.environ, "PYTHONPATH": pythonpath}
+        log = (root / f"{args[0]}.log").open("w")
+        self.processes.append(
+            subprocess.Popen(
+                [DASK, *args], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        )
+
+    def client(self) -> distributed.Client:
+        return distributed.Client(self.address, set_as_default=False)
+
+    def worker_pids(self) -> set[int]:
+        with self.client() as client:
+            return set(client.run(os.getpid).values())
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):  # workers, then the scheduler
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """A project and a cluster whose scheduler and workers import it."""
+    root = tmp_path_factory.mktemp("dask")
+    project = _copy_project(root / "project")
+    cluster = Cluster(root / "cluster", str(project / "src"), str(project / "src"))
+    yield project, cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def project(shared):
+    project, _ = shared
+    shutil.rmtree(project / "data", ignore_errors=True)
+    (project / "data").mkdir()
+    return project
+
+
+@pytest.fixture
+def cluster(shared):
+    cluster = shared[1]
+    with cluster.client() as client:  # after a test that killed workers
+        client.wait_for_workers(2, timeout=60)
+    return cluster
+
+
+def _report(project):
+    return pd.read_parquet(project / "data/08_reporting/toy/run_report.parquet")
+
+
+def test_a_brainset_on_a_dask_cluster(project, cluster):
+    # backend: dask comes from the shipped conf/dask environment; the address of
+    # this test's scheduler from --runner-params.
+    result = kedro(
+        project,
+        "run",
+        "--env=dask",
+        "--pipelines=toy",
+        "--params=toy.n_assets=6,toy.fail=a_02,toy.sleep=0.2",
+        f"--runner-params=address={cluster.address}",
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert f"of the Dask cluster at {cluster.address}" in output
+    assert "Traceback" not in output
+    assert "1 of 6 assets of brainset 'toy' failed" in " ".join(output.split())
+
+    # Statuses from the workers reached the driver, which logged them.
+    for asset_id in ("a_00", "a_01", "a_03", "a_04", "a_05"):
+        assert f"toy {asset_id}: DOWNLOADING" in output
+        assert f"toy {asset_id}: DONE" in output
+    assert "toy a_02: FAILED" in output
+
+    report = _report(project)
+    assert report.loc["a_02", "status"] == "FAILED"
+    assert report.loc["a_02", "error"] == (
+        "RuntimeError: a_02 fails on purpose in process"
+    )
+    assert (report.drop("a_02")["status"] == "DONE").all()
+
+    # The workers prepared the assets and wrote their logs.
+    processed = project / "data/02_processed/toy"
+    pids = {
+        json.loads((processed / f"{a}.json").read_text())["pid"]
+        for a in report.drop("a_02").index
+    }
+    assert pids <= cluster.worker_pids() and len(pids) == 2
+    logs = processed / "pipeline_logs"
+    assert (logs / "a_00.out").read_text() == "downloading a_00\nprocessing a_00\n"
+    assert "Traceback" in (logs / "a_02.err").read_text()
+
+
+def test_a_worker_that_dies_fails_its_asset_only(project, cluster):
+    result = kedro(
+        project,
+        "run",
+        "--pipelines=toy",
+        "--params=toy.n_assets=6,toy.die=a_02",
+        f"--runner-params=backend=dask,address={cluster.address}",
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = _report(project)
+    assert (report.drop("a_02")["status"] == "DONE").all()
+    assert report.loc["a_02", "status"] == "FAILED"
+    assert report.loc["a_02", "error"].startswith("worker died, the task lost ")
+    assert "Dask workers, the last tcp://127.0.0.1:" in report.loc["a_02", "error"]
+    err = project / "data/02_processed/toy/pipeline_logs/a_02.err"
+    assert "[brainsets_kedro] worker died, the task lost" in err.read_text()
+
+
+def test_ctrl_c_stops_the_cluster_tasks(project, cluster):
+    env = {**os.environ, "PYTHONPATH": str(project / "src"), "NO_COLOR": "1"}
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kedro",
+            "run",
+            "--pipelines=toy",
+            "--params=toy.n_assets=8,toy.hang=a_00|a_01|a_02|a_03|a_04|a_05",
+            f"--runner-params=backend=dask,address={cluster.address}",
+        ],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    logs = project / "data/02_processed/toy/pipeline_logs"
+    deadline = time.monotonic() + 60
+    while len(list(logs.glob("*.out"))) < 2:
+        assert time.monotonic() < deadline, "no asset started"
+        time.sleep(0.05)
+    started = time.monotonic()
+    os.killpg(run.pid, signal.SIGINT)
+    output, _ = run.communicate(timeout=30)
+    assert time.monotonic() - started < 10
+    assert run.returncode == 130, output
+
+    report = _report(project)
+    assert (report["status"] == "INTERRUPTED").all()
+    running = sorted(p.stem for p in logs.glob("*.out"))
+    for asset_id in running:  # stopped on the workers, not left running there
+        err = (logs / f"{asset_id}.err").read_text()
+        assert err == "[brainsets_kedro] stopped: the run was interrupted\n"
+    with cluster.client() as client:  # nothing of the run is left on the cluster
+        deadline = time.monotonic() + 10
+        while any(client.processing().values()):
+            assert time.monotonic() < deadline, client.processing()
+            time.sleep(0.1)
+
+
+def test_a_worker_that_cannot_import_the_brainset(tmp_path):
+    project = _copy_project(tmp_path / "project")
+    (project / "data").mkdir()
+    # The scheduler imports the project; the workers see only the installed
+    # brainsets_kedro, which has no brainset 'toy'.
+    cluster = Cluster(tmp_path / "cluster", str(project / "src"), "")
+    try:
+        result = kedro(
+            project,
+            "run",
+            "--pipelines=toy",
+            f"--runner-params=backend=dask,address={cluster.address}",
+        )
+        assert len(cluster.worker_pids()) == 2  # the workers are still there
+    finally:
+        cluster.stop()
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert "Dask worker tcp://127.0.0.1:" in output
+    assert (
+        "cannot import the project's brainsets (brainsets_kedro.pipelines.toy.pipeline)"
+        ": ModuleNotFoundError: No module named 'brainsets_kedro.pipelines.toy'"
+    ) in output
+    assert f"pip install -e {project.resolve()}" in output
+    assert f"PYTHONPATH={project.resolve() / 'src'}" in output
+    assert not (project / "data/01_raw/toy/a_00.txt").exists()
+
+
+def test_without_an_address_a_local_cluster(project):
+    result = kedro(
+        project,
+        "run",
+        "--pipelines=toy",
+        "--params=toy.n_assets=4,toy.fail=a_01,toy.sleep=0.2",
+        "--runner-params=backend=dask,n_jobs=2",
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "with 2 worker threads of a local Dask cluster at tcp://127.0.0.1:" in output
+    report = _report(project)
+    assert report["status"].value_counts().to_dict() == {"DONE": 3, "FAILED": 1}
+    pids = {
+        json.loads(p.read_text())["pid"]
+        for p in (project / "data/02_processed/toy").glob("*.json")
+    }
+    assert len(pids) == 2
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"address": 8786}, "brainsets.address must be the address of a cluster"),
+        ({"address": ""}, "brainsets.address must be the address of a cluster"),
+    ],
+)
+def test_bad_cluster_settings(settings, message):
+    settings = {
+        "n_jobs": None,
+        "backend": "dask",
+        "status_host": "127.0.0.1",
+    } | settings
+    with pytest.raises(ValueError, match=message):
+        validate_settings(settings)
+
+
+@pytest.mark.parametrize(
+    ("backend", "module"), [("dask", "distributed"), ("ray", "ray")]
+)
+def test_a_missing_cluster_package_names_the_extra(monkeypatch, backend, module):
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    settings = {"n_jobs": None, "backend": backend, "status_host": "x", "address": None}
+    with pytest.raises(ValueError, match=rf'pip install -e "\.\[{backend}\]"'):
+        validate_settings(settings)
+
+
+def test_address_is_a_runner_option():
+    runner = BrainsetRunner(backend="dask", address="tcp://10.0.0.5:8786")
+    settings = runner._settings({"brainsets": {"n_jobs": 4}})
+    assert settings["address"] == "tcp://10.0.0.5:8786"
+    assert settings["backend"] == "dask"
+    assert BrainsetRunner()._settings({})["address"] is None

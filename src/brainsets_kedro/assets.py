@@ -15,6 +15,7 @@ import ctypes
 import functools
 import io
 import logging
+import os
 import signal
 import sys
 import threading
@@ -100,7 +101,16 @@ class BrainsetJob:
 
     def log_paths(self, asset_id: Any) -> tuple[Path, Path]:
         """Where an asset's stdout and stderr go."""
-        return self.log_dir / f"{asset_id}.out", self.log_dir / f"{asset_id}.err"
+        out, err = self.log_path_strings(asset_id)
+        return Path(out), Path(err)
+
+    def log_path_strings(self, asset_id: Any, log_dir: str | None = None) -> list[str]:
+        """:meth:`log_paths` as strings, cheaply: ``log_dir`` (``str(self.log_dir)``)
+        may be given once for many assets."""
+        log_dir = str(self.log_dir) if log_dir is None else log_dir
+        return [
+            os.path.join(log_dir, f"{asset_id}{suffix}") for suffix in (".out", ".err")
+        ]
 
     def run(
         self,

@@ -153,6 +153,7 @@ def build_report(results: Iterable[AssetResult], job: BrainsetJob) -> pd.DataFra
     def iso(timestamp: float) -> str:
         return datetime.fromtimestamp(timestamp, timezone.utc).isoformat()
 
+    log_dir = str(job.log_dir)
     rows = {
         r.asset_id: (
             r.status,
@@ -160,7 +161,7 @@ def build_report(results: Iterable[AssetResult], job: BrainsetJob) -> pd.DataFra
             iso(r.end),
             round(r.end - r.start, 3),
             r.error,
-            *map(str, job.log_paths(r.asset_id)),
+            *job.log_path_strings(r.asset_id, log_dir),
         )
         for r in results
     }

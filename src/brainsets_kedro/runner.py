@@ -719,15 +719,28 @@ class Cluster:
             found = re.search(r"No module named '([\w.]+)'", str(cause))
             if found and self._is_ours(found.group(1)):
                 return self.import_error(f"a {self.name} worker", found.group(0))
+            found = re.search(
+                r"Can't get attribute '\w+' on <module '([\w.]+)'", str(cause)
+            )
+            if found and self._is_ours(found.group(1)):
+                return WorkerImportError(
+                    f"The {self.name} cluster runs another version of "
+                    f"{found.group(1)} than this machine ({found.group(0)}): its "
+                    f"processes keep the code they imported first. Restart the "
+                    f"scheduler and the workers after changing the project's code."
+                )
             cause = (
                 getattr(cause, "cause", None) or cause.__cause__ or cause.__context__
             )
         return error
 
     def _is_ours(self, name: str | None) -> bool:
-        return bool(name) and any(
-            module == name or module.startswith(f"{name}.")
-            for module in {*self.modules, "brainsets_kedro"}
+        """Whether module ``name`` is the project's, or a package of one of the run's
+        brainset modules."""
+        if not name:
+            return False
+        return f"{name}.".startswith("brainsets_kedro.") or any(
+            f"{module}.".startswith(f"{name}.") for module in self.modules
         )
 
     def import_error(self, where: str, error: str) -> WorkerImportError:

@@ -1,6 +1,7 @@
 """backend=dask: brainsets prepared on a real Dask cluster (a scheduler and worker
 processes started with the `dask` CLI on 127.0.0.1), through `kedro run`."""
 
+import ipaddress
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from brainsets_kedro import runner
 from brainsets_kedro.runner import BrainsetRunner, validate_settings
 from tests.conftest import REPO, add_brainset, kedro
 
@@ -313,3 +315,48 @@ def test_address_is_a_runner_option():
     assert settings["address"] == "tcp://10.0.0.5:8786"
     assert settings["backend"] == "dask"
     assert BrainsetRunner()._settings({})["address"] is None
+
+
+def test_errors_from_the_cluster_are_explained():
+    explained = runner.Cluster({}, "run", {"brainsets_kedro.pipelines.toy.pipeline"})
+    explained.name, explained.who = "Dask", "The Dask scheduler and workers"
+
+    stale = RuntimeError("Error during deserialization of the task graph.")
+    stale.__cause__ = AttributeError(
+        "Can't get attribute 'StoppableRun' on <module 'brainsets_kedro.runner' "
+        "from '/old/src/brainsets_kedro/runner.py'>"
+    )
+    error = explained.explain(stale)
+    assert isinstance(error, runner.WorkerImportError)
+    assert "runs another version of brainsets_kedro.runner" in str(error)
+    assert "Restart the scheduler and the workers" in str(error)
+
+    missing = RuntimeError("System error: No module named 'brainsets_kedro.pipelines'")
+    error = explained.explain(missing)
+    assert isinstance(error, runner.WorkerImportError)
+    assert "a Dask worker cannot import the project's brainsets" in str(error)
+
+    theirs = ModuleNotFoundError("No module named 'mne'")  # a brainset's own import
+    assert explained.explain(theirs) is theirs
+
+
+@pytest.mark.parametrize(
+    ("status_host", "workers", "expected"),
+    [
+        ("127.0.0.1", {"127.0.0.1"}, "127.0.0.1"),  # workers on this machine
+        ("10.9.8.7", {"192.0.2.10"}, "10.9.8.7"),  # set by hand: kept
+        ("127.0.0.1", {"192.0.2.10"}, None),  # this machine's address towards them
+    ],
+)
+def test_status_host_reachable_from_the_workers(
+    monkeypatch, caplog, status_host, workers, expected
+):
+    cluster = runner.Cluster({}, "run", set())
+    monkeypatch.setattr(cluster, "worker_hosts", lambda: workers)
+    chosen = cluster.status_host(status_host)
+    if expected is not None:
+        assert chosen == expected
+    elif chosen == "127.0.0.1":  # a machine with no route there: said so
+        assert "set brainsets.status_host" in caplog.text
+    else:
+        assert not ipaddress.ip_address(chosen).is_loopback

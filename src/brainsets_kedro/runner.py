@@ -750,9 +750,10 @@ class Cluster:
         return WorkerImportError(
             f"{where} cannot import the project's brainsets "
             f"({', '.join(sorted(self.modules))}): {error}. {self.who} import the "
-            f"project as an installed package: install it in their "
-            f"environment (pip install -e {src.parent}, the same version as here) or "
-            f"start them with PYTHONPATH={src}. See docs/clusters.md."
+            f"project as an installed package: install it in their environment, "
+            f"with what its brainsets need (pip install -e {src.parent}, the same "
+            f"version as here), or start them with PYTHONPATH={src}. See "
+            f"docs/clusters.md."
         )
 
 

@@ -16,18 +16,22 @@ TEST_BRAINSETS = Path(__file__).resolve().parent / "brainsets"
 os.environ["KEDRO_DISABLE_TELEMETRY"] = "1"
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A copy of the project (code and configuration, no data) to run kedro in."""
-    root = tmp_path / "project"
+def copy_project(root: Path) -> Path:
+    """A copy of the project (code and configuration, no data) at ``root``."""
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
     for name in ("conf", "src"):
         shutil.copytree(REPO / name, root / name, ignore=ignore)
     for name in ("pyproject.toml", ".telemetry"):
         shutil.copy(REPO / name, root / name)
     (root / "conf" / "local").mkdir(exist_ok=True)
-    (root / "data").mkdir()
+    (root / "data").mkdir(exist_ok=True)
     return root
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the project to run kedro in."""
+    return copy_project(tmp_path / "project")
 
 
 def add_brainset(project: Path, source: str | Path, name: str) -> Path:

@@ -16,7 +16,7 @@ import pytest
 
 from brainsets_kedro import runner
 from brainsets_kedro.runner import BrainsetRunner, validate_settings
-from tests.conftest import REPO, add_brainset, kedro
+from tests.conftest import add_brainset, copy_project, kedro
 
 distributed = pytest.importorskip("distributed")
 
@@ -26,12 +26,7 @@ LOOPBACK = ["--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0"]
 
 def _copy_project(root: Path) -> Path:
     """As the `project` fixture, for a module: the workers import its brainsets."""
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
-    for name in ("conf", "src"):
-        shutil.copytree(REPO / name, root / name, ignore=ignore)
-    for name in ("pyproject.toml", ".telemetry"):
-        shutil.copy(REPO / name, root / name)
-    (root / "conf" / "local").mkdir(exist_ok=True)
+    copy_project(root)
     add_brainset(root, "toy", "toy")
     return root
 
@@ -236,7 +231,6 @@ def test_ctrl_c_stops_the_cluster_tasks(project, cluster):
 
 def test_a_worker_that_cannot_import_the_brainset(tmp_path):
     project = _copy_project(tmp_path / "project")
-    (project / "data").mkdir()
     # The scheduler imports the project; the workers see only the installed
     # brainsets_kedro, which has no brainset 'toy'.
     cluster = Cluster(tmp_path / "cluster", str(project / "src"), "")

@@ -4,6 +4,8 @@
 import json
 import os
 import re
+import threading
+import time
 
 import pandas as pd
 import pytest
@@ -14,7 +16,7 @@ from brainsets_kedro.datasets import BrainsetDirectory
 from brainsets_kedro.factory import create_brainset_pipeline
 from brainsets_kedro.nodes import REPORT_COLUMNS, AssetFailures
 from brainsets_kedro.runner import BrainsetRunner
-from brainsets_kedro.status import StatusBoard
+from brainsets_kedro.status import StatusBoard, StatusChannel
 from tests.brainsets.toy import Pipeline as Toy
 from tests.conftest import add_brainset, kedro
 
@@ -200,3 +202,29 @@ def test_brainset_commands(project):
     unknown = kedro(project, "brainset", "manifest", "nope")
     assert unknown.returncode != 0
     assert "Unknown brainset 'nope'" in unknown.stderr
+
+
+def test_closing_the_status_channel_stops_its_readers_cleanly(monkeypatch):
+    from multiprocessing.connection import Client  # noqa: PLC0415
+
+    unhandled = []
+    monkeypatch.setattr(threading, "excepthook", unhandled.append)
+    earlier = set(threading.enumerate())
+    board = StatusBoard(total=1)
+    channel = StatusChannel(board)
+    sender = channel.sender
+    with Client(sender.address, authkey=sender.authkey) as client:
+        client.send([("toy", "a_00", "DOWNLOADING")])
+        deadline = time.monotonic() + 10
+        while not board.in_flight() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert board.in_flight() == {("toy", "a_00")}
+        readers = [
+            t for t in set(threading.enumerate()) - earlier if t.name == "status-recv"
+        ]
+        assert len(readers) == 1
+        channel.close()  # while its reader waits for more
+        for reader in readers:
+            reader.join(timeout=10)
+        assert not any(reader.is_alive() for reader in readers)
+    assert unhandled == []

@@ -10,8 +10,10 @@ status change elsewhere. Every update costs O(1); a redraw costs O(assets in fli
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import socket
 import sys
 import threading
 import time
@@ -144,6 +146,7 @@ class StatusChannel:
         self._authkey = secrets.token_bytes(16)
         self._listener = Listener((host, 0), authkey=self._authkey)
         self._connections: list[Connection] = []
+        self._connections_lock = threading.Lock()
         self._closed = False
         threading.Thread(target=self._accept, daemon=True, name="status-accept").start()
 
@@ -159,7 +162,11 @@ class StatusChannel:
                 if self._closed:
                     return
                 continue  # a client that failed the handshake
-            self._connections.append(connection)
+            with self._connections_lock:
+                if self._closed:  # while this connection was accepted
+                    connection.close()
+                    return
+                self._connections.append(connection)
             threading.Thread(
                 target=self._receive,
                 args=(connection,),
@@ -173,14 +180,26 @@ class StatusChannel:
                 for event in connection.recv():
                     self._board.update(*event)
         except Exception:  # the worker went away, or the channel was closed
-            connection.close()
+            pass
+        finally:
+            with self._connections_lock:
+                self._connections.remove(connection)
+                connection.close()
 
     def close(self) -> None:
-        self._closed = True
+        with self._connections_lock:
+            self._closed = True
         close_outbox(self._listener.address)  # workers in this process (threads)
         self._listener.close()
-        for connection in self._connections:
-            connection.close()
+        # Shutting a socket down wakes its reader, blocked in recv (closing it would
+        # not), and the reader closes its connection.
+        with self._connections_lock:
+            for connection in self._connections:
+                with (
+                    contextlib.suppress(OSError),
+                    socket.socket(fileno=os.dup(connection.fileno())) as duplicate,
+                ):
+                    duplicate.shutdown(socket.SHUT_RDWR)
 
     def __enter__(self) -> StatusChannel:
         return self

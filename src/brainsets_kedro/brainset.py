@@ -14,11 +14,13 @@ from abc import ABC, abstractmethod
 from argparse import ArgumentParser, Namespace
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import pandas as pd
 from rich.console import Console
 from rich.markup import escape
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 STATUS_STYLES = {"DONE": "green", "FAILED": "red", "DOWNLOADING": "blue"}
 

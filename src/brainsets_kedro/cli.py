@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import click
-import pandas as pd
 from kedro.framework.cli.project import run as kedro_run
 from kedro.framework.cli.utils import _split_params, env_option
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
-from brainsets_kedro.discovery import load_brainset_class, pipeline_folders
-from brainsets_kedro.nodes import AssetFailures
-from brainsets_kedro.runner import RunFailures, RunInterrupted
+from brainsets_kedro.discovery import (
+    PIPELINES_PACKAGE,
+    load_brainset_class,
+    pipeline_folders,
+)
+from brainsets_kedro.prestart import start_workers, wait_for_workers
 from brainsets_kedro.scaffold import import_command, new_command
 from brainsets_kedro.upstream import MissingDependencies
 
@@ -27,7 +30,23 @@ def cli() -> None:
     """Project commands of brainsets-kedro."""
 
 
-def _run(**kwargs: object) -> object:
+def _run(**kwargs: Any) -> object:
+    if kwargs["runner"] == DEFAULT_RUNNER:
+        names = kwargs["pipelines"] or [kwargs["pipeline"] or "__default__"]
+        if "__default__" in names:
+            names = pipeline_folders()
+        start_workers(
+            kwargs["runner_params"],
+            kwargs["env"],
+            kwargs["conf_source"],
+            kwargs["params"],
+            ["brainsets_kedro.assets"]
+            + [f"{PIPELINES_PACKAGE}.{name}.pipeline" for name in names],
+        )
+    # After the workers are started: these load pandas, which takes a while.
+    from brainsets_kedro.nodes import AssetFailures  # noqa: PLC0415
+    from brainsets_kedro.runner import RunFailures, RunInterrupted  # noqa: PLC0415
+
     try:
         return kedro_run.callback(**kwargs)
     except (AssetFailures, RunFailures) as error:
@@ -48,6 +67,8 @@ def _run(**kwargs: object) -> object:
         # Kedro has logged the message, which names the packages and the command
         # that installs them. A traceback would add nothing.
         raise SystemExit(1) from None
+    finally:
+        wait_for_workers()  # if the run ended before it needed them
 
 
 run = copy.copy(kedro_run)
@@ -95,6 +116,8 @@ def list_brainsets(env: str | None) -> None:
     if not rows:
         click.echo("No brainsets: add src/brainsets_kedro/pipelines/<id>/pipeline.py.")
         return
+    import pandas as pd  # noqa: PLC0415 (kedro run starts its workers before pandas)
+
     table = pd.DataFrame(rows, columns=["brainset", "raw_dir", "processed_dir"])
     click.echo(table.to_string(index=False))
 
@@ -127,6 +150,8 @@ def show_manifest(
             session.run(pipeline_names=[brainset_id], node_names=[name])
     with _session(env) as session:
         manifest = session.load_context().catalog.load(name)
+    import pandas as pd  # noqa: PLC0415 (kedro run starts its workers before pandas)
+
     with pd.option_context("display.max_rows", None, "display.width", 200):
         click.echo(manifest)
     click.echo(f"{len(manifest)} assets.")

@@ -20,7 +20,6 @@ from kedro.framework.project import pipelines as project_pipelines
 from kedro.pipeline import Pipeline
 
 from brainsets_kedro.brainset import BrainsetPipeline
-from brainsets_kedro.factory import create_brainset_pipeline
 from brainsets_kedro.upstream import is_brainset_class, unimportable_brainset
 
 PIPELINES_PACKAGE = "brainsets_kedro.pipelines"
@@ -101,6 +100,8 @@ def load_brainset_class(name: str) -> type[BrainsetPipeline] | None:
 
 
 def _load_pipeline(name: str) -> Pipeline:
+    from brainsets_kedro.factory import create_brainset_pipeline  # noqa: PLC0415
+
     cls = load_brainset_class(name)
     if cls is not None:
         return create_brainset_pipeline(cls)

@@ -31,9 +31,6 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, NamedTuple
 from urllib.parse import unquote, urlsplit
 
-import fsspec
-from fsspec.registry import known_implementations
-
 __all__ = ["DownloadError", "download"]
 
 log = logging.getLogger(__name__)
@@ -319,6 +316,9 @@ def _content_range(header: str | None) -> tuple[int | None, int | None]:
 
 def _open_fsspec(url: str, offset: int) -> _Source:
     """Open a local path or fsspec URL, from byte ``offset`` on when it can."""
+    import fsspec  # noqa: PLC0415 (only downloads that are not http(s) need it)
+    from fsspec.registry import known_implementations  # noqa: PLC0415
+
     protocol = urlsplit(url).scheme.lower()
     if protocol == "file":  # fsspec does not unquote file URLs: "a%20b" stays
         url = urllib.request.url2pathname(urlsplit(url).path)

@@ -1,4 +1,9 @@
-"""Project hooks."""
+"""Project hooks.
+
+They import the brainset machinery (and with it pandas) when they first run, not when
+settings.py imports them: every kedro command imports settings.py, and ``kedro run``
+starts its worker processes before it loads pandas (see :mod:`brainsets_kedro.prestart`).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.io import CatalogProtocol
 from kedro.pipeline import Node
 
-from brainsets_kedro.nodes import AssetFailures, DownloadNode, run_options
-from brainsets_kedro.selection import shown_ids
+from brainsets_kedro.params import run_options
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +31,8 @@ class SaveReportOnFailure:
     def on_node_error(
         self, error: Exception, node: Node, catalog: CatalogProtocol
     ) -> None:
+        from brainsets_kedro.nodes import AssetFailures  # noqa: PLC0415
+
         if isinstance(error, AssetFailures):
             for output in node.outputs:
                 catalog.save(output, error.report)
@@ -41,6 +47,9 @@ class RerunFailed:
     def before_node_run(
         self, node: Node, catalog: CatalogProtocol, inputs: dict[str, Any]
     ) -> dict[str, Any] | None:
+        from brainsets_kedro.nodes import DownloadNode  # noqa: PLC0415
+        from brainsets_kedro.selection import shown_ids  # noqa: PLC0415
+
         owner = getattr(node.func, "__self__", None)
         owner = getattr(owner, "node", owner)  # the runner's wrapper of the node
         parameters = inputs.get("parameters")

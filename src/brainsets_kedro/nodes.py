@@ -20,7 +20,7 @@ import pandas as pd
 from brainsets_kedro.assets import DONE, FAILED, INTERRUPTED, AssetResult, BrainsetJob
 from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.lock import brainset_lock
-from brainsets_kedro.params import parse_params
+from brainsets_kedro.params import parse_params, run_options
 from brainsets_kedro.selection import Selection, shown_ids
 from brainsets_kedro.upstream import ensure_requirements
 
@@ -66,17 +66,6 @@ def brainset_params(parameters: Mapping[str, Any], brainset_id: str) -> dict:
             f"values, got {type(params).__name__}: {params!r}."
         )
     return dict(params)
-
-
-def run_options(parameters: Mapping[str, Any]) -> dict[str, Any]:
-    """The run-level options under ``brainsets:`` (``conf/base/parameters.yml``)."""
-    options = parameters.get("brainsets") or {}
-    if not isinstance(options, Mapping):
-        raise ValueError(
-            f"Parameters 'brainsets' must be a mapping of run options, got "
-            f"{type(options).__name__}: {options!r}."
-        )
-    return dict(options)
 
 
 def _option(

@@ -109,3 +109,39 @@ def parse_params(
             f"(set under '{brainset_id}:' in conf/ or with "
             f'--params="{brainset_id}.<name>=<value>").'
         ) from None
+
+
+RUNNER_DEFAULTS: dict[str, Any] = {
+    "n_jobs": None,
+    "backend": "loky",
+    "status_host": "127.0.0.1",
+    "address": None,
+}
+"""The runner's settings when neither ``brainsets:`` nor ``--runner-params`` sets them.
+``n_jobs: None`` is one worker per CPU core (``joblib.cpu_count()``), or every worker
+of the cluster for ``dask`` and ``ray``. ``address: None`` is a local cluster."""
+
+
+def run_options(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """The run-level options under ``brainsets:`` (``conf/base/parameters.yml``)."""
+    options = parameters.get("brainsets") or {}
+    if not isinstance(options, Mapping):
+        raise ValueError(
+            f"Parameters 'brainsets' must be a mapping of run options, got "
+            f"{type(options).__name__}: {options!r}."
+        )
+    return dict(options)
+
+
+def runner_settings(
+    parameters: Mapping[str, Any], overrides: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The runner's settings: ``overrides`` (``--runner-params``) over the
+    ``brainsets:`` parameters over :data:`RUNNER_DEFAULTS`; not yet validated."""
+    options = run_options(parameters)
+    settings = {
+        key: options[key] if options.get(key) is not None else default
+        for key, default in RUNNER_DEFAULTS.items()
+    }
+    settings.update(overrides)
+    return settings

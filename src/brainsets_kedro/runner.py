@@ -61,8 +61,9 @@ from brainsets_kedro.nodes import (
     AssetFailures,
     DownloadNode,
     ProcessNode,
-    run_options,
 )
+from brainsets_kedro.params import runner_settings
+from brainsets_kedro.prestart import wait_for_workers
 from brainsets_kedro.selection import Selection
 from brainsets_kedro.status import StatusBoard, StatusChannel
 
@@ -73,15 +74,6 @@ if TYPE_CHECKING:
     from pluggy import PluginManager
 
 logger = logging.getLogger(__name__)
-
-DEFAULTS = {
-    "n_jobs": None,
-    "backend": "loky",
-    "status_host": "127.0.0.1",
-    "address": None,
-}
-"""``n_jobs: None`` is one worker per CPU core (``joblib.cpu_count()``), or every
-worker of the cluster for ``dask`` and ``ray``. ``address: None`` is a local cluster."""
 
 CLUSTER_BACKENDS = {"dask": "dask", "ray": "ray"}
 """The joblib backends that run on a cluster, and the extra that installs each."""
@@ -134,13 +126,7 @@ class BrainsetRunner(SequentialRunner):
         self._overrides = {k: v for k, v in given.items() if v is not None}
 
     def _settings(self, parameters: Mapping[str, Any]) -> dict[str, Any]:
-        options = run_options(parameters)
-        settings = {
-            key: options[key] if options.get(key) is not None else default
-            for key, default in DEFAULTS.items()
-        }
-        settings.update(self._overrides)
-        return validate_settings(settings)
+        return validate_settings(runner_settings(parameters, self._overrides))
 
     def _run(
         self,
@@ -382,6 +368,7 @@ class SharedAssetPool:
                 plan.task = self._task_function(plan)
             try:
                 with signals_interrupt():
+                    wait_for_workers()  # started early by the run command
                     self._prepare_all(board)
             except RunInterrupted as interrupt:
                 self.interrupted = interrupt

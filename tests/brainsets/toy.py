@@ -9,10 +9,20 @@ import signal
 import threading
 import time
 from argparse import ArgumentParser
+from pathlib import Path
 
 import pandas as pd
 
 from brainsets_kedro import BrainsetPipeline
+
+
+def process_started_at() -> float:
+    """When this process started, as a Unix time to 1/100 s (Linux's /proc)."""
+    fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    since_boot = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return time.time() - (uptime - since_boot)
+
 
 parser = ArgumentParser()
 parser.add_argument("--n-assets", type=int, default=3)
@@ -34,6 +44,8 @@ class Pipeline(BrainsetPipeline):
     def get_manifest(cls, raw_dir, args):
         if args.unreachable:
             raise ConnectionError(f"the archive of {cls.brainset_id} is unreachable")
+        raw_dir.mkdir(parents=True, exist_ok=True)
+        (raw_dir / "manifest_made_at").write_text(str(time.time()))
         ids = [f"a_{i:02d}" for i in range(args.n_assets)]
         return pd.DataFrame({"value": range(args.n_assets)}, index=pd.Index(ids))
 
@@ -73,6 +85,7 @@ class Pipeline(BrainsetPipeline):
             "thread": threading.get_ident(),
             "instance": id(self),
             "start": started,
+            "process_started": process_started_at(),
         }
         (self.processed_dir / f"{asset_id}.json").write_text(json.dumps(worker))
 

@@ -1,0 +1,66 @@
+"""The run command starts the local worker processes while Kedro loads the project."""
+
+import json
+
+import pytest
+from kedro.framework.startup import bootstrap_project
+
+from brainsets_kedro.prestart import start_workers, wait_for_workers
+from tests.conftest import add_brainset, kedro
+
+
+def test_workers_are_ready_before_the_manifest_is_made(project):
+    add_brainset(project, "toy", "toy")
+    result = kedro(
+        project,
+        "run",
+        "--pipelines=toy",
+        "--params=toy.n_assets=6,toy.sleep=0.05",
+        "--runner-params=n_jobs=2,backend=loky",
+    )
+    assert result.returncode == 0, result.stderr
+    made_at = float((project / "data/01_raw/toy/manifest_made_at").read_text())
+    workers = [
+        json.loads(path.read_text())
+        for path in (project / "data/02_processed/toy").glob("*.json")
+    ]
+    assert len(workers) == 6
+    assert len({w["pid"] for w in workers}) == 2
+    # The processes that prepared the assets were started before the driver computed
+    # its manifest: by the run command, and joblib reused them for the assets.
+    assert all(w["process_started"] < made_at for w in workers)
+
+
+@pytest.fixture
+def in_project(project, monkeypatch):
+    """The current directory is ``project``, bootstrapped as ``kedro`` would."""
+    monkeypatch.chdir(project)
+    monkeypatch.syspath_prepend(str(project / "src"))
+    bootstrap_project(project)
+    return project
+
+
+@pytest.mark.parametrize(
+    ("conf", "runner_params", "params", "started"),
+    [
+        ("", {"n_jobs": 2}, {}, 2),
+        ("", {"n_jobs": 2, "backend": "threading"}, {}, 0),
+        ("", {}, {"brainsets": {"n_jobs": 2, "backend": "threading"}}, 0),
+        ("", {"n_jobs": 1}, {}, 0),
+        ("", {"n_jobs": "many"}, {}, 0),  # the runner names this mistake
+        ("brainsets:\n  n_jobs: 2\n  backend: threading\n", {}, {}, 0),
+        ("brainsets:\n  n_jobs: 2\n", {}, {}, 2),
+        ("brainsets:\n  n_jobs: 3\n", {"n_jobs": 2}, {}, 2),
+        ("brainsets: [not, a, mapping]\n", {"n_jobs": 2}, {}, 0),
+    ],
+)
+def test_only_local_process_runs_start_early(
+    in_project, conf, runner_params, params, started
+):
+    if conf:
+        (in_project / "conf" / "local" / "parameters.yml").write_text(conf)
+    try:
+        count = start_workers(runner_params, None, None, params, ["json"])
+    finally:
+        wait_for_workers()
+    assert count == started

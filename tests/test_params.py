@@ -4,7 +4,13 @@ from argparse import ArgumentParser, Namespace
 
 import pytest
 
-from brainsets_kedro.params import BrainsetParameterError, parse_params, parser_defaults
+from brainsets_kedro.params import (
+    BrainsetParameterError,
+    parse_params,
+    parser_defaults,
+    run_options,
+    runner_settings,
+)
 
 
 @pytest.fixture
@@ -102,3 +108,23 @@ def test_parser_defaults(parser):
     assert parser_defaults(parser)["n_sessions"] == 4
     assert "help" not in parser_defaults(parser)
     assert parser_defaults(None) == {}
+
+
+def test_runner_settings_layers():
+    parameters = {"brainsets": {"n_jobs": 3, "backend": None, "only": "a_01"}}
+    settings = runner_settings(parameters, {"backend": "threading"})
+    assert settings == {
+        "n_jobs": 3,  # from conf/
+        "backend": "threading",  # --runner-params wins
+        "status_host": "127.0.0.1",  # the default
+        "address": None,
+    }
+    assert runner_settings({}, {})["backend"] == "loky"
+
+
+def test_run_options_must_be_a_mapping():
+    assert run_options({"brainsets": None}) == {}
+    with pytest.raises(
+        ValueError, match="'brainsets' must be a mapping of run options"
+    ):
+        run_options({"brainsets": ["n_jobs", 2]})

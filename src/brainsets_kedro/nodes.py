@@ -20,7 +20,7 @@ import pandas as pd
 from brainsets_kedro.assets import DONE, FAILED, INTERRUPTED, AssetResult, BrainsetJob
 from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.lock import brainset_lock
-from brainsets_kedro.params import parse_params, run_options
+from brainsets_kedro.params import parameter_block, parse_params, run_options
 from brainsets_kedro.selection import Selection, shown_ids
 from brainsets_kedro.upstream import ensure_requirements
 
@@ -59,13 +59,7 @@ class AssetFailures(RuntimeError):
 
 def brainset_params(parameters: Mapping[str, Any], brainset_id: str) -> dict:
     """The brainset's own parameters, ``parameters[<brainset_id>]`` (may be absent)."""
-    params = parameters.get(brainset_id) or {}
-    if not isinstance(params, Mapping):
-        raise ValueError(
-            f"Parameters '{brainset_id}' must be a mapping of option names to "
-            f"values, got {type(params).__name__}: {params!r}."
-        )
-    return dict(params)
+    return parameter_block(parameters, brainset_id, "option names to values")
 
 
 def _option(

@@ -122,15 +122,21 @@ RUNNER_DEFAULTS: dict[str, Any] = {
 of the cluster for ``dask`` and ``ray``. ``address: None`` is a local cluster."""
 
 
+def parameter_block(parameters: Mapping[str, Any], key: str, what: str) -> dict:
+    """``parameters[key]``, which must be a mapping of ``what`` (absent or null:
+    empty)."""
+    block = parameters.get(key) or {}
+    if not isinstance(block, Mapping):
+        raise ValueError(
+            f"Parameters '{key}' must be a mapping of {what}, got "
+            f"{type(block).__name__}: {block!r}."
+        )
+    return dict(block)
+
+
 def run_options(parameters: Mapping[str, Any]) -> dict[str, Any]:
     """The run-level options under ``brainsets:`` (``conf/base/parameters.yml``)."""
-    options = parameters.get("brainsets") or {}
-    if not isinstance(options, Mapping):
-        raise ValueError(
-            f"Parameters 'brainsets' must be a mapping of run options, got "
-            f"{type(options).__name__}: {options!r}."
-        )
-    return dict(options)
+    return parameter_block(parameters, "brainsets", "run options")
 
 
 def runner_settings(

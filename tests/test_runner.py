@@ -12,6 +12,8 @@ import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from rich.console import Console
 
+from brainsets_kedro import status
+from brainsets_kedro.assets import AssetResult, Step
 from brainsets_kedro.datasets import BrainsetDirectory
 from brainsets_kedro.factory import create_brainset_pipeline
 from brainsets_kedro.nodes import REPORT_COLUMNS, AssetFailures
@@ -130,6 +132,62 @@ def test_download_only(tmp_path):
     assert (catalog.load("toy.run_report")["status"] == "DONE").all()
     assert len(list((tmp_path / "raw" / "toy").glob("*.txt"))) == 3
     assert not list((tmp_path / "proc" / "toy").glob("*.txt"))
+
+
+def test_statuses_a_result_overtook_are_logged_in_order(monkeypatch):
+    lines = []
+    monkeypatch.setattr(
+        status, "log_status", lambda b, a, s, step=None: lines.append(f"{a}: {s}")
+    )
+    board = StatusBoard(total=3, live=False)
+    slow = AssetResult(
+        "toy", "a_00", "DONE", 0, 1, call=(7, 0), statuses=["DOWNLOADING", "Processing"]
+    )
+    board.update("toy", "a_00", "DOWNLOADING", Step((7, 0), 0))
+    board.finish("toy", "a_00", "DONE", slow)  # before "Processing" arrived
+    board.update("toy", "a_00", "Processing", Step((7, 0), 1))  # late: dropped
+    fast = AssetResult(
+        "toy", "a_01", "DONE", 0, 1, call=(7, 1), statuses=["DOWNLOADING"] * 2
+    )
+    board.finish("toy", "a_01", "DONE", fast)  # none of its statuses arrived
+    board.update("toy", "a_02", "DOWNLOADING", Step((8, 0), 0))
+    board.update("toy", "a_02", "DONE")  # the worker's own DONE: nothing overtaken
+    assert lines == [
+        "a_00: DOWNLOADING",
+        "a_00: Processing",
+        "a_00: DONE",
+        "a_01: DOWNLOADING",  # once: a repeated status is not a change
+        "a_01: DONE",
+        "a_02: DOWNLOADING",
+        "a_02: DONE",
+    ]
+
+
+def _status_lines(output: str) -> dict[str, list[str]]:
+    """The non-terminal status lines of a run's output, per asset, in order."""
+    lines: dict[str, list[str]] = {}
+    for asset_id, status_ in re.findall(r"toy (a_\d+): (\S+)", output):
+        lines.setdefault(asset_id, []).append(status_)
+    return lines
+
+
+@pytest.mark.parametrize("backend", ["loky", "threading"])
+def test_every_status_change_is_logged_once(project, backend):
+    """Assets quicker than the statuses' trip to the driver, and assets of two
+    threads of one process, each get their own lines."""
+    add_brainset(project, "toy", "toy")
+    sleep = "0.1" if backend == "threading" else "0"
+    result = kedro(
+        project,
+        "run",
+        "--pipelines=toy",
+        f"--params=toy.n_assets=8,toy.sleep={sleep}",
+        f"--runner-params=n_jobs=2,backend={backend}",
+    )
+    assert result.returncode == 0, result.stderr
+    lines = _status_lines(result.stdout + result.stderr)
+    expected = ["DOWNLOADING", "Processing", "DONE"]
+    assert lines == {f"a_{i:02d}": expected for i in range(8)}
 
 
 def test_live_table_on_a_terminal():

@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import functools
 import io
+import itertools
 import logging
 import os
 import signal
@@ -39,13 +40,26 @@ INTERRUPTED = "INTERRUPTED"
 """Not finished because the run was stopped (Ctrl-C, SIGTERM)."""
 LOG_DIR_NAME = "pipeline_logs"
 
-StatusReporter = Callable[[str, Any, str], None]
-"""Called as ``reporter(brainset_id, asset_id, status)`` on every status change."""
+StatusReporter = Callable[[str, Any, str, "Step | None"], None]
+"""Called as ``reporter(brainset_id, asset_id, status, step)`` on every status change."""
+
+
+class Step(NamedTuple):
+    """Where a status falls among those of one call of :meth:`BrainsetJob.run`: the
+    driver uses it to log, from the call's result, the statuses that the result
+    overtook on their way (see :meth:`StatusBoard.finish`)."""
+
+    call: tuple[int, int]
+    """(process id, call number in that process): unique across the run's workers."""
+    index: int
+
 
 STAGES = ("download", "process")
 
 
-def log_status(brainset_id: str, asset_id: Any, status: str) -> None:
+def log_status(
+    brainset_id: str, asset_id: Any, status: str, step: Step | None = None
+) -> None:
     """The reporter used when no runner listens: one log line per status change."""
     with output_not_captured():
         status_logger.info(
@@ -66,6 +80,9 @@ class AssetResult:
     failed_stage: str | None = None
     output: Any = field(default=None, repr=False)
     """What ``download`` returned, for a ``process`` that runs later."""
+    call: tuple[int, int] | None = None
+    statuses: list[str] = field(default_factory=list)
+    """The statuses the asset reported during this call, in order (see :class:`Step`)."""
 
     @property
     def failed(self) -> bool:
@@ -135,9 +152,11 @@ class BrainsetJob:
             start=time.time() if start is None else start,
             end=0.0,
             output=download_output,
+            call=(os.getpid(), next(_calls)),
         )
         pipeline = self._pipeline()
         pipeline._asset_id = asset_id
+        _running.result = result
         append = "download" not in stages  # process after a separate download
         stage = None
         with captured_output(*self.log_paths(asset_id), append):
@@ -156,9 +175,10 @@ class BrainsetJob:
             else:
                 result.status = DONE if final else f"{stages[-1]} done"
         result.end = time.time()
+        _running.result = None
         if final or result.failed:
             result.output = None
-            self.reporter(self.brainset_id, asset_id, result.status)
+            self.reporter(self.brainset_id, asset_id, result.status, None)
         return result
 
     def _download(self, pipeline: BrainsetPipeline, item: NamedTuple) -> Any:
@@ -182,6 +202,7 @@ class BrainsetJob:
     def _pipeline(self) -> BrainsetPipeline:
         """This worker's instance of the Pipeline class, reused across its assets."""
         key = (
+            threading.get_ident(),  # threads of one process each need their own
             self.pipeline_cls,
             self.raw_dir,
             self.processed_dir,
@@ -203,10 +224,18 @@ class BrainsetJob:
         return pipeline
 
     def _on_status(self, asset_id: Any, status: str) -> None:
-        self.reporter(self.brainset_id, asset_id, status)
+        result = getattr(_running, "result", None)
+        step = None
+        if result is not None and result.asset_id == asset_id:
+            step = Step(result.call, len(result.statuses))
+            result.statuses.append(status)
+        self.reporter(self.brainset_id, asset_id, status, step)
 
 
 _instances: dict[tuple, BrainsetPipeline] = {}
+_running = threading.local()
+"""``result``: the :class:`AssetResult` of the asset this thread is preparing."""
+_calls = itertools.count()
 
 
 @functools.cache

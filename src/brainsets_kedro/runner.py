@@ -484,7 +484,9 @@ class SharedAssetPool:
 
     def _collect(self, board: StatusBoard, result: AssetResult) -> None:
         if result.status in FINAL:
-            board.finish(result.brainset_id, result.asset_id, result.status)
+            board.finish(result.brainset_id, result.asset_id, result.status, result)
+        else:
+            board.catch_up(result)
         plan = self._by_brainset[result.brainset_id]
         plan.results.append(result)
         plan.finished.add(result.asset_id)

@@ -27,7 +27,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from brainsets_kedro.assets import DONE, FAILED, log_status
+from brainsets_kedro.assets import DONE, FAILED, AssetResult, Step, log_status
 from brainsets_kedro.brainset import status_style
 
 SHOWN_IN_FLIGHT = 30  # rows of the live table; the summary line counts the rest
@@ -43,6 +43,8 @@ class StatusBoard:
         self._live_enabled = self._console.is_terminal if live is None else live
         self._lock = threading.Lock()
         self._in_flight: dict[tuple[str, Any], str] = {}
+        self._seen: dict[tuple[str, Any], Step] = {}
+        """The last status of each asset in flight that came with a :class:`Step`."""
         self._finished: set[tuple[str, Any]] = set()
         self._final_counts: Counter[str] = Counter()
         self._total = total
@@ -61,30 +63,79 @@ class StatusBoard:
             self._live.stop()
             self._live = None
 
-    def update(self, brainset_id: str, asset_id: Any, status: str) -> None:
-        """A status from a worker; one that arrives after the asset finished is late
-        and dropped."""
+    def update(
+        self, brainset_id: str, asset_id: Any, status: str, step: Step | None = None
+    ) -> None:
+        """A status from a worker. One that arrives after the asset finished is late
+        and dropped: the asset's result brought it (see :meth:`finish`)."""
         if status in (DONE, FAILED):
             self.finish(brainset_id, asset_id, status)
             return
         key = (brainset_id, asset_id)
         with self._lock:
-            if key in self._finished or self._in_flight.get(key) == status:
+            if key in self._finished:
                 return
+            if step is not None:
+                seen = self._seen.get(key)
+                if seen and seen.call == step.call and seen.index >= step.index:
+                    return  # logged already, from the call's result
+                self._seen[key] = step
+            last = self._in_flight.get(key)
             self._in_flight[key] = status
-        self._log(brainset_id, asset_id, status)
+        if status != last:
+            self._log(brainset_id, asset_id, status)
 
-    def finish(self, brainset_id: str, asset_id: Any, status: str) -> None:
+    def finish(
+        self,
+        brainset_id: str,
+        asset_id: Any,
+        status: str,
+        result: AssetResult | None = None,
+    ) -> None:
         """An asset's final status (DONE or FAILED): from the worker, and again from
-        the asset's result, which counts only if the first never arrived."""
+        the asset's result, which counts only if the first never arrived. Statuses
+        of ``result`` that the result overtook on their way are logged first."""
         key = (brainset_id, asset_id)
         with self._lock:
             if key in self._finished:
                 return
-            self._in_flight.pop(key, None)
+            last = self._in_flight.pop(key, None)
+            missed = self._missed(key, result)
+            self._seen.pop(key, None)
             self._finished.add(key)
             self._final_counts[status] += 1
+        for earlier in missed:
+            if earlier != last:
+                self._log(brainset_id, asset_id, earlier)
+            last = earlier
         self._log(brainset_id, asset_id, status)
+
+    def catch_up(self, result: AssetResult) -> None:
+        """A result that does not finish its asset (a download, processed later):
+        log the statuses it overtook."""
+        key = (result.brainset_id, result.asset_id)
+        with self._lock:
+            if key in self._finished:
+                return
+            missed = self._missed(key, result)
+            if not missed:
+                return
+            last = self._in_flight.get(key)
+            self._in_flight[key] = missed[-1]
+            self._seen[key] = Step(result.call, len(result.statuses) - 1)
+        for earlier in missed:
+            if earlier != last:
+                self._log(result.brainset_id, result.asset_id, earlier)
+            last = earlier
+
+    def _missed(self, key: tuple[str, Any], result: AssetResult | None) -> list[str]:
+        """The statuses of ``result`` not yet received (under the lock)."""
+        if result is None or not result.statuses:
+            return []
+        seen = self._seen.get(key)
+        if seen is None or seen.call != result.call:
+            return result.statuses
+        return result.statuses[seen.index + 1 :]
 
     def in_flight(self) -> set[tuple[str, Any]]:
         """``(brainset_id, asset_id)`` of the assets that reported a status and have
@@ -217,8 +268,10 @@ class StatusSender:
         self.address = address
         self.authkey = authkey
 
-    def __call__(self, brainset_id: str, asset_id: Any, status: str) -> None:
-        _outbox(self.address, self.authkey).put((brainset_id, asset_id, status))
+    def __call__(
+        self, brainset_id: str, asset_id: Any, status: str, step: Step | None = None
+    ) -> None:
+        _outbox(self.address, self.authkey).put((brainset_id, asset_id, status, step))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, StatusSender) and other.address == self.address

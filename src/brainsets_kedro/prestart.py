@@ -43,9 +43,8 @@ def start_workers(
     read (the runner then reports why)."""
     try:
         chosen = _settings(runner_params, env, conf_source, params)
-    except (
-        Exception
-    ) as error:  # the run itself reads the settings and says what is wrong
+    except Exception as error:
+        # The run itself reads the settings again and says what is wrong.
         logger.debug("Workers not started early: %s", error)
         return 0
     n_jobs = chosen["n_jobs"]
@@ -66,7 +65,7 @@ def start_workers(
         tasks = (joblib.delayed(import_modules)(modules) for _ in range(n_workers))
         try:
             joblib.Parallel(n_jobs=n_jobs, backend="loky")(tasks)
-        except Exception as error:  # the run's own tasks fail and report it
+        except Exception as error:  # the assets' own tasks fail and report it
             logger.debug("Workers started early failed: %s", error)
 
     thread = threading.Thread(target=start, name="start-workers", daemon=True)

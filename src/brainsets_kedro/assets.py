@@ -67,7 +67,7 @@ def log_status(
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class AssetResult:
     """How preparing one asset went."""
 

@@ -487,6 +487,7 @@ class SharedAssetPool:
             board.finish(result.brainset_id, result.asset_id, result.status, result)
         else:
             board.catch_up(result)
+        result.statuses = []  # the board has them; 100,000 results add up
         plan = self._by_brainset[result.brainset_id]
         plan.results.append(result)
         plan.finished.add(result.asset_id)

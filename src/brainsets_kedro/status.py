@@ -104,10 +104,7 @@ class StatusBoard:
             self._seen.pop(key, None)
             self._finished.add(key)
             self._final_counts[status] += 1
-        for earlier in missed:
-            if earlier != last:
-                self._log(brainset_id, asset_id, earlier)
-            last = earlier
+        self._log_changes(brainset_id, asset_id, missed, last)
         self._log(brainset_id, asset_id, status)
 
     def catch_up(self, result: AssetResult) -> None:
@@ -123,10 +120,7 @@ class StatusBoard:
             last = self._in_flight.get(key)
             self._in_flight[key] = missed[-1]
             self._seen[key] = Step(result.call, len(result.statuses) - 1)
-        for earlier in missed:
-            if earlier != last:
-                self._log(result.brainset_id, result.asset_id, earlier)
-            last = earlier
+        self._log_changes(result.brainset_id, result.asset_id, missed, last)
 
     def _missed(self, key: tuple[str, Any], result: AssetResult | None) -> list[str]:
         """The statuses of ``result`` not yet received (under the lock)."""
@@ -142,6 +136,15 @@ class StatusBoard:
         not finished."""
         with self._lock:
             return set(self._in_flight)
+
+    def _log_changes(
+        self, brainset_id: str, asset_id: Any, statuses: list[str], last: str | None
+    ) -> None:
+        """Log each of ``statuses`` that differs from the one before (``last`` first)."""
+        for status in statuses:
+            if status != last:
+                self._log(brainset_id, asset_id, status)
+            last = status
 
     def _log(self, brainset_id: str, asset_id: Any, status: str) -> None:
         if self._live is None:

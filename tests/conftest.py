@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from subprocess import Popen
+from typing import Any
 
 import pytest
 
@@ -48,21 +50,38 @@ def add_brainset(project: Path, source: str | Path, name: str) -> Path:
     return folder
 
 
-def kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run the kedro CLI in ``project`` as a user would; returns the finished process."""
-    env = {
+def _kedro_env(project: Path) -> dict[str, str]:
+    return {
         **os.environ,
         "KEDRO_DISABLE_TELEMETRY": "1",
         "PYTHONPATH": str(project / "src"),
         "COLUMNS": "200",
         "NO_COLOR": "1",
     }
+
+
+def kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run the kedro CLI in ``project`` as a user would; returns the finished process."""
     return subprocess.run(
         [sys.executable, "-m", "kedro", *args],
         check=False,
         cwd=project,
-        env=env,
+        env=_kedro_env(project),
         capture_output=True,
         text=True,
         timeout=300,
+    )
+
+
+def start_kedro(project: Path, *args: str, output: Any = subprocess.PIPE) -> Popen:
+    """Start the kedro CLI in ``project`` in its own process group, as a terminal
+    starts it (signals can go to the whole group); stdout and stderr go to ``output``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "kedro", *args],
+        cwd=project,
+        env=_kedro_env(project),
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )

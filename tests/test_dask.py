@@ -16,7 +16,7 @@ import pytest
 
 from brainsets_kedro import runner
 from brainsets_kedro.runner import BrainsetRunner, validate_settings
-from tests.conftest import add_brainset, copy_project, kedro
+from tests.conftest import add_brainset, copy_project, kedro, start_kedro
 
 distributed = pytest.importorskip("distributed")
 
@@ -187,23 +187,12 @@ def test_a_worker_that_dies_fails_its_asset_only(project, cluster):
 
 
 def test_ctrl_c_stops_the_cluster_tasks(project, cluster):
-    env = {**os.environ, "PYTHONPATH": str(project / "src"), "NO_COLOR": "1"}
-    run = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kedro",
-            "run",
-            "--pipelines=toy",
-            "--params=toy.n_assets=8,toy.hang=a_00|a_01|a_02|a_03|a_04|a_05",
-            f"--runner-params=backend=dask,address={cluster.address}",
-        ],
-        cwd=project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+    run = start_kedro(
+        project,
+        "run",
+        "--pipelines=toy",
+        "--params=toy.n_assets=8,toy.hang=a_00|a_01|a_02|a_03|a_04|a_05",
+        f"--runner-params=backend=dask,address={cluster.address}",
     )
     logs = project / "data/02_processed/toy/pipeline_logs"
     deadline = time.monotonic() + 60

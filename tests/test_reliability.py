@@ -2,8 +2,6 @@
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pandas as pd
@@ -15,7 +13,7 @@ from brainsets_kedro.factory import create_brainset_pipeline
 from brainsets_kedro.nodes import AssetFailures
 from brainsets_kedro.runner import BrainsetRunner
 from tests.brainsets.toy import Pipeline as Toy
-from tests.conftest import add_brainset, kedro
+from tests.conftest import add_brainset, kedro, start_kedro
 
 
 def _run(tmp_path, params, brainsets, runner=None):
@@ -125,25 +123,6 @@ def test_two_dead_workers_and_an_exit(tmp_path):
     assert (report.drop(["a_01", "a_05", "a_06"])["status"] == "DONE").all()
 
 
-def _start_run(project, *params):
-    """`kedro run --pipeline=toy` in its own process group, as a terminal starts it."""
-    env = {
-        **os.environ,
-        "KEDRO_DISABLE_TELEMETRY": "1",
-        "PYTHONPATH": str(project / "src"),
-        "NO_COLOR": "1",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "kedro", "run", "--pipeline=toy", *params],
-        cwd=project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-
-
 def _wait_for(condition, timeout=60.0):
     deadline = time.monotonic() + timeout
     while not condition():
@@ -164,7 +143,9 @@ def _group_alive(pgid):
 )
 def test_interrupt_stops_workers_and_marks_the_report(project, signum, code):
     add_brainset(project, "toy", "toy")
-    run = _start_run(project, "--params=toy.n_assets=8,toy.sleep=3")
+    run = start_kedro(
+        project, "run", "--pipeline=toy", "--params=toy.n_assets=8,toy.sleep=3"
+    )
     logs = project / "data" / "02_processed" / "toy" / "pipeline_logs"
     _wait_for(lambda: len(list(logs.glob("*.out"))) >= 2)
     started = time.monotonic()
@@ -190,7 +171,9 @@ def test_interrupt_stops_workers_and_marks_the_report(project, signum, code):
 
 def test_second_ctrl_c_exits_at_once(project):
     add_brainset(project, "toy", "toy")
-    run = _start_run(project, "--params=toy.n_assets=4,toy.hang=a_00|a_01")
+    run = start_kedro(
+        project, "run", "--pipeline=toy", "--params=toy.n_assets=4,toy.hang=a_00|a_01"
+    )
     logs = project / "data" / "02_processed" / "toy" / "pipeline_logs"
     _wait_for(lambda: len(list(logs.glob("*.out"))) >= 2)
     os.kill(run.pid, signal.SIGINT)
@@ -205,7 +188,9 @@ def test_second_ctrl_c_exits_at_once(project):
 
 def test_a_second_run_of_the_same_brainset_refuses_at_once(project):
     add_brainset(project, "toy", "toy")
-    first = _start_run(project, "--params=toy.n_assets=4,toy.sleep=2")
+    first = start_kedro(
+        project, "run", "--pipeline=toy", "--params=toy.n_assets=4,toy.sleep=2"
+    )
     logs = project / "data" / "02_processed" / "toy" / "pipeline_logs"
     _wait_for(lambda: list(logs.glob("*.out")))
     started = time.monotonic()

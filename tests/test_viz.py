@@ -16,7 +16,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import textwrap
 import time
 import urllib.request
@@ -26,7 +25,7 @@ import pytest
 from PIL import Image
 
 from brainsets_kedro.nodes import REPORT_COLUMNS
-from tests.conftest import REPO, add_brainset, kedro
+from tests.conftest import REPO, add_brainset, kedro, start_kedro
 
 _spec = importlib.util.spec_from_file_location(
     "make_pictures", REPO / "docs" / "make_pictures.py"
@@ -169,21 +168,11 @@ def test_viz_run_works_offline_and_never_calls_get_manifest(with_unreachable):
     project = with_unreachable
     port = free_port()
     log = project / "viz-run.log"
-    env = {
-        **os.environ,
-        "KEDRO_DISABLE_TELEMETRY": "1",
-        "PYTHONPATH": str(project / "src"),
-        "NO_COLOR": "1",
-    }
-    with log.open("w") as output:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "kedro", "viz", "run", "--no-browser"]
-            + ["--host", "127.0.0.1", "--port", str(port)],
-            cwd=project,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: the server is a child
+    with log.open("w") as output:  # its own process group: the server is a child
+        server = start_kedro(
+            project,
+            *("viz", "run", "--no-browser", "--host", "127.0.0.1", "--port", str(port)),
+            output=output,
         )
     base = f"http://127.0.0.1:{port}"
     try:

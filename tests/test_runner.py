@@ -4,6 +4,7 @@
 import json
 import os
 import re
+import socket
 import threading
 import time
 
@@ -286,3 +287,21 @@ def test_closing_the_status_channel_stops_its_readers_cleanly(monkeypatch):
             reader.join(timeout=10)
         assert not any(reader.is_alive() for reader in readers)
     assert unhandled == []
+
+
+def test_a_worker_whose_driver_closes_during_the_handshake_stays_quiet(
+    monkeypatch, capsys
+):
+    """The channel closes at the end of a run, maybe while a worker connects: that
+    worker's sender neither dies nor blames brainsets.status_host."""
+    unhandled = []
+    monkeypatch.setattr(threading, "excepthook", unhandled.append)
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        sender = status.StatusSender(server.getsockname(), b"key")
+        sender("toy", "a_00", "DOWNLOADING")
+        connection, _ = server.accept()  # the sender's handshake starts...
+        connection.close()  # ...and the driver is gone
+        time.sleep(3 * status.SEND_INTERVAL)
+        status.close_outbox(sender.address)
+    assert unhandled == []
+    assert "status_host" not in capsys.readouterr().err

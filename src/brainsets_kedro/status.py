@@ -317,6 +317,9 @@ class _Outbox:
                 connection = connection or Client(self.address, authkey=self._authkey)
                 connection.send(batch)
                 connected_once = True
+            except EOFError:  # the driver closed the channel during the handshake:
+                connection = None  # it reached us, and is done listening
+                connected_once = True
             except OSError as error:
                 connection = None
                 if not connected_once:  # never reached: a setting to fix, say so

@@ -10,7 +10,7 @@ Cases (the targets of the cluster issue):
          manifest node, the runner, the run report) against a bare joblib.Parallel loop
          over the same Pipeline class, n_jobs=2, loky.
   dask   the same on a local Dask cluster of 2 single-threaded worker processes
-         (`dask scheduler` and `dask worker --nworkers 2`, on 127.0.0.1):
+         (distributed.LocalCluster on 127.0.0.1, its scheduler in this process):
          `--runner-params=backend=dask,address=...` against a bare loop with
          `Parallel(backend="dask")` on a Client of the same cluster.
 
@@ -25,7 +25,6 @@ workers it reaped). The commands alternate, `--rounds` times (median).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -37,40 +36,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_runner import make_project  # noqa: E402
-
-BARE_LOOP = """
-import sys
-from pathlib import Path
-
-from joblib import Parallel, delayed, parallel_config
-
-from brainsets_kedro.pipelines.trivial.pipeline import Pipeline
-
-n_assets, n_jobs, backend = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-address = sys.argv[4] if len(sys.argv) > 4 else None
-args = Pipeline.parser.parse_args(["--n-assets", str(n_assets)])
-raw = Path("data/01_raw/trivial").resolve()
-processed = Path("data/02_processed/trivial").resolve()
-manifest = Pipeline.get_manifest(raw, args)
-
-
-def run(item):
-    pipeline = Pipeline(raw, processed, args, tracker_handle=lambda *status: None)
-    pipeline._asset_id = item.Index
-    pipeline.process(pipeline.download(item))
-    return item.Index
-
-
-if address:
-    from distributed import Client
-
-    client = Client(address)
-with parallel_config(backend=backend):  # registers joblib's dask backend
-    done = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-        delayed(run)(item) for item in manifest.itertuples()
-    )
-    assert sum(1 for _ in done) == n_assets
-"""
 
 
 def run_timed(project: Path, command: list[str]) -> dict[str, float]:
@@ -171,55 +136,6 @@ def compare(project: Path, n: int, rounds: int, kedro: tuple, bare: tuple) -> No
     )
 
 
-class DaskCluster:
-    """`dask scheduler` and `dask worker --nworkers 2 --nthreads 1` on 127.0.0.1."""
-
-    def __init__(self, project: Path, root: Path):
-        env = {**os.environ, "PYTHONPATH": str(project / "src")}
-        loopback = ["--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0"]
-        dask = str(Path(sys.executable).parent / "dask")
-        scheduler_file = root / "scheduler.json"
-        self.processes = [
-            subprocess.Popen(
-                [dask, "scheduler", *loopback, "--port", "0"]
-                + ["--scheduler-file", str(scheduler_file)],
-                cwd=root,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        ]
-        while not scheduler_file.exists():
-            time.sleep(0.1)
-        self.address = json.loads(scheduler_file.read_text())["address"]
-        self.processes.append(
-            subprocess.Popen(
-                [dask, "worker", self.address, *loopback]
-                + [
-                    "--nworkers",
-                    "2",
-                    "--nthreads",
-                    "1",
-                    "--local-directory",
-                    str(root),
-                ],
-                cwd=root,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-        from distributed import Client  # noqa: PLC0415
-
-        with Client(self.address) as client:
-            client.wait_for_workers(2, timeout=60)
-
-    def close(self) -> None:
-        for process in reversed(self.processes):
-            process.terminate()
-            process.wait(timeout=30)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="10,000 assets")
@@ -232,24 +148,32 @@ def main() -> None:
     print(f"# brainsets-kedro cluster benchmark ({os.cpu_count()} CPUs)")
     with tempfile.TemporaryDirectory() as tmp:
         project = make_project(Path(tmp))
-        (project / "bare_loop.py").write_text(BARE_LOOP)
         if "loky" in cases:
             print(f"\n## {n:,} trivial assets, n_jobs=2, loky")
             compare(project, n, options.rounds, ("n_jobs=2,backend=loky",), ("loky",))
         if "dask" in cases:
-            (Path(tmp) / "dask").mkdir()
-            cluster = DaskCluster(project, Path(tmp) / "dask")
-            try:
+            from distributed import LocalCluster  # noqa: PLC0415
+
+            # The scheduler (in this process) and the workers (which inherit its
+            # environment) import the project, as on a real cluster.
+            os.environ["PYTHONPATH"] = str(project / "src")
+            sys.path.insert(0, str(project / "src"))
+            with LocalCluster(
+                n_workers=2,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+                local_directory=tmp,
+            ) as cluster:
                 print(f"\n## {n:,} trivial assets, local Dask cluster of 2 workers")
                 compare(
                     project,
                     n,
                     options.rounds,
-                    (f"backend=dask,address={cluster.address}",),
-                    ("dask", cluster.address),
+                    (f"backend=dask,address={cluster.scheduler_address}",),
+                    ("dask", cluster.scheduler_address),
                 )
-            finally:
-                cluster.close()
 
 
 if __name__ == "__main__":

@@ -34,17 +34,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 TRIVIAL = Path(__file__).resolve().parent / "trivial.py"
 
+# Arguments: n_assets n_jobs backend [address of a Dask scheduler]
 BARE_LOOP = """
 import sys
 from pathlib import Path
 
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, parallel_config
 
 from brainsets_kedro.pipelines.trivial.pipeline import Pipeline
 
 n_assets, n_jobs, backend = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+address = sys.argv[4] if len(sys.argv) > 4 else None
 args = Pipeline.parser.parse_args(["--n-assets", str(n_assets)])
-raw, processed = Path("data/01_raw/trivial"), Path("data/02_processed/trivial")
+raw = Path("data/01_raw/trivial").resolve()
+processed = Path("data/02_processed/trivial").resolve()
 manifest = Pipeline.get_manifest(raw, args)
 
 
@@ -55,10 +58,15 @@ def run(item):
     return item.Index
 
 
-done = Parallel(n_jobs=n_jobs, backend=backend, return_as="generator_unordered")(
-    delayed(run)(item) for item in manifest.itertuples()
-)
-assert sum(1 for _ in done) == n_assets
+if address:
+    from distributed import Client
+
+    client = Client(address)
+with parallel_config(backend=backend):  # registers joblib's dask backend
+    done = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
+        delayed(run)(item) for item in manifest.itertuples()
+    )
+    assert sum(1 for _ in done) == n_assets
 """
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,21 +34,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_runner import make_project  # noqa: E402
+from bench_runner import make_project, start  # noqa: E402
 
 
 def run_timed(project: Path, command: list[str]) -> dict[str, float]:
     """Run ``command`` in ``project``: wall seconds, the driver's peak RSS (MB) and
     its process tree's (MB)."""
-    env = {
-        **os.environ,
-        "KEDRO_DISABLE_TELEMETRY": "1",
-        "PYTHONPATH": str(project / "src"),
-    }
-    start = time.perf_counter()
-    process = subprocess.Popen(
-        command, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    started = time.perf_counter()
+    process = start(project, command)
     peak = [0]
     stderr: list[bytes] = []
     reader = threading.Thread(target=lambda: stderr.append(process.stderr.read()))
@@ -73,7 +65,7 @@ def run_timed(project: Path, command: list[str]) -> dict[str, float]:
     sampler.start()
     sampler.join()  # until the process is a zombie: its last VmHWM is read
     _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
+    wall = time.perf_counter() - started
     reader.join()
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{command} failed:\n{stderr[0].decode()[-3000:]}")

@@ -86,19 +86,24 @@ def make_project(root: Path) -> Path:
     return project
 
 
-def timed(project: Path, command: list[str]) -> tuple[float, float]:
-    """Run ``command`` in ``project``; (wall seconds, peak RSS in MB)."""
+def start(project: Path, command: list[str]) -> subprocess.Popen:
+    """``command`` started in ``project``, its stdout discarded, its stderr piped."""
     env = {
         **os.environ,
         "KEDRO_DISABLE_TELEMETRY": "1",
         "PYTHONPATH": str(project / "src"),
     }
-    start = time.perf_counter()
-    process = subprocess.Popen(
+    return subprocess.Popen(
         command, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
+
+
+def timed(project: Path, command: list[str]) -> tuple[float, float]:
+    """Run ``command`` in ``project``; (wall seconds, peak RSS in MB)."""
+    started = time.perf_counter()
+    process = start(project, command)
     _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
+    wall = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(
             f"{command} failed:\n{process.stderr.read().decode()[-3000:]}"

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_runner import make_project, start  # noqa: E402
+from bench_runner import kedro_run, make_project, start  # noqa: E402
 
 
 def run_timed(project: Path, command: list[str]) -> dict[str, float]:
@@ -74,18 +74,6 @@ def run_timed(project: Path, command: list[str]) -> dict[str, float]:
         "driver_mb": peak[0] / 1024,
         "tree_mb": usage.ru_maxrss / 1024,
     }
-
-
-def kedro_run(n_assets: int, runner_params: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "kedro",
-        "run",
-        "--pipelines=trivial",
-        f"--params=trivial.n_assets={n_assets}",
-        f"--runner-params={runner_params}",
-    ]
 
 
 def bare_loop(n_assets: int, *backend: str) -> list[str]:

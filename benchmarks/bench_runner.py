@@ -112,7 +112,10 @@ def timed(project: Path, command: list[str]) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024
 
 
-def kedro_run(n_assets: int, n_jobs: int, cpu_seconds: float = 0.0) -> list[str]:
+LOKY_2 = "n_jobs=2,backend=loky"
+
+
+def kedro_run(n_assets: int, runner_params: str, cpu_seconds: float = 0.0) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -120,7 +123,7 @@ def kedro_run(n_assets: int, n_jobs: int, cpu_seconds: float = 0.0) -> list[str]
         "run",
         "--pipelines=trivial",
         f"--params=trivial.n_assets={n_assets},trivial.cpu_seconds={cpu_seconds}",
-        f"--runner-params=n_jobs={n_jobs},backend=loky",
+        f"--runner-params={runner_params}",
     ]
 
 
@@ -144,9 +147,9 @@ def trivial_2000(project: Path, rounds: int) -> None:
     walls = medians(
         project,
         {
-            "kedro": kedro_run(n, 2),
+            "kedro": kedro_run(n, LOKY_2),
             "bare": bare_loop(n, 2),
-            "kedro-1": kedro_run(1, 2),
+            "kedro-1": kedro_run(1, LOKY_2),
             "bare-1": bare_loop(1, 2),
         },
         rounds,
@@ -169,7 +172,10 @@ def trivial_2000(project: Path, rounds: int) -> None:
 def cpu_8(project: Path, rounds: int) -> None:
     walls = medians(
         project,
-        {"n_jobs=2": kedro_run(8, 2, 1.0), "n_jobs=1": kedro_run(8, 1, 1.0)},
+        {
+            "n_jobs=2": kedro_run(8, LOKY_2, 1.0),
+            "n_jobs=1": kedro_run(8, "n_jobs=1,backend=loky", 1.0),
+        },
         rounds,
     )
     ratio = walls["n_jobs=2"] / walls["n_jobs=1"]
@@ -180,7 +186,7 @@ def cpu_8(project: Path, rounds: int) -> None:
 
 
 def trivial_many(project: Path, n: int) -> None:
-    wall, rss = timed(project, kedro_run(n, 2))
+    wall, rss = timed(project, kedro_run(n, LOKY_2))
     bare_wall, bare_rss = timed(project, bare_loop(n, 2))
     print(f"\n## {n:,} trivial assets, n_jobs=2, loky (one run each)")
     print(f"kedro run          {wall:.1f} s, {wall / n * 1e3:.3f} ms per asset")

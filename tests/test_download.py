@@ -230,9 +230,10 @@ def test_connection_refused_is_retried_then_fails(server, tmp_path):
 
 
 def test_checksum_mismatch_deletes_the_file(server, tmp_path):
-    url, _ = server.add("/a.bin", content=CONTENT[:-1] + b"!")
+    corrupted = CONTENT[:-1] + bytes([CONTENT[-1] ^ 0xFF])  # always differs
+    url, _ = server.add("/a.bin", content=corrupted)
     dest = tmp_path / "a.bin"
-    actual = hashlib.sha256(CONTENT[:-1] + b"!").hexdigest()
+    actual = hashlib.sha256(corrupted).hexdigest()
     with pytest.raises(DownloadError) as error:
         download(url, dest, checksum=SHA256, **FAST)
     message = str(error.value)

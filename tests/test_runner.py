@@ -1,6 +1,7 @@
 """BrainsetRunner: assets fanned out over joblib workers, in process and through
 `kedro run`."""
 
+import gc
 import json
 import os
 import re
@@ -64,6 +65,9 @@ def test_threading_backend(tmp_path):
     workers = _workers(tmp_path)
     assert {w["pid"] for w in workers.values()} == {os.getpid()}
     assert len({w["thread"] for w in workers.values()}) == 2
+    # The driver's heap was out of the garbage collector's way during the run only.
+    assert all(w["frozen_objects"] > 0 for w in workers.values())
+    assert gc.get_freeze_count() == 0
     # Each thread's output went to its own asset's log.
     logs = tmp_path / "proc" / "toy" / "pipeline_logs"
     for asset_id in workers:

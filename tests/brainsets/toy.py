@@ -3,6 +3,7 @@
 Copied into a temporary project as src/brainsets_kedro/pipelines/toy/pipeline.py.
 """
 
+import gc
 import json
 import os
 import signal
@@ -84,6 +85,7 @@ class Pipeline(BrainsetPipeline):
             "pid": os.getpid(),
             "thread": threading.get_ident(),
             "instance": id(self),
+            "frozen_objects": gc.get_freeze_count(),
             "start": started,
             "process_started": process_started_at(),
         }

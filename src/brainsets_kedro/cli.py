@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import atexit
 import copy
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,9 @@ def cli() -> None:
 
 
 def _run(**kwargs: Any) -> object:
+    # The process ends with the run: leave its heap to the OS instead of letting
+    # Python's shutdown collect it all (about 0.1-0.2 s, a tenth of a short run).
+    atexit.register(gc.freeze)
     if kwargs["runner"] == DEFAULT_RUNNER:
         names = kwargs["pipelines"] or [kwargs["pipeline"] or "__default__"]
         if "__default__" in names:

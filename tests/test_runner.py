@@ -58,6 +58,7 @@ def test_assets_run_in_parallel_worker_processes(tmp_path):
     # A worker reuses its Pipeline instance across the assets it prepares.
     instances = {(w["pid"], w["instance"]) for w in workers.values()}
     assert len(instances) == 2
+    assert all(w["final_collection_skipped"] for w in workers.values())
 
 
 def test_threading_backend(tmp_path):

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import atexit
 import copy
-import gc
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,7 @@ from kedro.framework.cli.utils import _split_params, env_option
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
+from brainsets_kedro.assets import exit_without_final_collection
 from brainsets_kedro.discovery import (
     PIPELINES_PACKAGE,
     load_brainset_class,
@@ -33,9 +32,7 @@ def cli() -> None:
 
 
 def _run(**kwargs: Any) -> object:
-    # The process ends with the run: leave its heap to the OS instead of letting
-    # Python's shutdown collect it all (about 0.1-0.2 s, a tenth of a short run).
-    atexit.register(gc.freeze)
+    exit_without_final_collection()  # the process ends with the run
     if kwargs["runner"] == DEFAULT_RUNNER:
         names = kwargs["pipelines"] or [kwargs["pipeline"] or "__default__"]
         if "__default__" in names:

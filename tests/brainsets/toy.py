@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from brainsets_kedro import BrainsetPipeline
+from brainsets_kedro.assets import exit_without_final_collection
 
 
 def process_started_at() -> float:
@@ -86,6 +87,9 @@ class Pipeline(BrainsetPipeline):
             "thread": threading.get_ident(),
             "instance": id(self),
             "frozen_objects": gc.get_freeze_count(),
+            "final_collection_skipped": bool(
+                exit_without_final_collection.cache_info().currsize
+            ),
             "start": started,
             "process_started": process_started_at(),
         }

@@ -1,6 +1,8 @@
 """The run command starts the local worker processes while Kedro loads the project."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 from kedro.framework.startup import bootstrap_project
@@ -29,6 +31,26 @@ def test_workers_are_ready_before_the_manifest_is_made(project):
     # The processes that prepared the assets were started before the driver computed
     # its manifest: by the run command, and joblib reused them for the assets.
     assert all(w["process_started"] < made_at for w in workers)
+
+
+def test_a_worker_started_early_exits_without_the_final_collection():
+    """Also a worker that no asset reaches: the driver waits for each one to exit."""
+    worker = """
+import os
+from brainsets_kedro.prestart import import_modules
+
+class Cycle:
+    def __del__(self):  # runs if the final collection does
+        self.write(1, b"collected")
+
+cycle = Cycle()
+cycle.itself, cycle.write = cycle, os.write
+import_modules([])
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", worker], check=True, capture_output=True
+    )
+    assert result.stdout == b""
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from brainsets_kedro.assets import exit_without_final_collection
 from brainsets_kedro.params import runner_settings
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ def wait_for_workers() -> None:
 def import_modules(modules: list[str]) -> None:
     """In a worker: import what its assets will need; a module that cannot be
     imported is left for the asset that needs it to report."""
+    exit_without_final_collection()  # also if no asset comes to this worker
     for module in modules:
         try:
             importlib.import_module(module)

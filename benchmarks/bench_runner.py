@@ -93,6 +93,9 @@ def start(project: Path, command: list[str]) -> subprocess.Popen:
         "KEDRO_DISABLE_TELEMETRY": "1",
         "PYTHONPATH": str(project / "src"),
     }
+    # As on a user's machine, the project's modules are compiled once (by each case's
+    # warm-up run), not at every run.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return subprocess.Popen(
         command, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )

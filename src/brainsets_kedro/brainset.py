@@ -16,9 +16,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from rich.console import Console
-from rich.markup import escape
-
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -154,6 +151,10 @@ class BrainsetPipeline(ABC):
         if self._tracker_handle is not None:
             self._tracker_handle(self._asset_id, status)
             return
+        # Here, not at the top: workers import this module and never print statuses.
+        from rich.console import Console  # noqa: PLC0415
+        from rich.markup import escape  # noqa: PLC0415
+
         Console().print(
             f"[bold]\\[Status][/] [{status_style(status)}]{escape(status)}[/]"
         )

@@ -36,10 +36,6 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-from packaging.markers import default_environment
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
-
 from brainsets_kedro.brainset import BrainsetPipeline
 
 try:  # Python 3.11+
@@ -178,6 +174,11 @@ def check_requirements(meta: dict | None) -> RequirementCheck:
     and whether this Python is the one asked for."""
     if not meta:
         return RequirementCheck()
+    # Here, not at the top: workers import this module (for TrackerHandle) and
+    # never check requirements.
+    from packaging.markers import default_environment  # noqa: PLC0415
+    from packaging.requirements import InvalidRequirement, Requirement  # noqa: PLC0415
+
     missing, other_versions = [], []
     for text in meta.get("dependencies", []):
         try:
@@ -211,6 +212,8 @@ def check_requirements(meta: dict | None) -> RequirementCheck:
 def _python_matches(asked: str, current: str) -> bool:
     asked = asked.strip()
     if any(c in asked for c in "<>=!~,*"):
+        from packaging.specifiers import InvalidSpecifier, SpecifierSet  # noqa: PLC0415
+
         try:
             return SpecifierSet(asked).contains(current, prereleases=True)
         except InvalidSpecifier:

@@ -207,12 +207,15 @@ def test_ctrl_c_stops_the_cluster_tasks(project, cluster):
 
     report = _report(project)
     assert (report["status"] == "INTERRUPTED").all()
-    running = sorted(p.stem for p in logs.glob("*.out"))
-    for asset_id in running:  # stopped on the workers, not left running there
-        err = (logs / f"{asset_id}.err").read_text()
-        assert err == "[brainsets_kedro] stopped: the run was interrupted\n"
+    # The assets are stopped on the workers, not left running there. The run exits
+    # once it has told the workers; each stops its assets a moment later.
+    stopped = "[brainsets_kedro] stopped: the run was interrupted\n"
+    errs = [logs / f"{p.stem}.err" for p in logs.glob("*.out")]
+    deadline = time.monotonic() + 10
+    while not all(err.exists() and err.read_text() == stopped for err in errs):
+        assert time.monotonic() < deadline, {e.name: e.exists() for e in errs}
+        time.sleep(0.1)
     with cluster.client() as client:  # nothing of the run is left on the cluster
-        deadline = time.monotonic() + 10
         while any(client.processing().values()):
             assert time.monotonic() < deadline, client.processing()
             time.sleep(0.1)

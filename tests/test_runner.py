@@ -169,6 +169,46 @@ def test_statuses_a_result_overtook_are_logged_in_order(monkeypatch):
     ]
 
 
+def test_status_lines_are_written_by_one_thread_while_the_board_is_open(monkeypatch):
+    written = []
+    monkeypatch.setattr(
+        status,
+        "log_status",
+        lambda b, a, s, step=None: written.append(
+            (threading.current_thread().name, a, s)
+        ),
+    )
+
+    def report(asset_id):
+        board.update("toy", asset_id, "DOWNLOADING")
+        board.update("toy", asset_id, "Processing")
+        board.finish("toy", asset_id, "DONE")
+
+    with StatusBoard(total=41, live=False) as board:
+        threads = [
+            threading.Thread(target=report, args=(f"a_{i:02d}",)) for i in range(40)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        board.update("toy", "a_40", "DOWNLOADING")
+        deadline = time.monotonic() + 10  # written soon, not only when the board closes
+        while ("status-log", "a_40", "DOWNLOADING") not in written:
+            assert time.monotonic() < deadline, written[-3:]
+            time.sleep(0.01)
+        board.finish("toy", "a_40", "DONE")
+    assert written[-1][1:] == ("a_40", "DONE")  # every line, before the board closed
+    by_asset = {}
+    for _, asset_id, status_ in written:
+        by_asset.setdefault(asset_id, []).append(status_)
+    assert by_asset == {
+        **{f"a_{i:02d}": ["DOWNLOADING", "Processing", "DONE"] for i in range(40)},
+        "a_40": ["DOWNLOADING", "DONE"],
+    }
+    assert {thread for thread, *_ in written[:-1]} == {"status-log"}
+
+
 def _status_lines(output: str) -> dict[str, list[str]]:
     """The non-terminal status lines of a run's output, per asset, in order."""
     lines: dict[str, list[str]] = {}

@@ -17,7 +17,7 @@ import socket
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from multiprocessing.connection import Client, Connection, Listener
 from typing import Any
 
@@ -31,6 +31,7 @@ from brainsets_kedro.assets import DONE, FAILED, AssetResult, Step, log_status
 from brainsets_kedro.brainset import status_style
 
 SHOWN_IN_FLIGHT = 30  # rows of the live table; the summary line counts the rest
+LOG_INTERVAL = 0.1  # seconds between two writes of the status lines, without a terminal
 
 
 class StatusBoard:
@@ -49,6 +50,10 @@ class StatusBoard:
         self._final_counts: Counter[str] = Counter()
         self._total = total
         self._live: Live | None = None
+        self._lines: deque[tuple[str, Any, str]] | None = None
+        """Status lines waiting for the writer thread, while it runs."""
+        self._writer: threading.Thread | None = None
+        self._closing = threading.Event()
 
     def __enter__(self) -> StatusBoard:
         if self._live_enabled:
@@ -56,12 +61,24 @@ class StatusBoard:
                 self, console=self._console, refresh_per_second=4, transient=False
             )
             self._live.start()
+        else:
+            self._lines = deque()
+            self._writer = threading.Thread(
+                target=self._write_lines, name="status-log", daemon=True
+            )
+            self._writer.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._live is not None:
             self._live.stop()
             self._live = None
+        if self._writer is not None:
+            self._closing.set()
+            self._writer.join()
+            self._writer = None
+            lines, self._lines = self._lines, None
+            self._write(lines)  # any that came while the writer stopped
 
     def update(
         self, brainset_id: str, asset_id: Any, status: str, step: Step | None = None
@@ -147,8 +164,26 @@ class StatusBoard:
             last = status
 
     def _log(self, brainset_id: str, asset_id: Any, status: str) -> None:
-        if self._live is None:
+        if self._live is not None:
+            return
+        lines = self._lines
+        if lines is not None:
+            lines.append((brainset_id, asset_id, status))
+        else:
             log_status(brainset_id, asset_id, status)
+
+    def _write_lines(self) -> None:
+        """While the board is open without a live table, this thread writes every
+        status line. The threads that receive statuses and collect results only queue
+        them: when they logged themselves, they queued on the log handler's lock
+        instead, which cost about a tenth of a run of thousands of quick assets."""
+        while not self._closing.wait(LOG_INTERVAL):
+            self._write(self._lines)
+
+    @staticmethod
+    def _write(lines: deque | None) -> None:
+        while lines:
+            log_status(*lines.popleft())
 
     def counts(self) -> Counter[str]:
         with self._lock:

@@ -334,6 +334,21 @@ def test_closing_the_status_channel_stops_its_readers_cleanly(monkeypatch):
     assert unhandled == []
 
 
+def test_a_worker_connects_to_the_driver_with_its_first_status(monkeypatch):
+    """At once, not after the first interval: by then a quick last asset's run may
+    be over, and the worker would blame brainsets.status_host."""
+    monkeypatch.setattr(status, "SEND_INTERVAL", 60.0)
+    earlier = set(threading.enumerate())
+    with StatusChannel(StatusBoard(total=1)) as channel:
+        channel.sender("toy", "a_00", "DOWNLOADING")
+        deadline = time.monotonic() + 10
+        while not any(
+            t.name == "status-recv" for t in set(threading.enumerate()) - earlier
+        ):
+            assert time.monotonic() < deadline, "the worker did not connect"
+            time.sleep(0.01)
+
+
 def test_a_worker_whose_driver_closes_during_the_handshake_stays_quiet(
     monkeypatch, capsys
 ):

@@ -76,8 +76,8 @@ def run_timed(project: Path, command: list[str]) -> dict[str, float]:
     }
 
 
-def bare_loop(n_assets: int, *backend: str) -> list[str]:
-    return [sys.executable, "bare_loop.py", str(n_assets), "2", *backend]
+def bare_loop(n_assets: int, backend: str, *address: str) -> list[str]:
+    return [sys.executable, "bare_loop.py", str(n_assets), "2", backend, "0", *address]
 
 
 def compare(project: Path, n: int, rounds: int, kedro: tuple, bare: tuple) -> None:

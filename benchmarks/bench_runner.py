@@ -8,7 +8,8 @@ Cases (the targets of the runner issue):
                  same Pipeline class, same n_jobs and backend; ratio of medians, measured in
                  alternation in one run. Also the 1-asset `kedro run`, to separate Kedro's
                  fixed start-up cost from the cost per asset.
-  cpu-8          8 assets of 1 s CPU each: wall time with n_jobs=2 over n_jobs=1.
+  cpu-8          8 assets of 1 s CPU each: wall time with n_jobs=2 over n_jobs=1, for
+                 `kedro run` and for the bare loop.
   trivial-100k   100,000 trivial assets: peak RSS of the run (the driver and, as the kernel
                  accounts a process's reaped children, its workers) and wall time per asset.
   board          status events per second on the live display with 1,000 and 100,000 assets
@@ -34,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 TRIVIAL = Path(__file__).resolve().parent / "trivial.py"
 
-# Arguments: n_assets n_jobs backend [address of a Dask scheduler]
+# Arguments: n_assets n_jobs backend cpu_seconds [address of a Dask scheduler]
 BARE_LOOP = """
 import sys
 from pathlib import Path
@@ -44,8 +45,11 @@ from joblib import Parallel, delayed, parallel_config
 from brainsets_kedro.pipelines.trivial.pipeline import Pipeline
 
 n_assets, n_jobs, backend = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-address = sys.argv[4] if len(sys.argv) > 4 else None
-args = Pipeline.parser.parse_args(["--n-assets", str(n_assets)])
+cpu_seconds = sys.argv[4]
+address = sys.argv[5] if len(sys.argv) > 5 else None
+args = Pipeline.parser.parse_args(
+    ["--n-assets", str(n_assets), "--cpu-seconds", cpu_seconds]
+)
 raw = Path("data/01_raw/trivial").resolve()
 processed = Path("data/02_processed/trivial").resolve()
 manifest = Pipeline.get_manifest(raw, args)
@@ -130,8 +134,15 @@ def kedro_run(n_assets: int, runner_params: str, cpu_seconds: float = 0.0) -> li
     ]
 
 
-def bare_loop(n_assets: int, n_jobs: int) -> list[str]:
-    return [sys.executable, "bare_loop.py", str(n_assets), str(n_jobs), "loky"]
+def bare_loop(n_assets: int, n_jobs: int, cpu_seconds: float = 0.0) -> list[str]:
+    return [
+        sys.executable,
+        "bare_loop.py",
+        str(n_assets),
+        str(n_jobs),
+        "loky",
+        str(cpu_seconds),
+    ]
 
 
 def medians(project: Path, commands: dict[str, list[str]], rounds: int) -> dict:
@@ -173,19 +184,25 @@ def trivial_2000(project: Path, rounds: int) -> None:
 
 
 def cpu_8(project: Path, rounds: int) -> None:
+    """Also the bare loop's own ratio: what loky's start-up leaves on this machine."""
     walls = medians(
         project,
         {
             "n_jobs=2": kedro_run(8, LOKY_2, 1.0),
             "n_jobs=1": kedro_run(8, "n_jobs=1,backend=loky", 1.0),
+            "bare n_jobs=2": bare_loop(8, 2, 1.0),
+            "bare n_jobs=1": bare_loop(8, 1, 1.0),
         },
         rounds,
     )
-    ratio = walls["n_jobs=2"] / walls["n_jobs=1"]
     print(f"\n## 8 assets of 1 s CPU each (median of {rounds})")
-    print(f"n_jobs=1           {walls['n_jobs=1']:.2f} s")
-    print(f"n_jobs=2           {walls['n_jobs=2']:.2f} s")
-    print(f"ratio              {ratio:.2f}x (target <= 0.6x)")
+    for name in ("", "bare "):
+        two, one = walls[f"{name}n_jobs=2"], walls[f"{name}n_jobs=1"]
+        label = "bare joblib loop" if name else "kedro run"
+        print(
+            f"{label:<18} n_jobs=1 {one:.2f} s, n_jobs=2 {two:.2f} s: "
+            f"{two / one:.2f}x (target <= 0.6x)"
+        )
 
 
 def trivial_many(project: Path, n: int) -> None:

@@ -115,8 +115,5 @@ def _settings(
         runtime_params=dict(params),
         **settings.CONFIG_LOADER_ARGS,
     )
-    parameters = dict(loader["parameters"])
-    given = params.get("brainsets")
-    if isinstance(given, Mapping):  # --params over conf/, as Kedro merges them
-        parameters["brainsets"] = {**(parameters.get("brainsets") or {}), **given}
-    return runner_settings(parameters, runner_params)
+    # The loader merges runtime_params (--params) into the parameters, as in a session.
+    return runner_settings(loader["parameters"], runner_params)

@@ -340,39 +340,36 @@ class _Outbox:
             self._pending.append(event)
 
     def _send_loop(self) -> None:
-        connection = None
-        connected_once = False
-        batch: list[tuple] = []
+        # Connect at once, not after the first interval: the first status comes while
+        # its asset runs, when the driver listens for sure. (A quick last asset could
+        # otherwise find the run over and blame status_host.)
+        connection = self._first_connection()
         while not self.closed:
-            # Connect at once, not after the first interval: the first status comes
-            # while its asset runs, when the driver listens for sure. (A quick last
-            # asset could otherwise find the run over and blame status_host.)
-            if batch or not connected_once:
-                try:
-                    connection = connection or Client(
-                        self.address, authkey=self._authkey
-                    )
-                    connected_once = True
-                    if batch:
-                        connection.send(batch)
-                except EOFError:  # the driver closed the channel during the
-                    connection = None  # handshake: it reached us, and is done
-                    connected_once = True
-                except OSError as error:
-                    connection = None
-                    if not connected_once:  # never reached: a setting to fix, say so
-                        connected_once = True
-                        sys.stderr.write(
-                            f"[brainsets_kedro] cannot send statuses to the driver "
-                            f"at {self.address}: {error}. Set brainsets.status_host "
-                            f"to an address of the driver that workers can reach.\n"
-                        )
-                    # Once the driver has heard from us, a failure means it is gone.
             time.sleep(SEND_INTERVAL)
             with self._lock:
                 batch, self._pending = self._pending, []
+            if not batch or self.closed:
+                continue
+            try:
+                connection = connection or Client(self.address, authkey=self._authkey)
+                connection.send(batch)
+            except (OSError, EOFError):  # after the first try: the driver is gone
+                connection = None
         if connection is not None:
             connection.close()
+
+    def _first_connection(self) -> Connection | None:
+        try:
+            return Client(self.address, authkey=self._authkey)
+        except EOFError:  # the driver closed the channel during the handshake:
+            return None  # it reached us, and is done listening
+        except OSError as error:  # never reached: a setting to fix, say so
+            sys.stderr.write(
+                f"[brainsets_kedro] cannot send statuses to the driver at "
+                f"{self.address}: {error}. Set brainsets.status_host to an "
+                f"address of the driver that workers can reach.\n"
+            )
+            return None
 
 
 def close_outbox(address: tuple[str, int]) -> None:

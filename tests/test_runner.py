@@ -349,6 +349,26 @@ def test_a_worker_connects_to_the_driver_with_its_first_status(monkeypatch):
             time.sleep(0.01)
 
 
+def test_a_worker_that_cannot_reach_the_driver_says_which_setting_to_fix(capsys):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        address = probe.getsockname()
+    sender = status.StatusSender(address, b"key")
+    for _ in range(3):
+        sender("toy", "a_00", "DOWNLOADING")
+    deadline = time.monotonic() + 10
+    err = ""
+    while "status_host" not in err:
+        assert time.monotonic() < deadline, "no message"
+        time.sleep(0.05)
+        err += capsys.readouterr().err
+    time.sleep(3 * status.SEND_INTERVAL)  # the statuses after the first say nothing
+    status.close_outbox(address)
+    err += capsys.readouterr().err
+    assert err.count("cannot send statuses to the driver") == 1
+    assert "Set brainsets.status_host to an address of the driver" in err
+
+
 def test_a_worker_whose_driver_closes_during_the_handshake_stays_quiet(
     monkeypatch, capsys
 ):

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_runner import kedro_run, make_project, start  # noqa: E402
+from bench_runner import bare_loop, kedro_run, make_project, start  # noqa: E402
 
 
 def run_timed(project: Path, command: list[str]) -> dict[str, float]:
@@ -76,17 +76,13 @@ def run_timed(project: Path, command: list[str]) -> dict[str, float]:
     }
 
 
-def bare_loop(n_assets: int, backend: str, *address: str) -> list[str]:
-    return [sys.executable, "bare_loop.py", str(n_assets), "2", backend, "0", *address]
-
-
 def compare(project: Path, n: int, rounds: int, kedro: tuple, bare: tuple) -> None:
     """Run the four commands in turn ``rounds`` times; print medians and ratios."""
     commands = {
         "kedro": kedro_run(n, *kedro),
-        "bare": bare_loop(n, *bare),
+        "bare": bare_loop(n, 2, 0.0, *bare),
         "kedro-1": kedro_run(1, *kedro),
-        "bare-1": bare_loop(1, *bare),
+        "bare-1": bare_loop(1, 2, 0.0, *bare),
     }
     runs: dict[str, list[dict]] = {name: [] for name in commands}
     for _ in range(rounds):

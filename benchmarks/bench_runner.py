@@ -134,14 +134,22 @@ def kedro_run(n_assets: int, runner_params: str, cpu_seconds: float = 0.0) -> li
     ]
 
 
-def bare_loop(n_assets: int, n_jobs: int, cpu_seconds: float = 0.0) -> list[str]:
+def bare_loop(
+    n_assets: int,
+    n_jobs: int,
+    cpu_seconds: float = 0.0,
+    backend: str = "loky",
+    *address: str,
+) -> list[str]:
+    """The command that runs BARE_LOOP; ``address``: a Dask scheduler's, for dask."""
     return [
         sys.executable,
         "bare_loop.py",
         str(n_assets),
         str(n_jobs),
-        "loky",
+        backend,
         str(cpu_seconds),
+        *address,
     ]
 
 

@@ -47,7 +47,6 @@ def _catalog(tmp_path):
         {
             "toy.raw_dir": BrainsetDirectory(str(tmp_path / "raw" / "toy")),
             "toy.processed_dir": BrainsetDirectory(str(tmp_path / "proc" / "toy")),
-            "toy.downloads": MemoryDataset(copy_mode="assign"),
             "toy.run_report": MemoryDataset(),
         }
     )

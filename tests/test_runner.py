@@ -30,7 +30,6 @@ def _run(tmp_path, params, runner=None, brainsets=None):
         {
             "toy.raw_dir": BrainsetDirectory(str(tmp_path / "raw" / "toy")),
             "toy.processed_dir": BrainsetDirectory(str(tmp_path / "proc" / "toy")),
-            "toy.downloads": MemoryDataset(copy_mode="assign"),
             "toy.run_report": MemoryDataset(),
         }
     )

@@ -142,7 +142,7 @@ class BrainsetJob:
         own errors. The asset is DONE when its last stage is (``process``, or
         ``download`` in a download-only run), and DONE or FAILED is reported."""
         if not hasattr(item, "_fields"):
-            item = _row_type(("Index", *self.columns))(*item)
+            item = row_type(("Index", *self.columns))(*item)
         asset_id = item.Index
         if self.download_only:
             stages = tuple(s for s in stages if s != "process")
@@ -252,7 +252,7 @@ def exit_without_final_collection() -> None:
 
 
 @functools.cache
-def _row_type(fields: tuple[str, ...]) -> type:
+def row_type(fields: tuple[str, ...]) -> type:
     """The named tuple ``DataFrame.itertuples()`` makes for these fields. Rows travel
     to workers as plain tuples: that named tuple class cannot be pickled."""
     return collections.namedtuple("Pandas", fields, rename=True)

@@ -17,7 +17,14 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from brainsets_kedro.assets import DONE, FAILED, INTERRUPTED, AssetResult, BrainsetJob
+from brainsets_kedro.assets import (
+    DONE,
+    FAILED,
+    INTERRUPTED,
+    AssetResult,
+    BrainsetJob,
+    row_type,
+)
 from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.lock import brainset_lock
 from brainsets_kedro.params import parameter_block, parse_params, run_options
@@ -128,6 +135,31 @@ def _is_safe_name(asset_id: Any) -> bool:
 def manifest_items(manifest: pd.DataFrame) -> Iterator[NamedTuple]:
     """The manifest's rows as named tuples whose ``Index`` is the asset id."""
     return manifest.itertuples()
+
+
+class Downloads(dict):
+    """The download node's output, ``{asset id: (manifest row, AssetResult)}``.
+
+    It goes to the process node through Kedro's default memory dataset (so that it
+    also crosses processes under ``ParallelRunner``), which deep-copies what it
+    holds: this hands itself over as it is instead, so that what ``download``
+    returned reaches ``process`` unchanged and 100,000 results are not copied.
+    """
+
+    def __deepcopy__(self, memo: dict) -> Downloads:
+        return self
+
+
+def portable_row(item: NamedTuple) -> dict[str, Any]:
+    """A manifest row as the download node hands it to the process node: a dict,
+    which pickles (Kedro's ParallelRunner passes node outputs between processes),
+    where the named tuple class of ``DataFrame.itertuples()`` does not."""
+    return item._asdict()
+
+
+def restored_row(row: Mapping[str, Any]) -> NamedTuple:
+    """The manifest row :func:`portable_row` made into a dict, as a named tuple."""
+    return row_type(tuple(row))(*row.values())
 
 
 def build_report(results: Iterable[AssetResult], job: BrainsetJob) -> pd.DataFrame:
@@ -245,7 +277,7 @@ class DownloadNode(BrainsetNode):
         raw_dir: Path,
         processed_dir: Path,
         parameters: Mapping[str, Any],
-    ) -> dict[Any, tuple[NamedTuple, AssetResult]]:
+    ) -> Downloads:
         job, selected, selection, unmatched = self.plan(
             manifest, raw_dir, processed_dir, parameters
         )
@@ -255,10 +287,10 @@ class DownloadNode(BrainsetNode):
                 {self.brainset_id: unmatched}, {self.brainset_id: manifest.index}
             )
         with brainset_lock(job.processed_dir, self.brainset_id):
-            return {
-                item.Index: (item, job.run(item, stages=("download",)))
+            return Downloads(
+                (item.Index, (portable_row(item), job.run(item, stages=("download",))))
                 for item in manifest_items(selected)
-            }
+            )
 
 
 class ProcessNode(BrainsetNode):
@@ -266,7 +298,7 @@ class ProcessNode(BrainsetNode):
 
     def process(
         self,
-        downloads: Mapping[Any, tuple[NamedTuple, AssetResult]],
+        downloads: Mapping[Any, tuple[dict[str, Any] | None, AssetResult]],
         raw_dir: Path,
         processed_dir: Path,
         parameters: Mapping[str, Any],
@@ -279,12 +311,12 @@ class ProcessNode(BrainsetNode):
                     downloaded
                     if downloaded.status in FINAL
                     else job.run(
-                        item,
+                        restored_row(row),
                         stages=("process",),
                         download_output=downloaded.output,
                         start=downloaded.start,
                     )
-                    for item, downloaded in downloads.values()
+                    for row, downloaded in downloads.values()
                 ]
         return self.finish(results, job)
 

@@ -40,9 +40,11 @@ import threading
 import time
 import traceback
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass, field, replace
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,8 +62,11 @@ from brainsets_kedro.lock import brainset_lock
 from brainsets_kedro.nodes import (
     FINAL,
     AssetFailures,
+    BrainsetNode,
     DownloadNode,
+    Downloads,
     ProcessNode,
+    portable_row,
 )
 from brainsets_kedro.params import runner_settings
 from brainsets_kedro.prestart import wait_for_workers
@@ -126,7 +131,9 @@ class BrainsetRunner(SequentialRunner):
         }
         self._overrides = {k: v for k, v in given.items() if v is not None}
 
-    def _settings(self, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    def _settings(self, catalog: CatalogProtocol) -> dict[str, Any]:
+        """The run settings; with no ``parameters`` in the catalog, the defaults."""
+        parameters = catalog.load("parameters") if "parameters" in catalog else {}
         return validate_settings(runner_settings(parameters, self._overrides))
 
     def _run(
@@ -136,60 +143,55 @@ class BrainsetRunner(SequentialRunner):
         hook_manager: PluginManager | None = None,
         run_id: str | None = None,
     ) -> None:
-        settings = self._settings(catalog.load("parameters"))
-        errors: dict[str, BaseException] = {}
-        skipped: list[str] = []
-        missing: set[str] = set()  # outputs of nodes that failed or did not run
+        """Run the nodes in Kedro's topological order, as ``SequentialRunner`` does,
+        except that the download nodes of a layer share one pool of workers.
 
-        def execute(node: Node) -> None:
-            try:
-                Task(
-                    node=node,
-                    catalog=catalog,
-                    hook_manager=hook_manager,
-                    is_async=self._is_async,
-                    run_id=run_id,
-                ).execute()
-            except Exception as error:
-                errors[node.name] = error
-                missing.update(node.outputs)
-            else:
-                self._logger.info("Completed node: %s", node.name)
+        Args:
+            pipeline: The ``Pipeline`` to run.
+            catalog: The catalog the nodes load from and save to.
+            hook_manager: The ``PluginManager`` to activate hooks.
+            run_id: The id of the run.
 
+        Raises:
+            Exception: the first failure of a node that is not a brainset node,
+                after Kedro's hint on how to resume; else, at the end, a failed
+                brainset node's error (:class:`RunFailures` for several).
+            RunInterrupted: Ctrl-C or SIGTERM stopped the assets.
+        """
+        if not self._is_async:
+            self._logger.info(
+                "Using synchronous mode for loading and saving data. Use the --async "
+                "flag for potential performance gains. "
+                "https://docs.kedro.org/en/stable/build/run_a_pipeline/"
+                "#load-and-save-asynchronously"
+            )
+        run = _NodeRun(self, pipeline, catalog, hook_manager, run_id)
         interrupted: RunInterrupted | None = None
         for layer in pipeline.grouped_nodes:
             runnable = []
             for node in layer:
-                if missing.intersection(node.inputs) or (
+                if run.missing.intersection(node.inputs) or (
                     interrupted and not _brainset_node(node, ProcessNode)
                 ):
-                    skipped.append(node.name)
-                    missing.update(node.outputs)
+                    run.skip(node)
                 else:
                     runnable.append(node)
             downloads = [n for n in runnable if _brainset_node(n, DownloadNode)]
             for node in runnable:
                 if node not in downloads:
-                    execute(node)
+                    run.execute(node)
             if downloads:
-                pool = self._download_together(pipeline, downloads, settings, execute)
+                settings = self._settings(catalog)
+                pool = self._download_together(pipeline, downloads, settings, run)
                 interrupted = interrupted or pool.interrupted
-
-        if skipped:
-            self._logger.warning(
-                "Not run, as they need what %s: %s.",
-                "was interrupted" if interrupted else "failed",
-                ", ".join(skipped),
-            )
-        if interrupted:
-            raise interrupted  # after the run reports are saved
-        if len(errors) == 1:
-            raise next(iter(errors.values()))
-        if errors:
-            raise RunFailures(errors)
+        run.finish(interrupted)
 
     def _download_together(
-        self, pipeline, downloads, settings, execute
+        self,
+        pipeline: Pipeline,
+        downloads: list[Node],
+        settings: dict[str, Any],
+        run: _NodeRun,
     ) -> SharedAssetPool:
         """Run these download nodes as Tasks in threads, their assets in one pool."""
         pool = SharedAssetPool(settings, expected=len(downloads))
@@ -200,7 +202,7 @@ class BrainsetRunner(SequentialRunner):
             func = PooledDownload(_brainset_node(node, DownloadNode), pool, fuse)
             thread = threading.Thread(
                 target=func.execute,
-                args=(execute, node._copy(func=func.download)),
+                args=(run.execute_brainset_node, node._copy(func=func.download)),
                 name=node.name,
             )
             thread.start()
@@ -208,7 +210,115 @@ class BrainsetRunner(SequentialRunner):
         pool.run()
         for thread in threads:
             thread.join()
+        for node in downloads:
+            run.released(node)
         return pool
+
+
+class _NodeRun:
+    """The bookkeeping of one :meth:`BrainsetRunner._run`: the nodes done, Kedro's
+    progress lines and dataset releases, and the failures of brainset nodes, which
+    are kept until the end so that the other brainsets' assets go on."""
+
+    def __init__(
+        self,
+        runner: BrainsetRunner,
+        pipeline: Pipeline,
+        catalog: CatalogProtocol,
+        hook_manager: PluginManager | None,
+        run_id: str | None,
+    ):
+        self._runner = runner
+        self._pipeline = pipeline
+        self._catalog = catalog
+        self._hook_manager = hook_manager
+        self._run_id = run_id
+        self._load_counts = Counter(
+            chain.from_iterable(n.inputs for n in pipeline.nodes)
+        )
+        self._done: list[Node] = []
+        self._lock = threading.Lock()
+        self.errors: dict[str, BaseException] = {}
+        """Failed brainset nodes, by node name."""
+        self.skipped: list[str] = []
+        self.missing: set[str] = set()
+        """Outputs of the nodes that failed or did not run."""
+
+    def _task(self, node: Node) -> None:
+        Task(
+            node=node,
+            catalog=self._catalog,
+            hook_manager=self._hook_manager,
+            is_async=self._runner._is_async,
+            run_id=self._run_id,
+        ).execute()
+
+    def execute(self, node: Node) -> None:
+        """Run ``node``. A node that is not a brainset node stops the run at its
+        first failure, as in Kedro's runners."""
+        if _is_brainset_node(node):
+            self.execute_brainset_node(node)
+            self.released(node)
+            return
+        try:
+            self._task(node)
+        except Exception:
+            self._runner._suggest_resume_scenario(
+                self._pipeline, self._done, self._catalog
+            )
+            raise
+        self._completed(node)
+        self.released(node)
+
+    def execute_brainset_node(self, node: Node) -> None:
+        """Run a brainset node; its failure is kept for the end of the run."""
+        try:
+            self._task(node)
+        except Exception as error:
+            with self._lock:
+                self.errors[node.name] = error
+                self.missing.update(node.outputs)
+        else:
+            self._completed(node)
+
+    def _completed(self, node: Node) -> None:
+        with self._lock:
+            self._done.append(node)
+            done = len(self._done)
+        logger = self._runner._logger
+        logger.info("Completed node: %s", node.name)
+        logger.info("Completed %d out of %d tasks", done, len(self._pipeline.nodes))
+
+    def released(self, node: Node) -> None:
+        """Release the datasets no node of the run still needs, as Kedro's runners
+        do after each node (only after a node that ran to the end)."""
+        if node in self._done:
+            self._runner._release_datasets(
+                node, self._catalog, self._load_counts, self._pipeline
+            )
+
+    def skip(self, node: Node) -> None:
+        self.skipped.append(node.name)
+        self.missing.update(node.outputs)
+
+    def finish(self, interrupted: RunInterrupted | None) -> None:
+        """Raise what stopped or failed the run, if anything did."""
+        if self.skipped:
+            self._runner._logger.warning(
+                "Not run, as they need what %s: %s.",
+                "was interrupted" if interrupted else "failed",
+                ", ".join(self.skipped),
+            )
+        if interrupted:
+            raise interrupted  # after the run reports are saved
+        if len(self.errors) == 1:
+            raise next(iter(self.errors.values()))
+        if self.errors:
+            raise RunFailures(self.errors)
+
+
+def _is_brainset_node(node: Node) -> bool:
+    return isinstance(getattr(node.func, "__self__", None), BrainsetNode)
 
 
 def validate_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -608,7 +718,7 @@ class PooledDownload:
         raw_dir: Path,
         processed_dir: Path,
         parameters: Mapping[str, Any],
-    ) -> dict[Any, tuple[Any, AssetResult]]:
+    ) -> Downloads:
         with contextlib.ExitStack() as stack:
             try:
                 stack.enter_context(brainset_lock(processed_dir, self.node.brainset_id))
@@ -625,11 +735,11 @@ class PooledDownload:
             raise plan.error
         if plan.error is not None:  # Ctrl-C before the assets started
             raise RuntimeError(f"Not run: {plan.error!r}")
-        downloads = {}
+        downloads = Downloads()
         for result in plan.results:
             item = None
             if result.status not in FINAL:  # downloaded only: process needs the row
-                item = next(rows.loc[[result.asset_id]].itertuples())
+                item = portable_row(next(rows.loc[[result.asset_id]].itertuples()))
             downloads[result.asset_id] = (item, result)
         return downloads
 

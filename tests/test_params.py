@@ -7,7 +7,6 @@ import pytest
 from brainsets_kedro.params import (
     BrainsetParameterError,
     parse_params,
-    parser_defaults,
     run_options,
     runner_settings,
 )
@@ -102,12 +101,6 @@ def test_no_parser():
     assert parse_params(None, {}, "b") is None
     with pytest.raises(BrainsetParameterError, match="takes no parameters"):
         parse_params(None, {"x": 1}, "b")
-
-
-def test_parser_defaults(parser):
-    assert parser_defaults(parser)["n_sessions"] == 4
-    assert "help" not in parser_defaults(parser)
-    assert parser_defaults(None) == {}
 
 
 def test_runner_settings_layers():

@@ -27,13 +27,6 @@ def _options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     }
 
 
-def parser_defaults(parser: argparse.ArgumentParser | None) -> dict[str, Any]:
-    """The parameters a parser implies when nothing is set: ``{dest: default}``."""
-    if parser is None:
-        return {}
-    return {dest: action.default for dest, action in _options(parser).items()}
-
-
 def _as_words(action: argparse.Action, value: Any) -> list[str]:
     """The command-line words that give ``action`` the parameter ``value``."""
     flag = next(

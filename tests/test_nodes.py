@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
+from kedro_datasets.pandas import ParquetDataset
 
 from brainsets_kedro.assets import captured_output
 from brainsets_kedro.datasets import BrainsetDirectory
@@ -48,7 +49,9 @@ def _catalog(tmp_path):
             "toy.raw_dir": BrainsetDirectory(str(tmp_path / "raw" / "toy")),
             "toy.processed_dir": BrainsetDirectory(str(tmp_path / "proc" / "toy")),
             "toy.downloads": MemoryDataset(copy_mode="assign"),
-            "toy.run_report": MemoryDataset(),
+            # On disk, as in the project: the SequentialRunner releases a
+            # MemoryDataset once its last reader (describe) has loaded it.
+            "toy.run_report": ParquetDataset(filepath=str(tmp_path / "report.pq")),
         }
     )
 

@@ -1,6 +1,6 @@
 """BrainsetPipeline class -> Kedro pipeline.
 
-Every brainset becomes the same static pipeline of three nodes in the namespace
+Every brainset becomes the same static pipeline of four nodes in the namespace
 ``<brainset_id>``, whatever its manifest holds::
 
     <id>.raw_dir, parameters -> [<id>.manifest] -> <id>.manifest
@@ -8,6 +8,7 @@ Every brainset becomes the same static pipeline of three nodes in the namespace
         -> [<id>.download] -> <id>.downloads
     <id>.downloads, <id>.raw_dir, <id>.processed_dir, parameters
         -> [<id>.process] -> <id>.run_report
+    <id>.run_report, <id>.processed_dir -> [<id>.describe] -> <id>.card
 
 Building it never calls ``get_manifest``: the manifest is computed at run time.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 from kedro.pipeline import Pipeline, node
 
 from brainsets_kedro.brainset import BrainsetPipeline
+from brainsets_kedro.card import DescribeNode
 from brainsets_kedro.nodes import DownloadNode, ManifestNode, ProcessNode
 
 
@@ -24,7 +26,14 @@ def dataset_names(brainset_id: str) -> dict[str, str]:
     """The catalog names of a brainset's datasets."""
     return {
         name: f"{brainset_id}.{name}"
-        for name in ("raw_dir", "processed_dir", "manifest", "downloads", "run_report")
+        for name in (
+            "raw_dir",
+            "processed_dir",
+            "manifest",
+            "downloads",
+            "run_report",
+            "card",
+        )
     }
 
 
@@ -62,6 +71,16 @@ def create_brainset_pipeline(pipeline_cls: type[BrainsetPipeline]) -> Pipeline:
                 inputs={"downloads": ds["downloads"], **asset_inputs},
                 outputs=ds["run_report"],
                 name="process",
+                namespace=brainset_id,
+            ),
+            node(
+                DescribeNode(pipeline_cls).describe,
+                inputs={
+                    "run_report": ds["run_report"],
+                    "processed_dir": ds["processed_dir"],
+                },
+                outputs=ds["card"],
+                name="describe",
                 namespace=brainset_id,
             ),
         ]

@@ -152,7 +152,12 @@ class BrainsetRunner(SequentialRunner):
                 ).execute()
             except Exception as error:
                 errors[node.name] = error
-                missing.update(node.outputs)
+                # A process node whose assets failed saved its report anyway (the
+                # SaveReportOnFailure hook): the brainset's card still follows.
+                if not isinstance(error, AssetFailures) or not all(
+                    map(catalog.exists, node.outputs)
+                ):
+                    missing.update(node.outputs)
             else:
                 self._logger.info("Completed node: %s", node.name)
 

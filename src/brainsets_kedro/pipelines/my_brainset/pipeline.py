@@ -60,14 +60,13 @@ class Pipeline(BrainsetPipeline):
                 "n_units": [24 + 4 * (i % 3) for i in range(len(sessions))],
                 "duration_s": 120.0,
                 "filename": [f"{session}.nwb" for session in sessions],
-                # The download's size, as an archive's index gives it (here, about
-                # what synthesize_session writes): checked against the free disk
-                # space before the first download.
-                "size_bytes": [
-                    850_000 + 7_000 * (24 + 4 * (i % 3)) for i in range(len(sessions))
-                ],
             },
             index=pd.Index(sessions, name="session_id"),
+        ).assign(
+            # The download's size, as an archive's index gives it (here, about what
+            # synthesize_session writes): the run checks that the sizes fit on the
+            # disk before the first download.
+            size_bytes=lambda manifest: 850_000 + 7_000 * manifest.n_units
         )
 
     def download(self, manifest_item) -> Path:

@@ -8,6 +8,7 @@ import inspect
 import logging
 import re
 import shutil
+import subprocess
 
 import h5py
 import numpy as np
@@ -423,3 +424,39 @@ def test_card_totals_run_with_runfailures(tmp_path):
         )
     assert error.value.only_assets_failed
     assert set(error.value.errors) == {"sized.process", "sized.describe"}
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 1 MB filesystem (tmpfs), where this test may mount one (as root)."""
+    mount_point = tmp_path / "small_disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_example_brainset_on_a_real_small_disk(tmp_path, small_disk):
+    from brainsets_kedro.pipelines.my_brainset.pipeline import Pipeline  # noqa: PLC0415
+
+    catalog = DataCatalog(
+        {
+            "my_brainset.raw_dir": BrainsetDirectory(str(small_disk / "raw")),
+            "my_brainset.processed_dir": BrainsetDirectory(str(tmp_path / "proc")),
+        }
+    )
+    catalog["parameters"] = {"my_brainset": {"n_sessions": 2}, "brainsets": {}}
+    with pytest.raises(NotEnoughDiskSpace) as error:
+        SequentialRunner().run(create_brainset_pipeline(Pipeline), catalog)
+    message = str(error.value)
+    assert "needs 2.1 MB (2064000 bytes) to download 2 assets" in message
+    assert f"on the filesystem mounted at {small_disk}." in message
+    assert not list((small_disk / "raw").iterdir())

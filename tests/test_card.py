@@ -77,6 +77,22 @@ def test_dataset_saves_then_loads_lazily_or_in_full(tmp_path):
     assert type(chosen) is SessionData
 
 
+def test_dataset_on_an_fsspec_filesystem():
+    """Object stores (s3://, gs://...) go through fsspec; its memory filesystem
+    stands in for one here."""
+    dataset = TemporalDataDataset(filepath="memory://bucket/brainset/sess.h5")
+    assert not dataset.exists()
+    dataset.save(session(n_spikes=50))
+    assert dataset.exists()
+    with dataset.load() as data:
+        assert data.spikes.timestamps[-1] == 65.0
+    in_full = TemporalDataDataset(
+        filepath="memory://bucket/brainset/sess.h5", lazy=False
+    )
+    assert len(in_full.load().spikes) == 50
+    assert ["spikes", "IrregularTimeSeries", "(50,)"] in dataset.preview()["data"]
+
+
 def test_dataset_save_is_atomic(tmp_path):
     path = tmp_path / "sess.h5"
     dataset = TemporalDataDataset(filepath=str(path), lazy=False)

@@ -1,8 +1,9 @@
-"""The factory: a BrainsetPipeline class becomes three static Kedro nodes."""
+"""The factory: a BrainsetPipeline class becomes four static Kedro nodes."""
 
 import pandas as pd
 
 from brainsets_kedro import BrainsetPipeline
+from brainsets_kedro.card import DescribeNode
 from brainsets_kedro.factory import create_brainset_pipeline
 from brainsets_kedro.nodes import DownloadNode, ManifestNode, ProcessNode
 from tests.brainsets.toy import Pipeline as Toy
@@ -11,8 +12,15 @@ from tests.brainsets.toy import Pipeline as Toy
 def test_shape_names_inputs_outputs():
     pipeline = create_brainset_pipeline(Toy)
     nodes = {n.name: n for n in pipeline.nodes}
-    assert set(nodes) == {"toy.manifest", "toy.download", "toy.process"}
+    assert set(nodes) == {
+        "toy.manifest",
+        "toy.download",
+        "toy.process",
+        "toy.describe",
+    }
     assert all(n.namespace == "toy" for n in nodes.values())
+    # The runner's contract: the brainset's nodes carry the "brainset" tag.
+    assert all(n.tags == {"brainset"} for n in nodes.values())
 
     manifest, download, process = (
         nodes["toy.manifest"],
@@ -38,11 +46,16 @@ def test_shape_names_inputs_outputs():
         "parameters",
     ]
     assert process.outputs == ["toy.run_report"]
-    # Topological order: manifest, then download, then process.
+    describe = nodes["toy.describe"]
+    assert isinstance(describe.func.__self__, DescribeNode)
+    assert describe.inputs == ["toy.run_report", "toy.processed_dir"]
+    assert describe.outputs == ["toy.card"]
+    # Topological order: manifest, then download, then process, then describe.
     assert [n.name for n in pipeline.nodes] == [
         "toy.manifest",
         "toy.download",
         "toy.process",
+        "toy.describe",
     ]
     assert pipeline.inputs() == {
         "toy.raw_dir",
@@ -69,7 +82,7 @@ class Unreachable(BrainsetPipeline):
 
 def test_building_never_calls_get_manifest():
     pipeline = create_brainset_pipeline(Unreachable)
-    assert len(pipeline.nodes) == 3
+    assert len(pipeline.nodes) == 4
     assert Unreachable.calls == 0
 
 

@@ -2,8 +2,9 @@
 
 import pandas as pd
 import pytest
-from kedro.io import DataCatalog, MemoryDataset
+from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
+from kedro_datasets.pandas import ParquetDataset
 
 from brainsets_kedro.assets import captured_output
 from brainsets_kedro.datasets import BrainsetDirectory
@@ -47,7 +48,9 @@ def _catalog(tmp_path):
         {
             "toy.raw_dir": BrainsetDirectory(str(tmp_path / "raw" / "toy")),
             "toy.processed_dir": BrainsetDirectory(str(tmp_path / "proc" / "toy")),
-            "toy.run_report": MemoryDataset(),
+            # On disk, as in the project: the SequentialRunner releases a
+            # MemoryDataset once its last reader (describe) has loaded it.
+            "toy.run_report": ParquetDataset(filepath=str(tmp_path / "report.pq")),
         }
     )
 

@@ -47,8 +47,10 @@ def test_notebook_runs_after_a_run(project, monkeypatch):
         output.get("data", {}).get("text/plain", "") + output.get("text", "")
         for output in outputs
     )
-    # The run report of this project's run, and the session read with temporaldata.
+    # The run report and the card of this project's run, and a session read from
+    # my_brainset.processed.
     assert "sess_01" in shown and "sess_02" in shown and "DONE" in shown
     assert str(project / "data" / "08_reporting" / "my_brainset") in shown
+    assert "2 files, " in shown and " hours, " in shown  # the card's totals
     figures = [output for output in outputs if "image/png" in output.get("data", {})]
     assert len(figures) == 2  # the raster with the behaviour, the durations

@@ -24,6 +24,7 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
+from brainsets_kedro.card import CARD_COLUMNS
 from brainsets_kedro.nodes import REPORT_COLUMNS
 from tests.conftest import REPO, add_brainset, kedro, start_kedro
 
@@ -65,9 +66,16 @@ UNREACHABLE = textwrap.dedent(
     """
 )
 
-TASKS = ("manifest", "download", "process")
-DATASETS = ("raw_dir", "processed_dir", "manifest", "run_report")
-MANIFEST_COLUMNS = ["subject_id", "recording_date", "n_units", "duration_s", "filename"]
+TASKS = ("manifest", "download", "process", "describe")
+DATASETS = ("raw_dir", "processed_dir", "manifest", "run_report", "card")
+MANIFEST_COLUMNS = [
+    "subject_id",
+    "recording_date",
+    "n_units",
+    "duration_s",
+    "filename",
+    "size_bytes",
+]
 
 
 @pytest.fixture
@@ -97,7 +105,7 @@ def after_a_run(tmp_path_factory):
 
 def check_brainset(main: dict, brainset_id: str) -> dict[str, str]:
     """``brainset_id`` is a modular pipeline in kedro-viz's graph (``main``), with its
-    three nodes and four datasets; their node ids by full name."""
+    four nodes and five datasets; their node ids by full name."""
     ids = {}
     for node in main["nodes"]:
         name = node.get("full_name") or node["name"]
@@ -198,7 +206,7 @@ def test_viz_run_works_offline_and_never_calls_get_manifest(with_unreachable):
     assert not (project / "get_manifest_was_called").exists(), log.read_text()
 
 
-def test_manifest_and_run_report_previews_after_a_run(after_a_run):
+def test_manifest_run_report_and_card_previews_after_a_run(after_a_run):
     main = json.loads((after_a_run.site / "api" / "main").read_text())
     ids = check_brainset(main, "my_brainset")
     sessions = [f"sess_{i:02d}" for i in range(1, pictures.N_SESSIONS + 1)]
@@ -218,6 +226,12 @@ def test_manifest_and_run_report_previews_after_a_run(after_a_run):
     assert report["columns"] == REPORT_COLUMNS
     assert len(report["index"]) == 5 and set(report["index"]) <= set(sessions)
     assert {row[0] for row in report["data"]} == {"DONE"}
+    card = preview("my_brainset.card")
+    assert card["columns"] == CARD_COLUMNS
+    assert card["index"] == sessions[:5]
+    rows = [dict(zip(card["columns"], row, strict=True)) for row in card["data"]]
+    assert all(row["size_bytes"] > 100_000 and row["error"] is None for row in rows)
+    assert all(row["n_units"] in (24, 28, 32) for row in rows)
 
 
 def preview_cells(dom: str) -> list[str]:

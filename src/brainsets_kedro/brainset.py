@@ -129,6 +129,15 @@ class BrainsetPipeline(ABC):
         """Return a table of the assets to download and process, one row per asset.
 
         The index is the asset id: it names the asset's logs and selects it on its own.
+        The columns are what :meth:`download` needs (a URL, a checksum...). One has a
+        meaning of its own:
+
+        ``size_bytes`` (optional)
+            The asset's download size in bytes (an int, or ``None`` if unknown), as
+            the archive announces it. ``kedro brainset manifest <id>`` shows the
+            total, and before the first download the run stops if the assets still
+            to download do not fit in the free space of the raw directory's disk
+            (``brainsets.check_disk_space: false`` skips that check).
         """
 
     @abstractmethod

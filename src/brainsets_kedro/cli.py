@@ -48,6 +48,7 @@ def _run(**kwargs: Any) -> object:
     # After the workers are started: these load pandas, which takes a while.
     from brainsets_kedro.nodes import AssetFailures  # noqa: PLC0415
     from brainsets_kedro.runner import RunFailures, RunInterrupted  # noqa: PLC0415
+    from brainsets_kedro.sizes import NotEnoughDiskSpace  # noqa: PLC0415
 
     try:
         return kedro_run.callback(**kwargs)
@@ -65,9 +66,9 @@ def _run(**kwargs: Any) -> object:
             err=True,
         )
         raise SystemExit(interrupt.exit_code) from None
-    except MissingDependencies:
-        # Kedro has logged the message, which names the packages and the command
-        # that installs them. A traceback would add nothing.
+    except (MissingDependencies, NotEnoughDiskSpace):
+        # Kedro has logged the message, which names the fix (the packages to
+        # install; the space needed and free). A traceback would add nothing.
         raise SystemExit(1) from None
     finally:
         wait_for_workers()  # if the run ended before it needed them
@@ -105,7 +106,10 @@ def brainset_ids() -> list[str]:
 @brainset.command(name="list")
 @env_option
 def list_brainsets(env: str | None) -> None:
-    """List the registered brainsets with their raw and processed directories."""
+    """List the registered brainsets with their raw and processed directories, and
+    the files and bytes of their last card."""
+    from brainsets_kedro.sizes import format_bytes  # noqa: PLC0415 (pandas)
+
     with _session(env) as session:
         catalog = session.load_context().catalog
         rows = []
@@ -114,14 +118,18 @@ def list_brainsets(env: str | None) -> None:
                 catalog.get(f"{brainset_id}.{name}")._describe()["path"]
                 for name in ("raw_dir", "processed_dir")
             )
-            rows.append((brainset_id, raw, processed))
+            files = size = "-"  # no card yet
+            if catalog.exists(f"{brainset_id}.card"):
+                card = catalog.load(f"{brainset_id}.card")
+                files, size = len(card), format_bytes(card["size_bytes"].sum())
+            rows.append((brainset_id, raw, processed, files, size))
     if not rows:
         click.echo("No brainsets: add src/brainsets_kedro/pipelines/<id>/pipeline.py.")
         return
     import pandas as pd  # noqa: PLC0415 (kedro run starts its workers before pandas)
 
-    table = pd.DataFrame(rows, columns=["brainset", "raw_dir", "processed_dir"])
-    click.echo(table.to_string(index=False))
+    columns = ["brainset", "raw_dir", "processed_dir", "files", "size"]
+    click.echo(pd.DataFrame(rows, columns=columns).to_string(index=False))
 
 
 @brainset.command(name="manifest")
@@ -154,6 +162,22 @@ def show_manifest(
         manifest = session.load_context().catalog.load(name)
     import pandas as pd  # noqa: PLC0415 (kedro run starts its workers before pandas)
 
-    with pd.option_context("display.max_rows", None, "display.width", 200):
+    from brainsets_kedro.sizes import format_bytes, manifest_sizes  # noqa: PLC0415
+
+    with pd.option_context(
+        "display.max_rows", None, "display.max_columns", None, "display.width", 200
+    ):
         click.echo(manifest)
-    click.echo(f"{len(manifest)} assets.")
+    try:
+        sizes = manifest_sizes(manifest, brainset_id)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    if sizes is None:
+        click.echo(f"{len(manifest)} assets.")
+        return
+    unknown = int(sizes.isna().sum())
+    click.echo(
+        f"{len(manifest)} assets, {format_bytes(sizes.sum())} "
+        f"({int(sizes.sum())} bytes) to download"
+        + (f"; {unknown} of unknown size." if unknown else ".")
+    )

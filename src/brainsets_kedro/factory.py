@@ -1,6 +1,6 @@
 """BrainsetPipeline class -> Kedro pipeline.
 
-Every brainset becomes the same static pipeline of three nodes in the namespace
+Every brainset becomes the same static pipeline of four nodes in the namespace
 ``<brainset_id>``, whatever its manifest holds::
 
     <id>.raw_dir, parameters -> [<id>.manifest] -> <id>.manifest
@@ -8,6 +8,7 @@ Every brainset becomes the same static pipeline of three nodes in the namespace
         -> [<id>.download] -> <id>.downloads
     <id>.downloads, <id>.raw_dir, <id>.processed_dir, parameters
         -> [<id>.process] -> <id>.run_report
+    <id>.run_report, <id>.processed_dir -> [<id>.describe] -> <id>.card
 
 Building it never calls ``get_manifest``: the manifest is computed at run time.
 """
@@ -17,14 +18,27 @@ from __future__ import annotations
 from kedro.pipeline import Pipeline, node
 
 from brainsets_kedro.brainset import BrainsetPipeline
+from brainsets_kedro.card import DescribeNode
 from brainsets_kedro.nodes import DownloadNode, ManifestNode, ProcessNode
+
+BRAINSET_TAG = "brainset"
+"""The tag of every node of a brainset pipeline: by it the project's runner knows the
+nodes whose failures stay within their brainset (``kedro run --tags=brainset`` runs
+just the brainsets)."""
 
 
 def dataset_names(brainset_id: str) -> dict[str, str]:
     """The catalog names of a brainset's datasets."""
     return {
         name: f"{brainset_id}.{name}"
-        for name in ("raw_dir", "processed_dir", "manifest", "downloads", "run_report")
+        for name in (
+            "raw_dir",
+            "processed_dir",
+            "manifest",
+            "downloads",
+            "run_report",
+            "card",
+        )
     }
 
 
@@ -49,6 +63,7 @@ def create_brainset_pipeline(pipeline_cls: type[BrainsetPipeline]) -> Pipeline:
                 outputs=ds["manifest"],
                 name="manifest",
                 namespace=brainset_id,
+                tags=[BRAINSET_TAG],
             ),
             node(
                 DownloadNode(pipeline_cls).download,
@@ -56,6 +71,7 @@ def create_brainset_pipeline(pipeline_cls: type[BrainsetPipeline]) -> Pipeline:
                 outputs=ds["downloads"],
                 name="download",
                 namespace=brainset_id,
+                tags=[BRAINSET_TAG],
             ),
             node(
                 ProcessNode(pipeline_cls).process,
@@ -63,6 +79,18 @@ def create_brainset_pipeline(pipeline_cls: type[BrainsetPipeline]) -> Pipeline:
                 outputs=ds["run_report"],
                 name="process",
                 namespace=brainset_id,
+                tags=[BRAINSET_TAG],
+            ),
+            node(
+                DescribeNode(pipeline_cls).describe,
+                inputs={
+                    "run_report": ds["run_report"],
+                    "processed_dir": ds["processed_dir"],
+                },
+                outputs=ds["card"],
+                name="describe",
+                namespace=brainset_id,
+                tags=[BRAINSET_TAG],
             ),
         ]
     )

@@ -29,6 +29,7 @@ from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.lock import brainset_lock
 from brainsets_kedro.params import parameter_block, parse_params, run_options
 from brainsets_kedro.selection import Selection, shown_ids
+from brainsets_kedro.sizes import check_disk_space
 from brainsets_kedro.upstream import ensure_requirements
 
 logger = logging.getLogger(__name__)
@@ -263,12 +264,19 @@ class DownloadNode(BrainsetNode):
         parameters: Mapping[str, Any],
     ) -> tuple[BrainsetJob, pd.DataFrame, Selection | None, set[str]]:
         """The job for this brainset, the manifest rows this run prepares, the run's
-        selection and its unqualified patterns that matched nothing here."""
+        selection and its unqualified patterns that matched nothing here. Raises
+        :class:`~brainsets_kedro.sizes.NotEnoughDiskSpace` when these rows do not
+        fit in the raw directory's disk: every runner plans before any download."""
         job = self.job(raw_dir, processed_dir, parameters)
-        selection = Selection.parse(run_options(parameters).get("only"))
-        if selection is None:
-            return job, manifest, None, set()
-        selected, unmatched = selection.select(manifest, self.brainset_id)
+        options = run_options(parameters)
+        selection = Selection.parse(options.get("only"))
+        selected, unmatched = (
+            (manifest, set())
+            if selection is None
+            else selection.select(manifest, self.brainset_id)
+        )
+        enabled = _option(options, "check_disk_space", bool, True)
+        check_disk_space(selected, job.raw_dir, self.brainset_id, enabled)
         return job, selected, selection, unmatched
 
     def download(

@@ -58,11 +58,11 @@ from brainsets_kedro.assets import (
     AssetResult,
     BrainsetJob,
 )
+from brainsets_kedro.factory import BRAINSET_TAG
 from brainsets_kedro.lock import brainset_lock
 from brainsets_kedro.nodes import (
     FINAL,
     AssetFailures,
-    BrainsetNode,
     DownloadNode,
     Downloads,
     ProcessNode,
@@ -277,7 +277,12 @@ class _NodeRun:
         except Exception as error:
             with self._lock:
                 self.errors[node.name] = error
-                self.missing.update(node.outputs)
+                # A process node whose assets failed saved its report anyway (the
+                # SaveReportOnFailure hook): the brainset's card still follows.
+                if not isinstance(error, AssetFailures) or not all(
+                    map(self._catalog.exists, node.outputs)
+                ):
+                    self.missing.update(node.outputs)
         else:
             self._completed(node)
 
@@ -318,7 +323,7 @@ class _NodeRun:
 
 
 def _is_brainset_node(node: Node) -> bool:
-    return isinstance(getattr(node.func, "__self__", None), BrainsetNode)
+    return BRAINSET_TAG in node.tags
 
 
 def validate_settings(settings: dict[str, Any]) -> dict[str, Any]:

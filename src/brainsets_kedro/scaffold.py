@@ -219,10 +219,14 @@ class Pipeline(BrainsetPipeline):
         needs in the columns (a URL, a path, a checksum). The asset id names the
         asset's logs and selects it alone (--params="brainsets.only=<asset_id>").
         """
-        # TODO: list the real assets.
+        # TODO: list the real assets. size_bytes is each download's size (None if
+        # unknown): the run checks that they fit on the disk before downloading.
         sessions = [f"session_{i:02d}" for i in range(1, 4)]
         return pd.DataFrame(
-            {"url": [f"https://example.org/{session}.npz" for session in sessions]},
+            {
+                "url": [f"https://example.org/{session}.npz" for session in sessions],
+                "size_bytes": 32_512,
+            },
             index=pd.Index(sessions, name="session_id"),
         )
 

@@ -41,13 +41,18 @@ BRAINSETS = {
 }
 FLAKY = "|".join(f"a_{i:02d}" for i in range(N_MANY))
 
-# name: (command, exit code, what the output says)
+# name: (command, exit code, what the output says: a text or several)
 MISTAKES = {
     "bad value": (
         ["run", "--pipeline=toy", "--params=toy.n_assets=abc"],
         2,
         "Invalid parameters for brainset 'toy': argument --n-assets: invalid int "
         "value: 'abc'",
+    ),
+    "unknown parameter": (
+        ["run", "--pipeline=toy", "--params=toy.nope=1"],
+        2,
+        "Unknown parameter(s) for brainset 'toy': toy.nope. Valid parameters:",
     ),
     "bad runner setting": (
         ["run", "--pipeline=toy", "--runner-params=backend=nope"],
@@ -76,6 +81,15 @@ MISTAKES = {
         1,
         f"Brainset 'needs' is missing dependencies: {ABSENT}; install with: pip "
         f"install {ABSENT}==1.2.3",
+    ),
+    "mistakes in two brainsets": (
+        ["run", "--pipelines=dup,needs"],
+        1,
+        (
+            "dup.manifest: The manifest of brainset 'dup' has duplicated asset ids",
+            "needs.manifest: Brainset 'needs' is missing dependencies",
+            "In all: 2 nodes failed.",
+        ),
     ),
     "unreachable manifest": (
         ["run", "--pipeline=toy", "--params=toy.unreachable=true"],
@@ -143,9 +157,10 @@ def test_a_successful_run_prints_at_most_40_lines_one_per_record(runs):
 def test_a_user_mistake_is_a_short_message(runs, name):
     _, results = runs
     result = results[name]
-    _, code, message = MISTAKES[name]
+    _, code, messages = MISTAKES[name]
     assert result.returncode == code, result.stdout
-    assert message in result.stdout
+    for message in [messages] if isinstance(messages, str) else messages:
+        assert message in result.stdout
     assert len(result.stdout.splitlines()) <= 10, result.stdout
     assert "Traceback" not in result.stdout
     # The traceback is one step away, and the message says where.

@@ -72,10 +72,12 @@ def _grouped_errors(failed: pd.DataFrame) -> list[str]:
     frequent first."""
     errors = failed["error"].fillna(failed["status"])
     groups = failed.groupby(errors, sort=False).groups  # error -> asset ids
-    ordered = sorted(groups.items(), key=lambda group: -len(group[1]))
+    ordered = sorted(
+        ((error, sorted(ids, key=str)) for error, ids in groups.items()),
+        key=lambda group: (-len(group[1]), str(group[1][0])),
+    )
     lines = []
-    for error, group in ordered[:SHOWN_ERRORS]:
-        asset_ids = sorted(group, key=str)
+    for error, asset_ids in ordered[:SHOWN_ERRORS]:
         log = _shown_path(failed.loc[asset_ids[0], "stderr_log"])
         if len(asset_ids) == 1:
             lines.append(f"  {asset_ids[0]}: {error} (log: {log})")

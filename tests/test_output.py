@@ -106,6 +106,7 @@ MISTAKES = {
 }
 OTHERS = {
     "success": ["run", "--pipeline=my_brainset"],
+    "both pipeline options": ["run", "--pipeline=toy", "--pipelines=toy"],
     "many failures": [
         "run",
         "--pipeline=many",
@@ -166,6 +167,13 @@ def test_a_user_mistake_is_a_short_message(runs, name):
     # The traceback is one step away, and the message says where.
     assert re.search(r"^Error: ", result.stdout, re.M), result.stdout
     assert "(The traceback is in info.log.)" in result.stdout
+
+
+def test_pipeline_and_pipelines_together_is_a_usage_error(runs):
+    result = runs[1]["both pipeline options"]
+    assert result.returncode == 2, result.stdout
+    assert "--pipeline and --pipelines cannot be used together" in result.stdout
+    assert len(result.stdout.splitlines()) <= 10, result.stdout
 
 
 def test_the_traceback_of_a_mistake_is_in_the_log_file(runs):

@@ -33,7 +33,12 @@ def cli() -> None:
 
 def _run(**kwargs: Any) -> object:
     exit_without_final_collection()  # the process ends with the run
-    if kwargs["pipeline"] and not kwargs["pipelines"]:
+    if kwargs["pipeline"]:
+        if kwargs["pipelines"]:  # (Kedro's own error for this shows no message)
+            raise click.UsageError(
+                "--pipeline and --pipelines cannot be used together: give every "
+                "pipeline to --pipelines, separated by commas."
+            )
         # --pipeline=<id>, the command the README documents, is Kedro's deprecated
         # spelling of --pipelines=<id>: pass it as such, without the warning.
         kwargs["pipelines"], kwargs["pipeline"] = [kwargs["pipeline"]], None

@@ -28,9 +28,11 @@ class OneLineFormatter(logging.Formatter):
     only its last line (the traceback is in the log file)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        message = " ".join(
-            line.strip() for line in record.getMessage().splitlines() if line.strip()
-        )
+        message = record.getMessage()
+        if "\n" in message or "\r" in message:
+            message = " ".join(
+                line.strip() for line in message.splitlines() if line.strip()
+            )
         if record.exc_info and record.exc_info[1] is not None:
             error = record.exc_info[1]
             message += f" ({type(error).__name__}: {error})".replace("\n", " ")

@@ -11,6 +11,9 @@ from brainsets_kedro.logs import setup_console
 warnings.filterwarnings(
     "ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning
 )
+# kedro-viz's code warns about APIs of its own dependencies (FastAPI's ORJSONResponse)
+# on `kedro viz`: also kedro-viz's to fix.
+warnings.filterwarnings("ignore", message=r".* is deprecated", module=r"kedro_viz\.")
 
 # The console handlers of conf/logging.yml: Rich on a terminal, one line per record
 # elsewhere (see brainsets_kedro.logs).

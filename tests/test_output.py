@@ -19,6 +19,7 @@ import pytest
 
 from brainsets_kedro.lock import brainset_lock
 from brainsets_kedro.logs import OneLineFormatter
+from brainsets_kedro.nodes import SHOWN_ERRORS, AssetFailures
 from tests.conftest import TEST_BRAINSETS, add_brainset, copy_project, start_kedro
 
 ABSENT = "brainsets-kedro-absent-package"
@@ -214,3 +215,20 @@ def test_a_record_of_several_lines_is_one_line():
             "x", logging.WARNING, __file__, 1, "first\n  second\n", (), sys.exc_info()
         )
     assert formatter.format(record) == "WARNING first second (ValueError: bad value)"
+
+
+def test_many_distinct_errors_are_counted_by_type_after_the_first_few():
+    rows = {
+        f"a_{i:02d}": ("FAILED", f"ConnectionError: no route to /x/{i}", f"l/a_{i}.err")
+        for i in range(20)
+    }
+    report = pd.DataFrame.from_dict(
+        rows, orient="index", columns=["status", "error", "stderr_log"]
+    )
+    lines = str(AssetFailures("b", report)).splitlines()
+    assert len(lines) == 1 + SHOWN_ERRORS + 2
+    assert lines[1] == "  a_00: ConnectionError: no route to /x/0 (log: l/a_0.err)"
+    assert lines[-2] == (
+        f"  ... {20 - SHOWN_ERRORS} more assets with {20 - SHOWN_ERRORS} other "
+        f"errors (ConnectionError: {20 - SHOWN_ERRORS}): see the run report."
+    )

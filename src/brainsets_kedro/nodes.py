@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import traceback
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,7 +44,7 @@ REPORT_COLUMNS = [
 ]
 
 
-SHOWN_ERRORS = 10  # distinct errors listed per brainset before "... more"
+SHOWN_ERRORS = 5  # distinct errors listed per brainset; the rest counted by type
 SHOWN_PER_ERROR = 3  # asset ids listed per error
 
 
@@ -88,9 +89,13 @@ def _grouped_errors(failed: pd.DataFrame) -> list[str]:
             shown += f" and {more} more"
         logs = str(Path(log).parent / "<asset_id>.err")
         lines.append(f"  {len(asset_ids)} assets: {error} ({shown}; logs: {logs})")
-    if len(ordered) > SHOWN_ERRORS:
+    rest = ordered[SHOWN_ERRORS:]
+    if rest:
+        kinds = Counter(error.split(":")[0] for error, ids in rest for _ in ids)
         lines.append(
-            f"  ... {len(ordered) - SHOWN_ERRORS} other errors: see the run report."
+            f"  ... {sum(kinds.values())} more assets with {len(rest)} other errors "
+            f"({', '.join(f'{kind}: {n}' for kind, n in kinds.most_common(3))}): "
+            f"see the run report."
         )
     return lines
 

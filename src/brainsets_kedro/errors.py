@@ -77,6 +77,14 @@ def _bad_kedro_config(error: BaseException) -> bool:
     return bool(frames) and "/kedro/config/" in Path(frames[-1].filename).as_posix()
 
 
+def shown_path(path: str | os.PathLike) -> str:
+    """``path`` as a message shows it: relative to the working directory (the
+    project, for ``kedro``) when inside it."""
+    path = str(path)
+    inside = path.startswith(os.getcwd() + os.sep)
+    return os.path.relpath(path) if inside else path
+
+
 def traceback_location() -> str | None:
     """The log file that :data:`TRACEBACK_LOGGER` writes to, relative to the
     working directory when inside it; ``None`` when it writes to no file."""
@@ -85,8 +93,7 @@ def traceback_location() -> str | None:
         for handler in logger.handlers:
             path = getattr(handler, "baseFilename", None)
             if path:
-                inside = path.startswith(os.getcwd() + os.sep)
-                return os.path.relpath(path) if inside else path
+                return shown_path(path)
         logger = logger.parent if logger.propagate else None
     return None
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import sys
 import traceback
 from collections import Counter
@@ -23,7 +22,7 @@ import pandas as pd
 
 from brainsets_kedro.assets import DONE, FAILED, INTERRUPTED, AssetResult, BrainsetJob
 from brainsets_kedro.brainset import BrainsetPipeline
-from brainsets_kedro.errors import UsageError, UserError
+from brainsets_kedro.errors import UsageError, UserError, shown_path
 from brainsets_kedro.lock import brainset_lock
 from brainsets_kedro.params import parameter_block, parse_params, run_options
 from brainsets_kedro.selection import Selection, shown_ids
@@ -79,7 +78,7 @@ def _grouped_errors(failed: pd.DataFrame) -> list[str]:
     )
     lines = []
     for error, asset_ids in ordered[:SHOWN_ERRORS]:
-        log = _shown_path(failed.loc[asset_ids[0], "stderr_log"])
+        log = shown_path(failed.loc[asset_ids[0], "stderr_log"])
         if len(asset_ids) == 1:
             lines.append(f"  {asset_ids[0]}: {error} (log: {log})")
             continue
@@ -98,12 +97,6 @@ def _grouped_errors(failed: pd.DataFrame) -> list[str]:
             f"see the run report."
         )
     return lines
-
-
-def _shown_path(path: str) -> str:
-    """``path`` relative to the working directory when inside it."""
-    inside = str(path).startswith(os.getcwd() + os.sep)
-    return os.path.relpath(path) if inside else str(path)
 
 
 def totals_line(failed: int, total: int, brainsets_failed: int = 0) -> str:
@@ -202,10 +195,7 @@ def _where_raised(error: BaseException, pipeline_cls: type) -> str:
     if not ours:
         return "no traceback"
     frame = ours[-1]
-    filename = frame.filename
-    if filename.startswith(os.getcwd() + os.sep):
-        filename = os.path.relpath(filename)
-    return f"{filename}, line {frame.lineno}, in {frame.name}"
+    return f"{shown_path(frame.filename)}, line {frame.lineno}, in {frame.name}"
 
 
 def _is_safe_name(asset_id: Any) -> bool:

@@ -85,42 +85,54 @@ def _failing(marker: list[str]) -> Pipeline:
 
 
 @pytest.mark.parametrize("runner", RUNNERS)
-def test_first_failure_stops_the_run_with_the_nodes_own_exception(runner, caplog):
+def test_first_failure_stops_the_run_with_the_nodes_own_exception(runner, records):
     marker: list[str] = []
     catalog = DataCatalog({"in": MemoryDataset(1)})
     with pytest.raises(ValueError, match="bad input 1"):
         runner().run(_failing(marker), catalog)
     assert marker == []  # no node ran after the failure
-    hint = [r.getMessage() for r in caplog.records if "--from-nodes" in r.getMessage()]
+    hint = [r.getMessage() for r in records if "--from-nodes" in r.getMessage()]
     assert len(hint) == 1
     assert "There are 3 nodes that have not run." in hint[0]
 
 
-def _messages(caplog) -> list[str]:
-    return [
-        r.getMessage()
-        for r in caplog.records
-        if r.name.startswith(("kedro.runner", "brainsets_kedro.runner"))
-    ]
+@pytest.fixture
+def records():
+    """The records the runners log (on the loggers themselves: the project's logging
+    configuration may keep Kedro's records from propagating to pytest's caplog)."""
+    caught: list[logging.LogRecord] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            caught.append(record)
+
+    handler = Catch(logging.INFO)
+    loggers = [logging.getLogger("kedro.runner")]  # BrainsetRunner's lines too
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(logging.INFO)
+    yield caught
+    for lg, level in zip(loggers, levels, strict=True):
+        lg.removeHandler(handler)
+        lg.setLevel(level)
 
 
 @pytest.mark.parametrize("is_async", [False, True])
-def test_log_lines_are_kedros(caplog, is_async):
-    caplog.set_level(logging.INFO)
+def test_log_lines_are_kedros(records, is_async):
     lines = {}
     for runner in RUNNERS:
-        caplog.clear()
+        records.clear()
         pipeline, catalog = _chain([])
         runner(is_async=is_async).run(pipeline, catalog)
-        lines[runner] = _messages(caplog)
+        lines[runner] = [r.getMessage() for r in records]
     assert lines[BrainsetRunner] == lines[SequentialRunner]
     assert "Completed 5 out of 5 tasks" in lines[BrainsetRunner]
     mode = "Asynchronous mode is enabled" if is_async else "Using synchronous mode"
     assert any(line.startswith(mode) for line in lines[BrainsetRunner])
 
 
-def test_only_missing_outputs_skips_nodes_whose_outputs_exist(tmp_path, caplog):
-    caplog.set_level(logging.INFO)
+def test_only_missing_outputs_skips_nodes_whose_outputs_exist(tmp_path):
     ran: dict[type, list[str]] = {}
     for runner in RUNNERS:
         calls: list[str] = []

@@ -6,7 +6,8 @@ import time
 
 import pandas as pd
 import pytest
-from kedro.io import DataCatalog, MemoryDataset
+from kedro.io import DataCatalog
+from kedro_datasets.pandas import ParquetDataset
 
 from brainsets_kedro.datasets import BrainsetDirectory
 from brainsets_kedro.factory import create_brainset_pipeline
@@ -21,7 +22,7 @@ def _run(tmp_path, params, brainsets, runner=None):
         {
             "toy.raw_dir": BrainsetDirectory(str(tmp_path / "raw" / "toy")),
             "toy.processed_dir": BrainsetDirectory(str(tmp_path / "proc" / "toy")),
-            "toy.run_report": MemoryDataset(),
+            "toy.run_report": ParquetDataset(filepath=str(tmp_path / "report.pq")),
         }
     )
     catalog["parameters"] = {"toy": params, "brainsets": brainsets}

@@ -11,7 +11,8 @@ import time
 
 import pandas as pd
 import pytest
-from kedro.io import DataCatalog, MemoryDataset
+from kedro.io import DataCatalog
+from kedro_datasets.pandas import ParquetDataset
 from rich.console import Console
 
 from brainsets_kedro import status
@@ -30,7 +31,7 @@ def _run(tmp_path, params, runner=None, brainsets=None):
         {
             "toy.raw_dir": BrainsetDirectory(str(tmp_path / "raw" / "toy")),
             "toy.processed_dir": BrainsetDirectory(str(tmp_path / "proc" / "toy")),
-            "toy.run_report": MemoryDataset(),
+            "toy.run_report": ParquetDataset(filepath=str(tmp_path / "report.pq")),
         }
     )
     catalog["parameters"] = {"toy": params, "brainsets": brainsets or {}}

@@ -49,13 +49,14 @@ class UnreadableFiles(AssetFailures):
     def __init__(self, brainset_id: str, card: pd.DataFrame):
         failed = card[card["error"].notna()]
         lines = [f"  {file}: {row.error}" for file, row in failed.iterrows()]
-        RuntimeError.__init__(
-            self,
+        self.details = (
             f"{len(failed)} of {len(card)} processed files of brainset "
-            f"'{brainset_id}' could not be read:\n" + "\n".join(lines),
+            f"'{brainset_id}' could not be read:\n" + "\n".join(lines)
         )
+        RuntimeError.__init__(self, self.details)
         self.brainset_id = brainset_id
         self.report = card
+        self.failed = self.total = 0  # files, not assets: not in the assets' totals
 
 
 def processed_files(processed_dir: Path) -> list[Path]:

@@ -19,9 +19,9 @@ from brainsets_kedro.discovery import (
     load_brainset_class,
     pipeline_folders,
 )
+from brainsets_kedro.errors import UsageError, short_errors
 from brainsets_kedro.prestart import start_workers, wait_for_workers
 from brainsets_kedro.scaffold import import_command, new_command
-from brainsets_kedro.upstream import MissingDependencies
 
 DEFAULT_RUNNER = "brainsets_kedro.runner.BrainsetRunner"
 
@@ -33,8 +33,17 @@ def cli() -> None:
 
 def _run(**kwargs: Any) -> object:
     exit_without_final_collection()  # the process ends with the run
+    if kwargs["pipeline"]:
+        if kwargs["pipelines"]:  # (Kedro's own error for this shows no message)
+            raise click.UsageError(
+                "--pipeline and --pipelines cannot be used together: give every "
+                "pipeline to --pipelines, separated by commas."
+            )
+        # --pipeline=<id>, the command the README documents, is Kedro's deprecated
+        # spelling of --pipelines=<id>: pass it as such, without the warning.
+        kwargs["pipelines"], kwargs["pipeline"] = [kwargs["pipeline"]], None
     if kwargs["runner"] == DEFAULT_RUNNER:
-        names = kwargs["pipelines"] or [kwargs["pipeline"] or "__default__"]
+        names = kwargs["pipelines"] or ["__default__"]
         if "__default__" in names:
             names = pipeline_folders()
         start_workers(
@@ -45,19 +54,12 @@ def _run(**kwargs: Any) -> object:
             ["brainsets_kedro.assets"]
             + [f"{PIPELINES_PACKAGE}.{name}.pipeline" for name in names],
         )
-    # After the workers are started: these load pandas, which takes a while.
-    from brainsets_kedro.nodes import AssetFailures  # noqa: PLC0415
-    from brainsets_kedro.runner import RunFailures, RunInterrupted  # noqa: PLC0415
-    from brainsets_kedro.sizes import NotEnoughDiskSpace  # noqa: PLC0415
+    # After the workers are started: this loads pandas, which takes a while.
+    from brainsets_kedro.runner import RunInterrupted  # noqa: PLC0415
 
     try:
-        return kedro_run.callback(**kwargs)
-    except (AssetFailures, RunFailures) as error:
-        if isinstance(error, RunFailures) and not error.only_assets_failed:
-            raise
-        # Kedro has logged which assets failed and where their logs are; the run
-        # reports are saved. A traceback would add nothing.
-        raise SystemExit(1) from None
+        with short_errors():
+            return kedro_run.callback(**kwargs)
     except RunInterrupted as interrupt:
         click.echo(
             f"Interrupted ({interrupt}). The run reports mark the unfinished assets "
@@ -66,10 +68,6 @@ def _run(**kwargs: Any) -> object:
             err=True,
         )
         raise SystemExit(interrupt.exit_code) from None
-    except (MissingDependencies, NotEnoughDiskSpace):
-        # Kedro has logged the message, which names the fix (the packages to
-        # install; the space needed and free). A traceback would add nothing.
-        raise SystemExit(1) from None
     finally:
         wait_for_workers()  # if the run ended before it needed them
 
@@ -84,7 +82,16 @@ for _param in run.params:
 cli.add_command(run)
 
 
-@cli.group()
+class _BrainsetGroup(click.Group):
+    """``kedro brainset ...``: a user error is a short message (see
+    :func:`~brainsets_kedro.errors.short_errors`)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with short_errors():
+            return super().invoke(ctx)
+
+
+@cli.group(cls=_BrainsetGroup)
 def brainset() -> None:
     """Inspect, create and import the project's brainsets."""
 
@@ -148,7 +155,7 @@ def show_manifest(
     with _session(env) as session:
         catalog = session.load_context().catalog
         if brainset_id not in brainset_ids():
-            raise click.ClickException(
+            raise UsageError(
                 f"Unknown brainset {brainset_id!r}. Registered brainsets: "
                 f"{', '.join(brainset_ids()) or '(none)'}."
             )

@@ -20,16 +20,17 @@ from kedro.framework.project import pipelines as project_pipelines
 from kedro.pipeline import Pipeline
 
 from brainsets_kedro.brainset import BrainsetPipeline
+from brainsets_kedro.errors import UsageError, UserError
 from brainsets_kedro.upstream import is_brainset_class, unimportable_brainset
 
 PIPELINES_PACKAGE = "brainsets_kedro.pipelines"
 
 
-class PipelineDiscoveryError(ImportError):
+class PipelineDiscoveryError(UserError, ImportError):
     """A folder under ``pipelines/`` does not define a usable pipeline."""
 
 
-class UnknownPipelineError(ValueError):
+class UnknownPipelineError(UsageError):
     """A pipeline was asked for that no folder under ``pipelines/`` defines."""
 
 

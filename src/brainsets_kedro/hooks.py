@@ -15,6 +15,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.io import CatalogProtocol
 from kedro.pipeline import Node
 
+from brainsets_kedro.errors import UsageError
 from brainsets_kedro.params import run_options
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class RerunFailed:
         brainset_id = owner.brainset_id
         report_name = f"{brainset_id}.run_report"
         if not catalog.exists(report_name):
-            raise ValueError(
+            raise UsageError(
                 f"brainsets.only=failed: brainset '{brainset_id}' has no run report "
                 f"yet ({report_name}); run it once without brainsets.only first."
             )

@@ -17,10 +17,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from brainsets_kedro.errors import UserError
+
 LOCK_NAME = ".brainsets_kedro.lock"
 
 
-class BrainsetLocked(RuntimeError):
+class BrainsetLocked(UserError, RuntimeError):
     """Another run is preparing this brainset."""
 
 

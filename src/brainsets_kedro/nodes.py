@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import inspect
 import logging
+import sys
+import traceback
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +29,7 @@ from brainsets_kedro.assets import (
     row_type,
 )
 from brainsets_kedro.brainset import BrainsetPipeline
+from brainsets_kedro.errors import UsageError, UserError, shown_path
 from brainsets_kedro.lock import brainset_lock
 from brainsets_kedro.params import parameter_block, parse_params, run_options
 from brainsets_kedro.selection import Selection, shown_ids
@@ -47,22 +51,75 @@ REPORT_COLUMNS = [
 ]
 
 
-class AssetFailures(RuntimeError):
-    """Some assets failed; the others were prepared. Carries the run report, so that
-    it is saved even though the node fails."""
+SHOWN_ERRORS = 5  # distinct errors listed per brainset; the rest counted by type
+SHOWN_PER_ERROR = 3  # asset ids listed per error
+
+
+class AssetFailures(UserError, RuntimeError):
+    """Some assets failed; the others were prepared. Carries the run report (every
+    asset's own error), so that it is saved even though the node fails. Its message
+    lists each distinct error once, with its count, a few asset ids and where their
+    logs are, then a line with the totals."""
+
+    traceback_hint = False  # each asset's traceback is in its .err log
 
     def __init__(self, brainset_id: str, report: pd.DataFrame):
         self.brainset_id = brainset_id
         self.report = report
         failed = report[report["status"] != "DONE"]
-        lines = [
-            f"  {asset_id}: {row.error} (log: {row.stderr_log})"
-            for asset_id, row in failed.iterrows()
-        ]
-        super().__init__(
+        self.failed = len(failed)
+        self.total = len(report)
+        self.details = (
             f"{len(failed)} of {len(report)} assets of brainset '{brainset_id}' "
-            f"failed:\n" + "\n".join(lines)
+            f"failed:\n" + "\n".join(_grouped_errors(failed))
         )
+        super().__init__(f"{self.details}\n{totals_line(len(failed), len(report))}")
+
+
+def _grouped_errors(failed: pd.DataFrame) -> list[str]:
+    """One line per distinct error of the failed rows of a run report, the most
+    frequent first."""
+    errors = failed["error"].fillna(failed["status"])
+    groups = failed.groupby(errors, sort=False).groups  # error -> asset ids
+    ordered = sorted(
+        ((error, sorted(ids, key=str)) for error, ids in groups.items()),
+        key=lambda group: (-len(group[1]), str(group[1][0])),
+    )
+    lines = []
+    for error, asset_ids in ordered[:SHOWN_ERRORS]:
+        log = shown_path(failed.loc[asset_ids[0], "stderr_log"])
+        if len(asset_ids) == 1:
+            lines.append(f"  {asset_ids[0]}: {error} (log: {log})")
+            continue
+        shown = ", ".join(map(str, asset_ids[:SHOWN_PER_ERROR]))
+        more = len(asset_ids) - SHOWN_PER_ERROR
+        if more > 0:
+            shown += f" and {more} more"
+        logs = str(Path(log).parent / "<asset_id>.err")
+        lines.append(f"  {len(asset_ids)} assets: {error} ({shown}; logs: {logs})")
+    rest = ordered[SHOWN_ERRORS:]
+    if rest:
+        kinds = Counter(error.split(":")[0] for error, ids in rest for _ in ids)
+        lines.append(
+            f"  ... {sum(kinds.values())} more assets with {len(rest)} other errors "
+            f"({', '.join(f'{kind}: {n}' for kind, n in kinds.most_common(3))}): "
+            f"see the run report."
+        )
+    return lines
+
+
+def totals_line(failed: int, total: int, brainsets_failed: int = 0) -> str:
+    """The last line of a run with failed assets: the totals and the exit code."""
+    failed_brainsets = (
+        f", and {brainsets_failed} brainset(s) failed before their assets"
+        if brainsets_failed
+        else ""
+    )
+    return (
+        f"In all: {failed} of {total} assets failed{failed_brainsets}; exit code 1. "
+        f"The run reports hold each asset's error; "
+        f'--params="brainsets.only=failed" runs the failed assets again.'
+    )
 
 
 def brainset_params(parameters: Mapping[str, Any], brainset_id: str) -> dict:
@@ -84,7 +141,7 @@ def _option(
     if kind is bool:
         if isinstance(value, bool):
             return value
-        raise ValueError(f"brainsets.{name} must be true or false, got {value!r}.")
+        raise UsageError(f"brainsets.{name} must be true or false, got {value!r}.")
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
     if (
         is_number
@@ -94,9 +151,19 @@ def _option(
         return kind(value)
     expected = "a whole number" if kind is int else "a number"
     bound = "above 0" if positive else "(0 or more)"
-    raise ValueError(
+    raise UsageError(
         f"brainsets.{name} must be {expected} {bound} or null, got {value!r}."
     )
+
+
+class InvalidManifest(UserError, ValueError):
+    """A manifest whose asset ids cannot be used (duplicated, unsafe as file
+    names)."""
+
+
+class ManifestUnavailable(UserError, RuntimeError):
+    """``get_manifest`` could not reach the brainset's source (an ``OSError``, such
+    as ``ConnectionError`` or ``TimeoutError``)."""
 
 
 def validate_manifest(manifest: Any, brainset_id: str) -> pd.DataFrame:
@@ -110,13 +177,13 @@ def validate_manifest(manifest: Any, brainset_id: str) -> pd.DataFrame:
         )
     duplicated = manifest.index[manifest.index.duplicated()].unique()
     if len(duplicated):
-        raise ValueError(
+        raise InvalidManifest(
             f"The manifest of brainset '{brainset_id}' has duplicated asset ids: "
             f"{shown_ids(duplicated)}. Each row's index must identify one asset."
         )
     unsafe = [a for a in manifest.index if not _is_safe_name(a)]
     if unsafe:
-        raise ValueError(
+        raise InvalidManifest(
             f"The manifest of brainset '{brainset_id}' has asset ids that cannot "
             f"name a log file: {shown_ids(map(repr, unsafe))}. Asset ids must "
             f"be non-empty and contain no '/' or '\\'."
@@ -126,6 +193,18 @@ def validate_manifest(manifest: Any, brainset_id: str) -> pd.DataFrame:
             "The manifest of brainset '%s' is empty: nothing to do.", brainset_id
         )
     return manifest
+
+
+def _where_raised(error: BaseException, pipeline_cls: type) -> str:
+    """``<file>, line <n>, in <function>``: the last frame of ``error``'s traceback
+    in the brainset's own file (else the last frame)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    source = getattr(sys.modules.get(pipeline_cls.__module__), "__file__", None)
+    ours = [f for f in frames if source and f.filename == source] or frames[-1:]
+    if not ours:
+        return "no traceback"
+    frame = ours[-1]
+    return f"{shown_path(frame.filename)}, line {frame.lineno}, in {frame.name}"
 
 
 def _is_safe_name(asset_id: Any) -> bool:
@@ -238,7 +317,15 @@ class ManifestNode(BrainsetNode):
         kwargs = {"raw_dir": Path(raw_dir), "args": args}
         if self.takes_processed_dir:
             kwargs["processed_dir"] = Path(processed_dir)
-        manifest = self.pipeline_cls.get_manifest(**kwargs)
+        try:
+            manifest = self.pipeline_cls.get_manifest(**kwargs)
+        except OSError as error:
+            raise ManifestUnavailable(
+                f"Brainset '{self.brainset_id}' has no manifest: get_manifest raised "
+                f"{traceback.format_exception_only(error)[-1].strip()} "
+                f"({_where_raised(error, self.pipeline_cls)}). Check the network "
+                f"and the brainset's source, then run again."
+            ) from error
         manifest = validate_manifest(manifest, self.brainset_id)
         logger.info(
             "Brainset '%s': %d assets in the manifest.",

@@ -14,8 +14,10 @@ import io
 from collections.abc import Mapping
 from typing import Any
 
+from brainsets_kedro.errors import UsageError
 
-class BrainsetParameterError(ValueError):
+
+class BrainsetParameterError(UsageError):
     """A brainset's parameters do not fit its parser."""
 
 
@@ -120,7 +122,7 @@ def parameter_block(parameters: Mapping[str, Any], key: str, what: str) -> dict:
     empty)."""
     block = parameters.get(key) or {}
     if not isinstance(block, Mapping):
-        raise ValueError(
+        raise UsageError(
             f"Parameters '{key}' must be a mapping of {what}, got "
             f"{type(block).__name__}: {block!r}."
         )

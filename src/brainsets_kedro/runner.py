@@ -58,6 +58,7 @@ from brainsets_kedro.assets import (
     AssetResult,
     BrainsetJob,
 )
+from brainsets_kedro.errors import UsageError, UserError
 from brainsets_kedro.factory import BRAINSET_TAG
 from brainsets_kedro.lock import brainset_lock
 from brainsets_kedro.nodes import (
@@ -67,6 +68,7 @@ from brainsets_kedro.nodes import (
     Downloads,
     ProcessNode,
     portable_row,
+    totals_line,
 )
 from brainsets_kedro.params import runner_settings
 from brainsets_kedro.prestart import wait_for_workers
@@ -86,23 +88,31 @@ CLUSTER_BACKENDS = {"dask": "dask", "ray": "ray"}
 
 
 class RunFailures(RuntimeError):
-    """Several nodes failed; every node that did not depend on them ran."""
+    """Several nodes failed; every node that did not depend on them ran. Its message
+    has each brainset's grouped asset failures, each other error once (a user error
+    as its message, anything else with its traceback) and a line with the totals."""
 
     def __init__(self, errors: dict[str, BaseException]):
         self.errors = errors
-        parts = []
+        parts, failed, total, other = [], 0, 0, 0
         for name, error in errors.items():
-            detail = (
-                str(error)
-                if isinstance(error, AssetFailures)
-                else "".join(traceback.format_exception(error)).rstrip()
-            )
-            parts.append(f"[{name}] {detail}")
-        super().__init__(f"{len(errors)} nodes failed.\n" + "\n".join(parts))
-
-    @property
-    def only_assets_failed(self) -> bool:
-        return all(isinstance(e, AssetFailures) for e in self.errors.values())
+            if isinstance(error, AssetFailures):
+                parts.append(error.details)
+                failed += error.failed
+                total += error.total
+                continue
+            other += 1
+            if isinstance(error, UserError):
+                parts.append(f"{name}: {error}")
+            else:
+                trace = "".join(traceback.format_exception(error)).rstrip()
+                parts.append(f"{name}: {trace}")
+        last = (
+            totals_line(failed, total, other)
+            if failed
+            else f"In all: {len(errors)} nodes failed."
+        )
+        super().__init__("\n".join([*parts, last]))
 
 
 def _brainset_node(node: Node, kind: type) -> Any:
@@ -130,6 +140,12 @@ class BrainsetRunner(SequentialRunner):
             "address": address,
         }
         self._overrides = {k: v for k, v in given.items() if v is not None}
+
+    @property
+    def _logger(self) -> logging.Logger:
+        # What Kedro's runners log ("Completed node: ...", the resume hint) goes to a
+        # logger among theirs, so that the logging configuration treats it alike.
+        return logging.getLogger("kedro.runner.brainset_runner")
 
     def _settings(self, catalog: CatalogProtocol) -> dict[str, Any]:
         """The run settings; with no ``parameters`` in the catalog, the defaults."""
@@ -335,14 +351,14 @@ def validate_settings(settings: dict[str, Any]) -> dict[str, Any]:
     if n_jobs is None:
         settings["n_jobs"] = -1 if on_cluster else joblib.cpu_count()
     elif isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
-        raise ValueError(
+        raise UsageError(
             f"n_jobs must be a whole number of workers (or -1 for one per core, or "
             f"null for the default), got {n_jobs!r}. Set brainsets.n_jobs in conf/ or "
             f'--runner-params="n_jobs=4".'
         )
     known = sorted(set(joblib.parallel.BACKENDS) | set(CLUSTER_BACKENDS))
     if backend not in known:
-        raise ValueError(
+        raise UsageError(
             f"Unknown joblib backend {backend!r}: choose one of {', '.join(known)}. "
             f'Set brainsets.backend in conf/ or --runner-params="backend=loky".'
         )
@@ -350,13 +366,13 @@ def validate_settings(settings: dict[str, Any]) -> dict[str, Any]:
         try:
             import_backend(backend)
         except ImportError as error:
-            raise ValueError(
+            raise UsageError(
                 f"backend={backend} needs {error.name or backend}, which is not "
                 f'installed: pip install -e ".[{CLUSTER_BACKENDS[backend]}]"'
             ) from error
     address = settings["address"]
     if address is not None and not (isinstance(address, str) and address.strip()):
-        raise ValueError(
+        raise UsageError(
             f"brainsets.address must be the address of a cluster's scheduler, such "
             f"as tcp://10.0.0.5:8786 (dask) or 10.0.0.5:6379 (ray), or null, got "
             f"{address!r}."
@@ -391,6 +407,9 @@ class _Plan:
     stages: tuple[str, ...]
     selection: Selection | None
     unmatched: set[str]
+    manifest_ids: pd.Index
+    """Every asset id of the manifest, for the message of a selection that matches
+    none (``rows`` holds only the selected ones)."""
     results: list[AssetResult] = field(default_factory=list)
     finished: set = field(default_factory=set)
     error: BaseException | None = None
@@ -453,7 +472,7 @@ class SharedAssetPool:
         if selections:
             selections[0].check_run(
                 {p.job.brainset_id: p.unmatched for p in self._plans},
-                {p.job.brainset_id: p.rows.index for p in self._plans},
+                {p.job.brainset_id: p.manifest_ids for p in self._plans},
             )
 
     def _prepare(self) -> None:
@@ -733,7 +752,7 @@ class PooledDownload:
             except BaseException:
                 self._submit(None)
                 raise
-            plan = _Plan(job, rows, self.stages, selection, unmatched)
+            plan = _Plan(job, rows, self.stages, selection, unmatched, manifest.index)
             self._submit(plan)
             plan.done.wait()
         if isinstance(plan.error, Exception):
@@ -752,7 +771,7 @@ class PooledDownload:
 # -- clusters: backend=dask and backend=ray ------------------------------------------
 
 
-class WorkerImportError(ImportError):
+class WorkerImportError(UserError, ImportError):
     """A cluster's worker (or scheduler) cannot import the project's brainsets."""
 
 

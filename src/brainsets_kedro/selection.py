@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from brainsets_kedro.errors import UsageError
+
 SHOWN_IDS = 20  # asset ids an error message lists before "..."
 
 
@@ -59,7 +61,7 @@ class Selection:
         if self.exact is not None:
             unknown = sorted(set(self.exact) - set(ids))
             if unknown:
-                raise ValueError(
+                raise UsageError(
                     f"brainsets.only: asset id(s) {shown_ids(unknown)} are not in the "
                     f"manifest of brainset '{brainset_id}'. Its asset ids: "
                     f"{shown_ids(ids)}."
@@ -75,7 +77,7 @@ class Selection:
             if matches.any():
                 selected |= matches.to_numpy()
             elif pattern in qualified:
-                raise ValueError(
+                raise UsageError(
                     f"brainsets.only: pattern '{brainset_id}:{pattern}' matches no "
                     f"asset of brainset '{brainset_id}'. Its asset ids: "
                     f"{shown_ids(ids)}."
@@ -92,7 +94,7 @@ class Selection:
         not in the run. ``unmatched`` and ``asset_ids`` are keyed by brainset id."""
         unknown = sorted(set(self.qualified) - set(unmatched))
         if unknown:
-            raise ValueError(
+            raise UsageError(
                 f"brainsets.only names brainset(s) not in this run: "
                 f"{', '.join(unknown)}. Brainsets in the run: "
                 f"{', '.join(sorted(unmatched))}."
@@ -103,7 +105,7 @@ class Selection:
                 f"{brainset_id}: {shown_ids(ids)}"
                 for brainset_id, ids in asset_ids.items()
             )
-            raise ValueError(
+            raise UsageError(
                 f"brainsets.only: pattern(s) {', '.join(map(repr, nowhere))} match no "
                 f"asset of brainset(s) {', '.join(sorted(unmatched))}. Asset ids: "
                 f"{examples}."

@@ -4,12 +4,20 @@ https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration""
 import warnings
 
 from brainsets_kedro.hooks import RerunFailed, SaveReportOnFailure
+from brainsets_kedro.logs import setup_console
 
 # Kedro 1.7's config loader calls an OmegaConf API that newer OmegaConf releases
 # deprecate; the warning is Kedro's to fix and says nothing about this project.
 warnings.filterwarnings(
     "ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning
 )
+# kedro-viz's code warns about APIs of its own dependencies (FastAPI's ORJSONResponse)
+# on `kedro viz`: also kedro-viz's to fix.
+warnings.filterwarnings("ignore", message=r".* is deprecated", module=r"kedro_viz\.")
+
+# The console handlers of conf/logging.yml: Rich on a terminal, one line per record
+# elsewhere (see brainsets_kedro.logs).
+setup_console()
 
 # Hooks are executed in a Last-In-First-Out (LIFO) order.
 HOOKS = (SaveReportOnFailure(), RerunFailed())

@@ -21,13 +21,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from brainsets_kedro.errors import UserError
 from brainsets_kedro.selection import shown_ids
 
 SIZE_COLUMN = "size_bytes"
 KILO = 1000
 
 
-class NotEnoughDiskSpace(OSError):
+class NotEnoughDiskSpace(UserError, OSError):
     """The assets still to download do not fit in the raw directory's filesystem."""
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from brainsets_kedro.brainset import BrainsetPipeline
+from brainsets_kedro.errors import UserError
 
 try:  # Python 3.11+
     import tomllib
@@ -101,7 +102,7 @@ class TrackerHandle:
 # -- inline metadata -----------------------------------------------------------------
 
 
-class InlineMetadataError(ValueError):
+class InlineMetadataError(UserError, ValueError):
     """A ``# /// brainset-pipeline`` block that cannot be read."""
 
 
@@ -222,7 +223,7 @@ def _python_matches(asked: str, current: str) -> bool:
     return current.split(".")[: len(parts)] == parts
 
 
-class MissingDependencies(ModuleNotFoundError):
+class MissingDependencies(UserError, ModuleNotFoundError):
     """A brainset needs packages that are not installed."""
 
 

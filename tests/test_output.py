@@ -1,0 +1,238 @@
+"""What `kedro run` prints without a terminal (CI, a cluster job's log): budgets.
+
+A successful run is short, one line per log record; each user mistake is a short
+message without a traceback (exit code 2 for a usage error), the traceback one step
+away in info.log; the same error of many assets is shown once. All the commands run
+at once, in one copy of the project, to keep this quick.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from brainsets_kedro.lock import brainset_lock
+from brainsets_kedro.logs import OneLineFormatter
+from brainsets_kedro.nodes import SHOWN_ERRORS, AssetFailures
+from tests.conftest import TEST_BRAINSETS, add_brainset, copy_project, start_kedro
+
+ABSENT = "brainsets-kedro-absent-package"
+LINE = re.compile(r"\d\d:\d\d:\d\d (INFO|WARNING|ERROR|CRITICAL) +\S")
+N_MANY = 30
+
+TOY = (TEST_BRAINSETS / "toy.py").read_text()
+BRAINSETS = {
+    "toy": TOY,
+    "many": TOY.replace('"toy"', '"many"'),
+    "busy": TOY.replace('"toy"', '"busy"'),
+    "dup": TOY.replace('"toy"', '"dup"').replace(
+        'ids = [f"a_{i:02d}" for i in range(args.n_assets)]',
+        'ids = ["a_00"] * args.n_assets',
+    ),
+    "needs": (
+        f'# /// brainset-pipeline\n# dependencies = ["{ABSENT}==1.2.3"]\n# ///\n'
+        + TOY.replace('"toy"', '"needs"')
+    ),
+}
+FLAKY = "|".join(f"a_{i:02d}" for i in range(N_MANY))
+
+# name: (command, exit code, what the output says: a text or several)
+MISTAKES = {
+    "bad value": (
+        ["run", "--pipeline=toy", "--params=toy.n_assets=abc"],
+        2,
+        "Invalid parameters for brainset 'toy': argument --n-assets: invalid int "
+        "value: 'abc'",
+    ),
+    "unknown parameter": (
+        ["run", "--pipeline=toy", "--params=toy.nope=1"],
+        2,
+        "Unknown parameter(s) for brainset 'toy': toy.nope. Valid parameters:",
+    ),
+    "bad runner setting": (
+        ["run", "--pipeline=toy", "--runner-params=backend=nope"],
+        2,
+        "Unknown joblib backend 'nope'",
+    ),
+    "unknown pipeline": (
+        ["run", "--pipeline=nope"],
+        2,
+        "Unknown pipeline(s): nope. Registered pipelines: busy, dup, many,",
+    ),
+    "pattern matching nothing": (
+        ["run", "--pipeline=toy", "--params=brainsets.only=zzz"],
+        2,
+        # The manifest's ids, not the (empty) selection's.
+        "pattern(s) 'zzz' match no asset of brainset(s) toy. Asset ids: toy: a_00, "
+        "a_01, a_02.",
+    ),
+    "duplicated asset ids": (
+        ["run", "--pipeline=dup"],
+        1,
+        "The manifest of brainset 'dup' has duplicated asset ids: a_00.",
+    ),
+    "missing packages": (
+        ["brainset", "manifest", "needs"],
+        1,
+        f"Brainset 'needs' is missing dependencies: {ABSENT}; install with: pip "
+        f"install {ABSENT}==1.2.3",
+    ),
+    "mistakes in two brainsets": (
+        ["run", "--pipelines=dup,needs"],
+        1,
+        (
+            "dup.manifest: The manifest of brainset 'dup' has duplicated asset ids",
+            "needs.manifest: Brainset 'needs' is missing dependencies",
+            "In all: 2 nodes failed.",
+        ),
+    ),
+    "unreachable manifest": (
+        ["run", "--pipeline=toy", "--params=toy.unreachable=true"],
+        1,
+        "Brainset 'toy' has no manifest: get_manifest raised ConnectionError: the "
+        "archive of toy is unreachable (src/brainsets_kedro/pipelines/toy/"
+        "pipeline.py, line",
+    ),
+    "locked brainset": (
+        ["run", "--pipeline=busy"],
+        1,
+        "Brainset 'busy' is being prepared by another run",
+    ),
+}
+OTHERS = {
+    "success": ["run", "--pipeline=my_brainset"],
+    "both pipeline options": ["run", "--pipeline=toy", "--pipelines=toy"],
+    "many failures": [
+        "run",
+        "--pipeline=many",
+        f"--params=many.n_assets={N_MANY},many.flaky={FLAKY}",
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> tuple[Path, dict[str, subprocess.CompletedProcess]]:
+    """Every command above, run at once in one project (stdout and stderr merged),
+    while this process holds the lock of brainset ``busy``."""
+    project = copy_project(tmp_path_factory.mktemp("output") / "project")
+    for name, source in BRAINSETS.items():
+        add_brainset(project, source, name)
+    commands = {name: args for name, (args, _, _) in MISTAKES.items()} | OTHERS
+    busy = project / "data" / "02_processed" / "busy"
+    with brainset_lock(busy, "busy"):
+        started = {name: start_kedro(project, *args) for name, args in commands.items()}
+        finished = {}
+        for name, process in started.items():
+            output, _ = process.communicate(timeout=300)
+            finished[name] = subprocess.CompletedProcess(
+                commands[name], process.returncode, output
+            )
+    return project, finished
+
+
+def test_a_successful_run_prints_at_most_40_lines_one_per_record(runs):
+    project, results = runs
+    result = results["success"]
+    assert result.returncode == 0, result.stdout
+    lines = result.stdout.splitlines()
+    assert len(lines) <= 40, result.stdout
+    assert all(LINE.match(line) for line in lines), result.stdout
+    # About the user's run only: no tooling warnings, no Kedro notices.
+    assert "WARNING" not in result.stdout
+    assert "Loading data from" not in result.stdout
+    for session in ("sess_01", "sess_04"):
+        assert re.search(
+            rf"^\S+ INFO +my_brainset {session}: DONE$", result.stdout, re.M
+        )
+    # The run ends with what it made.
+    assert "Brainset 'my_brainset': 4 files," in lines[-1]
+    # Kedro's notices, its runners' lines included, went to the log file.
+    log = (project / "info.log").read_text()
+    assert "Loading data from my_brainset.raw_dir" in log
+    assert "Completed 4 out of 4 tasks" in log
+    assert "Pipeline execution completed successfully" in log
+
+
+@pytest.mark.parametrize("name", MISTAKES)
+def test_a_user_mistake_is_a_short_message(runs, name):
+    _, results = runs
+    result = results[name]
+    _, code, messages = MISTAKES[name]
+    assert result.returncode == code, result.stdout
+    for message in [messages] if isinstance(messages, str) else messages:
+        assert message in result.stdout
+    assert len(result.stdout.splitlines()) <= 10, result.stdout
+    assert "Traceback" not in result.stdout
+    # The traceback is one step away, and the message says where.
+    assert re.search(r"^Error: ", result.stdout, re.M), result.stdout
+    assert "(The traceback is in info.log.)" in result.stdout
+
+
+def test_pipeline_and_pipelines_together_is_a_usage_error(runs):
+    result = runs[1]["both pipeline options"]
+    assert result.returncode == 2, result.stdout
+    assert "--pipeline and --pipelines cannot be used together" in result.stdout
+    assert len(result.stdout.splitlines()) <= 10, result.stdout
+
+
+def test_the_traceback_of_a_mistake_is_in_the_log_file(runs):
+    project, _ = runs
+    log = (project / "info.log").read_text()
+    assert "Traceback (most recent call last)" in log
+    assert "in get_manifest" in log  # down to the brainset's own code
+    assert "ConnectionError: the archive of toy is unreachable" in log
+
+
+def test_the_same_error_of_30_assets_is_shown_once(runs):
+    project, results = runs
+    result = results["many failures"]
+    assert result.returncode == 1, result.stdout
+    error = "ConnectionError: attempt 1: connection reset"
+    assert result.stdout.count(error) <= 3, result.stdout
+    assert (
+        f"{N_MANY} assets: {error} (a_00, a_01, a_02 and {N_MANY - 3} more; logs: "
+        f"data/02_processed/many/pipeline_logs/<asset_id>.err)"
+    ) in result.stdout
+    assert "Brainset 'many': 30 FAILED in" in result.stdout  # one line per brainset
+    assert result.stdout.splitlines()[-1].startswith(
+        f"In all: {N_MANY} of {N_MANY} assets failed; exit code 1."
+    )
+    assert "Traceback" not in result.stdout
+    # The run report keeps every asset's own error.
+    report = pd.read_parquet(project / "data/08_reporting/many/run_report.parquet")
+    assert len(report) == N_MANY
+    assert (report["error"] == error).all()
+
+
+def test_a_record_of_several_lines_is_one_line():
+    formatter = OneLineFormatter("%(levelname)s %(message)s")
+    try:
+        raise ValueError("bad\nvalue")
+    except ValueError:
+        record = logging.LogRecord(
+            "x", logging.WARNING, __file__, 1, "first\n  second\n", (), sys.exc_info()
+        )
+    assert formatter.format(record) == "WARNING first second (ValueError: bad value)"
+
+
+def test_many_distinct_errors_are_counted_by_type_after_the_first_few():
+    rows = {
+        f"a_{i:02d}": ("FAILED", f"ConnectionError: no route to /x/{i}", f"l/a_{i}.err")
+        for i in range(20)
+    }
+    report = pd.DataFrame.from_dict(
+        rows, orient="index", columns=["status", "error", "stderr_log"]
+    )
+    lines = str(AssetFailures("b", report)).splitlines()
+    assert len(lines) == 1 + SHOWN_ERRORS + 2
+    assert lines[1] == "  a_00: ConnectionError: no route to /x/0 (log: l/a_0.err)"
+    assert lines[-2] == (
+        f"  ... {20 - SHOWN_ERRORS} more assets with {20 - SHOWN_ERRORS} other "
+        f"errors (ConnectionError: {20 - SHOWN_ERRORS}): see the run report."
+    )

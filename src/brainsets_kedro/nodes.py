@@ -100,6 +100,14 @@ def validate_manifest(manifest: Any, brainset_id: str) -> pd.DataFrame:
             f"{type(manifest).__name__}; it must return a pandas DataFrame with one "
             f"row per asset, indexed by asset id."
         )
+    missing = pd.isna(manifest.index.to_frame(index=False)).any(axis=1).to_numpy()
+    if missing.any():
+        rows = missing.nonzero()[0]
+        raise ValueError(
+            f"The manifest of brainset '{brainset_id}' has rows without an asset id "
+            f"(None or NaN in the index): rows {shown_ids(rows)} (counted from 0), "
+            f"of {len(manifest)}. Give every row the id of its asset."
+        )
     duplicated = manifest.index[manifest.index.duplicated()].unique()
     if len(duplicated):
         raise ValueError(

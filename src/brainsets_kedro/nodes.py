@@ -19,7 +19,6 @@ import pandas as pd
 
 from brainsets_kedro.assets import DONE, FAILED, INTERRUPTED, AssetResult, BrainsetJob
 from brainsets_kedro.brainset import BrainsetPipeline
-from brainsets_kedro.lock import brainset_lock
 from brainsets_kedro.params import parameter_block, parse_params, run_options
 from brainsets_kedro.selection import Selection, shown_ids
 from brainsets_kedro.upstream import ensure_requirements
@@ -262,11 +261,10 @@ class DownloadNode(BrainsetNode):
             selection.check_run(
                 {self.brainset_id: unmatched}, {self.brainset_id: manifest.index}
             )
-        with brainset_lock(job.processed_dir, self.brainset_id):
-            return {
-                item.Index: (item, job.run(item, stages=("download",)))
-                for item in manifest_items(selected)
-            }
+        return {
+            item.Index: (item, job.run(item, stages=("download",)))
+            for item in manifest_items(selected)
+        }
 
 
 class ProcessNode(BrainsetNode):
@@ -282,18 +280,17 @@ class ProcessNode(BrainsetNode):
         job = self.job(raw_dir, processed_dir, parameters)
         results = [downloaded for _, downloaded in downloads.values()]
         if any(result.status not in FINAL for result in results):
-            with brainset_lock(job.processed_dir, self.brainset_id):
-                results = [
-                    downloaded
-                    if downloaded.status in FINAL
-                    else job.run(
-                        item,
-                        stages=("process",),
-                        download_output=downloaded.output,
-                        start=downloaded.start,
-                    )
-                    for item, downloaded in downloads.values()
-                ]
+            results = [
+                downloaded
+                if downloaded.status in FINAL
+                else job.run(
+                    item,
+                    stages=("process",),
+                    download_output=downloaded.output,
+                    start=downloaded.start,
+                )
+                for item, downloaded in downloads.values()
+            ]
         return self.finish(results, job)
 
     def finish(self, results: Iterable[AssetResult], job: BrainsetJob) -> pd.DataFrame:

@@ -56,7 +56,6 @@ from brainsets_kedro.assets import (
     AssetResult,
     BrainsetJob,
 )
-from brainsets_kedro.lock import brainset_lock
 from brainsets_kedro.nodes import (
     FINAL,
     AssetFailures,
@@ -609,18 +608,16 @@ class PooledDownload:
         processed_dir: Path,
         parameters: Mapping[str, Any],
     ) -> dict[Any, tuple[Any, AssetResult]]:
-        with contextlib.ExitStack() as stack:
-            try:
-                stack.enter_context(brainset_lock(processed_dir, self.node.brainset_id))
-                job, rows, selection, unmatched = self.node.plan(
-                    manifest, raw_dir, processed_dir, parameters
-                )
-            except BaseException:
-                self._submit(None)
-                raise
-            plan = _Plan(job, rows, self.stages, selection, unmatched)
-            self._submit(plan)
-            plan.done.wait()
+        try:
+            job, rows, selection, unmatched = self.node.plan(
+                manifest, raw_dir, processed_dir, parameters
+            )
+        except BaseException:
+            self._submit(None)
+            raise
+        plan = _Plan(job, rows, self.stages, selection, unmatched)
+        self._submit(plan)
+        plan.done.wait()
         if isinstance(plan.error, Exception):
             raise plan.error
         if plan.error is not None:  # Ctrl-C before the assets started

@@ -3,7 +3,7 @@ https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration""
 
 import warnings
 
-from brainsets_kedro.hooks import RerunFailed, SaveReportOnFailure
+from brainsets_kedro.hooks import LockBrainsets, RerunFailed, SaveReportOnFailure
 
 # Kedro 1.7's config loader calls an OmegaConf API that newer OmegaConf releases
 # deprecate; the warning is Kedro's to fix and says nothing about this project.
@@ -11,8 +11,9 @@ warnings.filterwarnings(
     "ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning
 )
 
-# Hooks are executed in a Last-In-First-Out (LIFO) order.
-HOOKS = (SaveReportOnFailure(), RerunFailed())
+# Hooks are executed in a Last-In-First-Out (LIFO) order: a brainset's lock is
+# taken before its other hooks run.
+HOOKS = (SaveReportOnFailure(), RerunFailed(), LockBrainsets())
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

@@ -1,16 +1,25 @@
 """What a run leaves on disk for the next one: the brainset's lock (held from before
-its manifest to the end of the run), stale temporary files."""
+its manifest to the end of the run), the journal of finished assets that
+`brainsets.only=failed` reads after a killed run, stale temporary files."""
 
+import json
+import os
+import signal
 
 import pandas as pd
 import pytest
+from kedro.framework.hooks.manager import _create_hook_manager
 from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
 
 from brainsets_kedro.datasets import BrainsetDirectory
 from brainsets_kedro.factory import create_brainset_pipeline
-from brainsets_kedro.hooks import LockBrainsets
+from brainsets_kedro.hooks import LockBrainsets, RerunFailed
+from brainsets_kedro.journal import JOURNAL_NAME, done_assets
 from brainsets_kedro.leftovers import atomic_temporary
 from brainsets_kedro.lock import BrainsetLocked, brainset_lock
+from brainsets_kedro.nodes import AssetFailures
+from brainsets_kedro.runner import BrainsetRunner
 from tests.brainsets.toy import Pipeline as Toy
 from tests.conftest import TEST_BRAINSETS, add_brainset, kedro, start_kedro
 from tests.test_reliability import _wait_for
@@ -93,3 +102,102 @@ def test_a_second_run_is_refused_before_its_manifest(project, runner):
     assert len(pd.read_parquet(manifest)) == 4  # the first run's, not overwritten
     toy_report = pd.read_parquet(project / "data/08_reporting/toy/run_report.parquet")
     assert (toy_report["status"] == "DONE").all()  # the other brainset ran
+
+
+def _write_with_atomic_write(source: str) -> str:
+    """The toy brainset writing its output with atomic_write; ``hang_writing`` ids
+    hang inside the block, their temporary file written."""
+    source = source.replace(
+        'parser.add_argument("--n-assets"',
+        'parser.add_argument("--hang-writing", default="")\n'
+        'parser.add_argument("--n-assets"',
+    )
+    return source.replace(
+        '        (self.processed_dir / f"{asset_id}.txt").write_text(str(value * 10))',
+        '        with self.atomic_write(self.processed_dir / f"{asset_id}.txt") as tmp:\n'
+        "            tmp.write_text(str(value * 10))\n"
+        '            if asset_id in self.args.hang_writing.split("|"):\n'
+        "                time.sleep(600)",
+    )
+
+
+def test_only_failed_after_a_killed_run_reruns_what_it_did_not_finish(project):
+    add_brainset(
+        project,
+        _write_with_atomic_write(TEST_BRAINSETS.joinpath("toy.py").read_text()),
+        "toy",
+    )
+    processed = project / "data" / "02_processed" / "toy"
+    # A complete run: its report says every asset is DONE.
+    assert (
+        kedro(project, "run", "--pipeline=toy", "--params=toy.n_assets=6").returncode
+        == 0
+    )
+
+    # The same again, killed (SIGKILL: no report) with a_04 and a_05 still writing.
+    run = start_kedro(
+        project,
+        "run",
+        "--pipeline=toy",
+        "--params=toy.n_assets=6,toy.hang_writing=a_04|a_05",
+        "--runner-params=n_jobs=2",
+    )
+    _wait_for(lambda: len(list(processed.glob(".a_0*.txt.*.tmp"))) == 2)
+    _wait_for(lambda: len(done_assets(processed) or ()) == 4)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait(timeout=10)
+    assert sorted(p.name for p in processed.glob("*.txt")) == [
+        f"a_0{i}.txt"
+        for i in range(6)  # the first run's; no temporary listed
+    ]
+    before = {p.name: p.stat().st_mtime_ns for p in processed.glob("*.txt")}
+
+    again = kedro(
+        project,
+        "run",
+        "--pipeline=toy",
+        "--params=toy.n_assets=6,brainsets.only=failed",
+    )
+    output = again.stdout + again.stderr
+    assert again.returncode == 0, output
+    assert "2 asset(s) of 'toy' are not done" in " ".join(output.split())
+    assert "removed 2 temporary file(s) that an earlier, killed run left" in " ".join(
+        output.split()
+    )
+    assert not list(processed.glob(".*.tmp"))
+    report = pd.read_parquet(project / "data/08_reporting/toy/run_report.parquet")
+    assert sorted(report.index) == ["a_04", "a_05"]
+    assert (report["status"] == "DONE").all()
+    after = {p.name: p.stat().st_mtime_ns for p in processed.glob("*.txt")}
+    assert sorted(n for n in after if after[n] != before[n]) == ["a_04.txt", "a_05.txt"]
+    assert done_assets(processed) == {f"a_0{i}" for i in range(6)}
+
+
+@pytest.mark.parametrize("runner", ["sequential", "brainset"])
+def test_the_journal_lists_what_is_done_as_it_finishes(tmp_path, runner):
+    def run(params, brainsets=None):
+        catalog = _catalog(tmp_path)
+        catalog["parameters"] = {"toy": params, "brainsets": brainsets or {}}
+        chosen = SequentialRunner() if runner == "sequential" else BrainsetRunner(2)
+        hooks = _create_hook_manager()
+        hooks.register(RerunFailed())
+        chosen.run(create_brainset_pipeline(Toy), catalog, hooks)
+        return catalog
+
+    processed = tmp_path / "proc" / "toy"
+    with pytest.raises(AssetFailures):
+        run({"n_assets": 5, "fail": "a_01|a_03"})
+    assert done_assets(processed) == {"a_00", "a_02", "a_04"}
+    # A run of some assets keeps what the others were.
+    with pytest.raises(AssetFailures):
+        run({"n_assets": 5, "fail": "a_03"}, {"only": "a_01|a_03"})
+    assert done_assets(processed) == {"a_00", "a_01", "a_02", "a_04"}
+    report = run({"n_assets": 5}, {"only": "failed"}).load("toy.run_report")
+    assert list(report.index) == ["a_03"]
+    assert done_assets(processed) == {f"a_0{i}" for i in range(5)}
+    lines = (processed / JOURNAL_NAME).read_text().splitlines()
+    assert [json.loads(line) for line in lines][-1] == "a_03"  # appended
+    # A line cut short (a full disk) counts as not done.
+    with (processed / JOURNAL_NAME).open("a") as journal:
+        journal.write('"a_0')
+    assert done_assets(processed) == {f"a_0{i}" for i in range(5)}

@@ -118,13 +118,17 @@ class SaveReportOnFailure:
 
 class RerunFailed:
     """``brainsets.only=failed``: each brainset's download node gets, instead, the
-    list of the assets that were not DONE in its last run report (failed or
-    interrupted)."""
+    list of its manifest's assets that are not done: not DONE in the last run that
+    selected them (failed, interrupted, or never finished because that run was
+    killed). What is done comes from the brainset's journal
+    (:mod:`brainsets_kedro.journal`), written as assets finish; without one (a
+    run report from before it existed), from the last run report."""
 
     @hook_impl
     def before_node_run(
         self, node: Node, catalog: CatalogProtocol, inputs: dict[str, Any]
     ) -> dict[str, Any] | None:
+        from brainsets_kedro.journal import done_assets  # noqa: PLC0415
         from brainsets_kedro.nodes import DownloadNode  # noqa: PLC0415
         from brainsets_kedro.selection import shown_ids  # noqa: PLC0415
 
@@ -135,21 +139,27 @@ class RerunFailed:
         if str(run_options(parameters).get("only")).strip() != "failed":
             return None
         brainset_id = owner.brainset_id
+        done = done_assets(inputs[f"{brainset_id}.processed_dir"])
         report_name = f"{brainset_id}.run_report"
-        if not catalog.exists(report_name):
-            raise ValueError(
-                f"brainsets.only=failed: brainset '{brainset_id}' has no run report "
-                f"yet ({report_name}); run it once without brainsets.only first."
-            )
-        report = catalog.load(report_name)
-        failed = [str(i) for i in report.index[report["status"] != "DONE"]]
+        if done is None:
+            if not catalog.exists(report_name):
+                raise ValueError(
+                    f"brainsets.only=failed: brainset '{brainset_id}' has no run "
+                    f"report yet ({report_name}); run it once without brainsets.only "
+                    f"first."
+                )
+            report = catalog.load(report_name)
+            done = {str(i) for i in report.index[report["status"] == "DONE"]}
+        manifest = inputs[f"{brainset_id}.manifest"]
+        not_done = [str(i) for i in manifest.index if str(i) not in done]
         logger.info(
-            "brainsets.only=failed: %d asset(s) of '%s' were not done in the last "
-            "run: %s.",
-            len(failed),
+            "brainsets.only=failed: %d asset(s) of '%s' are not done (not DONE in "
+            "the last run that selected them): %s.",
+            len(not_done),
             brainset_id,
-            shown_ids(failed),
+            shown_ids(not_done),
+            extra={"markup": False},
         )
         parameters = copy.deepcopy(parameters)
-        parameters["brainsets"]["only"] = failed
+        parameters["brainsets"]["only"] = not_done
         return {"parameters": parameters}

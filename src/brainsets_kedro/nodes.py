@@ -19,6 +19,7 @@ import pandas as pd
 
 from brainsets_kedro.assets import DONE, FAILED, INTERRUPTED, AssetResult, BrainsetJob
 from brainsets_kedro.brainset import BrainsetPipeline
+from brainsets_kedro.journal import Journal
 from brainsets_kedro.params import parameter_block, parse_params, run_options
 from brainsets_kedro.selection import Selection, shown_ids
 from brainsets_kedro.upstream import ensure_requirements
@@ -261,10 +262,13 @@ class DownloadNode(BrainsetNode):
             selection.check_run(
                 {self.brainset_id: unmatched}, {self.brainset_id: manifest.index}
             )
-        return {
-            item.Index: (item, job.run(item, stages=("download",)))
-            for item in manifest_items(selected)
-        }
+        downloads = {}
+        with Journal(job.processed_dir, selected.index) as journal:
+            for item in manifest_items(selected):
+                result = job.run(item, stages=("download",))
+                journal.record(result)  # DONE in a download-only run
+                downloads[item.Index] = (item, result)
+        return downloads
 
 
 class ProcessNode(BrainsetNode):
@@ -280,17 +284,19 @@ class ProcessNode(BrainsetNode):
         job = self.job(raw_dir, processed_dir, parameters)
         results = [downloaded for _, downloaded in downloads.values()]
         if any(result.status not in FINAL for result in results):
-            results = [
-                downloaded
-                if downloaded.status in FINAL
-                else job.run(
-                    item,
-                    stages=("process",),
-                    download_output=downloaded.output,
-                    start=downloaded.start,
-                )
-                for item, downloaded in downloads.values()
-            ]
+            results = []
+            with Journal(job.processed_dir) as journal:
+                for item, downloaded in downloads.values():
+                    result = downloaded
+                    if downloaded.status not in FINAL:
+                        result = job.run(
+                            item,
+                            stages=("process",),
+                            download_output=downloaded.output,
+                            start=downloaded.start,
+                        )
+                        journal.record(result)
+                    results.append(result)
         return self.finish(results, job)
 
     def finish(self, results: Iterable[AssetResult], job: BrainsetJob) -> pd.DataFrame:

@@ -56,6 +56,7 @@ from brainsets_kedro.assets import (
     AssetResult,
     BrainsetJob,
 )
+from brainsets_kedro.journal import Journal
 from brainsets_kedro.nodes import (
     FINAL,
     AssetFailures,
@@ -281,6 +282,8 @@ class _Plan:
     done: threading.Event = field(default_factory=threading.Event)
     task: Any = None
     """``joblib.delayed`` of the function that prepares one asset, given its row."""
+    journal: Journal | None = None
+    """Where the assets that are DONE are written as they arrive."""
 
 
 class SharedAssetPool:
@@ -366,6 +369,9 @@ class SharedAssetPool:
                 columns = tuple(map(str, plan.rows.columns))
                 plan.job = replace(plan.job, reporter=channel.sender, columns=columns)
                 plan.task = self._task_function(plan)
+                plan.journal = stack.enter_context(
+                    Journal(plan.job.processed_dir, plan.rows.index)
+                )
             try:
                 with signals_interrupt(), collector_spared():
                     wait_for_workers()  # started early by the run command
@@ -489,6 +495,7 @@ class SharedAssetPool:
             board.catch_up(result)
         result.statuses = []  # the board has them; 100,000 results add up
         plan = self._by_brainset[result.brainset_id]
+        plan.journal.record(result)
         plan.results.append(result)
         plan.finished.add(result.asset_id)
 

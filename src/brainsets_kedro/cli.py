@@ -19,6 +19,7 @@ from brainsets_kedro.discovery import (
     load_brainset_class,
     pipeline_folders,
 )
+from brainsets_kedro.lock import BrainsetLocked
 from brainsets_kedro.prestart import start_workers, wait_for_workers
 from brainsets_kedro.scaffold import import_command, new_command
 from brainsets_kedro.upstream import MissingDependencies
@@ -65,6 +66,9 @@ def _run(**kwargs: Any) -> object:
             err=True,
         )
         raise SystemExit(interrupt.exit_code) from None
+    except BrainsetLocked as error:
+        click.echo(str(error), err=True)  # another run, not a bug: no traceback
+        raise SystemExit(1) from None
     except MissingDependencies:
         # Kedro has logged the message, which names the packages and the command
         # that installs them. A traceback would add nothing.

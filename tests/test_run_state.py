@@ -79,18 +79,20 @@ def test_a_second_run_is_refused_before_its_manifest(project, runner):
         project,
         "run",
         "--pipeline=slow",
-        "--params=slow.n_assets=4,slow.manifest_sleep=10",
+        "--params=slow.n_assets=4,slow.manifest_sleep=14",
         *runner,
     )
     lock = project / "data" / "02_processed" / "slow" / ".brainsets_kedro.lock"
     _wait_for(lambda: lock.exists() and lock.read_text())
     manifest = project / "data" / "08_reporting" / "slow" / "manifest.parquet"
-    # Two brainsets, one of them locked: refused before either computes a manifest.
+    # Two brainsets, one of them locked: refused before either computes a manifest;
+    # and `kedro brainset manifest`, which would save one too.
+    show = start_kedro(project, "brainset", "manifest", "slow", "--refresh")
     second = kedro(
         project,
         "run",
         "--pipelines=toy,slow",
-        "--params=slow.n_assets=2,slow.manifest_sleep=10",
+        "--params=slow.n_assets=2,slow.manifest_sleep=14",
     )
     assert not manifest.exists()  # the first run is still in its get_manifest
     message = second.stdout + second.stderr
@@ -98,6 +100,10 @@ def test_a_second_run_is_refused_before_its_manifest(project, runner):
     assert "Brainset 'slow' is being prepared by another run" in message
     assert f"pid {first.pid} " in message
     assert "Traceback" not in message  # a short message: another run is no bug
+    shown, _ = show.communicate(timeout=60)
+    assert show.returncode == 1, shown
+    assert "Error: Brainset 'slow' is being prepared by another run" in shown
+    assert not manifest.exists()
     output, _ = first.communicate(timeout=90)
     assert first.returncode == 0, output
     assert len(pd.read_parquet(manifest)) == 4  # the first run's, not overwritten

@@ -153,7 +153,10 @@ def show_manifest(
         with KedroSession.create(
             project_path=Path.cwd(), env=env, runtime_params=runtime_params
         ) as session:
-            session.run(pipeline_names=[brainset_id], node_names=[name])
+            try:
+                session.run(pipeline_names=[brainset_id], node_names=[name])
+            except BrainsetLocked as error:  # a run is preparing it
+                raise click.ClickException(str(error)) from None
     with _session(env) as session:
         manifest = session.load_context().catalog.load(name)
     import pandas as pd  # noqa: PLC0415 (kedro run starts its workers before pandas)

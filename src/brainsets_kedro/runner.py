@@ -276,10 +276,16 @@ def import_backend(backend: str, local: bool = False) -> None:
         import distributed  # noqa: F401, PLC0415
         from joblib._dask import DaskDistributedBackend  # noqa: F401, PLC0415
     else:
-        if local and not os.environ.get("RAY_ADDRESS"):
-            os.environ.setdefault(RAY_ON_LOOPBACK, "0")  # before `import ray`
-        from ray.util.joblib import register_ray  # noqa: PLC0415
-
+        loopback = local and not os.environ.get("RAY_ADDRESS")
+        loopback = loopback and RAY_ON_LOOPBACK not in os.environ
+        if loopback:
+            os.environ[RAY_ON_LOOPBACK] = "0"  # before `import ray`
+        try:
+            from ray.util.joblib import register_ray  # noqa: PLC0415
+        except ImportError:
+            if loopback:
+                del os.environ[RAY_ON_LOOPBACK]
+            raise
         register_ray()
 
 

@@ -128,7 +128,16 @@ def _write_with_atomic_write(source: str) -> str:
     )
 
 
-def test_only_failed_after_a_killed_run_reruns_what_it_did_not_finish(project):
+@pytest.mark.parametrize(
+    ("runner", "writing"),
+    [
+        (["--runner-params=n_jobs=2"], 2),  # a_04 and a_05 in parallel
+        (["--runner=SequentialRunner"], 1),  # a_04; a_05 is downloaded only
+    ],
+)
+def test_only_failed_after_a_killed_run_reruns_what_it_did_not_finish(
+    project, runner, writing
+):
     add_brainset(
         project,
         _write_with_atomic_write(TEST_BRAINSETS.joinpath("toy.py").read_text()),
@@ -147,9 +156,9 @@ def test_only_failed_after_a_killed_run_reruns_what_it_did_not_finish(project):
         "run",
         "--pipeline=toy",
         "--params=toy.n_assets=6,toy.hang_writing=a_04|a_05",
-        "--runner-params=n_jobs=2",
+        *runner,
     )
-    _wait_for(lambda: len(list(processed.glob(".a_0*.txt.*.tmp"))) == 2)
+    _wait_for(lambda: len(list(processed.glob(".a_0*.txt.*.tmp"))) == writing)
     _wait_for(lambda: len(done_assets(processed) or ()) == 4)
     os.killpg(run.pid, signal.SIGKILL)
     run.wait(timeout=10)
@@ -168,8 +177,9 @@ def test_only_failed_after_a_killed_run_reruns_what_it_did_not_finish(project):
     output = again.stdout + again.stderr
     assert again.returncode == 0, output
     assert "2 asset(s) of 'toy' are not done" in " ".join(output.split())
-    assert "removed 2 temporary file(s) that an earlier, killed run left" in " ".join(
-        output.split()
+    assert (
+        f"removed {writing} temporary file(s) that an earlier, killed run left"
+        in " ".join(output.split())
     )
     assert not list(processed.glob(".*.tmp"))
     report = pd.read_parquet(project / "data/08_reporting/toy/run_report.parquet")

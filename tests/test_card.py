@@ -17,7 +17,7 @@ import pytest
 from kedro.framework.hooks.manager import _create_hook_manager
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
-from kedro.io import DataCatalog, DatasetError, MemoryDataset
+from kedro.io import DataCatalog, DatasetError
 from kedro.runner import SequentialRunner
 from kedro_datasets.pandas import ParquetDataset
 from temporaldata import ArrayDict, Data, IrregularTimeSeries
@@ -162,7 +162,6 @@ def _run(tmp_path, runner, params, brainsets=None):
         {
             "sized.raw_dir": BrainsetDirectory(str(tmp_path / "raw")),
             "sized.processed_dir": BrainsetDirectory(str(tmp_path / "processed")),
-            "sized.downloads": MemoryDataset(copy_mode="assign"),
             "sized.run_report": ParquetDataset(filepath=str(tmp_path / "report.pq")),
             "sized.card": ParquetDataset(filepath=str(tmp_path / "card.pq")),
         }

@@ -27,6 +27,21 @@ def test_unsafe_ids_are_rejected_by_name(bad_id):
     assert repr(bad_id) in str(error.value)
 
 
+@pytest.mark.parametrize(
+    "ids",
+    [
+        ["a", None, "b", None],
+        [1.0, float("nan"), 2.0, float("nan")],
+        pd.MultiIndex.from_tuples([("s", 1), ("s", None), ("t", 1), (None, 2)]),
+    ],
+)
+def test_missing_ids_are_rejected_naming_the_rows(ids):
+    manifest = pd.DataFrame({"x": range(4)}, index=ids)
+    with pytest.raises(ValueError, match="without an asset id") as error:
+        validate_manifest(manifest, "toy")
+    assert "rows 1, 3 (counted from 0), of 4" in str(error.value)
+
+
 def test_manifest_must_be_a_dataframe():
     with pytest.raises(TypeError, match="returned list; it must return a pandas"):
         validate_manifest([{"a": 1}], "toy")

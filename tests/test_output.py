@@ -3,7 +3,7 @@
 A successful run is short, one line per log record; each user mistake is a short
 message without a traceback (exit code 2 for a usage error), the traceback one step
 away in info.log; the same error of many assets is shown once. All the commands run
-at once, in one copy of the project, to keep this quick.
+at once, to keep this quick.
 """
 
 from __future__ import annotations
@@ -117,27 +117,36 @@ OTHERS = {
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> tuple[Path, dict[str, subprocess.CompletedProcess]]:
-    """Every command above, run at once in one project (stdout and stderr merged),
-    while this process holds the lock of brainset ``busy``."""
-    project = copy_project(tmp_path_factory.mktemp("output") / "project")
-    for name, source in BRAINSETS.items():
-        add_brainset(project, source, name)
+def runs(
+    tmp_path_factory,
+) -> tuple[dict[str, Path], dict[str, subprocess.CompletedProcess]]:
+    """Every command above, run at once (stdout and stderr merged), each in a copy of
+    the project of its own (runs of one brainset in one project would wait for each
+    other's lock), while this process holds the lock of brainset ``busy``."""
+    base = tmp_path_factory.mktemp("output")
     commands = {name: args for name, (args, _, _) in MISTAKES.items()} | OTHERS
-    busy = project / "data" / "02_processed" / "busy"
+    projects = {}
+    for i, name in enumerate(commands):
+        projects[name] = copy_project(base / f"project_{i}")
+        for brainset, source in BRAINSETS.items():
+            add_brainset(projects[name], source, brainset)
+    busy = projects["locked brainset"] / "data" / "02_processed" / "busy"
     with brainset_lock(busy, "busy"):
-        started = {name: start_kedro(project, *args) for name, args in commands.items()}
+        started = {
+            name: start_kedro(projects[name], *args) for name, args in commands.items()
+        }
         finished = {}
         for name, process in started.items():
             output, _ = process.communicate(timeout=300)
             finished[name] = subprocess.CompletedProcess(
                 commands[name], process.returncode, output
             )
-    return project, finished
+    return projects, finished
 
 
 def test_a_successful_run_prints_at_most_40_lines_one_per_record(runs):
-    project, results = runs
+    projects, results = runs
+    project = projects["success"]
     result = results["success"]
     assert result.returncode == 0, result.stdout
     lines = result.stdout.splitlines()
@@ -182,15 +191,16 @@ def test_pipeline_and_pipelines_together_is_a_usage_error(runs):
 
 
 def test_the_traceback_of_a_mistake_is_in_the_log_file(runs):
-    project, _ = runs
-    log = (project / "info.log").read_text()
+    projects, _ = runs
+    log = (projects["unreachable manifest"] / "info.log").read_text()
     assert "Traceback (most recent call last)" in log
     assert "in get_manifest" in log  # down to the brainset's own code
     assert "ConnectionError: the archive of toy is unreachable" in log
 
 
 def test_the_same_error_of_30_assets_is_shown_once(runs):
-    project, results = runs
+    projects, results = runs
+    project = projects["many failures"]
     result = results["many failures"]
     assert result.returncode == 1, result.stdout
     error = "ConnectionError: attempt 1: connection reset"

@@ -49,6 +49,21 @@ def test_a_brainset_on_a_local_ray(project):
     assert "Traceback" in (logs / "a_02.err").read_text()
 
 
+def test_a_local_ray_on_every_interface_keeps_its_token_authentication(
+    project, monkeypatch
+):
+    # As when Ray was imported before the runner could keep it on 127.0.0.1.
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "1")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    add_brainset(project, "toy", "toy")
+    result = kedro(project, "run", "--env=ray", "--pipelines=toy")
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 1, output
+    assert "The local Ray listens on every network interface" in output
+    assert "RAY_AUTH_MODE=disabled turns off the token authentication" in output
+    assert not (project / "data/08_reporting/toy/run_report.parquet").exists()
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -31,6 +31,8 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, NamedTuple
 from urllib.parse import unquote, urlsplit
 
+from brainsets_kedro.leftovers import download_partial
+
 __all__ = ["DownloadError", "download"]
 
 log = logging.getLogger(__name__)
@@ -113,9 +115,10 @@ def download(
     it is. An existing file that does not match is deleted and downloaded again.
 
     While it downloads, the data is in ``.<name>.partial`` next to ``dest``. If the
-    transfer fails for good, that file is kept and the next call resumes it; if the
-    finished file has the wrong size or checksum, it is deleted. ``dest`` itself
-    only ever appears complete and verified. Only one call at a time may download to
+    transfer fails for good (or the run is killed), that file is kept and the next
+    call resumes it (the brainset's next run removes it only once ``dest`` exists);
+    if the finished file has the wrong size or checksum, it is deleted. ``dest``
+    itself only ever appears complete and verified. Only one call at a time may download to
     the same ``dest``.
 
     Raises:
@@ -149,7 +152,7 @@ def download(
         log.warning("%s: %s; downloading it again from %s", dest, problem, url)
         dest.unlink()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(f".{dest.name}.partial")
+    partial = download_partial(dest)
     if urlsplit(url).scheme.lower() in ("http", "https"):
         open_source = functools.partial(_open_http, url, timeout=timeout, size=size)
     else:

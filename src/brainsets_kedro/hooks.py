@@ -7,8 +7,11 @@ starts its worker processes before it loads pandas (see :mod:`brainsets_kedro.pr
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+import threading
+from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
@@ -19,6 +22,81 @@ from brainsets_kedro.errors import UsageError
 from brainsets_kedro.params import run_options
 
 logger = logging.getLogger(__name__)
+
+
+def brainset_node(node: Node) -> Any:
+    """The BrainsetNode (manifest, download, process) behind ``node``, else None."""
+    from brainsets_kedro.nodes import BrainsetNode  # noqa: PLC0415
+
+    owner = getattr(node.func, "__self__", None)
+    owner = getattr(owner, "node", owner)  # the runner's wrapper of the node
+    return owner if isinstance(owner, BrainsetNode) else None
+
+
+class LockBrainsets:
+    """One run at a time per brainset, whatever runner runs the nodes.
+
+    A brainset's lock (:func:`brainsets_kedro.lock.brainset_lock`) is taken before
+    its first node runs, the manifest node (so before ``get_manifest``: a second run
+    is refused at once and never overwrites the first run's manifest), and held
+    until the run ends. Holding it, the run removes the temporary files a killed run
+    of the brainset left (:func:`brainsets_kedro.leftovers.remove_stale`).
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[str, contextlib.ExitStack] = {}
+        self._guard = threading.Lock()  # BrainsetRunner runs download nodes in threads
+
+    @hook_impl
+    def before_node_run(
+        self, node: Node, catalog: CatalogProtocol, inputs: dict[str, Any]
+    ) -> None:
+        from brainsets_kedro.leftovers import remove_stale  # noqa: PLC0415
+        from brainsets_kedro.lock import brainset_lock  # noqa: PLC0415
+        from brainsets_kedro.selection import shown_ids  # noqa: PLC0415
+
+        owner = brainset_node(node)
+        if owner is None:
+            return
+        brainset_id = owner.brainset_id
+        with self._guard:
+            if brainset_id in self._held:
+                return
+            dirs = [
+                Path(inputs[name] if name in inputs else catalog.load(name))
+                for name in (f"{brainset_id}.processed_dir", f"{brainset_id}.raw_dir")
+            ]
+            stack = contextlib.ExitStack()
+            stack.enter_context(brainset_lock(dirs[0], brainset_id))
+            self._held[brainset_id] = stack
+        removed = remove_stale(dirs)
+        if removed:
+            logger.info(
+                "Brainset '%s': removed %d temporary file(s) that an earlier, killed "
+                "run left: %s",
+                brainset_id,
+                len(removed),
+                shown_ids(removed),
+                extra={"markup": False},
+            )
+
+    @hook_impl
+    def before_pipeline_run(self) -> None:
+        self._release()  # a run of this process that ended without its hooks
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        self._release()
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        with self._guard:
+            held, self._held = self._held, {}
+        for stack in held.values():
+            stack.close()
 
 
 class SaveReportOnFailure:
@@ -41,39 +119,48 @@ class SaveReportOnFailure:
 
 class RerunFailed:
     """``brainsets.only=failed``: each brainset's download node gets, instead, the
-    list of the assets that were not DONE in its last run report (failed or
-    interrupted)."""
+    list of its manifest's assets that are not done: not DONE in the last run that
+    selected them (failed, interrupted, or never finished because that run was
+    killed). What is done comes from the brainset's journal
+    (:mod:`brainsets_kedro.journal`), written as assets finish; without one (a
+    run report from before it existed), from the last run report."""
 
     @hook_impl
     def before_node_run(
         self, node: Node, catalog: CatalogProtocol, inputs: dict[str, Any]
     ) -> dict[str, Any] | None:
+        from brainsets_kedro.journal import done_assets  # noqa: PLC0415
         from brainsets_kedro.nodes import DownloadNode  # noqa: PLC0415
         from brainsets_kedro.selection import shown_ids  # noqa: PLC0415
 
-        owner = getattr(node.func, "__self__", None)
-        owner = getattr(owner, "node", owner)  # the runner's wrapper of the node
+        owner = brainset_node(node)
         parameters = inputs.get("parameters")
         if not isinstance(owner, DownloadNode) or parameters is None:
             return None
         if str(run_options(parameters).get("only")).strip() != "failed":
             return None
         brainset_id = owner.brainset_id
+        done = done_assets(inputs[f"{brainset_id}.processed_dir"])
         report_name = f"{brainset_id}.run_report"
-        if not catalog.exists(report_name):
-            raise UsageError(
-                f"brainsets.only=failed: brainset '{brainset_id}' has no run report "
-                f"yet ({report_name}); run it once without brainsets.only first."
-            )
-        report = catalog.load(report_name)
-        failed = [str(i) for i in report.index[report["status"] != "DONE"]]
+        if done is None:
+            if not catalog.exists(report_name):
+                raise UsageError(
+                    f"brainsets.only=failed: brainset '{brainset_id}' has no run "
+                    f"report yet ({report_name}); run it once without brainsets.only "
+                    f"first."
+                )
+            report = catalog.load(report_name)
+            done = {str(i) for i in report.index[report["status"] == "DONE"]}
+        manifest = inputs[f"{brainset_id}.manifest"]
+        not_done = [str(i) for i in manifest.index if str(i) not in done]
         logger.info(
-            "brainsets.only=failed: %d asset(s) of '%s' were not done in the last "
-            "run: %s.",
-            len(failed),
+            "brainsets.only=failed: %d asset(s) of '%s' are not done (not DONE in "
+            "the last run that selected them): %s.",
+            len(not_done),
             brainset_id,
-            shown_ids(failed),
+            shown_ids(not_done),
+            extra={"markup": False},
         )
         parameters = copy.deepcopy(parameters)
-        parameters["brainsets"]["only"] = failed
+        parameters["brainsets"]["only"] = not_done
         return {"parameters": parameters}

@@ -3,7 +3,9 @@
 Two runs preparing the same brainset would write the same files at once. The lock is
 an ``flock`` on ``<processed_dir>/.brainsets_kedro.lock``: the kernel releases it when
 the holding process ends, however it ends, so a crashed run never leaves a stale
-lock. The file says who holds it, for the message the second run shows.
+lock. The file says who holds it, for the message the second run shows. A run holds
+it from before the brainset's first node (its manifest node) to the run's end: see
+:class:`brainsets_kedro.hooks.LockBrainsets`.
 """
 
 from __future__ import annotations

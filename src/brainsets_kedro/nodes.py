@@ -30,7 +30,7 @@ from brainsets_kedro.assets import (
 )
 from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.errors import UsageError, UserError, shown_path
-from brainsets_kedro.lock import brainset_lock
+from brainsets_kedro.journal import Journal
 from brainsets_kedro.params import parameter_block, parse_params, run_options
 from brainsets_kedro.selection import Selection, shown_ids
 from brainsets_kedro.sizes import check_disk_space
@@ -174,6 +174,14 @@ def validate_manifest(manifest: Any, brainset_id: str) -> pd.DataFrame:
             f"Pipeline.get_manifest of brainset '{brainset_id}' returned "
             f"{type(manifest).__name__}; it must return a pandas DataFrame with one "
             f"row per asset, indexed by asset id."
+        )
+    missing = pd.isna(manifest.index.to_frame(index=False)).any(axis=1).to_numpy()
+    if missing.any():
+        rows = missing.nonzero()[0]
+        raise InvalidManifest(
+            f"The manifest of brainset '{brainset_id}' has rows without an asset id "
+            f"(None or NaN in the index): rows {shown_ids(rows)} (counted from 0), "
+            f"of {len(manifest)}. Give every row the id of its asset."
         )
     duplicated = manifest.index[manifest.index.duplicated()].unique()
     if len(duplicated):
@@ -381,11 +389,13 @@ class DownloadNode(BrainsetNode):
             selection.check_run(
                 {self.brainset_id: unmatched}, {self.brainset_id: manifest.index}
             )
-        with brainset_lock(job.processed_dir, self.brainset_id):
-            return Downloads(
-                (item.Index, (portable_row(item), job.run(item, stages=("download",))))
-                for item in manifest_items(selected)
-            )
+        downloads = Downloads()
+        with Journal(job.processed_dir, selected.index) as journal:
+            for item in manifest_items(selected):
+                result = job.run(item, stages=("download",))
+                journal.record(result)  # DONE in a download-only run
+                downloads[item.Index] = (portable_row(item), result)
+        return downloads
 
 
 class ProcessNode(BrainsetNode):
@@ -401,18 +411,19 @@ class ProcessNode(BrainsetNode):
         job = self.job(raw_dir, processed_dir, parameters)
         results = [downloaded for _, downloaded in downloads.values()]
         if any(result.status not in FINAL for result in results):
-            with brainset_lock(job.processed_dir, self.brainset_id):
-                results = [
-                    downloaded
-                    if downloaded.status in FINAL
-                    else job.run(
-                        restored_row(row),
-                        stages=("process",),
-                        download_output=downloaded.output,
-                        start=downloaded.start,
-                    )
-                    for row, downloaded in downloads.values()
-                ]
+            results = []
+            with Journal(job.processed_dir) as journal:
+                for row, downloaded in downloads.values():
+                    result = downloaded
+                    if downloaded.status not in FINAL:
+                        result = job.run(
+                            restored_row(row),
+                            stages=("process",),
+                            download_output=downloaded.output,
+                            start=downloaded.start,
+                        )
+                        journal.record(result)
+                    results.append(result)
         return self.finish(results, job)
 
     def finish(self, results: Iterable[AssetResult], job: BrainsetJob) -> pd.DataFrame:

@@ -60,7 +60,7 @@ from brainsets_kedro.assets import (
 )
 from brainsets_kedro.errors import UsageError, UserError
 from brainsets_kedro.factory import BRAINSET_TAG
-from brainsets_kedro.lock import brainset_lock
+from brainsets_kedro.journal import Journal
 from brainsets_kedro.nodes import (
     FINAL,
     AssetFailures,
@@ -364,7 +364,7 @@ def validate_settings(settings: dict[str, Any]) -> dict[str, Any]:
         )
     if on_cluster:
         try:
-            import_backend(backend)
+            import_backend(backend, local=not settings["address"])
         except ImportError as error:
             raise UsageError(
                 f"backend={backend} needs {error.name or backend}, which is not "
@@ -387,14 +387,36 @@ def validate_settings(settings: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
-def import_backend(backend: str) -> None:
-    """Import and register joblib's Dask or Ray backend (ImportError if missing)."""
+RAY_ON_LOOPBACK = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""Set to 0 before Ray is imported, Ray takes 127.0.0.1 as this node's address (as it
+does on macOS and Windows), and its servers then listen on loopback only."""
+
+
+def import_backend(backend: str, local: bool = False) -> None:
+    """Import and register joblib's Dask or Ray backend (ImportError if missing).
+
+    Args:
+        backend: ``dask`` or ``ray``.
+        local: whether the run starts its own cluster on this machine (no address):
+            for Ray, its servers are then made to listen on 127.0.0.1 only.
+
+    Raises:
+        ImportError: the backend's package is not installed.
+    """
     if backend == "dask":
         import distributed  # noqa: F401, PLC0415
         from joblib._dask import DaskDistributedBackend  # noqa: F401, PLC0415
     else:
-        from ray.util.joblib import register_ray  # noqa: PLC0415
-
+        loopback = local and not os.environ.get("RAY_ADDRESS")
+        loopback = loopback and RAY_ON_LOOPBACK not in os.environ
+        if loopback:
+            os.environ[RAY_ON_LOOPBACK] = "0"  # before `import ray`
+        try:
+            from ray.util.joblib import register_ray  # noqa: PLC0415
+        except ImportError:
+            if loopback:
+                del os.environ[RAY_ON_LOOPBACK]
+            raise
         register_ray()
 
 
@@ -416,6 +438,8 @@ class _Plan:
     done: threading.Event = field(default_factory=threading.Event)
     task: Any = None
     """``joblib.delayed`` of the function that prepares one asset, given its row."""
+    journal: Journal | None = None
+    """Where the assets that are DONE are written as they arrive."""
 
 
 class SharedAssetPool:
@@ -501,6 +525,9 @@ class SharedAssetPool:
                 columns = tuple(map(str, plan.rows.columns))
                 plan.job = replace(plan.job, reporter=channel.sender, columns=columns)
                 plan.task = self._task_function(plan)
+                plan.journal = stack.enter_context(
+                    Journal(plan.job.processed_dir, plan.rows.index)
+                )
             try:
                 with signals_interrupt(), collector_spared():
                     wait_for_workers()  # started early by the run command
@@ -624,6 +651,7 @@ class SharedAssetPool:
             board.catch_up(result)
         result.statuses = []  # the board has them; 100,000 results add up
         plan = self._by_brainset[result.brainset_id]
+        plan.journal.record(result)
         plan.results.append(result)
         plan.finished.add(result.asset_id)
 
@@ -743,18 +771,16 @@ class PooledDownload:
         processed_dir: Path,
         parameters: Mapping[str, Any],
     ) -> Downloads:
-        with contextlib.ExitStack() as stack:
-            try:
-                stack.enter_context(brainset_lock(processed_dir, self.node.brainset_id))
-                job, rows, selection, unmatched = self.node.plan(
-                    manifest, raw_dir, processed_dir, parameters
-                )
-            except BaseException:
-                self._submit(None)
-                raise
-            plan = _Plan(job, rows, self.stages, selection, unmatched, manifest.index)
-            self._submit(plan)
-            plan.done.wait()
+        try:
+            job, rows, selection, unmatched = self.node.plan(
+                manifest, raw_dir, processed_dir, parameters
+            )
+        except BaseException:
+            self._submit(None)
+            raise
+        plan = _Plan(job, rows, self.stages, selection, unmatched, manifest.index)
+        self._submit(plan)
+        plan.done.wait()
         if isinstance(plan.error, Exception):
             raise plan.error
         if plan.error is not None:  # Ctrl-C before the assets started
@@ -1017,10 +1043,37 @@ class RayCluster(Cluster):
         if self.local:  # a new one, with as many CPUs as n_jobs asks for
             cpus = n_jobs if n_jobs > 0 else None
             ray.init(address="local", num_cpus=cpus, include_dashboard=False)
+            self._check_local_access()
         elif self.started:
             ray.init(address=address)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.n_jobs = cpus if n_jobs < 0 else min(n_jobs, cpus)
+
+    def _check_local_access(self) -> None:
+        """A local Ray listens on 127.0.0.1 only (see :data:`RAY_ON_LOOPBACK`). Where
+        it cannot (Ray was imported before the runner set that, by a brainset's
+        module, say), it listens on every interface, and its token authentication
+        is what keeps other machines out: it must stay on."""
+        import ray  # noqa: PLC0415
+
+        address = ray.get_runtime_context().gcs_address
+        if _is_loopback(_host(address)):
+            return
+        if os.environ.get("RAY_AUTH_MODE", "").strip().lower() == "disabled":
+            ray.shutdown()
+            raise ValueError(
+                f"The local Ray listens on every network interface ({address}), and "
+                f"RAY_AUTH_MODE=disabled turns off the token authentication that keeps "
+                f"other machines out. Unset RAY_AUTH_MODE, or start Ray yourself and "
+                f"give its address (brainsets.address)."
+            )
+        logger.warning(
+            "The local Ray listens on every network interface (%s), protected by its "
+            "token authentication: set %s=0 in the environment of kedro run to keep "
+            "it on 127.0.0.1.",
+            address,
+            RAY_ON_LOOPBACK,
+        )
 
     def n_workers(self) -> int:
         return self.n_jobs

@@ -1,0 +1,220 @@
+"""What a run leaves on disk for the next one: the brainset's lock (held from before
+its manifest to the end of the run), the journal of finished assets that
+`brainsets.only=failed` reads after a killed run, stale temporary files."""
+
+import json
+import os
+import signal
+
+import pandas as pd
+import pytest
+from kedro.framework.hooks.manager import _create_hook_manager
+from kedro.io import DataCatalog
+from kedro.runner import SequentialRunner
+from kedro_datasets.pandas import ParquetDataset
+
+from brainsets_kedro.datasets import BrainsetDirectory
+from brainsets_kedro.factory import create_brainset_pipeline
+from brainsets_kedro.hooks import LockBrainsets, RerunFailed
+from brainsets_kedro.journal import JOURNAL_NAME, done_assets
+from brainsets_kedro.leftovers import atomic_temporary
+from brainsets_kedro.lock import BrainsetLocked, brainset_lock
+from brainsets_kedro.nodes import AssetFailures
+from brainsets_kedro.runner import BrainsetRunner
+from tests.brainsets.toy import Pipeline as Toy
+from tests.conftest import TEST_BRAINSETS, add_brainset, kedro, start_kedro
+from tests.test_reliability import _wait_for
+
+
+def _catalog(tmp_path):
+    return DataCatalog(
+        {
+            "toy.raw_dir": BrainsetDirectory(str(tmp_path / "raw" / "toy")),
+            "toy.processed_dir": BrainsetDirectory(str(tmp_path / "proc" / "toy")),
+            "toy.run_report": ParquetDataset(filepath=str(tmp_path / "report.pq")),
+        }
+    )
+
+
+def test_the_lock_is_held_from_the_first_node_to_the_end_of_the_run(tmp_path):
+    processed = tmp_path / "proc" / "toy"
+    processed.mkdir(parents=True)
+    leftover = atomic_temporary(processed / "a_00.h5")
+    leftover.write_text("half")
+    catalog, hook = _catalog(tmp_path), LockBrainsets()
+    nodes = {n.name: n for n in create_brainset_pipeline(Toy).nodes}
+
+    hook.before_node_run(nodes["toy.manifest"], catalog, {})  # before get_manifest
+    assert not leftover.exists()  # removed while holding the lock
+    with pytest.raises(BrainsetLocked), brainset_lock(processed, "toy"):
+        pass
+    hook.before_node_run(nodes["toy.process"], catalog, {})  # held already
+    hook.on_pipeline_error()
+    with brainset_lock(processed, "toy"):  # released at the end of the run
+        pass
+
+
+def _slow_manifest(brainset_id: str) -> str:
+    """The toy brainset, named ``brainset_id``, whose get_manifest sleeps
+    ``manifest_sleep`` seconds."""
+    source = (
+        (TEST_BRAINSETS / "toy.py").read_text().replace('"toy"', f'"{brainset_id}"')
+    )
+    source = source.replace(
+        'parser.add_argument("--n-assets"',
+        'parser.add_argument("--manifest-sleep", type=float, default=0)\n'
+        'parser.add_argument("--n-assets"',
+    )
+    return source.replace(
+        "        if args.unreachable:",
+        "        time.sleep(args.manifest_sleep)\n        if args.unreachable:",
+    )
+
+
+@pytest.mark.parametrize("runner", [[], ["--runner=SequentialRunner"]])
+def test_a_second_run_is_refused_before_its_manifest(project, runner):
+    add_brainset(project, "toy", "toy")
+    add_brainset(project, _slow_manifest("slow"), "slow")
+    first = start_kedro(
+        project,
+        "run",
+        "--pipeline=slow",
+        "--params=slow.n_assets=4,slow.manifest_sleep=14",
+        *runner,
+    )
+    lock = project / "data" / "02_processed" / "slow" / ".brainsets_kedro.lock"
+    _wait_for(lambda: lock.exists() and lock.read_text())
+    manifest = project / "data" / "08_reporting" / "slow" / "manifest.parquet"
+    # Two brainsets, one of them locked: refused before either computes a manifest;
+    # and `kedro brainset manifest`, which would save one too.
+    show = start_kedro(project, "brainset", "manifest", "slow", "--refresh")
+    second = kedro(
+        project,
+        "run",
+        "--pipelines=toy,slow",
+        "--params=slow.n_assets=2,slow.manifest_sleep=14",
+    )
+    assert not manifest.exists()  # the first run is still in its get_manifest
+    message = second.stdout + second.stderr
+    assert second.returncode == 1, message
+    assert "Brainset 'slow' is being prepared by another run" in message
+    assert f"pid {first.pid} " in message
+    assert "Traceback" not in message  # a short message: another run is no bug
+    shown, _ = show.communicate(timeout=60)
+    assert show.returncode == 1, shown
+    assert "Error: Brainset 'slow' is being prepared by another run" in shown
+    assert not manifest.exists()
+    output, _ = first.communicate(timeout=90)
+    assert first.returncode == 0, output
+    assert len(pd.read_parquet(manifest)) == 4  # the first run's, not overwritten
+    toy_report = pd.read_parquet(project / "data/08_reporting/toy/run_report.parquet")
+    assert (toy_report["status"] == "DONE").all()  # the other brainset ran
+
+
+def _write_with_atomic_write(source: str) -> str:
+    """The toy brainset writing its output with atomic_write; ``hang_writing`` ids
+    hang inside the block, their temporary file written."""
+    source = source.replace(
+        'parser.add_argument("--n-assets"',
+        'parser.add_argument("--hang-writing", default="")\n'
+        'parser.add_argument("--n-assets"',
+    )
+    return source.replace(
+        '        (self.processed_dir / f"{asset_id}.txt").write_text(str(value * 10))',
+        '        with self.atomic_write(self.processed_dir / f"{asset_id}.txt") as tmp:\n'
+        "            tmp.write_text(str(value * 10))\n"
+        '            if asset_id in self.args.hang_writing.split("|"):\n'
+        "                time.sleep(600)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("runner", "writing"),
+    [
+        (["--runner-params=n_jobs=2"], 2),  # a_04 and a_05 in parallel
+        (["--runner=SequentialRunner"], 1),  # a_04; a_05 is downloaded only
+    ],
+)
+def test_only_failed_after_a_killed_run_reruns_what_it_did_not_finish(
+    project, runner, writing
+):
+    add_brainset(
+        project,
+        _write_with_atomic_write(TEST_BRAINSETS.joinpath("toy.py").read_text()),
+        "toy",
+    )
+    processed = project / "data" / "02_processed" / "toy"
+    # A complete run: its report says every asset is DONE.
+    assert (
+        kedro(project, "run", "--pipeline=toy", "--params=toy.n_assets=6").returncode
+        == 0
+    )
+
+    # The same again, killed (SIGKILL: no report) with a_04 and a_05 still writing.
+    run = start_kedro(
+        project,
+        "run",
+        "--pipeline=toy",
+        "--params=toy.n_assets=6,toy.hang_writing=a_04|a_05",
+        *runner,
+    )
+    _wait_for(lambda: len(list(processed.glob(".a_0*.txt.*.tmp"))) == writing)
+    _wait_for(lambda: len(done_assets(processed) or ()) == 4)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait(timeout=10)
+    assert sorted(p.name for p in processed.glob("*.txt")) == [
+        f"a_0{i}.txt"
+        for i in range(6)  # the first run's; no temporary listed
+    ]
+    before = {p.name: p.stat().st_mtime_ns for p in processed.glob("*.txt")}
+
+    again = kedro(
+        project,
+        "run",
+        "--pipeline=toy",
+        "--params=toy.n_assets=6,brainsets.only=failed",
+    )
+    output = again.stdout + again.stderr
+    assert again.returncode == 0, output
+    assert "2 asset(s) of 'toy' are not done" in " ".join(output.split())
+    assert (
+        f"removed {writing} temporary file(s) that an earlier, killed run left"
+        in " ".join(output.split())
+    )
+    assert not list(processed.glob(".*.tmp"))
+    report = pd.read_parquet(project / "data/08_reporting/toy/run_report.parquet")
+    assert sorted(report.index) == ["a_04", "a_05"]
+    assert (report["status"] == "DONE").all()
+    after = {p.name: p.stat().st_mtime_ns for p in processed.glob("*.txt")}
+    assert sorted(n for n in after if after[n] != before[n]) == ["a_04.txt", "a_05.txt"]
+    assert done_assets(processed) == {f"a_0{i}" for i in range(6)}
+
+
+@pytest.mark.parametrize("runner", ["sequential", "brainset"])
+def test_the_journal_lists_what_is_done_as_it_finishes(tmp_path, runner):
+    def run(params, brainsets=None):
+        catalog = _catalog(tmp_path)
+        catalog["parameters"] = {"toy": params, "brainsets": brainsets or {}}
+        chosen = SequentialRunner() if runner == "sequential" else BrainsetRunner(2)
+        hooks = _create_hook_manager()
+        hooks.register(RerunFailed())
+        chosen.run(create_brainset_pipeline(Toy), catalog, hooks)
+        return catalog
+
+    processed = tmp_path / "proc" / "toy"
+    with pytest.raises(AssetFailures):
+        run({"n_assets": 5, "fail": "a_01|a_03"})
+    assert done_assets(processed) == {"a_00", "a_02", "a_04"}
+    # A run of some assets keeps what the others were.
+    with pytest.raises(AssetFailures):
+        run({"n_assets": 5, "fail": "a_03"}, {"only": "a_01|a_03"})
+    assert done_assets(processed) == {"a_00", "a_01", "a_02", "a_04"}
+    report = run({"n_assets": 5}, {"only": "failed"}).load("toy.run_report")
+    assert list(report.index) == ["a_03"]
+    assert done_assets(processed) == {f"a_0{i}" for i in range(5)}
+    lines = (processed / JOURNAL_NAME).read_text().splitlines()
+    assert [json.loads(line) for line in lines][-1] == "a_03"  # appended
+    # A line cut short (a full disk) counts as not done.
+    with (processed / JOURNAL_NAME).open("a") as journal:
+        journal.write('"a_0')
+    assert done_assets(processed) == {f"a_0{i}" for i in range(5)}

@@ -20,7 +20,12 @@ import pandas as pd
 from brainsets_kedro.assets import DONE, FAILED, INTERRUPTED, AssetResult, BrainsetJob
 from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.lock import brainset_lock
-from brainsets_kedro.params import parameter_block, parse_params, run_options
+from brainsets_kedro.params import (
+    explain_flags,
+    parameter_block,
+    parse_params,
+    run_options,
+)
 from brainsets_kedro.selection import Selection, shown_ids
 from brainsets_kedro.upstream import ensure_requirements
 
@@ -153,6 +158,22 @@ def build_report(results: Iterable[AssetResult], job: BrainsetJob) -> pd.DataFra
     return report
 
 
+def _make_dirs(*dirs: Path) -> None:
+    """Create a brainset's directories, once its requirements and parameters are
+    checked: a run that stops before any work leaves no empty folder behind."""
+    for directory in dirs:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+
+
+def _name_parameters(error: Exception, parser: Any, brainset_id: str) -> None:
+    """Add to ``error``'s message the Kedro parameter of each command-line flag of
+    the brainset that it names (see :func:`~brainsets_kedro.params.explain_flags`)."""
+    message = str(error)
+    explained = explain_flags(message, parser, brainset_id)
+    if explained != message and error.args == (message,):
+        error.args = (explained,)
+
+
 class BrainsetNode:
     """The node functions of one brainset, as bound methods of these objects (so the
     runner can tell them apart and Kedro can read their type hints)."""
@@ -174,11 +195,13 @@ class BrainsetNode:
         self, raw_dir: Path, processed_dir: Path, parameters: Mapping[str, Any]
     ) -> BrainsetJob:
         options = run_options(parameters)
+        args = self.parse_args(parameters)
+        _make_dirs(raw_dir, processed_dir)
         return BrainsetJob(
             pipeline_cls=self.pipeline_cls,
             raw_dir=Path(raw_dir),
             processed_dir=Path(processed_dir),
-            args=self.parse_args(parameters),
+            args=args,
             download_only=_option(options, "download_only", bool, False),
             timeout=_option(options, "timeout", float, None, positive=True),
             retries=_option(options, "retries", int, 0),
@@ -205,7 +228,12 @@ class ManifestNode(BrainsetNode):
         kwargs = {"raw_dir": Path(raw_dir), "args": args}
         if self.takes_processed_dir:
             kwargs["processed_dir"] = Path(processed_dir)
-        manifest = self.pipeline_cls.get_manifest(**kwargs)
+        _make_dirs(raw_dir, *([processed_dir] if self.takes_processed_dir else []))
+        try:
+            manifest = self.pipeline_cls.get_manifest(**kwargs)
+        except Exception as error:
+            _name_parameters(error, self.pipeline_cls.parser, self.brainset_id)
+            raise
         manifest = validate_manifest(manifest, self.brainset_id)
         logger.info(
             "Brainset '%s': %d assets in the manifest.",

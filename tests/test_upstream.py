@@ -559,6 +559,19 @@ def test_torch_brain_pipeline_runs_unchanged_as_torch_brain_runs_it(
         assert len(mine["spikes/timestamps"]) == 50
 
 
+def test_torch_brain_dataset_reads_the_processed_directory(project):
+    pytest.importorskip("torch", reason="torch_brain.datasets needs torch")
+    datasets = pytest.importorskip("torch_brain.datasets")
+    add_brainset(project, "torch_brain_style", "torch_brain_style")
+    result = kedro(project, "run", "--pipelines=torch_brain_style")
+    assert result.returncode == 0, _output(result)
+    dataset = datasets.Dataset(project / "data/02_processed/torch_brain_style")
+    assert sorted(dataset.recording_ids) == ["sess_00", "sess_01", "sess_02"]
+    recording = dataset.get_recording("sess_01")
+    assert recording.session.id == "sess_01"
+    assert len(recording.spikes.timestamps) == 50
+
+
 OPENNEURO = """\
 from torch_brain.pipeline.openneuro import OpenNeuroPipeline
 

@@ -524,7 +524,13 @@ def test_torch_brain_pipeline_runs_unchanged_as_torch_brain_runs_it(
     project, tmp_path, monkeypatch
 ):
     runner = pytest.importorskip("torch_brain.pipeline.runner")
-    add_brainset(project, "torch_brain_style", "torch_brain_style")
+    source = TEST_BRAINSETS / "torch_brain_style.py"  # importable here: torch_brain is
+    imported = kedro(project, "brainset", "import", str(source))
+    assert imported.returncode == 0, _output(imported)
+    assert (
+        "n_sessions: 3"
+        in (project / "conf/base/parameters_torch_brain_style.yml").read_text()
+    )
     result = kedro(
         project,
         "run",

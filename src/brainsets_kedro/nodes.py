@@ -21,6 +21,7 @@ from brainsets_kedro.assets import DONE, FAILED, INTERRUPTED, AssetResult, Brain
 from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.lock import brainset_lock
 from brainsets_kedro.params import (
+    BrainsetParameterError,
     explain_flags,
     parameter_block,
     parse_params,
@@ -166,12 +167,15 @@ def _make_dirs(*dirs: Path) -> None:
 
 
 def _name_parameters(error: Exception, parser: Any, brainset_id: str) -> None:
-    """Add to ``error``'s message the Kedro parameter of each command-line flag of
-    the brainset that it names (see :func:`~brainsets_kedro.params.explain_flags`)."""
+    """Raise :class:`~brainsets_kedro.params.BrainsetParameterError` if ``error``'s
+    message names command-line flags of the brainset, giving their Kedro parameters
+    (see :func:`~brainsets_kedro.params.explain_flags`): the fix is a parameter."""
     message = str(error)
     explained = explain_flags(message, parser, brainset_id)
-    if explained != message and error.args == (message,):
-        error.args = (explained,)
+    if explained != message:
+        raise BrainsetParameterError(
+            f"Brainset '{brainset_id}': {explained}"
+        ) from error
 
 
 class BrainsetNode:

@@ -659,39 +659,87 @@ def test_import_prefers_torch_brain_and_says_where_from(project):
     )
 
 
-def test_import_all_adds_what_is_new_and_force_keeps_edited_values(project):
+def test_import_all_adds_what_is_new_and_lists_what_it_skipped(project):
     needs_torch_brain()
     name = "pei_pandarinath_nlb_2021"
     first = kedro(project, "brainset", "import", name)
     assert first.returncode == 0, _output(first)
     params = project / f"conf/base/parameters_{name}.yml"
-    text = params.read_text()
-    assert "\n  reprocess: false" in text and "\n  redownload: false" in text
-    # The user edits a value, upstream has since dropped an option and added one.
-    params.write_text(
-        text.replace("reprocess: false", "reprocess: true").replace(
-            "  redownload: false", "  gone_upstream: 7"
-        )
-    )
+    params.write_text(params.read_text().replace("reprocess: false", "reprocess: true"))
     every = kedro(project, "brainset", "import", "--all")
     assert every.returncode == 0, _output(every)
-    others = [n for n in upstream_brainsets() if n != name]
-    for other in others:
-        assert f"Imported {other} from torch-brain" in every.stdout
+    for other in upstream_brainsets():
+        if other != name:
+            assert f"Imported {other} from torch-brain" in every.stdout
     assert (
         f"Skipped 1 brainset(s) that exist here already (--force re-imports them, "
         f"keeping your parameter values): {name}"
     ) in every.stdout
     assert "reprocess: true" in params.read_text()  # untouched
 
-    forced = kedro(project, "brainset", "import", "--force", name)
+
+VERSIONED = """\
+from argparse import ArgumentParser
+
+from brainsets_kedro import BrainsetPipeline
+
+parser = ArgumentParser()
+__OPTIONS__
+
+
+class Pipeline(BrainsetPipeline):
+    brainset_id = "versioned"
+    parser = parser
+
+    @classmethod
+    def get_manifest(cls, raw_dir, args):
+        raise NotImplementedError
+
+    def download(self, manifest_item):
+        pass
+
+    def process(self, download_output):
+        pass
+"""
+
+
+def _versioned(folder: Path, *options: str) -> None:
+    folder.mkdir(exist_ok=True)
+    lines = "\n".join(f"parser.add_argument({option})" for option in options)
+    (folder / "pipeline.py").write_text(VERSIONED.replace("__OPTIONS__", lines))
+
+
+def test_force_keeps_the_values_the_user_set(project, tmp_path):
+    source = tmp_path / "versioned"
+    _versioned(
+        source,
+        '"--n", type=int, default=3',
+        '"--study", default="a"',
+        '"--rate", type=int, default=10',
+        '"--old", type=int, default=1',
+    )
+    assert kedro(project, "brainset", "import", str(source)).returncode == 0
+    params = project / "conf/base/parameters_versioned.yml"
+    params.write_text(
+        params.read_text().replace("n: 3", "n: 5").replace("old: 1", "old: 9")
+    )
+    # Upstream's next version: a default changed, an option dropped, one added.
+    _versioned(
+        source,
+        '"--n", type=int, default=3',
+        '"--study", default="b"',
+        '"--rate", type=int, default=20',
+        '"--new", type=int, default=2',
+    )
+    forced = kedro(project, "brainset", "import", "--force", str(source))
     assert forced.returncode == 0, _output(forced)
-    assert "kept your value reprocess: true" in forced.stdout
-    assert "new option redownload, at its default" in forced.stdout
-    assert "dropped gone_upstream: 7 (the brainset no longer has" in forced.stdout
-    text = params.read_text()
-    assert "\n  reprocess: true" in text and "\n  redownload: false" in text
-    assert "gone_upstream" not in text
+    assert "kept your value n: 5" in forced.stdout
+    assert "new option new, at its default" in forced.stdout
+    assert "dropped old: 9 (the brainset no longer has this option)" in forced.stdout
+    assert "study" not in forced.stdout and "rate" not in forced.stdout
+    assert params.read_text().endswith(
+        'versioned:\n  n: 5\n  study: "b"\n  rate: 20\n  new: 2\n'
+    )
 
 
 def test_a_failed_force_import_leaves_the_brainset_as_it_was(project, tmp_path):

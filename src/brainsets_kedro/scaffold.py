@@ -39,7 +39,7 @@ from brainsets_kedro.discovery import (
     load_brainset_class,
     pipeline_folders,
 )
-from brainsets_kedro.params import _options
+from brainsets_kedro.params import _options, parser_defaults
 from brainsets_kedro.upstream import (
     UPSTREAM_EXTRAS,
     ComputedDefault,
@@ -148,7 +148,7 @@ class ParameterChanges:
     """What re-importing did to an existing parameters file."""
 
     kept: dict[str, Any] = field(default_factory=dict)
-    """Values the user had set (not the default), kept."""
+    """Values the user had set (not the replaced brainset's default), kept."""
     dropped: dict[str, Any] = field(default_factory=dict)
     """Values of options the brainset no longer has, dropped."""
     added: list[str] = field(default_factory=list)
@@ -186,30 +186,46 @@ def _brainset_class(brainset_id: str) -> type:
     return cls
 
 
+def _old_defaults(brainset_id: str) -> dict[str, Any] | None:
+    """The defaults of the brainset now in ``pipelines/<id>/`` (``None`` if it
+    cannot be loaded), to tell the values a user set from those left at default."""
+    try:
+        return parser_defaults(_brainset_class(brainset_id).parser)
+    except Exception:  # noqa: BLE001 (a broken brainset is being replaced)
+        return None
+
+
 def _write_parameters(
-    brainset_id: str, conf_base: Path
+    brainset_id: str, conf_base: Path, old_defaults: dict[str, Any] | None = None
 ) -> tuple[Path, type, ParameterChanges]:
-    """Write the parameters file of the brainset now in ``pipelines/<id>/``, keeping
-    the values of the file it replaces; return it, the brainset's class and what
-    changed."""
+    """Write the parameters file of the brainset now in ``pipelines/<id>/``; return
+    it, the brainset's class and what changed.
+
+    The values of the file it replaces are kept where the user set them (they
+    differ from ``old_defaults``, the replaced brainset's defaults; all of them
+    when those are unknown); the others take the new defaults.
+    """
     cls = _brainset_class(brainset_id)
     path = conf_base / f"parameters_{brainset_id}.yml"
     previous = _previous_values(path, brainset_id)
     options = _options(cls.parser) if cls.parser else {}
     changes = ParameterChanges()
     if previous is not None:
+        old = old_defaults or {}
         changes.kept = {
             k: v
             for k, v in previous.items()
-            if k in options and v != options[k].default
+            if k in options and (old_defaults is None or k not in old or v != old[k])
         }
         changes.dropped = {k: v for k, v in previous.items() if k not in options}
-        changes.added = [k for k in options if k not in previous]
-    text = parameters_yaml(
-        brainset_id,
-        cls.parser,
-        {k: v for k, v in (previous or {}).items() if k in options},
-    )
+        changes.added = [
+            k
+            for k in options
+            if k not in previous
+            and not (old_defaults and k in old_defaults)
+            and not isinstance(options[k].default, ComputedDefault)
+        ]
+    text = parameters_yaml(brainset_id, cls.parser, changes.kept)
     conf_base.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -556,11 +572,15 @@ def import_brainset(
     folder = pipelines_dir() / brainset_id
     replaced = folder.with_name(f"_replaced_{brainset_id}")  # not a pipeline folder
     shutil.rmtree(replaced, ignore_errors=True)
+    old_defaults = None
     if folder.exists():
+        old_defaults = _old_defaults(brainset_id)
         folder.rename(replaced)
     try:
         _copy_in(source, whole_folder, folder)
-        parameters, cls, changes = _write_parameters(brainset_id, conf_base)
+        parameters, cls, changes = _write_parameters(
+            brainset_id, conf_base, old_defaults
+        )
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         if replaced.exists():

@@ -352,12 +352,25 @@ def test_every_shipped_brainset_imports_registers_and_shows_offline(
     # Registering must not touch the network: any attempt would fail at once.
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         monkeypatch.setenv(var, "http://127.0.0.1:9")
+    # One is here already, its parameters edited: --all adds the others only.
+    first, *others = names[::-1]
+    before = kedro(project, "brainset", "import", first, f"--from={choice}")
+    assert before.returncode == 0, _output(before)
+    edited = project / f"conf/base/parameters_{first}.yml"
+    edited.write_text(edited.read_text() + "# edited by hand\n")
     imported = kedro(project, "brainset", "import", "--all", f"--from={choice}")
     assert imported.returncode == 0, _output(imported)
     pipelines = project / "src/brainsets_kedro/pipelines"
     version = importlib_metadata.version(choice)
-    for name in names:
+    for name in others:
         assert f"Imported {name} from {choice} {version}: " in imported.stdout
+    assert f"Imported {first} " not in imported.stdout
+    assert (
+        f"Skipped 1 brainset(s) that exist here already (--force re-imports them, "
+        f"keeping your parameter values): {first}"
+    ) in imported.stdout
+    assert edited.read_text().endswith("# edited by hand\n")
+    for name in names:
         assert (pipelines / name / "pipeline.py").is_file()
         assert (project / f"conf/base/parameters_{name}.yml").is_file()
 
@@ -657,25 +670,6 @@ def test_import_prefers_torch_brain_and_says_where_from(project):
         copy.read_text()
         == (upstream_pipelines_dir("brainsets") / name / "pipeline.py").read_text()
     )
-
-
-def test_import_all_adds_what_is_new_and_lists_what_it_skipped(project):
-    needs_torch_brain()
-    name = "pei_pandarinath_nlb_2021"
-    first = kedro(project, "brainset", "import", name)
-    assert first.returncode == 0, _output(first)
-    params = project / f"conf/base/parameters_{name}.yml"
-    params.write_text(params.read_text().replace("reprocess: false", "reprocess: true"))
-    every = kedro(project, "brainset", "import", "--all")
-    assert every.returncode == 0, _output(every)
-    for other in upstream_brainsets():
-        if other != name:
-            assert f"Imported {other} from torch-brain" in every.stdout
-    assert (
-        f"Skipped 1 brainset(s) that exist here already (--force re-imports them, "
-        f"keeping your parameter values): {name}"
-    ) in every.stdout
-    assert "reprocess: true" in params.read_text()  # untouched
 
 
 VERSIONED = """\

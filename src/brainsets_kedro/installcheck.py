@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,8 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from brainsets_kedro.upstream import install_command
+
+logger = logging.getLogger(__name__)
 
 PIP_TIMEOUT = 120
 """Seconds one resolution may take before the command is given unchecked."""
@@ -220,6 +223,11 @@ def advise_install(requirements: tuple[str, ...]) -> InstallAdvice:
         notes naming the clash; unchecked (``fits=None``) when pip cannot resolve
         (the package index cannot be reached, say).
     """
+    logger.info(
+        "Checking '%s' against this environment with pip's resolver.",
+        install_command(requirements),
+        extra={"markup": False},
+    )
     first = _dry_run(requirements)
     if first.error is not None:
         why = (

@@ -134,6 +134,9 @@ def test_a_folder_that_cannot_be_loaded_never_breaks_the_others(project):
     assert "syntax_error: cannot be loaded, left out: SyntaxError" in shown.stdout
     assert "alien: cannot be loaded, left out: " in shown.stdout
 
+    manifest = kedro(project, "brainset", "manifest", "toy")
+    assert manifest.returncode == 0, manifest.stderr
+    assert "assets." in manifest.stdout
     run = kedro(project, "run", "--pipeline=toy")
     assert run.returncode == 0, run.stdout + run.stderr
     # Asked for by name, a broken folder is an error.

@@ -9,6 +9,7 @@ import pytest
 
 from brainsets_kedro.installcheck import advise_install
 from brainsets_kedro.upstream import RequirementCheck, install_advice
+from tests.conftest import TEST_BRAINSETS, add_brainset, kedro
 
 KEDRO = f"kedro {importlib_metadata.version('kedro')}"
 CLICK = importlib_metadata.version("click")
@@ -96,3 +97,17 @@ def test_an_unreachable_index_gives_the_command_unchecked(monkeypatch):
     assert str(advice) == (
         "pip install bk-fine==1.0 (not checked: the package index could not be reached)"
     )
+
+
+def test_a_run_missing_packages_prints_the_relaxed_command(index, project):
+    block = '# /// brainset-pipeline\n# dependencies = ["bk-tool==1.0"]\n# ///\n'
+    toy = (TEST_BRAINSETS / "toy.py").read_text().replace('"toy"', '"needs_tool"')
+    add_brainset(project, block + toy, "needs_tool")
+    result = kedro(project, "run", "--pipelines=needs_tool")
+    assert result.returncode == 1
+    flat = " ".join((result.stdout + result.stderr).split())
+    assert (
+        "Brainset 'needs_tool' is missing dependencies: bk-tool; install with: "
+        "pip install bk-tool==2.0 (bk-tool==1.0 as pinned would install click 8.1.0"
+    ) in flat
+    assert "bk-tool==2.0 is the newest version that fits)" in flat

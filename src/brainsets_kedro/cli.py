@@ -160,10 +160,16 @@ def show_manifest(
     name = f"{brainset_id}.manifest"
     with _session(env) as session:
         catalog = session.load_context().catalog
-        if brainset_id not in brainset_ids():
+        broken: dict[str, str] = {}
+        known = brainset_ids(broken)
+        if brainset_id in broken:
+            raise click.ClickException(
+                f"Brainset {brainset_id!r} cannot be loaded: {broken[brainset_id]}"
+            )
+        if brainset_id not in known:
             raise click.ClickException(
                 f"Unknown brainset {brainset_id!r}. Registered brainsets: "
-                f"{', '.join(brainset_ids()) or '(none)'}."
+                f"{', '.join(known) or '(none)'}."
             )
         saved = catalog.exists(name)
     if refresh or not saved or runtime_params:

@@ -437,8 +437,12 @@ class Upstream:
 
 
 def installed_upstreams() -> list[Upstream]:
-    """The upstream packages installed here that ship brainsets, preferred first
-    (``torch-brain``, then ``brainsets``)."""
+    """The upstream packages installed here that ship brainsets.
+
+    Returns:
+        Each with its version and folder of brainsets, preferred first
+        (``torch-brain``, then ``brainsets``).
+    """
     found = []
     for package, folder in UPSTREAM_FOLDERS.items():
         try:
@@ -458,8 +462,14 @@ def _install_hint() -> str:
 
 
 def upstream_source(choice: str | None = None) -> Upstream | None:
-    """The upstream whose brainsets ``import`` reads: ``choice`` (a package name
-    of :data:`UPSTREAM_FOLDERS`), else the preferred one installed.
+    """The upstream whose brainsets ``import`` reads.
+
+    Args:
+        choice: A package name of :data:`UPSTREAM_FOLDERS` (``--from``), or
+            ``None`` for the preferred one installed.
+
+    Returns:
+        The upstream, or ``None`` when none is installed (and none was chosen).
 
     Raises:
         ScaffoldError: ``choice`` is not installed.
@@ -491,12 +501,20 @@ def upstream_brainsets(choice: str | None = None) -> list[str]:
 def resolve_source(
     name: str, choice: str | None = None
 ) -> tuple[Path, bool, Upstream | None]:
-    """What ``name`` means: the ``pipeline.py``, whether to copy its whole folder,
-    and the upstream package it comes from (``None`` for a path).
+    """What ``name`` means.
 
-    ``name`` is a path to a pipeline file (copied alone), a path to a folder
-    holding ``pipeline.py`` (copied whole), or the name of a brainset shipped by
-    the installed upstream (:func:`upstream_source`; its folder, copied whole).
+    Args:
+        name: A path to a pipeline file (copied alone), a path to a folder holding
+            ``pipeline.py`` (copied whole), or the name of a brainset shipped by the
+            installed upstream (:func:`upstream_source`; its folder, copied whole).
+        choice: The upstream to read names from (``--from``).
+
+    Returns:
+        The ``pipeline.py``, whether to copy its whole folder, and the upstream
+        package it comes from (``None`` for a path).
+
+    Raises:
+        ScaffoldError: ``name`` is none of these.
     """
     path = Path(name).expanduser()
     if path.is_file():
@@ -552,12 +570,19 @@ def _copy_in(source: Path, whole_folder: bool, folder: Path) -> None:
 def import_brainset(
     name: str, conf_base: Path, force: bool = False, choice: str | None = None
 ) -> Imported:
-    """Copy the brainset ``name`` means (see :func:`resolve_source`) into
-    ``pipelines/<brainset_id>/`` unchanged, and write its parameters file.
+    """Copy the brainset ``name`` means into ``pipelines/<brainset_id>/``
+    unchanged, and write its parameters file.
 
-    With ``force``, an existing brainset of that id is replaced only once the new
-    copy is in place and readable (on any error it is left as it was), and the
-    values set in its parameters file are kept.
+    Args:
+        name: See :func:`resolve_source`.
+        conf_base: The ``conf/base`` folder, for ``parameters_<id>.yml``.
+        force: Replace a brainset of the same id, only once the new copy is in
+            place and readable (on any error it is left as it was), keeping the
+            values the user set in its parameters file.
+        choice: The upstream to read names from (``--from``).
+
+    Returns:
+        What was imported, from where, and what it needs to run.
 
     Raises:
         BrainsetExists: The brainset exists and ``force`` is not set.

@@ -89,7 +89,8 @@ class _BrainsetModuleLoader(importlib.machinery.SourceFileLoader):
 
 
 class SiblingFinder(importlib.abc.MetaPathFinder):
-    """Resolves a brainset's bare imports of the modules in its own folder."""
+    """Resolves a brainset's bare imports of the modules in its own folder, and
+    loads a brainset's own modules with :class:`_BrainsetModuleLoader`."""
 
     def find_spec(
         self, fullname: str, path: object = None, target: object = None

@@ -845,3 +845,43 @@ def test_a_computed_default_is_left_out_until_the_file_can_run(project, tmp_path
     result = kedro(project, "run", "--pipelines=unimportable")
     assert result.returncode == 0, _output(result)
     assert (project / "bin_size=0.25").exists()
+
+
+FLAG_IN_ERROR = """\
+from argparse import ArgumentParser
+
+import pandas as pd
+
+from brainsets_kedro import BrainsetPipeline
+
+parser = ArgumentParser()
+parser.add_argument("--redownload", action="store_true")
+
+
+class Pipeline(BrainsetPipeline):
+    brainset_id = "flagged"
+    parser = parser
+
+    @classmethod
+    def get_manifest(cls, raw_dir, args):
+        return pd.DataFrame({"x": [1]}, index=["a_0"])
+
+    def download(self, manifest_item):
+        raise FileExistsError("a partial file is in the way; pass --redownload")
+
+    def process(self, download_output):
+        pass
+"""
+
+
+def test_an_asset_error_naming_a_flag_names_its_parameter(project):
+    add_brainset(project, FLAG_IN_ERROR, "flagged")
+    result = kedro(project, "run", "--pipelines=flagged")
+    assert result.returncode == 1
+    report = pd.read_parquet(project / "data/08_reporting/flagged/run_report.parquet")
+    assert report.loc["a_0", "error"] == (
+        "FileExistsError: a partial file is in the way; pass --redownload [In Kedro: "
+        "--redownload is the parameter flagged.redownload. Set it under 'flagged:' "
+        "in conf/base/parameters_flagged.yml or with "
+        '--params="flagged.<name>=<value>".]'
+    )

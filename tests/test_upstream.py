@@ -379,13 +379,14 @@ def test_every_shipped_brainset_imports_registers_and_shows_offline(
     for name in names:
         assert f"- {name}\n" in listed.stdout
 
-    built = kedro(project, "viz", "build")
-    assert built.returncode == 0, _output(built)
-    api = project / "build" / "api" / "pipelines"
-    for name in names:
-        shown = json.loads((api / name).read_text())
-        node_names = {n["name"] for n in shown["nodes"]}
-        assert {"manifest", "download", "process"} <= node_names, name
+    if choice == "torch-brain":  # kedro-viz registers them alike: once is enough
+        built = kedro(project, "viz", "build")
+        assert built.returncode == 0, _output(built)
+        api = project / "build" / "api" / "pipelines"
+        for name in names:
+            shown = json.loads((api / name).read_text())
+            node_names = {n["name"] for n in shown["nodes"]}
+            assert {"manifest", "download", "process"} <= node_names, name
 
     # The parameters files come from each brainset's parser, imported or not.
     for name, option in [

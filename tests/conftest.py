@@ -16,6 +16,9 @@ REPO = Path(__file__).resolve().parents[1]
 TEST_BRAINSETS = Path(__file__).resolve().parent / "brainsets"
 
 os.environ["KEDRO_DISABLE_TELEMETRY"] = "1"
+# Tests never reach a package index: the check of printed pip commands
+# (brainsets_kedro.installcheck) resolves against local wheels, or reports "not checked".
+os.environ.setdefault("PIP_NO_INDEX", "1")
 
 
 def copy_project(root: Path) -> Path:

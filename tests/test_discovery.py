@@ -78,7 +78,8 @@ def test_registry_lists_brainsets_and_ordinary_pipelines(project):
 def test_ordinary_pipeline_runs_beside_brainsets(many):
     result = kedro(many, "run", "--pipelines=hello")
     assert result.returncode == 0, result.stderr
-    assert "Completed node: greet" in result.stdout + result.stderr
+    assert "hello from an ordinary pipeline" in result.stdout
+    assert "Completed node: greet" in (many / "info.log").read_text()  # Kedro's line
 
 
 def test_folder_name_must_match_brainset_id(many):
@@ -108,3 +109,38 @@ def test_unknown_brainset_lists_registered_ones(many, option):
         "Unknown pipeline(s): nope. Registered pipelines: hello, misnamed," in message
     )
     assert "toy, unreachable" in message
+
+
+def test_a_folder_that_cannot_be_loaded_never_breaks_the_others(project):
+    add_brainset(project, "toy", "toy")
+    add_brainset(project, "def broken(:\n", "syntax_error")
+    add_brainset(project, "class Pipeline:\n    brainset_id = 'alien'\n", "alien")
+    listed = kedro(project, "registry", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "- toy\n" in listed.stdout and "- my_brainset\n" in listed.stdout
+    assert "- syntax_error\n" not in listed.stdout
+    logged = " ".join((listed.stdout + listed.stderr).split())
+    assert (
+        "Pipeline folder 'syntax_error' cannot be loaded and is left out: SyntaxError"
+        in logged
+    )
+    assert (
+        "Pipeline folder 'alien' cannot be loaded and is left out: "
+        "src/brainsets_kedro/pipelines/alien/pipeline.py: 'Pipeline' must be a subclass"
+    ) in logged
+
+    shown = kedro(project, "brainset", "list")
+    assert shown.returncode == 0, shown.stderr
+    assert "toy" in shown.stdout
+    assert "syntax_error: cannot be loaded, left out: SyntaxError" in shown.stdout
+    assert "alien: cannot be loaded, left out: " in shown.stdout
+
+    manifest = kedro(project, "brainset", "manifest", "toy")
+    assert manifest.returncode == 0, manifest.stderr
+    assert "assets." in manifest.stdout
+    run = kedro(project, "run", "--pipeline=toy")
+    assert run.returncode == 0, run.stdout + run.stderr
+    # Asked for by name, a broken folder is an error.
+    broken = kedro(project, "run", "--pipeline=alien")
+    assert broken.returncode != 0
+    assert "'Pipeline' must be a subclass" in " ".join(broken.stderr.split())

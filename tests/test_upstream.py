@@ -3,15 +3,22 @@ is checked before any work; `kedro brainset import` brings upstream brainsets in
 
 import argparse
 import json
+import subprocess
 import sys
 import textwrap
+from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from brainsets_kedro import BrainsetPipeline
-from brainsets_kedro.scaffold import upstream_brainsets, upstream_pipelines_dir
+from brainsets_kedro.params import explain_flags
+from brainsets_kedro.scaffold import (
+    ScaffoldError,
+    upstream_brainsets,
+    upstream_pipelines_dir,
+)
 from brainsets_kedro.upstream import (
     InlineMetadataError,
     TrackerHandle,
@@ -21,7 +28,7 @@ from brainsets_kedro.upstream import (
     read_inline_metadata,
     read_pipeline_file,
 )
-from tests.conftest import TEST_BRAINSETS, add_brainset, kedro
+from tests.conftest import TEST_BRAINSETS, _kedro_env, add_brainset, kedro
 
 ABSENT = "brainsets-kedro-absent-package"
 """A distribution that no index holds: never installed."""
@@ -222,8 +229,9 @@ def test_missing_dependencies_fail_fast_with_the_install_command(project):
         result
     )
     assert "Traceback" not in _output(result)
-    # Before any work: no asset was started.
-    assert not (project / "data/02_processed/needs/pipeline_logs").exists()
+    # Before any work: no asset was started, no folder made.
+    assert not (project / "data/02_processed/needs").exists()
+    assert not (project / "data/01_raw/needs").exists()
     assert "Running node: download" not in _output(result)
 
 
@@ -325,25 +333,44 @@ def test_static_reading_of_a_pipeline_file(tmp_path):
 # -- kedro brainset import ----------------------------------------------------------------
 
 
-def _shipped():
-    needs_brainsets()
-    names = upstream_brainsets()
-    assert names, "the installed brainsets package ships no brainsets"
+def _shipped(choice=None):
+    """The brainsets shipped by ``choice`` (default: the upstream import reads)."""
+    try:
+        names = upstream_brainsets(choice)
+    except ScaffoldError:
+        names = []
+    if not names:
+        pytest.skip(f'needs {choice or "torch-brain"}: pip install -e ".[dev]"')
     return names
 
 
+@pytest.mark.parametrize("choice", ["torch-brain", "brainsets"])
 def test_every_shipped_brainset_imports_registers_and_shows_offline(
-    project, monkeypatch
+    project, monkeypatch, choice
 ):
-    names = _shipped()
+    names = _shipped(choice)
     # Registering must not touch the network: any attempt would fail at once.
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         monkeypatch.setenv(var, "http://127.0.0.1:9")
-    imported = kedro(project, "brainset", "import", "--all")
+    # One is here already, its parameters edited: --all adds the others only.
+    first, *others = names[::-1]
+    before = kedro(project, "brainset", "import", first, f"--from={choice}")
+    assert before.returncode == 0, _output(before)
+    edited = project / f"conf/base/parameters_{first}.yml"
+    edited.write_text(edited.read_text() + "# edited by hand\n")
+    imported = kedro(project, "brainset", "import", "--all", f"--from={choice}")
     assert imported.returncode == 0, _output(imported)
     pipelines = project / "src/brainsets_kedro/pipelines"
+    version = importlib_metadata.version(choice)
+    for name in others:
+        assert f"Imported {name} from {choice} {version}: " in imported.stdout
+    assert f"Imported {first} " not in imported.stdout
+    assert (
+        f"Skipped 1 brainset(s) that exist here already (--force re-imports them, "
+        f"keeping your parameter values): {first}"
+    ) in imported.stdout
+    assert edited.read_text().endswith("# edited by hand\n")
     for name in names:
-        assert f"Imported {name} from " in imported.stdout
         assert (pipelines / name / "pipeline.py").is_file()
         assert (project / f"conf/base/parameters_{name}.yml").is_file()
 
@@ -352,13 +379,14 @@ def test_every_shipped_brainset_imports_registers_and_shows_offline(
     for name in names:
         assert f"- {name}\n" in listed.stdout
 
-    built = kedro(project, "viz", "build")
-    assert built.returncode == 0, _output(built)
-    api = project / "build" / "api" / "pipelines"
-    for name in names:
-        shown = json.loads((api / name).read_text())
-        node_names = {n["name"] for n in shown["nodes"]}
-        assert {"manifest", "download", "process"} <= node_names, name
+    if choice == "torch-brain":  # kedro-viz registers them alike: once is enough
+        built = kedro(project, "viz", "build")
+        assert built.returncode == 0, _output(built)
+        api = project / "build" / "api" / "pipelines"
+        for name in names:
+            shown = json.loads((api / name).read_text())
+            node_names = {n["name"] for n in shown["nodes"]}
+            assert {"manifest", "download", "process"} <= node_names, name
 
     # The parameters files come from each brainset's parser, imported or not.
     for name, option in [
@@ -371,7 +399,7 @@ def test_every_shipped_brainset_imports_registers_and_shows_offline(
             assert f"\n  {option}" in text, text
     # The copy is unchanged.
     for name in names:
-        original = upstream_pipelines_dir() / name / "pipeline.py"
+        original = upstream_pipelines_dir(choice) / name / "pipeline.py"
         assert (pipelines / name / "pipeline.py").read_text() == original.read_text()
 
 
@@ -381,7 +409,7 @@ def test_running_an_imported_brainset_names_what_to_install(project):
     for name in names:
         info = read_pipeline_file(upstream_pipelines_dir() / name / "pipeline.py")
         check = check_requirements(info.metadata)
-        if check.missing:
+        if check.missing and len(chosen) < 3:  # a few: each resolves with pip
             chosen[name] = check
     if not chosen:
         pytest.skip("every dependency of the shipped brainsets is installed")
@@ -477,3 +505,384 @@ def test_upstream_fixture_is_an_upstream_pipeline():
     assert "from brainsets.pipeline import BrainsetPipeline" in text
     assert "brainsets_kedro" not in text.split('"""', 2)[2]
     assert Path(TEST_BRAINSETS / "upstream_style.py").is_file()
+
+
+# -- torch_brain, where brainsets lives now ------------------------------------------------
+
+
+def needs_torch_brain():
+    return pytest.importorskip(
+        "torch_brain.pipeline",
+        reason='needs the torch-brain package: pip install -e ".[torch-brain]"',
+    )
+
+
+def _h5_content(path: Path) -> dict:
+    """Every dataset and attribute of an HDF5 file, by name."""
+    import h5py  # noqa: PLC0415
+
+    content = {}
+    with h5py.File(path, "r") as file:
+
+        def visit(name, obj):
+            content[name, "attrs"] = {k: repr(v) for k, v in obj.attrs.items()}
+            if isinstance(obj, h5py.Dataset):
+                content[name] = obj[()].tolist()
+
+        visit("/", file)
+        file.visititems(visit)
+    return content
+
+
+def test_torch_brain_pipeline_runs_unchanged_as_torch_brain_runs_it(
+    project, tmp_path, monkeypatch
+):
+    runner = pytest.importorskip("torch_brain.pipeline.runner")
+    source = TEST_BRAINSETS / "torch_brain_style.py"  # importable here: torch_brain is
+    imported = kedro(project, "brainset", "import", str(source))
+    assert imported.returncode == 0, _output(imported)
+    assert (
+        "n_sessions: 3"
+        in (project / "conf/base/parameters_torch_brain_style.yml").read_text()
+    )
+    result = kedro(
+        project,
+        "run",
+        "--pipelines=torch_brain_style",
+        "--runner-params=n_jobs=2",
+        "--params=torch_brain_style.n_sessions=2",
+    )
+    output = _output(result)
+    assert result.returncode == 0, output
+    for status in ("DOWNLOADING", "Processing", "DONE"):
+        assert f"torch_brain_style sess_01: {status}" in output
+    # torch_brain's own runner, one asset at a time (its --single mode: no Ray).
+    for session in ("sess_00", "sess_01"):
+        monkeypatch.setattr(
+            sys,
+            "argv",
+            [
+                "runner",
+                str(TEST_BRAINSETS / "torch_brain_style.py"),
+                *("--raw-dir", str(tmp_path / "raw")),
+                *("--processed-dir", str(tmp_path / "processed")),
+                *("--single", session, "--n-sessions", "2"),
+            ],
+        )
+        runner.run()
+    ours = project / "data/02_processed/torch_brain_style"
+    theirs = tmp_path / "processed/torch_brain_style"
+    assert sorted(p.name for p in ours.glob("*.h5")) == ["sess_00.h5", "sess_01.h5"]
+    for session in ("sess_00", "sess_01"):
+        mine = _h5_content(ours / f"{session}.h5")
+        assert mine == _h5_content(theirs / f"{session}.h5")
+        assert len(mine["spikes/timestamps"]) == 50
+
+
+def test_torch_brain_dataset_reads_the_processed_directory(project):
+    pytest.importorskip("torch", reason="torch_brain.datasets needs torch")
+    datasets = pytest.importorskip("torch_brain.datasets")
+    add_brainset(project, "torch_brain_style", "torch_brain_style")
+    result = kedro(project, "run", "--pipelines=torch_brain_style")
+    assert result.returncode == 0, _output(result)
+    dataset = datasets.Dataset(project / "data/02_processed/torch_brain_style")
+    assert sorted(dataset.recording_ids) == ["sess_00", "sess_01", "sess_02"]
+    recording = dataset.get_recording("sess_01")
+    assert recording.session.id == "sess_01"
+    assert len(recording.spikes.timestamps) == 50
+
+
+OPENNEURO = """\
+from torch_brain.pipeline.openneuro import OpenNeuroPipeline
+
+
+class Pipeline(OpenNeuroPipeline):
+    modality = "eeg"
+    brainset_id = "tiny_ds000001"
+    dataset_id = "ds000001"
+    origin_version = "1.0.0"
+    derived_version = "1.0.0"
+    description = "an OpenNeuro brainset that never gets as far as the network"
+"""
+
+
+def test_openneuro_prompt_default_fails_before_any_work_naming_the_parameter(project):
+    needs_torch_brain()
+    add_brainset(project, OPENNEURO, "tiny_ds000001")
+    result = subprocess.run(
+        [sys.executable, "-m", "kedro", "run", "--pipelines=tiny_ds000001"],
+        cwd=project,
+        env=_kedro_env(project),
+        stdin=subprocess.DEVNULL,  # as in CI or a cluster job: no terminal
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 2, _output(result)  # the fix is a parameter
+    flat = _flat(result)
+    assert "Cannot use --on-version-mismatch='prompt' in non-interactive mode" in flat
+    assert (
+        "[In Kedro: --on-version-mismatch is the parameter "
+        "tiny_ds000001.on_version_mismatch. Set it under 'tiny_ds000001:' in "
+        "conf/base/parameters_tiny_ds000001.yml or with "
+        '--params="tiny_ds000001.<name>=<value>".]'
+    ) in flat
+    assert "Running node: download" not in _output(result)
+    assert not (project / "data/02_processed/tiny_ds000001/pipeline_logs").exists()
+
+
+def test_asset_errors_name_the_parameter_of_a_flag(tmp_path):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bin-size", type=float, default=0.1)
+    parser.add_argument("--bin", type=int, default=1)
+    message = "bins too wide: lower --bin-size"
+    assert explain_flags(message, parser, "b") == (
+        f"{message} [In Kedro: --bin-size is the parameter b.bin_size. Set it under "
+        "'b:' in conf/base/parameters_b.yml or with "
+        '--params="b.<name>=<value>".]'
+    )
+    assert explain_flags("no flag here", parser, "b") == "no flag here"
+    assert explain_flags(message, None, "b") == message
+
+
+# -- kedro brainset import: torch_brain, --all, --force ------------------------------------
+
+
+def test_import_prefers_torch_brain_and_says_where_from(project):
+    needs_torch_brain()
+    needs_brainsets()
+    versions = {
+        name: importlib_metadata.version(name) for name in ("torch-brain", "brainsets")
+    }
+    name = "perich_miller_population_2018"
+    imported = kedro(project, "brainset", "import", name)
+    assert imported.returncode == 0, _output(imported)
+    assert (
+        f"Imported {name} from torch-brain {versions['torch-brain']}:"
+        in imported.stdout
+    )
+    copy = project / f"src/brainsets_kedro/pipelines/{name}/pipeline.py"
+    assert "from torch_brain" in copy.read_text()
+    again = kedro(project, "brainset", "import", "--force", "--from=brainsets", name)
+    assert again.returncode == 0, _output(again)
+    assert f"Imported {name} from brainsets {versions['brainsets']}:" in again.stdout
+    assert (
+        copy.read_text()
+        == (upstream_pipelines_dir("brainsets") / name / "pipeline.py").read_text()
+    )
+
+
+VERSIONED = """\
+from argparse import ArgumentParser
+
+from brainsets_kedro import BrainsetPipeline
+
+parser = ArgumentParser()
+__OPTIONS__
+
+
+class Pipeline(BrainsetPipeline):
+    brainset_id = "versioned"
+    parser = parser
+
+    @classmethod
+    def get_manifest(cls, raw_dir, args):
+        raise NotImplementedError
+
+    def download(self, manifest_item):
+        pass
+
+    def process(self, download_output):
+        pass
+"""
+
+
+def _versioned(folder: Path, *options: str) -> None:
+    folder.mkdir(exist_ok=True)
+    lines = "\n".join(f"parser.add_argument({option})" for option in options)
+    (folder / "pipeline.py").write_text(VERSIONED.replace("__OPTIONS__", lines))
+
+
+def test_force_keeps_the_values_the_user_set(project, tmp_path):
+    source = tmp_path / "versioned"
+    _versioned(
+        source,
+        '"--n", type=int, default=3',
+        '"--study", default="a"',
+        '"--rate", type=int, default=10',
+        '"--old", type=int, default=1',
+    )
+    assert kedro(project, "brainset", "import", str(source)).returncode == 0
+    params = project / "conf/base/parameters_versioned.yml"
+    params.write_text(
+        params.read_text().replace("n: 3", "n: 5").replace("old: 1", "old: 9")
+    )
+    # Upstream's next version: a default changed, an option dropped, one added.
+    _versioned(
+        source,
+        '"--n", type=int, default=3',
+        '"--study", default="b"',
+        '"--rate", type=int, default=20',
+        '"--new", type=int, default=2',
+    )
+    forced = kedro(project, "brainset", "import", "--force", str(source))
+    assert forced.returncode == 0, _output(forced)
+    assert "kept your value n: 5" in forced.stdout
+    assert "new option new, at its default" in forced.stdout
+    assert "dropped old: 9 (the brainset no longer has this option)" in forced.stdout
+    assert "study" not in forced.stdout and "rate" not in forced.stdout
+    assert params.read_text().endswith(
+        'versioned:\n  n: 5\n  study: "b"\n  rate: 20\n  new: 2\n'
+    )
+
+
+def test_a_failed_force_import_leaves_the_brainset_as_it_was(project, tmp_path):
+    source = tmp_path / "with_helpers"
+    source.mkdir()
+    (source / "pipeline.py").write_text(SIBLING_PIPELINE)
+    (source / "helpers.py").write_text("def double(x):\n    return 2 * x\n")
+    assert kedro(project, "brainset", "import", str(source)).returncode == 0
+    folder = project / "src/brainsets_kedro/pipelines/with_helpers"
+    params = project / "conf/base/parameters_with_helpers.yml"
+    params.write_text(params.read_text().replace("n: 3", "n: 5"))
+    before = {p.name: p.read_text() for p in folder.glob("*.py")}
+    # The new copy is no brainset: its Pipeline subclasses nothing we know.
+    (source / "pipeline.py").write_text(
+        "import pandas\n\n\nclass Pipeline:\n    brainset_id = 'with_helpers'\n"
+    )
+    failed = kedro(project, "brainset", "import", "--force", str(source))
+    assert failed.returncode != 0
+    assert "'Pipeline' must be a subclass of" in _flat(failed)
+    assert {p.name: p.read_text() for p in folder.glob("*.py")} == before
+    assert "n: 5" in params.read_text()
+    assert not list(folder.parent.glob("_replaced_*"))
+
+
+# -- brainsets that ship modules of the same name ------------------------------------------
+
+SPLIT_PIPELINE = """\
+import pandas as pd
+from split import which  # each brainset ships its own split.py
+
+from brainsets_kedro import BrainsetPipeline
+
+
+class Pipeline(BrainsetPipeline):
+    brainset_id = "__ID__"
+
+    @classmethod
+    def get_manifest(cls, raw_dir, args):
+        return pd.DataFrame({"x": [1, 2]}, index=["a_0", "a_1"])
+
+    def download(self, manifest_item):
+        return manifest_item.Index
+
+    def process(self, download_output):
+        (self.processed_dir / f"{download_output}.txt").write_text(which())
+"""
+
+
+def test_brainsets_shipping_a_split_py_each_use_their_own(project, tmp_path):
+    for brainset_id in ("split_one", "split_two"):
+        source = tmp_path / brainset_id
+        source.mkdir()
+        (source / "pipeline.py").write_text(
+            SPLIT_PIPELINE.replace("__ID__", brainset_id)
+        )
+        (source / "split.py").write_text(
+            f"def which():\n    return 'split.py of {brainset_id}'\n"
+        )
+        imported = kedro(project, "brainset", "import", str(source))
+        assert imported.returncode == 0, _output(imported)
+    # One worker prepares every asset of both brainsets: one process imports both.
+    result = kedro(
+        project, "run", "--pipelines=split_one,split_two", "--runner-params=n_jobs=1"
+    )
+    assert result.returncode == 0, _output(result)
+    for brainset_id in ("split_one", "split_two"):
+        processed = project / "data/02_processed" / brainset_id
+        assert {p.read_text() for p in processed.glob("*.txt")} == {
+            f"split.py of {brainset_id}"
+        }
+
+
+# -- defaults that pipeline.py computes ----------------------------------------------------
+
+COMPUTED_DEFAULT = UNIMPORTABLE.replace(
+    'parser.add_argument("--n-subjects", type=int, default=3)',
+    'DEFAULT_BIN = 0.25\nparser.add_argument("--bin-size", type=float, '
+    'default=DEFAULT_BIN, help="bin width (s)")',
+).replace(f'"{ABSENT}==1.2.3"', "")
+
+
+def test_a_computed_default_is_left_out_until_the_file_can_run(project, tmp_path):
+    source = tmp_path / "unimportable"
+    source.mkdir()
+    (source / "pipeline.py").write_text(
+        COMPUTED_DEFAULT.replace(
+            "    def download(self, manifest_item):\n        pass",
+            "    def download(self, manifest_item):\n"
+            "        Path(f'bin_size={self.args.bin_size}').touch()",
+        )
+        .replace(
+            '        Path("get_manifest_was_called").touch()',
+            "        return pd.DataFrame({'x': [1]}, index=['a'])",
+        )
+        .replace(
+            "from pathlib import Path",
+            "from pathlib import Path\n\nimport pandas as pd",
+        )
+    )
+    imported = kedro(project, "brainset", "import", str(source))
+    assert imported.returncode == 0, _output(imported)
+    text = (project / "conf/base/parameters_unimportable.yml").read_text()
+    assert (
+        '\n  # bin_size: "DEFAULT_BIN"  # left out: pipeline.py computes this default'
+    ) in text
+    assert "bin width (s)" in text and '\n  study: "a"' in text
+    # Once the missing module is installed, the parser's own default applies.
+    (project / "src/brainsets_kedro_absent_module.py").write_text("")
+    result = kedro(project, "run", "--pipelines=unimportable")
+    assert result.returncode == 0, _output(result)
+    assert (project / "bin_size=0.25").exists()
+
+
+FLAG_IN_ERROR = """\
+from argparse import ArgumentParser
+
+import pandas as pd
+
+from brainsets_kedro import BrainsetPipeline
+
+parser = ArgumentParser()
+parser.add_argument("--redownload", action="store_true")
+
+
+class Pipeline(BrainsetPipeline):
+    brainset_id = "flagged"
+    parser = parser
+
+    @classmethod
+    def get_manifest(cls, raw_dir, args):
+        return pd.DataFrame({"x": [1]}, index=["a_0"])
+
+    def download(self, manifest_item):
+        raise FileExistsError("a partial file is in the way; pass --redownload")
+
+    def process(self, download_output):
+        pass
+"""
+
+
+def test_an_asset_error_naming_a_flag_names_its_parameter(project):
+    add_brainset(project, FLAG_IN_ERROR, "flagged")
+    result = kedro(project, "run", "--pipelines=flagged")
+    assert result.returncode == 1
+    report = pd.read_parquet(project / "data/08_reporting/flagged/run_report.parquet")
+    assert report.loc["a_0", "error"] == (
+        "FileExistsError: a partial file is in the way; pass --redownload [In Kedro: "
+        "--redownload is the parameter flagged.redownload. Set it under 'flagged:' "
+        "in conf/base/parameters_flagged.yml or with "
+        '--params="flagged.<name>=<value>".]'
+    )

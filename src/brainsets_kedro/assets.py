@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
 from brainsets_kedro.brainset import BrainsetPipeline
+from brainsets_kedro.params import explain_flags
 from brainsets_kedro.upstream import TrackerHandle
 
 status_logger = logging.getLogger("brainsets_kedro.status")
@@ -173,7 +174,11 @@ class BrainsetJob:
                 traceback.print_exc(file=sys.stderr)
                 result.status = FAILED
                 result.failed_stage = stage
-                result.error = traceback.format_exception_only(error)[-1].strip()
+                result.error = explain_flags(
+                    traceback.format_exception_only(error)[-1].strip(),
+                    self.pipeline_cls.parser,
+                    self.brainset_id,
+                )
             else:
                 result.status = DONE if final else f"{stages[-1]} done"
         result.end = time.time()

@@ -1,6 +1,7 @@
 """The ``BrainsetPipeline`` base class: one subclass per dataset.
 
-This is the API of ``brainsets.pipeline.BrainsetPipeline``. It knows nothing about Kedro
+This is the API of ``torch_brain.pipeline.BrainsetPipeline`` (formerly
+``brainsets.pipeline``; subclasses of either run here too). It knows nothing about Kedro
 or joblib: the pipeline factory turns a subclass into Kedro nodes, and the runner decides
 where its methods run.
 """

@@ -16,10 +16,11 @@ from kedro.framework.startup import bootstrap_project
 from brainsets_kedro.assets import exit_without_final_collection
 from brainsets_kedro.discovery import (
     PIPELINES_PACKAGE,
+    describe_error,
     load_brainset_class,
     pipeline_folders,
 )
-from brainsets_kedro.errors import UsageError, short_errors
+from brainsets_kedro.errors import UsageError, UserError, short_errors
 from brainsets_kedro.prestart import start_workers, wait_for_workers
 from brainsets_kedro.scaffold import import_command, new_command
 
@@ -105,9 +106,26 @@ def _session(env: str | None) -> KedroSession:
     return KedroSession.create(project_path=Path.cwd(), env=env)
 
 
-def brainset_ids() -> list[str]:
-    """The ids of the registered brainsets (folders holding a Pipeline class)."""
-    return [name for name in pipeline_folders() if load_brainset_class(name)]
+def brainset_ids(broken: dict[str, str] | None = None) -> list[str]:
+    """The ids of the registered brainsets (folders holding a Pipeline class).
+
+    Args:
+        broken: If given, filled with the folders that cannot be loaded and why
+            (they are left out).
+
+    Returns:
+        The brainset ids, in folder order.
+    """
+    ids = []
+    for name in pipeline_folders():
+        try:
+            if load_brainset_class(name):
+                ids.append(name)
+        except Exception as error:
+            if broken is None:
+                raise
+            broken[name] = describe_error(error)
+    return ids
 
 
 @brainset.command(name="list")
@@ -120,7 +138,8 @@ def list_brainsets(env: str | None) -> None:
     with _session(env) as session:
         catalog = session.load_context().catalog
         rows = []
-        for brainset_id in brainset_ids():
+        broken: dict[str, str] = {}
+        for brainset_id in brainset_ids(broken):
             raw, processed = (
                 catalog.get(f"{brainset_id}.{name}")._describe()["path"]
                 for name in ("raw_dir", "processed_dir")
@@ -132,11 +151,13 @@ def list_brainsets(env: str | None) -> None:
             rows.append((brainset_id, raw, processed, files, size))
     if not rows:
         click.echo("No brainsets: add src/brainsets_kedro/pipelines/<id>/pipeline.py.")
-        return
-    import pandas as pd  # noqa: PLC0415 (kedro run starts its workers before pandas)
+    else:
+        import pandas as pd  # noqa: PLC0415 (kedro run starts its workers first)
 
-    columns = ["brainset", "raw_dir", "processed_dir", "files", "size"]
-    click.echo(pd.DataFrame(rows, columns=columns).to_string(index=False))
+        columns = ["brainset", "raw_dir", "processed_dir", "files", "size"]
+        click.echo(pd.DataFrame(rows, columns=columns).to_string(index=False))
+    for name, error in broken.items():
+        click.echo(f"{name}: cannot be loaded, left out: {error}")
 
 
 @brainset.command(name="manifest")
@@ -154,10 +175,16 @@ def show_manifest(
     name = f"{brainset_id}.manifest"
     with _session(env) as session:
         catalog = session.load_context().catalog
-        if brainset_id not in brainset_ids():
+        broken: dict[str, str] = {}
+        known = brainset_ids(broken)
+        if brainset_id in broken:
+            raise UserError(
+                f"Brainset {brainset_id!r} cannot be loaded: {broken[brainset_id]}"
+            )
+        if brainset_id not in known:
             raise UsageError(
                 f"Unknown brainset {brainset_id!r}. Registered brainsets: "
-                f"{', '.join(brainset_ids()) or '(none)'}."
+                f"{', '.join(known) or '(none)'}."
             )
         saved = catalog.exists(name)
     if refresh or not saved or runtime_params:

@@ -21,8 +21,10 @@ from brainsets_kedro.brainset import atomic_write
 class BrainsetDirectory(AbstractDataset[None, Path]):
     """A brainset's raw or processed directory.
 
-    Loading returns the directory as an absolute :class:`~pathlib.Path`, created if
-    missing; the brainset's own code reads and writes the files inside. Declared once
+    Loading returns the directory as an absolute :class:`~pathlib.Path`; the
+    brainset's nodes create it when their work starts (so a run that stops before,
+    on missing packages say, leaves no empty folder), and the brainset's own code
+    reads and writes the files inside. Declared once
     for all brainsets by the ``{brainset}.raw_dir`` and ``{brainset}.processed_dir``
     patterns in ``conf/base/catalog.yml``; move one or all of them there, or in an
     environment's ``conf/<env>/catalog.yml``.
@@ -47,7 +49,6 @@ class BrainsetDirectory(AbstractDataset[None, Path]):
                 f"{path} is a file, not a directory: point this brainset directory "
                 f"at a folder in conf/ (catalog.yml)."
             )
-        path.mkdir(parents=True, exist_ok=True)
         return path
 
     def save(self, data: None) -> None:

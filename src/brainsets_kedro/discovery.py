@@ -2,9 +2,12 @@
 
 A folder whose ``pipeline.py`` defines ``class Pipeline(BrainsetPipeline)`` is a
 brainset, registered under its ``brainset_id`` (which must be the folder's name); the
-``BrainsetPipeline`` of the ``brainsets`` package is accepted too. A folder whose package
+``BrainsetPipeline`` of ``torch_brain.pipeline`` (or of the older ``brainsets``
+package) is accepted too. A folder whose package
 or ``pipeline.py`` has ``create_pipeline()`` is an ordinary Kedro pipeline. Nothing here
-calls ``get_manifest``. A brainset whose ``pipeline.py`` cannot be imported (its
+calls ``get_manifest``. A folder that cannot be loaded is left out with a warning
+naming it and its error (unless asked for by name), so it never breaks the others.
+A brainset whose ``pipeline.py`` cannot be imported (its
 dependencies are not installed) is registered from what the file says without running
 it, and fails when run, naming what to install (see :mod:`brainsets_kedro.upstream`).
 """
@@ -12,6 +15,7 @@ it, and fails when run, naming what to install (see :mod:`brainsets_kedro.upstre
 from __future__ import annotations
 
 import importlib
+import logging
 from importlib.resources import files
 from pathlib import Path
 from types import ModuleType
@@ -21,9 +25,10 @@ from kedro.pipeline import Pipeline
 
 from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.errors import UsageError, UserError
+from brainsets_kedro.siblings import PIPELINES_PACKAGE
 from brainsets_kedro.upstream import is_brainset_class, unimportable_brainset
 
-PIPELINES_PACKAGE = "brainsets_kedro.pipelines"
+logger = logging.getLogger(__name__)
 
 
 class PipelineDiscoveryError(UserError, ImportError):
@@ -41,6 +46,20 @@ def pipeline_folders() -> list[str]:
         for entry in files(PIPELINES_PACKAGE).iterdir()
         if entry.is_dir() and not entry.name.startswith((".", "_"))
     )
+
+
+def describe_error(error: BaseException) -> str:
+    """An error in one line: its type, unless the message says it all, and message.
+
+    Args:
+        error: Why a pipeline folder could not be loaded.
+
+    Returns:
+        ``"SyntaxError: ..."``, or the message alone for our own errors.
+    """
+    if isinstance(error, PipelineDiscoveryError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
 
 
 def _import(module_name: str) -> ModuleType:
@@ -84,8 +103,8 @@ def load_brainset_class(name: str) -> type[BrainsetPipeline] | None:
     if not is_brainset_class(cls):
         raise PipelineDiscoveryError(
             f"{where}: 'Pipeline' must be a subclass of "
-            f"brainsets_kedro.BrainsetPipeline (or brainsets.pipeline."
-            f"BrainsetPipeline), got {cls!r}."
+            f"brainsets_kedro.BrainsetPipeline (or of the BrainsetPipeline of "
+            f"torch_brain.pipeline or brainsets.pipeline), got {cls!r}."
         )
     brainset_id = getattr(cls, "brainset_id", None)
     if brainset_id is None:
@@ -138,7 +157,20 @@ def find_pipelines(requested: list[str] | None = None) -> dict[str, Pipeline]:
                 f"folder src/brainsets_kedro/pipelines/<brainset_id>/pipeline.py."
             )
     names = folders if load_all else [n for n in folders if n in requested]
-    found = {name: _load_pipeline(name) for name in names}
+    found = {}
+    for name in names:
+        try:
+            found[name] = _load_pipeline(name)
+        except Exception as error:
+            if not load_all:
+                raise  # asked for by name: its error is the answer
+            # One broken folder must not take the others down with it.
+            logger.warning(
+                "Pipeline folder '%s' cannot be loaded and is left out: %s",
+                name,
+                describe_error(error),
+                extra={"markup": False},
+            )
     if load_all:
         found["__default__"] = sum(found.values(), Pipeline([]))
     return found

@@ -54,6 +54,7 @@ class LockBrainsets:
         from brainsets_kedro.leftovers import remove_stale  # noqa: PLC0415
         from brainsets_kedro.lock import brainset_lock  # noqa: PLC0415
         from brainsets_kedro.selection import shown_ids  # noqa: PLC0415
+        from brainsets_kedro.upstream import ensure_requirements  # noqa: PLC0415
 
         owner = brainset_node(node)
         if owner is None:
@@ -62,6 +63,8 @@ class LockBrainsets:
         with self._guard:
             if brainset_id in self._held:
                 return
+            # Missing packages stop the run before the lock makes any directory.
+            ensure_requirements(owner.pipeline_cls)
             dirs = [
                 Path(inputs[name] if name in inputs else catalog.load(name))
                 for name in (f"{brainset_id}.processed_dir", f"{brainset_id}.raw_dir")

@@ -31,7 +31,13 @@ from brainsets_kedro.assets import (
 from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.errors import UsageError, UserError, shown_path
 from brainsets_kedro.journal import Journal
-from brainsets_kedro.params import parameter_block, parse_params, run_options
+from brainsets_kedro.params import (
+    BrainsetParameterError,
+    explain_flags,
+    parameter_block,
+    parse_params,
+    run_options,
+)
 from brainsets_kedro.selection import Selection, shown_ids
 from brainsets_kedro.sizes import check_disk_space
 from brainsets_kedro.upstream import ensure_requirements
@@ -273,6 +279,25 @@ def build_report(results: Iterable[AssetResult], job: BrainsetJob) -> pd.DataFra
     return report
 
 
+def _make_dirs(*dirs: Path) -> None:
+    """Create a brainset's directories, once its requirements and parameters are
+    checked: a run that stops before any work leaves no empty folder behind."""
+    for directory in dirs:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+
+
+def _name_parameters(error: Exception, parser: Any, brainset_id: str) -> None:
+    """Raise :class:`~brainsets_kedro.params.BrainsetParameterError` if ``error``'s
+    message names command-line flags of the brainset, giving their Kedro parameters
+    (see :func:`~brainsets_kedro.params.explain_flags`): the fix is a parameter."""
+    message = str(error)
+    explained = explain_flags(message, parser, brainset_id)
+    if explained != message:
+        raise BrainsetParameterError(
+            f"Brainset '{brainset_id}': {explained}"
+        ) from error
+
+
 class BrainsetNode:
     """The node functions of one brainset, as bound methods of these objects (so the
     runner can tell them apart and Kedro can read their type hints)."""
@@ -294,11 +319,13 @@ class BrainsetNode:
         self, raw_dir: Path, processed_dir: Path, parameters: Mapping[str, Any]
     ) -> BrainsetJob:
         options = run_options(parameters)
+        args = self.parse_args(parameters)
+        _make_dirs(raw_dir, processed_dir)
         return BrainsetJob(
             pipeline_cls=self.pipeline_cls,
             raw_dir=Path(raw_dir),
             processed_dir=Path(processed_dir),
-            args=self.parse_args(parameters),
+            args=args,
             download_only=_option(options, "download_only", bool, False),
             timeout=_option(options, "timeout", float, None, positive=True),
             retries=_option(options, "retries", int, 0),
@@ -325,9 +352,13 @@ class ManifestNode(BrainsetNode):
         kwargs = {"raw_dir": Path(raw_dir), "args": args}
         if self.takes_processed_dir:
             kwargs["processed_dir"] = Path(processed_dir)
+        _make_dirs(raw_dir, *([processed_dir] if self.takes_processed_dir else []))
         try:
             manifest = self.pipeline_cls.get_manifest(**kwargs)
-        except OSError as error:
+        except Exception as error:
+            _name_parameters(error, self.pipeline_cls.parser, self.brainset_id)
+            if not isinstance(error, OSError):
+                raise
             raise ManifestUnavailable(
                 f"Brainset '{self.brainset_id}' has no manifest: get_manifest raised "
                 f"{traceback.format_exception_only(error)[-1].strip()} "

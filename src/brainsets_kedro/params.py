@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +28,13 @@ def _options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
         for action in parser._actions
         if not isinstance(action, argparse._HelpAction | argparse._VersionAction)
     }
+
+
+def parser_defaults(parser: argparse.ArgumentParser | None) -> dict[str, Any]:
+    """The parameters a parser implies when nothing is set: ``{dest: default}``."""
+    if parser is None:
+        return {}
+    return {dest: action.default for dest, action in _options(parser).items()}
 
 
 def _as_words(action: argparse.Action, value: Any) -> list[str]:
@@ -104,6 +112,42 @@ def parse_params(
             f"(set under '{brainset_id}:' in conf/ or with "
             f'--params="{brainset_id}.<name>=<value>").'
         ) from None
+
+
+def explain_flags(
+    message: str, parser: argparse.ArgumentParser | None, brainset_id: str
+) -> str:
+    """A brainset's error message, with the Kedro parameter of each of its
+    command-line flags that it names (upstream's messages say "set --on-version-
+    mismatch"; here that is the parameter ``<id>.on_version_mismatch``).
+
+    Args:
+        message: The error message, as the brainset's code wrote it.
+        parser: The brainset's parser (``None``: it has no options).
+        brainset_id: The brainset's id.
+
+    Returns:
+        ``message``, followed by the parameters for the flags it names, if any.
+    """
+    if parser is None or "--" not in message:
+        return message
+    named = {
+        flag: dest
+        for dest, action in _options(parser).items()
+        for flag in action.option_strings
+        if flag.startswith("--")
+        and re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", message)
+    }
+    if not named:
+        return message
+    hints = "; ".join(
+        f"{flag} is the parameter {brainset_id}.{dest}" for flag, dest in named.items()
+    )
+    return (
+        f"{message} [In Kedro: {hints}. Set it under '{brainset_id}:' in "
+        f"conf/base/parameters_{brainset_id}.yml or with "
+        f'--params="{brainset_id}.<name>=<value>".]'
+    )
 
 
 RUNNER_DEFAULTS: dict[str, Any] = {

@@ -1,14 +1,15 @@
 """``kedro brainset new`` and ``kedro brainset import``: brainset folders made for you.
 
-``new <id>`` writes ``pipelines/<id>/pipeline.py`` in the style of the ``brainsets``
-package (inline metadata, a parser, ``get_manifest``, ``download``, ``process``, with
-``update_status`` calls and a documented place for each step) that runs as generated,
-and ``conf/base/parameters_<id>.yml``.
+``new <id>`` writes ``pipelines/<id>/pipeline.py`` in the style of upstream's
+pipelines (inline metadata, a parser, ``get_manifest``, ``download``, ``process``,
+with ``update_status`` calls and a documented place for each step) that runs as
+generated, and ``conf/base/parameters_<id>.yml``.
 
-``import <name>`` copies a brainset written for the ``brainsets`` package, from the
-installed package's ``brainsets_pipelines/<name>/`` or from a path, into ``pipelines/``
-unchanged, and writes its parameters file from its parser. Importing it never needs the
-packages it needs to run, and never calls ``get_manifest``.
+``import <name>`` copies a brainset written for ``torch_brain`` (its shipped
+``torch_brain/pipeline/brainsets-pipelines/<name>/``) or the older ``brainsets``
+package (``brainsets_pipelines/<name>/``), or one from a path, into ``pipelines/``
+unchanged, and writes its parameters file from its parser. Importing it never needs
+the packages it needs to run, and never calls ``get_manifest``.
 """
 
 from __future__ import annotations
@@ -17,13 +18,18 @@ import argparse
 import importlib
 import json
 import keyword
+import os
 import shutil
-from dataclasses import dataclass
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 import click
+import yaml
 from kedro.framework.project import settings
 from kedro.framework.startup import bootstrap_project
 
@@ -33,13 +39,14 @@ from brainsets_kedro.discovery import (
     load_brainset_class,
     pipeline_folders,
 )
-from brainsets_kedro.params import _options
+from brainsets_kedro.params import _options, parser_defaults
 from brainsets_kedro.upstream import (
-    BRAINSETS_EXTRA_INSTALL,
+    UPSTREAM_EXTRAS,
+    ComputedDefault,
     RequirementCheck,
     UnimportableBrainset,
     check_requirements,
-    install_command,
+    install_advice,
     read_pipeline_file,
 )
 
@@ -49,6 +56,10 @@ RESERVED_IDS = {"brainsets"}
 
 class ScaffoldError(click.ClickException):
     """A brainset cannot be created or imported as asked."""
+
+
+class BrainsetExists(ScaffoldError):
+    """The brainset to create or import exists already."""
 
 
 def pipelines_dir() -> Path:
@@ -76,9 +87,25 @@ def _yaml_value(value: object) -> str:
     return json.dumps(str(value))
 
 
-def parameters_yaml(brainset_id: str, parser: argparse.ArgumentParser | None) -> str:
-    """``conf/base/parameters_<id>.yml`` for a brainset: every option of its parser
-    at its default, with the option's help as a comment."""
+def parameters_yaml(
+    brainset_id: str,
+    parser: argparse.ArgumentParser | None,
+    values: Mapping[str, Any] | None = None,
+) -> str:
+    """``conf/base/parameters_<id>.yml`` for a brainset.
+
+    Args:
+        brainset_id: The brainset's id.
+        parser: Its parser (``None``: no options).
+        values: Values to keep (e.g. those of the file this one replaces), by
+            option ``dest``; the other options are at their defaults.
+
+    Returns:
+        The file's text: every option, with its help as a comment. An option whose
+        default ``pipeline.py`` computes (not readable without running it) is left
+        out, commented, so that the parser's default applies at run time.
+    """
+    values = values or {}
     lines = [
         f"# Options of brainset {brainset_id}, keyed by the dest of its argparse options",
         f"# (src/brainsets_kedro/pipelines/{brainset_id}/pipeline.py). A key left out",
@@ -95,8 +122,15 @@ def parameters_yaml(brainset_id: str, parser: argparse.ArgumentParser | None) ->
         return "\n".join(lines) + "\n"
     lines.append(f"{brainset_id}:")
     for dest, action in options.items():
-        line = f"  {dest}: {_yaml_value(action.default)}"
+        computed = isinstance(action.default, ComputedDefault) and dest not in values
+        value = values.get(dest, action.default)
+        line = f"  {'# ' if computed else ''}{dest}: {_yaml_value(value)}"
         notes = []
+        if computed:
+            notes.append(
+                "left out: pipeline.py computes this default and could not be "
+                "imported to read it; the parser's default applies at run time."
+            )
         if action.help and action.help is not argparse.SUPPRESS:
             notes.append(" ".join(str(action.help).split()))
         if action.choices is not None:
@@ -109,9 +143,37 @@ def parameters_yaml(brainset_id: str, parser: argparse.ArgumentParser | None) ->
     return "\n".join(lines) + "\n"
 
 
-def _write_parameters(brainset_id: str, conf_base: Path) -> tuple[Path, type]:
-    """Write the parameters file of the brainset now in ``pipelines/<id>/``; return
-    it and the brainset's class."""
+@dataclass
+class ParameterChanges:
+    """What re-importing did to an existing parameters file."""
+
+    kept: dict[str, Any] = field(default_factory=dict)
+    """Values the user had set (not the replaced brainset's default), kept."""
+    dropped: dict[str, Any] = field(default_factory=dict)
+    """Values of options the brainset no longer has, dropped."""
+    added: list[str] = field(default_factory=list)
+    """Options that are new, at their defaults."""
+
+
+def _previous_values(path: Path, brainset_id: str) -> dict[str, Any] | None:
+    """The values under ``<brainset_id>:`` in an existing parameters file."""
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ScaffoldError(
+            f"{path} is not valid YAML ({error}); fix or delete it, then import again."
+        ) from None
+    block = data.get(brainset_id) if isinstance(data, dict) else None
+    return dict(block) if isinstance(block, dict) else {}
+
+
+def _brainset_class(brainset_id: str) -> type:
+    """The class of the brainset now in ``pipelines/<id>/``, freshly imported."""
+    prefix = f"{PIPELINES_PACKAGE}.{brainset_id}"
+    for name in [n for n in sys.modules if n == prefix or n.startswith(prefix + ".")]:
+        del sys.modules[name]
     importlib.invalidate_caches()
     try:
         cls = load_brainset_class(brainset_id)
@@ -121,10 +183,54 @@ def _write_parameters(brainset_id: str, conf_base: Path) -> tuple[Path, type]:
         raise ScaffoldError(
             f"pipelines/{brainset_id}/ holds an ordinary Kedro pipeline, not a brainset."
         )
-    conf_base.mkdir(parents=True, exist_ok=True)
+    return cls
+
+
+def _old_defaults(brainset_id: str) -> dict[str, Any] | None:
+    """The defaults of the brainset now in ``pipelines/<id>/`` (``None`` if it
+    cannot be loaded), to tell the values a user set from those left at default."""
+    try:
+        return parser_defaults(_brainset_class(brainset_id).parser)
+    except Exception:  # noqa: BLE001 (a broken brainset is being replaced)
+        return None
+
+
+def _write_parameters(
+    brainset_id: str, conf_base: Path, old_defaults: dict[str, Any] | None = None
+) -> tuple[Path, type, ParameterChanges]:
+    """Write the parameters file of the brainset now in ``pipelines/<id>/``; return
+    it, the brainset's class and what changed.
+
+    The values of the file it replaces are kept where the user set them (they
+    differ from ``old_defaults``, the replaced brainset's defaults; all of them
+    when those are unknown); the others take the new defaults.
+    """
+    cls = _brainset_class(brainset_id)
     path = conf_base / f"parameters_{brainset_id}.yml"
-    path.write_text(parameters_yaml(brainset_id, cls.parser), encoding="utf-8")
-    return path, cls
+    previous = _previous_values(path, brainset_id)
+    options = _options(cls.parser) if cls.parser else {}
+    changes = ParameterChanges()
+    if previous is not None:
+        old = old_defaults or {}
+        changes.kept = {
+            k: v
+            for k, v in previous.items()
+            if k in options and (old_defaults is None or k not in old or v != old[k])
+        }
+        changes.dropped = {k: v for k, v in previous.items() if k not in options}
+        changes.added = [
+            k
+            for k in options
+            if k not in previous
+            and not (old_defaults and k in old_defaults)
+            and not isinstance(options[k].default, ComputedDefault)
+        ]
+    text = parameters_yaml(brainset_id, cls.parser, changes.kept)
+    conf_base.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path, cls, changes
 
 
 def _check_free(
@@ -153,7 +259,7 @@ def _check_free(
     params = conf_base / f"parameters_{brainset_id}.yml"
     taken = [p for p in (folder, params) if p.exists()]
     if taken or brainset_id in pipeline_folders():
-        raise ScaffoldError(
+        raise BrainsetExists(
             f"Brainset {brainset_id!r} already exists: "
             f"{', '.join(map(str, taken or [folder]))}. Choose another id"
             + (" or pass --force to replace it." if force_option else ".")
@@ -296,7 +402,7 @@ def new_brainset(brainset_id: str, conf_base: Path) -> list[Path]:
         pipeline.write_text(
             TEMPLATE.replace("__BRAINSET_ID__", brainset_id), encoding="utf-8"
         )
-        params, _ = _write_parameters(brainset_id, conf_base)
+        params, _, _ = _write_parameters(brainset_id, conf_base)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -305,105 +411,152 @@ def new_brainset(brainset_id: str, conf_base: Path) -> list[Path]:
 
 # -- kedro brainset import -----------------------------------------------------------
 
+UPSTREAM_FOLDERS = {
+    "torch-brain": "torch_brain/pipeline/brainsets-pipelines",
+    "brainsets": "brainsets_pipelines",
+}
+"""Where each upstream package ships its brainsets, preferred first."""
 
-def upstream_pipelines_dir() -> Path | None:
-    """``brainsets_pipelines/`` of the installed ``brainsets`` package, if any."""
-    try:
-        located = Path(
-            str(importlib_metadata.distribution("brainsets").locate_file(""))
+
+@dataclass(frozen=True)
+class Upstream:
+    """An installed upstream package and the folder of the brainsets it ships."""
+
+    package: str
+    version: str
+    root: Path
+
+    def __str__(self) -> str:
+        return f"{self.package} {self.version}"
+
+    def brainsets(self) -> list[str]:
+        """The names of the brainsets it ships."""
+        return sorted(
+            d.name
+            for d in self.root.iterdir()
+            if d.is_dir()
+            and not d.name.startswith((".", "_"))
+            and (d / "pipeline.py").is_file()
         )
-    except importlib_metadata.PackageNotFoundError:
-        return None
-    if (located / "brainsets_pipelines").is_dir():
-        return located / "brainsets_pipelines"
-    spec = importlib.util.find_spec("brainsets_pipelines")
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        return Path(location)
-    return None
 
 
-def upstream_brainsets() -> list[str]:
-    """The names of the brainsets shipped by the installed ``brainsets`` package."""
-    root = upstream_pipelines_dir()
-    if root is None:
-        return []
-    return sorted(
-        d.name
-        for d in root.iterdir()
-        if d.is_dir()
-        and not d.name.startswith((".", "_"))
-        and (d / "pipeline.py").is_file()
+def installed_upstreams() -> list[Upstream]:
+    """The upstream packages installed here that ship brainsets.
+
+    Returns:
+        Each with its version and folder of brainsets, preferred first
+        (``torch-brain``, then ``brainsets``).
+    """
+    found = []
+    for package, folder in UPSTREAM_FOLDERS.items():
+        try:
+            distribution = importlib_metadata.distribution(package)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+        root = Path(str(distribution.locate_file(folder)))
+        if root.is_dir():
+            found.append(Upstream(package, distribution.version, root))
+    return found
+
+
+def _install_hint() -> str:
+    return " or ".join(
+        UPSTREAM_EXTRAS[name.replace("-", "_")] for name in UPSTREAM_FOLDERS
     )
 
 
-def resolve_source(name: str) -> tuple[Path, bool]:
-    """The ``pipeline.py`` that ``name`` means, and whether to copy its whole folder:
-    a path to a pipeline file (copied alone), a path to a folder holding
-    ``pipeline.py`` (copied whole), or the name of a brainset of the installed
-    ``brainsets`` package (its folder, copied whole)."""
+def upstream_source(choice: str | None = None) -> Upstream | None:
+    """The upstream whose brainsets ``import`` reads.
+
+    Args:
+        choice: A package name of :data:`UPSTREAM_FOLDERS` (``--from``), or
+            ``None`` for the preferred one installed.
+
+    Returns:
+        The upstream, or ``None`` when none is installed (and none was chosen).
+
+    Raises:
+        ScaffoldError: ``choice`` is not installed.
+    """
+    upstreams = installed_upstreams()
+    if choice is None:
+        return upstreams[0] if upstreams else None
+    chosen = next((u for u in upstreams if u.package == choice), None)
+    if chosen is None:
+        raise ScaffoldError(
+            f"--from {choice}: the {choice} package is not installed; install it "
+            f"with: {UPSTREAM_EXTRAS[choice.replace('-', '_')]}"
+        )
+    return chosen
+
+
+def upstream_pipelines_dir(choice: str | None = None) -> Path | None:
+    """The folder of the brainsets shipped by the upstream ``import`` reads."""
+    source = upstream_source(choice)
+    return source.root if source else None
+
+
+def upstream_brainsets(choice: str | None = None) -> list[str]:
+    """The names of the brainsets shipped by the upstream ``import`` reads."""
+    source = upstream_source(choice)
+    return source.brainsets() if source else []
+
+
+def resolve_source(
+    name: str, choice: str | None = None
+) -> tuple[Path, bool, Upstream | None]:
+    """What ``name`` means.
+
+    Args:
+        name: A path to a pipeline file (copied alone), a path to a folder holding
+            ``pipeline.py`` (copied whole), or the name of a brainset shipped by the
+            installed upstream (:func:`upstream_source`; its folder, copied whole).
+        choice: The upstream to read names from (``--from``).
+
+    Returns:
+        The ``pipeline.py``, whether to copy its whole folder, and the upstream
+        package it comes from (``None`` for a path).
+
+    Raises:
+        ScaffoldError: ``name`` is none of these.
+    """
     path = Path(name).expanduser()
     if path.is_file():
-        return path.resolve(), False
+        return path.resolve(), False, None
     if path.is_dir():
         if not (path / "pipeline.py").is_file():
             raise ScaffoldError(f"{path} holds no pipeline.py.")
-        return (path / "pipeline.py").resolve(), True
-    root = upstream_pipelines_dir()
-    if root is None:
+        return (path / "pipeline.py").resolve(), True, None
+    source = upstream_source(choice)
+    if source is None:
         raise ScaffoldError(
-            f"{name!r} is not a path, and the brainsets package, whose brainsets "
-            f"can be imported by name, is not installed; install it with: "
-            f"{BRAINSETS_EXTRA_INSTALL}"
+            f"{name!r} is not a path, and no package whose brainsets can be "
+            f"imported by name (torch-brain, or the older brainsets) is "
+            f"installed; install one with: {_install_hint()}"
         )
-    source = root / name / "pipeline.py"
-    if not source.is_file():
+    pipeline = source.root / name / "pipeline.py"
+    if not pipeline.is_file():
         raise ScaffoldError(
-            f"{name!r} is not a path nor a brainset of the installed brainsets "
-            f"package ({root}). Its brainsets: {', '.join(upstream_brainsets())}."
+            f"{name!r} is not a path nor a brainset of {source} ({source.root}). "
+            f"Its brainsets: {', '.join(source.brainsets())}."
         )
-    return source, True
-
-
-_SIBLINGS_INIT = '''\
-"""Brainset __BRAINSET_ID__, imported by `kedro brainset import` from
-__SOURCE__
-
-Its pipeline.py imports modules of this folder by their bare names (as
-`brainsets prepare` runs it from its folder), so the folder is put on sys.path; this
-runs in every worker too, as each imports this package before pipeline.py.
-"""
-
-import sys
-from pathlib import Path
-
-_FOLDER = str(Path(__file__).resolve().parent)
-if _FOLDER not in sys.path:
-    sys.path.append(_FOLDER)
-'''
+    return pipeline, True, source
 
 
 @dataclass
 class Imported:
     brainset_id: str
     source: Path
+    origin: str
+    """Where it came from: ``torch-brain 0.2.1``, ``brainsets 0.2.2`` or a path."""
     folder: Path
     parameters: Path
     check: RequirementCheck
     import_error: str | None
+    changes: ParameterChanges
 
 
-def import_brainset(name: str, conf_base: Path, force: bool = False) -> Imported:
-    """Copy the brainset ``name`` means (see :func:`resolve_source`) into
-    ``pipelines/<brainset_id>/`` unchanged, and write its parameters file."""
-    source, whole_folder = resolve_source(name)
-    info = read_pipeline_file(source)
-    if info is None:
-        raise ScaffoldError(f"{source} defines no 'class Pipeline'.")
-    brainset_id = info.brainset_id or source.parent.name
-    _check_free(brainset_id, conf_base, force, force_option=True)
-    folder = pipelines_dir() / brainset_id
-    if folder.exists():
-        shutil.rmtree(folder)
+def _copy_in(source: Path, whole_folder: bool, folder: Path) -> None:
     if whole_folder:
         shutil.copytree(
             source.parent,
@@ -413,32 +566,66 @@ def import_brainset(name: str, conf_base: Path, force: bool = False) -> Imported
     else:
         folder.mkdir(parents=True)
         shutil.copyfile(source, folder / "pipeline.py")
-    siblings = [
-        p for p in folder.glob("*.py") if p.name not in ("pipeline.py", "__init__.py")
-    ]
     init = folder / "__init__.py"
-    if siblings:
-        init.write_text(
-            _SIBLINGS_INIT.replace("__BRAINSET_ID__", brainset_id).replace(
-                "__SOURCE__", str(source.parent)
-            ),
-            encoding="utf-8",
-        )
-    elif not init.exists():
+    if not init.exists():
         init.write_text("", encoding="utf-8")
+
+
+def import_brainset(
+    name: str, conf_base: Path, force: bool = False, choice: str | None = None
+) -> Imported:
+    """Copy the brainset ``name`` means into ``pipelines/<brainset_id>/``
+    unchanged, and write its parameters file.
+
+    Args:
+        name: See :func:`resolve_source`.
+        conf_base: The ``conf/base`` folder, for ``parameters_<id>.yml``.
+        force: Replace a brainset of the same id, only once the new copy is in
+            place and readable (on any error it is left as it was), keeping the
+            values the user set in its parameters file.
+        choice: The upstream to read names from (``--from``).
+
+    Returns:
+        What was imported, from where, and what it needs to run.
+
+    Raises:
+        BrainsetExists: The brainset exists and ``force`` is not set.
+        ScaffoldError: ``name`` cannot be imported.
+    """
+    source, whole_folder, upstream = resolve_source(name, choice)
+    info = read_pipeline_file(source)
+    if info is None:
+        raise ScaffoldError(f"{source} defines no 'class Pipeline'.")
+    brainset_id = info.brainset_id or source.parent.name
+    _check_free(brainset_id, conf_base, force, force_option=True)
+    folder = pipelines_dir() / brainset_id
+    replaced = folder.with_name(f"_replaced_{brainset_id}")  # not a pipeline folder
+    shutil.rmtree(replaced, ignore_errors=True)
+    old_defaults = None
+    if folder.exists():
+        old_defaults = _old_defaults(brainset_id)
+        folder.rename(replaced)
     try:
-        parameters, cls = _write_parameters(brainset_id, conf_base)
+        _copy_in(source, whole_folder, folder)
+        parameters, cls, changes = _write_parameters(
+            brainset_id, conf_base, old_defaults
+        )
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
+        if replaced.exists():
+            replaced.rename(folder)
         raise
+    shutil.rmtree(replaced, ignore_errors=True)
     import_error = cls.import_error if issubclass(cls, UnimportableBrainset) else None
     return Imported(
         brainset_id,
         source,
+        str(upstream) if upstream else str(source.parent),
         folder,
         parameters,
         check_requirements(info.metadata),
         import_error,
+        changes,
     )
 
 
@@ -463,46 +650,88 @@ def new_command(brainset_id: str) -> None:
     click.echo(f"Try it: kedro run --pipeline={brainset_id}")
 
 
+def _report(done: Imported, root: Path) -> None:
+    """Tell what importing one brainset did."""
+    click.echo(
+        f"Imported {done.brainset_id} from {done.origin}: "
+        f"{_relative(done.folder, root)}/, {_relative(done.parameters, root)}"
+    )
+    for key, value in done.changes.kept.items():
+        click.echo(f"  kept your value {key}: {json.dumps(value, default=str)}")
+    for key in done.changes.added:
+        click.echo(f"  new option {key}, at its default")
+    for key, value in done.changes.dropped.items():
+        click.echo(
+            f"  dropped {key}: {json.dumps(value, default=str)} (the brainset no "
+            f"longer has this option)"
+        )
+    if done.check.missing:
+        click.echo(f"  to run it, {install_advice(done.check)}")
+    elif done.import_error:
+        click.echo(f"  cannot be imported here: {done.import_error}")
+    if done.check.python_version:
+        click.echo(f"  it asks for Python {done.check.python_version}")
+
+
 @click.command(name="import")
 @click.argument("names", nargs=-1)
 @click.option(
     "--all",
     "import_all",
     is_flag=True,
-    help="Import every brainset of the installed brainsets package.",
+    help="Import every brainset the upstream package ships (those not here yet, "
+    "unless --force).",
 )
 @click.option(
-    "--force", is_flag=True, help="Replace a brainset of the same id and its params."
+    "--force",
+    is_flag=True,
+    help="Replace a brainset of the same id, keeping the values set in its "
+    "parameters file.",
 )
-def import_command(names: tuple[str, ...], import_all: bool, force: bool) -> None:
-    """Copy brainsets written for the brainsets package into this project.
+@click.option(
+    "--from",
+    "choice",
+    type=click.Choice(list(UPSTREAM_FOLDERS)),
+    default=None,
+    help="The package whose shipped brainsets NAMES and --all mean. Default: "
+    "torch-brain if installed, else brainsets.",
+)
+def import_command(
+    names: tuple[str, ...], import_all: bool, force: bool, choice: str | None
+) -> None:
+    """Copy brainsets written for torch_brain (or brainsets) into this project.
 
-    NAMES are brainsets of the installed brainsets package
-    (brainsets_pipelines/<name>/) or paths to a pipeline.py or its folder. Each is
-    copied unchanged to pipelines/<brainset_id>/, with a parameters file made from
-    its parser. Importing needs none of the packages the brainset needs to run.
+    NAMES are brainsets shipped by the installed torch-brain package
+    (torch_brain/pipeline/brainsets-pipelines/<name>/), or by the older brainsets
+    package, or paths to a pipeline.py or its folder. Each is copied unchanged to
+    pipelines/<brainset_id>/, with a parameters file made from its parser.
+    Importing needs none of the packages the brainset needs to run.
     """
     root, conf_base = _conf_base()
     if import_all:
-        names = (*names, *upstream_brainsets())
-        if not upstream_brainsets():
+        source = upstream_source(choice)
+        if source is None:
             raise ScaffoldError(
-                f"The brainsets package is not installed; install it with: "
-                f"{BRAINSETS_EXTRA_INSTALL}"
+                f"--all imports the brainsets that torch-brain (or the older "
+                f"brainsets) ships, and neither is installed; install one with: "
+                f"{_install_hint()}"
             )
+        names = (*names, *source.brainsets())
     if not names:
         raise click.UsageError("Give brainset names or paths, or --all.")
+    skipped = []
     for name in names:
-        done = import_brainset(name, conf_base, force)
+        try:
+            done = import_brainset(name, conf_base, force, choice)
+        except BrainsetExists:
+            if not import_all:
+                raise
+            skipped.append(name)
+            continue
+        _report(done, root)
+    if skipped:
         click.echo(
-            f"Imported {done.brainset_id} from {done.source.parent}: "
-            f"{_relative(done.folder, root)}/, {_relative(done.parameters, root)}"
+            f"Skipped {len(skipped)} brainset(s) that exist here already "
+            f"(--force re-imports them, keeping your parameter values): "
+            f"{', '.join(skipped)}"
         )
-        if done.check.missing:
-            click.echo(
-                f"  to run it, install: {install_command(list(done.check.missing))}"
-            )
-        elif done.import_error:
-            click.echo(f"  cannot be imported here: {done.import_error}")
-        if done.check.python_version:
-            click.echo(f"  it asks for Python {done.check.python_version}")

@@ -1,12 +1,15 @@
-"""Running pipelines written for the ``brainsets`` package, unchanged.
+"""Running pipelines written for ``torch_brain`` or ``brainsets``, unchanged.
 
-A ``pipeline.py`` from ``brainsets`` (``brainsets_pipelines/<id>/pipeline.py``, or one
-run with ``brainsets prepare --local``) differs from ours in three ways, all handled
-here without touching the file:
+``brainsets`` was merged into ``torch_brain`` (``torch_brain.pipeline``, same API). A
+``pipeline.py`` from either (shipped in ``torch_brain/pipeline/brainsets-pipelines/
+<id>/`` or ``brainsets_pipelines/<id>/``, or one run with ``brainsets prepare
+--local``) differs from ours in three ways, all handled here without touching the file:
 
-- its ``Pipeline`` subclasses ``brainsets.pipeline.BrainsetPipeline``:
-  :func:`is_brainset_class` accepts it (by its place in the class hierarchy, so
-  registering a brainset never imports ``brainsets`` for it);
+- its ``Pipeline`` subclasses ``torch_brain.pipeline.BrainsetPipeline`` (directly or
+  through ``torch_brain.pipeline.openneuro.OpenNeuroPipeline``) or
+  ``brainsets.pipeline.BrainsetPipeline``: :func:`is_brainset_class` accepts it (by
+  its place in the class hierarchy, so registering a brainset never imports
+  ``torch_brain`` or ``brainsets`` for it);
 - its ``update_status`` calls ``self._tracker_handle.update_status.remote(...)``, a Ray
   actor handle: :class:`TrackerHandle` answers that call (and the plain call of our own
   base class) by handing the status to the runner, so no Ray cluster is started;
@@ -48,8 +51,17 @@ logger = logging.getLogger(__name__)
 
 METADATA_TYPE = "brainset-pipeline"
 METADATA_KEYS = {"python-version", "dependencies"}
-BRAINSETS_EXTRA_INSTALL = 'pip install -e ".[brainsets]"'
-"""How this project installs ``brainsets`` (its optional extra)."""
+UPSTREAM_EXTRAS = {
+    "torch_brain": 'pip install -e ".[torch-brain]"',
+    "brainsets": 'pip install -e ".[brainsets]"',
+}
+"""How this project installs each upstream package (its optional extras), preferred
+first: ``torch_brain`` is where ``brainsets`` lives now."""
+UPSTREAM_BASES = {
+    ("torch_brain.pipeline.pipeline", "BrainsetPipeline"),
+    ("brainsets.pipeline", "BrainsetPipeline"),
+}
+"""Where upstream defines ``BrainsetPipeline``: ``(module, class name)``."""
 
 _METADATA_BLOCK = re.compile(
     r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$"
@@ -60,14 +72,20 @@ _METADATA_BLOCK = re.compile(
 
 
 def is_brainset_class(obj: Any) -> bool:
-    """Whether ``obj`` is a brainset Pipeline class: a subclass of our
-    :class:`~brainsets_kedro.BrainsetPipeline` or of ``brainsets.pipeline.
-    BrainsetPipeline`` (recognised without importing ``brainsets``)."""
+    """Whether ``obj`` is a brainset Pipeline class.
+
+    Args:
+        obj: Anything, e.g. the ``Pipeline`` attribute of a ``pipeline.py``.
+
+    Returns:
+        Whether it is a subclass of our :class:`~brainsets_kedro.BrainsetPipeline`,
+        of ``torch_brain.pipeline.BrainsetPipeline`` or of
+        ``brainsets.pipeline.BrainsetPipeline`` (recognised without importing them).
+    """
     if not isinstance(obj, type):
         return False
     return issubclass(obj, BrainsetPipeline) or any(
-        base.__module__ == "brainsets.pipeline" and base.__name__ == "BrainsetPipeline"
-        for base in obj.__mro__
+        (base.__module__, base.__name__) in UPSTREAM_BASES for base in obj.__mro__
     )
 
 
@@ -85,8 +103,8 @@ class TrackerHandle:
     """The ``tracker_handle`` a worker gives each Pipeline instance.
 
     Our :class:`~brainsets_kedro.BrainsetPipeline` calls it,
-    ``handle(asset_id, status)``; ``brainsets.pipeline.BrainsetPipeline`` talks to a
-    Ray ``StatusTracker`` actor, ``handle.update_status.remote(asset_id, status)``.
+    ``handle(asset_id, status)``; upstream's ``BrainsetPipeline`` (``torch_brain`` and
+    ``brainsets``) talks to a Ray ``StatusTracker`` actor, ``handle.update_status.remote(asset_id, status)``.
     Both reach ``report`` in this process: no Ray actor, no cluster.
     """
 
@@ -227,11 +245,38 @@ class MissingDependencies(UserError, ModuleNotFoundError):
     """A brainset needs packages that are not installed."""
 
 
+def install_advice(check: RequirementCheck) -> str:
+    """How to install what ``check`` found missing: the ``pip install`` command,
+    checked against this environment with pip's resolver (a clashing pin relaxed,
+    or the clash named; see :mod:`brainsets_kedro.installcheck`).
+
+    Args:
+        check: A brainset's requirements checked against this environment.
+
+    Returns:
+        ``install with: pip install ...`` and what the check found.
+    """
+    from brainsets_kedro.installcheck import advise_install  # noqa: PLC0415
+
+    advice = advise_install(check.missing)
+    if advice.fits is False:
+        return f"no command installs them beside this environment: {advice}"
+    return f"install with: {advice}"
+
+
 def missing_message(brainset_id: str, check: RequirementCheck) -> str:
+    """The error for a brainset whose packages are missing.
+
+    Args:
+        brainset_id: The brainset's id.
+        check: Its requirements checked against this environment.
+
+    Returns:
+        The message, naming the missing packages and how to install them.
+    """
     return (
         f"Brainset '{brainset_id}' is missing dependencies: "
-        f"{', '.join(check.missing_names)}; install with: "
-        f"{install_command(list(check.missing))}"
+        f"{', '.join(check.missing_names)}; {install_advice(check)}"
     )
 
 
@@ -333,11 +378,24 @@ def _literal(node: ast.AST) -> Any:
 _NOT_LITERAL = object()
 
 
+class ComputedDefault:
+    """An option's default that ``pipeline.py`` computes (``default=DEFAULT_BIN``),
+    unknown until the file runs. Its parameter is left out of the parameters file,
+    so that the parser's real default applies at run time."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def __repr__(self) -> str:
+        return self.source
+
+
 def _static_parsers(tree: ast.Module) -> dict[str, argparse.ArgumentParser]:
     """The module-level ``name = ArgumentParser(...)`` of a module, with the
     ``name.add_argument(...)`` calls made on them whose arguments are literals
-    (``type=`` may also name a builtin type or ``Path``; other keywords that are not
-    literals are left out)."""
+    (``type=`` may also name a builtin type or ``Path``; a ``default=`` that is not
+    a literal is a :class:`ComputedDefault`; other keywords that are not literals
+    are left out)."""
     parsers: dict[str, argparse.ArgumentParser] = {}
     for stmt in tree.body:
         if (
@@ -378,6 +436,8 @@ def _static_parsers(tree: ast.Module) -> dict[str, argparse.ArgumentParser]:
                 value = _literal(keyword.value)
                 if value is not _NOT_LITERAL:
                     kwargs[keyword.arg] = value
+                elif keyword.arg == "default":
+                    kwargs["default"] = ComputedDefault(ast.unparse(keyword.value))
             try:
                 parsers[_dotted(call.func.value)].add_argument(*args, **kwargs)
             except (TypeError, ValueError, argparse.ArgumentError):
@@ -452,8 +512,9 @@ class UnimportableBrainset(BrainsetPipeline):
         if check.missing:
             return MissingDependencies(missing_message(cls.brainset_id, check))
         hint = ""
-        if cls.missing_module and cls.missing_module.split(".")[0] == "brainsets":
-            hint = f"; install the brainsets package with: {BRAINSETS_EXTRA_INSTALL}"
+        if cls.missing_module and cls.missing_module.split(".")[0] in UPSTREAM_EXTRAS:
+            top = cls.missing_module.split(".")[0]
+            hint = f"; install the {top} package with: {UPSTREAM_EXTRAS[top]}"
         elif cls.missing_module:
             top = cls.missing_module.split(".")[0]
             hint = f"; install the package that provides the module '{top}' (pip install {top}?)"

@@ -1,0 +1,113 @@
+"""The pip command printed for missing packages is checked with pip's own resolver
+against this environment, offline: small wheels built here stand in for an index."""
+
+import zipfile
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import pytest
+
+from brainsets_kedro.installcheck import advise_install
+from brainsets_kedro.upstream import RequirementCheck, install_advice
+from tests.conftest import TEST_BRAINSETS, add_brainset, kedro
+
+KEDRO = f"kedro {importlib_metadata.version('kedro')}"
+CLICK = importlib_metadata.version("click")
+
+
+def _wheel(folder: Path, name: str, version: str, *requires: str) -> None:
+    """A minimal wheel of ``name`` that requires ``requires``."""
+    dist = name.replace("-", "_")
+    info = f"{dist}-{version}.dist-info"
+    files = {
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        + "".join(f"Requires-Dist: {r}\n" for r in requires),
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    files[f"{info}/RECORD"] = "".join(f"{n},,\n" for n in [*files, f"{info}/RECORD"])
+    with zipfile.ZipFile(folder / f"{dist}-{version}-py3-none-any.whl", "w") as whl:
+        for path, text in files.items():
+            whl.writestr(path, text)
+
+
+@pytest.fixture
+def index(tmp_path, monkeypatch):
+    """A package index on disk: an old click (Kedro needs click>=8.2), a tool whose
+    1.0 needs it and whose 2.0 does not, one that only ever needs it, one that fits."""
+    folder = tmp_path / "wheels"
+    folder.mkdir()
+    _wheel(folder, "click", "8.1.0")
+    _wheel(folder, "bk-tool", "1.0", "click<8.2")
+    _wheel(folder, "bk-tool", "2.0", "click>=8.0")
+    _wheel(folder, "bk-tool", "3.0", "click<8.2")  # newest, but needs the old click
+    _wheel(folder, "bk-stuck", "1.0", "click<8.2")
+    _wheel(folder, "bk-fine", "1.0", "bk-tool>=2; python_version < '3'")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(folder))
+    advise_install.cache_clear()
+    yield folder
+    advise_install.cache_clear()
+
+
+def test_a_command_that_fits_is_given_as_is(index):
+    advice = advise_install(("bk-fine==1.0",))
+    assert advice.fits is True
+    assert str(advice) == "pip install bk-fine==1.0"
+
+
+def test_a_clashing_pin_is_relaxed_to_the_newest_version_that_fits(index):
+    advice = advise_install(("bk-tool==1.0", "bk-fine"))
+    assert advice.fits is True
+    assert advice.requirements == ("bk-tool==2.0", "bk-fine")
+    text = str(advice)
+    assert text.startswith(
+        f"pip install bk-tool==2.0 bk-fine (bk-tool==1.0 as pinned would install "
+        f"click 8.1.0 (installed: {CLICK}), which "
+    )
+    assert f" {KEDRO} (click>=8.2)" in text  # and any other that needs a newer click
+    assert text.endswith(" not allow; bk-tool==2.0 is the newest version that fits)")
+
+
+def test_when_nothing_fits_the_clash_is_named(index):
+    advice = advise_install(("bk-stuck==1.0",))
+    assert advice.fits is False
+    message = install_advice(RequirementCheck(missing=("bk-stuck==1.0",)))
+    assert message.startswith(
+        "no command installs them beside this environment: pip install "
+        f"bk-stuck==1.0 would install click 8.1.0 (installed: {CLICK}), which "
+    )
+    assert f" {KEDRO} (click>=8.2)" in message
+    assert message.endswith(
+        " not allow, and no version of bk-stuck fits beside it (bk-stuck==1.0 as "
+        "pinned). Run this brainset in an environment of its own (see the README, "
+        "'Coming from brainsets')."
+    )
+
+
+def test_an_unreachable_index_gives_the_command_unchecked(monkeypatch):
+    monkeypatch.delenv("PIP_NO_INDEX", raising=False)
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    monkeypatch.setenv("PIP_EXTRA_INDEX_URL", "")
+    monkeypatch.setenv("PIP_FIND_LINKS", "")
+    advise_install.cache_clear()
+    advice = advise_install(("bk-fine==1.0",))
+    advise_install.cache_clear()
+    assert advice.fits is None
+    assert str(advice) == (
+        "pip install bk-fine==1.0 (not checked: the package index could not be reached)"
+    )
+
+
+def test_a_run_missing_packages_prints_the_relaxed_command(index, project):
+    block = '# /// brainset-pipeline\n# dependencies = ["bk-tool==1.0"]\n# ///\n'
+    toy = (TEST_BRAINSETS / "toy.py").read_text().replace('"toy"', '"needs_tool"')
+    add_brainset(project, block + toy, "needs_tool")
+    result = kedro(project, "run", "--pipelines=needs_tool")
+    assert result.returncode == 1
+    flat = " ".join((result.stdout + result.stderr).split())
+    assert (
+        "Brainset 'needs_tool' is missing dependencies: bk-tool; install with: "
+        "pip install bk-tool==2.0 (bk-tool==1.0 as pinned would install click 8.1.0"
+    ) in flat
+    assert "bk-tool==2.0 is the newest version that fits)" in flat

@@ -92,11 +92,51 @@ def test_process_errors_are_not_retried(tmp_path):
         ({"timeout": 0}, "brainsets.timeout must be a number above 0"),
         ({"retries": -1}, "brainsets.retries must be a whole number"),
         ({"download_only": "yes"}, "brainsets.download_only must be true or false"),
+        ({"log_max_bytes": 0}, "brainsets.log_max_bytes must be a whole number above"),
     ],
 )
 def test_bad_run_options(tmp_path, options, message):
     with pytest.raises(ValueError, match=message):
         _run(tmp_path, {"n_assets": 1}, options)
+
+
+@pytest.mark.parametrize("backend", ["loky", "threading"])
+def test_exits_interrupts_and_unwritable_logs_fail_their_asset_only(tmp_path, backend):
+    options = {"sys_exit": "a_01", "interrupt": "a_02", "full_disk": "a_03"}
+    with pytest.raises(AssetFailures) as error:
+        _run(
+            tmp_path,
+            {"n_assets": 5, "long_id": True, **options},
+            {},
+            BrainsetRunner(n_jobs=2, backend=backend),
+        )
+    report = error.value.report
+    long_id = "a_00" + "x" * 296
+    assert report.loc["a_01", "error"] == "SystemExit: 3"
+    assert report.loc["a_02", "error"] == "KeyboardInterrupt"
+    assert report.loc["a_03", "error"] == (
+        "RuntimeError: a_03 fails with its .err on a full disk; its log "
+        f"{tmp_path}/proc/toy/pipeline_logs/a_03.err could not be written "
+        "(OSError: No space left on device)"
+    )
+    assert report.loc[long_id, "error"].startswith("OSError: [Errno 36] File name")
+    assert report.loc[long_id, "error"].endswith(
+        "could not be written (OSError: File name too long)"
+    )
+    assert report.loc["a_04", "status"] == "DONE"
+    assert "sys.exit(3)" in _err(tmp_path, "a_01")  # the traceback
+    assert "raise KeyboardInterrupt" in _err(tmp_path, "a_02")
+
+
+def test_logs_are_capped_with_a_marker(tmp_path):
+    _run(tmp_path, {"n_assets": 2, "print_bytes": 5000}, {"log_max_bytes": 1000})
+    out = (tmp_path / "proc" / "toy" / "pipeline_logs" / "a_00.out").read_text()
+    head, marker = out.split("\n[brainsets_kedro] ", 1)
+    assert head == "downloading a_00\nprocessing a_00\n" + "x" * (1000 - 33)
+    assert marker == (
+        "log truncated: it reached brainsets.log_max_bytes (1000 bytes); the rest "
+        "of this asset's output was dropped\n"
+    )
 
 
 def test_a_dead_worker_fails_its_asset_only(tmp_path):

@@ -4,7 +4,9 @@ A :class:`BrainsetJob` holds what a worker needs to prepare any asset of one bra
 (the Pipeline class, its directories and arguments, where statuses go). It is small and
 picklable, so the same job runs in the driver, a thread, a process or a cluster worker.
 Each asset's stdout and stderr go to ``<processed_dir>/pipeline_logs/<asset_id>.out``
-and ``.err``; an exception fails that asset alone and leaves its traceback in ``.err``.
+and ``.err``, each capped at ``log_max_bytes``; an error of the asset (an exception,
+``sys.exit``, a ``KeyboardInterrupt`` it raises itself, a log it cannot write) fails
+that asset alone and leaves its traceback in ``.err`` where it can be written.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ FAILED = "FAILED"
 INTERRUPTED = "INTERRUPTED"
 """Not finished because the run was stopped (Ctrl-C, SIGTERM)."""
 LOG_DIR_NAME = "pipeline_logs"
+LOG_MAX_BYTES = 10_000_000
+"""Default cap of each of an asset's two logs (``brainsets.log_max_bytes``)."""
 
 StatusReporter = Callable[[str, Any, str, "Step | None"], None]
 """Called as ``reporter(brainset_id, asset_id, status, step)`` on every status change."""
@@ -109,6 +113,8 @@ class BrainsetJob:
     """How many times a failed download is tried again (process errors are not)."""
     retry_backoff: float = 1.0
     """Seconds before the first retry; doubled before each next one."""
+    log_max_bytes: int | None = LOG_MAX_BYTES
+    """Bytes each of an asset's logs may hold; the rest is dropped. ``None``: no cap."""
 
     @property
     def brainset_id(self) -> str:
@@ -130,6 +136,12 @@ class BrainsetJob:
         return [
             os.path.join(log_dir, f"{asset_id}{suffix}") for suffix in (".out", ".err")
         ]
+
+    def note(self, asset_id: Any, line: str) -> None:
+        """Append ``[brainsets_kedro] <line>`` to an asset's ``.err``, if it can be
+        written (the caller reports the same cause elsewhere)."""
+        with contextlib.suppress(OSError), self.log_paths(asset_id)[1].open("a") as err:
+            err.write(f"[brainsets_kedro] {line}\n")
 
     def run(
         self,
@@ -156,26 +168,33 @@ class BrainsetJob:
             output=download_output,
             call=(os.getpid(), next(_calls)),
         )
-        pipeline = self._pipeline()
-        pipeline._asset_id = asset_id
         _running.result = result
         append = "download" not in stages  # process after a separate download
         stage = None
-        with captured_output(*self.log_paths(asset_id), append):
+        logs = self.log_paths(asset_id)
+        with captured_output(*logs, append, self.log_max_bytes) as written:
             try:
-                with deadline(self.timeout):
+                with deadline(self.timeout), signal_interrupts_marked():
+                    pipeline = self._pipeline()
+                    pipeline._asset_id = asset_id
                     for stage in stages:
                         if stage == "download":
                             result.output = self._download(pipeline, item)
                         else:
                             pipeline.process(result.output)
-            except (Exception, AssetTimeout) as error:
+            except ASSET_ERRORS as error:
+                if isinstance(error, SignalInterrupt):
+                    raise  # Ctrl-C: the run stops, not just this asset
                 traceback.print_exc(file=sys.stderr)
                 result.status = FAILED
                 result.failed_stage = stage
                 result.error = traceback.format_exception_only(error)[-1].strip()
             else:
                 result.status = DONE if final else f"{stages[-1]} done"
+        if written.error is not None:  # the asset's outputs may be fine, its log not
+            result.failed_stage = result.failed_stage or stage
+            result.error = "; ".join(filter(None, [result.error, written.error]))
+            result.status = FAILED
         result.end = time.time()
         _running.result = None
         if final or result.failed:
@@ -258,6 +277,34 @@ def _row_type(fields: tuple[str, ...]) -> type:
     return collections.namedtuple("Pandas", fields, rename=True)
 
 
+class SignalInterrupt(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) received while an asset ran: the run stops. A
+    ``KeyboardInterrupt`` that an asset raises itself fails that asset alone."""
+
+
+@contextlib.contextmanager
+def signal_interrupts_marked() -> Iterator[None]:
+    """In a main thread where Ctrl-C raises a plain ``KeyboardInterrupt`` (a process
+    worker, or the driver under Kedro's own runners), make it a
+    :class:`SignalInterrupt` while the block runs, so that it is told apart from a
+    ``KeyboardInterrupt`` the asset raises itself."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        raise SignalInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 class AssetTimeout(BaseException):
     """An asset ran past ``brainsets.timeout``. A BaseException, so that the asset's
     own ``except Exception`` (a retry loop, say) does not swallow it."""
@@ -268,6 +315,11 @@ class AssetTimeout(BaseException):
         if seconds is not None:
             self.seconds = seconds
         super().__init__(f"timed out after {self.seconds:g} s (brainsets.timeout)")
+
+
+ASSET_ERRORS = (Exception, SystemExit, KeyboardInterrupt, AssetTimeout)
+"""What an asset's code may raise and fail that asset alone (``sys.exit`` from a
+library, say). A :class:`SignalInterrupt` among them stops the run instead."""
 
 
 @contextlib.contextmanager
@@ -355,42 +407,105 @@ def _install_routers() -> None:
 
 class _LogFile(io.TextIOBase):
     """A log file created on the first write: most assets of a big brainset print
-    nothing, and creating two files each would cost more than preparing them."""
+    nothing, and creating two files each would cost more than preparing them.
 
-    def __init__(self, path: Path):
+    It holds at most ``max_bytes`` bytes, then a line saying the rest was dropped.
+    It never raises: the first error (a full disk, a name too long for the file
+    system) is kept in :attr:`error` and the output is dropped."""
+
+    def __init__(self, path: Path, max_bytes: int | None = None):
         self._path = path
-        self._file: TextIO | None = None
+        self._file: io.BufferedWriter | None = None
+        self._room = max_bytes  # bytes that may still be written, None: no cap
+        self._max_bytes = max_bytes
+        self.error: OSError | None = None
 
     def write(self, text: str) -> int:
+        if self.error is None and self._room != 0:
+            try:
+                self._write(text.encode("utf-8", "backslashreplace"))
+            except OSError as error:
+                self.error = error
+        return len(text)
+
+    def _write(self, data: bytes) -> None:
         if self._file is None:
-            self._file = open(self._path, "a", encoding="utf-8")  # noqa: SIM115
-        return self._file.write(text)
+            self._file = open(self._path, "ab")  # noqa: SIM115
+            if self._room is not None:  # appending to a stage's log
+                self._room = max(0, self._room - self._file.tell())
+        if self._room is not None and len(data) >= self._room:
+            data = (
+                data[: self._room]
+                + (
+                    f"\n[brainsets_kedro] log truncated: it reached "
+                    f"brainsets.log_max_bytes ({self._max_bytes} bytes); the rest of "
+                    f"this asset's output was dropped\n"
+                ).encode()
+            )
+            self._room = 0
+        elif self._room is not None:
+            self._room -= len(data)
+        self._file.write(data)
 
     def flush(self) -> None:
-        if self._file is not None:
-            self._file.flush()
+        if self._file is not None and self.error is None:
+            try:
+                self._file.flush()
+            except OSError as error:
+                self.error = error
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
+            self.flush()
+            with contextlib.suppress(OSError):  # flushed above, or failed already
+                self._file.close()
             self._file = None
         super().close()
 
 
+@dataclass
+class WrittenLogs:
+    """An asset's two logs, after :func:`captured_output`: :attr:`error` says why
+    one could not be written, or is ``None``."""
+
+    files: tuple[_LogFile, _LogFile]
+
+    @property
+    def error(self) -> str | None:
+        for log in self.files:
+            if log.error is not None:
+                return (
+                    f"its log {log._path} could not be written "
+                    f"({type(log.error).__name__}: {log.error.strerror or log.error})"
+                )
+        return None
+
+
 @contextlib.contextmanager
-def captured_output(out_path: Path, err_path: Path, append: bool = False) -> Iterator:
+def captured_output(
+    out_path: Path,
+    err_path: Path,
+    append: bool = False,
+    max_bytes: int | None = None,
+) -> Iterator[WrittenLogs]:
     """Send this thread's stdout and stderr to two files while the block runs. The
     files are made on the first write; a previous run's are removed first (unless
-    ``append``), so a log never shows another run's output."""
+    ``append``), so a log never shows another run's output. Each holds at most
+    ``max_bytes``; the yielded :class:`WrittenLogs` tells, once the block is done,
+    whether they could be written."""
     _install_routers()
-    if not append:
-        out_path.unlink(missing_ok=True)
-        err_path.unlink(missing_ok=True)
-    with _LogFile(out_path) as out, _LogFile(err_path) as err:
+    out, err = _LogFile(out_path, max_bytes), _LogFile(err_path, max_bytes)
+    for log in (out, err):
+        if not append:
+            try:
+                log._path.unlink(missing_ok=True)
+            except OSError as error:  # e.g. a name too long for the file system
+                log.error = error
+    with out, err:
         before = getattr(_targets, "stdout", None), getattr(_targets, "stderr", None)
         _targets.stdout, _targets.stderr = out, err
         try:
-            yield
+            yield WrittenLogs((out, err))
         finally:
             _targets.stdout, _targets.stderr = before
 

@@ -17,7 +17,14 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from brainsets_kedro.assets import DONE, FAILED, INTERRUPTED, AssetResult, BrainsetJob
+from brainsets_kedro.assets import (
+    DONE,
+    FAILED,
+    INTERRUPTED,
+    LOG_MAX_BYTES,
+    AssetResult,
+    BrainsetJob,
+)
 from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.lock import brainset_lock
 from brainsets_kedro.params import parameter_block, parse_params, run_options
@@ -183,6 +190,13 @@ class BrainsetNode:
             timeout=_option(options, "timeout", float, None, positive=True),
             retries=_option(options, "retries", int, 0),
             retry_backoff=_option(options, "retry_backoff", float, 1.0),
+            log_max_bytes=_option(  # absent: the default; null: no cap
+                {"log_max_bytes": LOG_MAX_BYTES, **options},
+                "log_max_bytes",
+                int,
+                None,
+                positive=True,
+            ),
         )
 
 

@@ -55,6 +55,7 @@ from brainsets_kedro.assets import (
     INTERRUPTED,
     AssetResult,
     BrainsetJob,
+    SignalInterrupt,
 )
 from brainsets_kedro.lock import brainset_lock
 from brainsets_kedro.nodes import (
@@ -456,8 +457,7 @@ class SharedAssetPool:
             return next(iter(self._parallel(n_jobs=2)([plan.task(row)])))
         except worker_death_errors() as error:
             cause = f"worker died, {death_cause(error)}"
-            with plan.job.log_paths(row[0])[1].open("a") as err:
-                err.write(f"[brainsets_kedro] {cause}\n")
+            plan.job.note(row[0], cause)
             result = AssetResult(
                 plan.job.brainset_id, row[0], FAILED, start, time.time()
             )
@@ -494,7 +494,7 @@ class SharedAssetPool:
         plan.finished.add(result.asset_id)
 
 
-class RunInterrupted(KeyboardInterrupt):
+class RunInterrupted(SignalInterrupt):
     """Ctrl-C or SIGTERM while assets were being prepared."""
 
     def __init__(self, signum: int):
@@ -998,8 +998,7 @@ class StoppableRun:
         try:
             return self.job.run(row, self.stages)
         except AssetInterrupted:
-            with self.job.log_paths(row[0])[1].open("a") as err:
-                err.write("[brainsets_kedro] stopped: the run was interrupted\n")
+            self.job.note(row[0], "stopped: the run was interrupted")
             return AssetResult(
                 self.job.brainset_id, row[0], INTERRUPTED, start, time.time()
             )

@@ -21,6 +21,7 @@ import io
 import itertools
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -115,6 +116,9 @@ class BrainsetJob:
     """Seconds before the first retry; doubled before each next one."""
     log_max_bytes: int | None = LOG_MAX_BYTES
     """Bytes each of an asset's logs may hold; the rest is dropped. ``None``: no cap."""
+    driver_pid: int | None = None
+    """The driver's process id, when workers are processes of its machine: they exit
+    when it is gone (see :func:`exit_with_driver`)."""
 
     @property
     def brainset_id(self) -> str:
@@ -153,6 +157,8 @@ class BrainsetJob:
         """Run ``stages`` of one manifest row back to back; never raises for the asset's
         own errors. The asset is DONE when its last stage is (``process``, or
         ``download`` in a download-only run), and DONE or FAILED is reported."""
+        if self.driver_pid is not None:
+            exit_with_driver(self.driver_pid)
         if not hasattr(item, "_fields"):
             item = _row_type(("Index", *self.columns))(*item)
         asset_id = item.Index
@@ -268,6 +274,32 @@ def exit_without_final_collection() -> None:
     still alive then is dropped as at any exit, without running the finalizers of
     reference cycles."""
     atexit.register(gc.freeze)
+
+
+@functools.cache
+def exit_with_driver(driver_pid: int) -> None:
+    """In a worker process on the driver's machine: exit, starting no new asset, as
+    soon as the driver (process ``driver_pid``) is gone, killed with ``kill -9``
+    say. Nothing happens in the driver's own process (the threading backend).
+
+    Args:
+        driver_pid: The process id of the driver.
+    """
+    if os.getpid() == driver_pid:
+        return
+    try:
+        driver = os.pidfd_open(driver_pid)
+    except ProcessLookupError:  # gone already
+        os._exit(DRIVER_GONE_EXIT_CODE)
+
+    def watch() -> None:
+        select.select([driver], [], [])  # readable once the driver has exited
+        os._exit(DRIVER_GONE_EXIT_CODE)
+
+    threading.Thread(target=watch, name="watch-driver", daemon=True).start()
+
+
+DRIVER_GONE_EXIT_CODE = 70  # EX_SOFTWARE; nobody waits for it
 
 
 @functools.cache

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,29 @@ def cli() -> None:
 
 def _run(**kwargs: Any) -> object:
     exit_without_final_collection()  # the process ends with the run
+    try:
+        return _run_command(kwargs)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C before or while assets ran
+        exit_code = getattr(interrupt, "exit_code", 128 + signal.SIGINT)
+        where = str(interrupt) or "Ctrl-C received"
+        if not hasattr(interrupt, "exit_code"):  # before any asset started
+            # A forwarded Ctrl-C comes twice: the second must not end the wrap-up
+            # (waiting for the workers being started) with a traceback.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            click.echo(f"Interrupted ({where}) before any asset started.", err=True)
+        else:
+            click.echo(
+                f"Interrupted ({where}). The run reports mark the unfinished assets "
+                f"INTERRUPTED; run the same command again to finish, or add "
+                f'--params="brainsets.only=failed" to run just those.',
+                err=True,
+            )
+        raise SystemExit(exit_code) from None
+    finally:
+        wait_for_workers()  # if the run ended before it needed them
+
+
+def _run_command(kwargs: dict[str, Any]) -> object:
     if kwargs["runner"] == DEFAULT_RUNNER:
         names = kwargs["pipelines"] or [kwargs["pipeline"] or "__default__"]
         if "__default__" in names:
@@ -47,7 +71,7 @@ def _run(**kwargs: Any) -> object:
         )
     # After the workers are started: these load pandas, which takes a while.
     from brainsets_kedro.nodes import AssetFailures  # noqa: PLC0415
-    from brainsets_kedro.runner import RunFailures, RunInterrupted  # noqa: PLC0415
+    from brainsets_kedro.runner import RunFailures  # noqa: PLC0415
 
     try:
         return kedro_run.callback(**kwargs)
@@ -57,20 +81,10 @@ def _run(**kwargs: Any) -> object:
         # Kedro has logged which assets failed and where their logs are; the run
         # reports are saved. A traceback would add nothing.
         raise SystemExit(1) from None
-    except RunInterrupted as interrupt:
-        click.echo(
-            f"Interrupted ({interrupt}). The run reports mark the unfinished assets "
-            f"INTERRUPTED; run the same command again to finish, or add "
-            f'--params="brainsets.only=failed" to run just those.',
-            err=True,
-        )
-        raise SystemExit(interrupt.exit_code) from None
     except MissingDependencies:
         # Kedro has logged the message, which names the packages and the command
         # that installs them. A traceback would add nothing.
         raise SystemExit(1) from None
-    finally:
-        wait_for_workers()  # if the run ended before it needed them
 
 
 run = copy.copy(kedro_run)

@@ -16,12 +16,13 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import signal
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from brainsets_kedro.assets import exit_without_final_collection
+from brainsets_kedro.assets import exit_with_driver, exit_without_final_collection
 from brainsets_kedro.params import runner_settings
 
 logger = logging.getLogger(__name__)
@@ -63,11 +64,14 @@ def start_workers(
     modules = list(modules)
 
     def start() -> None:
-        tasks = (joblib.delayed(import_modules)(modules) for _ in range(n_workers))
+        tasks = (
+            joblib.delayed(import_modules)(modules, os.getpid())
+            for _ in range(n_workers)
+        )
         try:
             joblib.Parallel(n_jobs=n_jobs, backend="loky")(tasks)
-        except Exception as error:  # the assets' own tasks fail and report it
-            logger.debug("Workers started early failed: %s", error)
+        except BaseException as error:  # the assets' own tasks fail and report it,
+            logger.debug("Workers started early failed: %r", error)  # Ctrl-C included
 
     thread = threading.Thread(target=start, name="start-workers", daemon=True)
     thread.start()
@@ -81,10 +85,20 @@ def wait_for_workers() -> None:
         _starting.pop().join()
 
 
-def import_modules(modules: list[str]) -> None:
+def import_modules(modules: list[str], driver_pid: int | None = None) -> None:
     """In a worker: import what its assets will need; a module that cannot be
-    imported is left for the asset that needs it to report."""
+    imported is left for the asset that needs it to report.
+
+    Args:
+        modules: The modules to import.
+        driver_pid: The process id of the driver that started this worker.
+    """
     exit_without_final_collection()  # also if no asset comes to this worker
+    if driver_pid is not None and os.getpid() != driver_pid:
+        exit_with_driver(driver_pid)  # also if it dies before any asset comes
+        # Ctrl-C reaches the whole process group, workers included: importing, a
+        # worker would print a KeyboardInterrupt traceback. The driver stops them.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     for module in modules:
         try:
             importlib.import_module(module)

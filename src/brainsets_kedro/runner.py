@@ -364,9 +364,16 @@ class SharedAssetPool:
             )
             board = stack.enter_context(StatusBoard(total=total))
             channel = stack.enter_context(StatusChannel(board, status_host))
+            # Workers on this machine exit if the driver dies (kill -9, OOM).
+            driver_pid = None if self._cluster else os.getpid()
             for plan in self._plans:
                 columns = tuple(map(str, plan.rows.columns))
-                plan.job = replace(plan.job, reporter=channel.sender, columns=columns)
+                plan.job = replace(
+                    plan.job,
+                    reporter=channel.sender,
+                    columns=columns,
+                    driver_pid=driver_pid,
+                )
                 plan.task = self._task_function(plan)
             try:
                 with signals_interrupt(), collector_spared():
@@ -507,26 +514,34 @@ class RunInterrupted(SignalInterrupt):
         return 128 + self.signum
 
 
+SIGNAL_GRACE = 1.5
+"""Seconds after a first Ctrl-C or SIGTERM in which another one is the same request:
+a wrapper that forwards Ctrl-C (``timeout``, a scheduler) makes two arrive at once."""
+
+
 @contextlib.contextmanager
 def signals_interrupt() -> Iterator[None]:
     """Ctrl-C and SIGTERM raise :class:`RunInterrupted` (joblib then stops the
-    workers and starts no new asset); a second one exits at once."""
+    workers and starts no new asset); another one more than :data:`SIGNAL_GRACE`
+    seconds later exits at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    received = []
+    first: list[float] = []  # when the first signal came
 
     def on_signal(signum: int, frame: Any) -> None:
-        if received:
+        if first:
+            if time.monotonic() - first[0] < SIGNAL_GRACE:
+                return  # the same request, delivered twice
             os._exit(128 + signum)
-        received.append(signum)
+        first.append(time.monotonic())
         raise RunInterrupted(signum)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        if not received:  # else a second signal, while reports are saved, exits
+        if not first:  # else a second signal, while reports are saved, exits
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 

@@ -47,6 +47,7 @@ parser.add_argument(
 parser.add_argument(
     "--full-disk", default="", help="asset ids whose .err is on a full disk, by |"
 )
+parser.add_argument("--manifest-sleep", type=float, default=0.0)
 parser.add_argument("--long-id", action="store_true", help="a_00's id: 300 chars")
 parser.add_argument("--print-bytes", type=int, default=0, help="bytes to print")
 parser.add_argument(
@@ -64,6 +65,7 @@ class Pipeline(BrainsetPipeline):
             raise ConnectionError(f"the archive of {cls.brainset_id} is unreachable")
         raw_dir.mkdir(parents=True, exist_ok=True)
         (raw_dir / "manifest_made_at").write_text(str(time.time()))
+        time.sleep(args.manifest_sleep)
         ids = [f"a_{i:02d}" for i in range(args.n_assets)]
         if args.long_id and ids:
             ids[0] = "a_00" + "x" * 296

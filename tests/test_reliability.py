@@ -1,5 +1,6 @@
 """Faults: timeouts, retries, dead workers, interrupts, concurrent runs."""
 
+import json
 import os
 import signal
 import subprocess
@@ -150,6 +151,30 @@ def test_a_dead_worker_fails_its_asset_only(tmp_path):
     assert "worker died, signal 9 (SIGKILL)" in _err(tmp_path, "a_02")
     done = sorted(p.stem for p in (tmp_path / "proc" / "toy").glob("*.txt"))
     assert done == ["a_00", "a_01", "a_03", "a_04", "a_05"]
+
+
+def test_a_dead_worker_does_not_make_the_run_serial(tmp_path, caplog):
+    """The worker that died said which asset it started: that asset fails, the
+    others it interrupted start again in a full pool, not one at a time."""
+    with pytest.raises(AssetFailures) as error:
+        _run(
+            tmp_path,
+            {"n_assets": 16, "sleep": 0.1, "die": "a_05"},
+            {},
+            BrainsetRunner(n_jobs=4),
+        )
+    report = error.value.report
+    assert report.loc["a_05", "error"] == "worker died, signal 9 (SIGKILL)"
+    assert (report.drop("a_05")["status"] == "DONE").all()
+    assert "one at a time" not in caplog.text
+    assert "A worker died (signal 9 (SIGKILL)) while preparing toy:a_05" in caplog.text
+    workers = {
+        path.stem: json.loads(path.read_text())
+        for path in (tmp_path / "proc" / "toy").glob("*.json")
+    }
+    died_at = (tmp_path / "proc" / "toy" / "pipeline_logs" / "a_05.err").stat().st_mtime
+    new_pool = {w["pid"] for w in workers.values() if w["process_started"] > died_at}
+    assert len(new_pool) == 4  # the assets left ran four at a time again
 
 
 def test_two_dead_workers_and_an_exit(tmp_path):

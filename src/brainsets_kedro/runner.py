@@ -378,7 +378,7 @@ class SharedAssetPool:
             try:
                 with signals_interrupt(), collector_spared():
                     wait_for_workers()  # started early by the run command
-                    self._prepare_all(board)
+                    self._prepare_all(board, channel)
             except RunInterrupted as interrupt:
                 self.interrupted = interrupt
                 if self._cluster is not None:
@@ -398,10 +398,12 @@ class SharedAssetPool:
                 self._collect(board, result)
         logger.info("%s", board.summary(), extra={"markup": False})
 
-    def _prepare_all(self, board: StatusBoard) -> None:
-        """Every asset, in rounds: a worker that dies breaks the pool, so the assets
-        it may have been running are run alone (to find the one that kills its
-        worker), then the rest in a new pool."""
+    def _prepare_all(self, board: StatusBoard, channel: StatusChannel) -> None:
+        """Every asset, in rounds. A worker that dies breaks the pool (whose other
+        workers are killed): the asset it was running fails with the cause, and
+        the others start again in a new pool. Each worker tells the driver which
+        asset it starts before starting it (:meth:`StatusSender.running`), so the
+        driver knows which one was running in the worker that went first."""
         while True:
             try:
                 tasks = (plan.task(row) for plan, row in self._unfinished())
@@ -412,23 +414,45 @@ class SharedAssetPool:
                 cause = death_cause(error)
             if self._cluster is not None:  # its other tasks go on: stop them
                 self._cluster.stop()
-            in_flight = board.in_flight()
-            suspects = [
-                (plan, row)
-                for plan, row in self._unfinished()
-                if (plan.job.brainset_id, row[0]) in in_flight
-            ] or list(
-                itertools.islice(self._unfinished(), 2 * max(1, self._n_workers()))
-            )
-            logger.warning(
-                "A worker died (%s) while preparing %s; running them one at a time "
-                "to find the cause.",
-                cause,
-                ", ".join(f"{plan.job.brainset_id}:{row[0]}" for plan, row in suspects),
-                extra={"markup": False},
-            )
-            for plan, row in suspects:
-                self._collect(board, self._run_alone(plan, row))
+            lost = [
+                asset
+                for asset in channel.lost(wait=LOST_WORKER_WAIT)
+                if asset.asset_id not in self._by_brainset[asset.brainset_id].finished
+            ]
+            channel.new_round()
+            if lost:
+                plan = self._by_brainset[lost[0].brainset_id]
+                logger.warning(
+                    "A worker died (%s) while preparing %s:%s, which fails; the "
+                    "assets it interrupted start again.",
+                    cause,
+                    plan.job.brainset_id,
+                    lost[0].asset_id,
+                    extra={"markup": False},
+                )
+                self._collect(board, _worker_died(plan.job, lost[0].asset_id, cause))
+                continue
+            self._run_suspects_alone(board, cause)
+
+    def _run_suspects_alone(self, board: StatusBoard, cause: str) -> None:
+        """When no worker said what it was running (the status channel could not
+        be reached): run the assets that may have killed it one at a time, to find
+        the one that does."""
+        in_flight = board.in_flight()
+        suspects = [
+            (plan, row)
+            for plan, row in self._unfinished()
+            if (plan.job.brainset_id, row[0]) in in_flight
+        ] or list(itertools.islice(self._unfinished(), 2 * max(1, self._n_workers())))
+        logger.warning(
+            "A worker died (%s) while preparing %s; running them one at a time "
+            "to find the cause.",
+            cause,
+            ", ".join(f"{plan.job.brainset_id}:{row[0]}" for plan, row in suspects),
+            extra={"markup": False},
+        )
+        for plan, row in suspects:
+            self._collect(board, self._run_alone(plan, row))
 
     def _n_workers(self) -> int:
         if self._cluster is not None:
@@ -459,17 +483,10 @@ class SharedAssetPool:
 
     def _run_alone(self, plan: _Plan, row: tuple) -> AssetResult:
         """One asset in a pool of its own: FAILED with the cause if its worker dies."""
-        start = time.time()
         try:
             return next(iter(self._parallel(n_jobs=2)([plan.task(row)])))
         except worker_death_errors() as error:
-            cause = f"worker died, {death_cause(error)}"
-            plan.job.note(row[0], cause)
-            result = AssetResult(
-                plan.job.brainset_id, row[0], FAILED, start, time.time()
-            )
-            result.error = cause
-            return result
+            return _worker_died(plan.job, row[0], death_cause(error))
 
     def _unfinished(self) -> Iterator[tuple[_Plan, tuple]]:
         """``(plan, row)`` of each asset without a result yet, the brainsets in turn.
@@ -488,7 +505,9 @@ class SharedAssetPool:
         task's arguments."""
         if self._cluster is not None:
             return joblib.delayed(StoppableRun(plan.job, plan.stages, self._run_id))
-        return joblib.delayed(functools.partial(plan.job.run, stages=plan.stages))
+        if self._settings["backend"] == "threading":  # no worker dies alone
+            return joblib.delayed(functools.partial(plan.job.run, stages=plan.stages))
+        return joblib.delayed(AnnouncedRun(plan.job, plan.stages))
 
     def _collect(self, board: StatusBoard, result: AssetResult) -> None:
         if result.status in FINAL:
@@ -499,6 +518,35 @@ class SharedAssetPool:
         plan = self._by_brainset[result.brainset_id]
         plan.results.append(result)
         plan.finished.add(result.asset_id)
+
+
+LOST_WORKER_WAIT = 2.0
+"""Seconds the driver waits, once the pool broke, to hear which asset the dead worker
+was running (its connection's end usually arrives first)."""
+
+
+def _worker_died(job: BrainsetJob, asset_id: Any, cause: str) -> AssetResult:
+    """The result of an asset whose worker died: FAILED, with the cause in its
+    ``.err``."""
+    error = f"worker died, {cause}"
+    job.note(asset_id, error)
+    now = time.time()
+    return AssetResult(job.brainset_id, asset_id, FAILED, now, now, error=error)
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity, as joblib hashes functions
+class AnnouncedRun:
+    """``job.run(row, stages)`` in a worker process, once the driver knows (through
+    the status channel) that this process starts that asset."""
+
+    job: BrainsetJob
+    stages: tuple[str, ...]
+
+    def __call__(self, row: tuple) -> AssetResult:
+        running = getattr(self.job.reporter, "running", None)
+        if running is not None:
+            running(self.job.brainset_id, row[0])
+        return self.job.run(row, self.stages)
 
 
 class RunInterrupted(SignalInterrupt):
@@ -1000,7 +1048,8 @@ _stoppable_lock = threading.Lock()
 @dataclass(frozen=True, eq=False)  # hashed by identity, as joblib hashes functions
 class StoppableRun:
     """``job.run(row, stages)`` on a cluster worker, in a thread that
-    :func:`stop_run` can stop."""
+    :func:`stop_run` can stop. (It does not announce its asset as
+    :class:`AnnouncedRun` does: a cluster worker's process runs several at once.)"""
 
     job: BrainsetJob
     stages: tuple[str, ...]

@@ -141,6 +141,28 @@ def test_logs_are_capped_with_a_marker(tmp_path):
     )
 
 
+def test_fd_output_goes_to_the_asset_logs(project):
+    """os.write to 1 and 2, and a subprocess's output, land in the logs of the
+    asset that wrote them, not on the console."""
+    add_brainset(project, "toy", "toy")
+    params = "toy.n_assets=4,toy.fd_output=true"
+    result = kedro(
+        project,
+        "run",
+        "--pipeline=toy",
+        f"--params={params}",
+        "--runner-params=n_jobs=2",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "of a_0" not in result.stdout + result.stderr
+    logs = project / "data" / "02_processed" / "toy" / "pipeline_logs"
+    for asset_id in ("a_00", "a_01", "a_02", "a_03"):
+        out = (logs / f"{asset_id}.out").read_text()
+        assert out.endswith(f"fd 1 of {asset_id}\nsubprocess of {asset_id}\n"), out
+        assert out.count(" of ") == 2
+        assert (logs / f"{asset_id}.err").read_text() == f"fd 2 of {asset_id}\n"
+
+
 def test_a_dead_worker_fails_its_asset_only(tmp_path):
     with pytest.raises(AssetFailures) as error:
         _run(tmp_path, {"n_assets": 6, "die": "a_02"}, {})

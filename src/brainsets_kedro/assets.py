@@ -157,8 +157,9 @@ class BrainsetJob:
         """Run ``stages`` of one manifest row back to back; never raises for the asset's
         own errors. The asset is DONE when its last stage is (``process``, or
         ``download`` in a download-only run), and DONE or FAILED is reported."""
-        if self.driver_pid is not None:
-            exit_with_driver(self.driver_pid)
+        if self.driver_pid is not None and self.driver_pid != os.getpid():
+            exit_with_driver(self.driver_pid)  # a worker process of this machine
+            route_fd_output()
         if not hasattr(item, "_fields"):
             item = _row_type(("Index", *self.columns))(*item)
         asset_id = item.Index
@@ -453,12 +454,16 @@ class _LogFile(io.TextIOBase):
         self.error: OSError | None = None
 
     def write(self, text: str) -> int:
+        self.write_bytes(text.encode("utf-8", "backslashreplace"))
+        return len(text)
+
+    def write_bytes(self, data: bytes) -> None:
+        """Write ``data`` as it is (output of file descriptors 1 and 2)."""
         if self.error is None and self._room != 0:
             try:
-                self._write(text.encode("utf-8", "backslashreplace"))
+                self._write(data)
             except OSError as error:
                 self.error = error
-        return len(text)
 
     def _write(self, data: bytes) -> None:
         if self._file is None:
@@ -536,10 +541,83 @@ def captured_output(
     with out, err:
         before = getattr(_targets, "stdout", None), getattr(_targets, "stderr", None)
         _targets.stdout, _targets.stderr = out, err
+        if _fd_router is not None:
+            _fd_router.logs = (out, err)
         try:
             yield WrittenLogs((out, err))
         finally:
+            if _fd_router is not None:
+                _fd_router.finish_asset()
             _targets.stdout, _targets.stderr = before
+
+
+class _FdRouter:
+    """In a worker process, file descriptors 1 and 2 are pipes, read by a thread
+    that writes what arrives to the logs of the asset running (:attr:`logs`), or
+    else to the process's original stdout and stderr. So output written below
+    Python's ``sys.stdout`` (``os.write``, C libraries, subprocesses) lands in the
+    asset's logs too, capped as they are.
+
+    Not under the threading backend: a process's descriptors are shared by all
+    its threads, so output there cannot be told apart by asset."""
+
+    def __init__(self) -> None:
+        self.logs: tuple[_LogFile, _LogFile] | None = None
+        self._lock = threading.Lock()
+        self._pipes: dict[int, int] = {}  # read end -> the descriptor it replaces
+        self._originals: dict[int, int] = {}  # descriptor 1 or 2 -> a copy
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd in (1, 2):
+            self._originals[fd] = os.dup(fd)
+            read, write = os.pipe()
+            os.set_blocking(read, False)
+            os.dup2(write, fd)
+            os.close(write)
+            self._pipes[read] = fd
+        threading.Thread(target=self._read_loop, name="fd-output", daemon=True).start()
+
+    def _read_loop(self) -> None:
+        while True:
+            ready, _, _ = select.select(list(self._pipes), [], [])
+            with self._lock:
+                for read in ready:
+                    self._move(read)
+
+    def _move(self, read: int) -> None:
+        """What the pipe ``read`` holds now, to where it goes (under the lock)."""
+        while True:
+            try:
+                data = os.read(read, 65536)
+            except BlockingIOError:
+                return
+            if not data:
+                return
+            fd = self._pipes[read]
+            if self.logs is not None:
+                self.logs[fd - 1].write_bytes(data)
+            else:
+                with contextlib.suppress(OSError):
+                    os.write(self._originals[fd], data)
+
+    def finish_asset(self) -> None:
+        """What the asset wrote to descriptors 1 and 2, to its logs, before they
+        close: it is all in the pipes by now (a write to a pipe is synchronous)."""
+        with self._lock:
+            for read in self._pipes:
+                self._move(read)
+            self.logs = None
+
+
+_fd_router: _FdRouter | None = None
+
+
+@functools.cache
+def route_fd_output() -> None:
+    """In a worker process: send output of file descriptors 1 and 2 to the logs of
+    the asset running (see :class:`_FdRouter`), from now on."""
+    global _fd_router  # noqa: PLW0603 (one per process, made once)
+    _fd_router = _FdRouter()
 
 
 @contextlib.contextmanager

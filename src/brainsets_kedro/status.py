@@ -271,8 +271,8 @@ class StatusChannel:
         try:
             while True:
                 message = connection.recv()
-                if isinstance(message, Running):
-                    running = (self._round, message)
+                if isinstance(message, tuple):  # a worker starts an asset
+                    running = (self._round, Running(*message))
                     continue
                 for event in message:
                     self._board.update(*event)
@@ -342,7 +342,9 @@ class StatusSender:
     def running(self, brainset_id: str, asset_id: Any) -> None:
         """Tell the driver, before the asset starts, that this process prepares it:
         if the process dies, the driver knows which asset was running in it."""
-        _outbox(self.address, self.authkey).send_now(Running(brainset_id, asset_id))
+        # A plain tuple: cheaper to pickle than a Running, and told apart from the
+        # lists of statuses.
+        _outbox(self.address, self.authkey).send_now((brainset_id, asset_id))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, StatusSender) and other.address == self.address
@@ -352,7 +354,7 @@ class StatusSender:
 
 
 class Running(NamedTuple):
-    """Sent by a worker process just before it starts an asset."""
+    """An asset a worker process started (it says so just before)."""
 
     brainset_id: str
     asset_id: Any

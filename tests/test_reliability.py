@@ -5,6 +5,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 
 import pandas as pd
@@ -275,6 +276,38 @@ def test_a_forwarded_ctrl_c_still_saves_the_report(project):
     report = project / "data" / "08_reporting" / "toy" / "run_report.parquet"
     assert set(pd.read_parquet(report)["status"]) == {"INTERRUPTED"}
     _wait_for(lambda: not _group_alive(run.pid), timeout=10)
+
+
+SIGNALS_TWICE = """
+import os, signal, time
+from brainsets_kedro import runner
+
+runner.SIGNAL_GRACE = 0.3
+with runner.signals_interrupt():
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)
+    except runner.RunInterrupted:
+        print("interrupted", flush=True)
+    os.kill(os.getpid(), signal.SIGINT)  # within the grace period: the same request
+    time.sleep(0.5)
+    print("saving the reports", flush=True)
+    os.kill(os.getpid(), signal.SIGINT)  # later: exit now
+    time.sleep(10)
+print("not reached")
+"""
+
+
+def test_a_second_signal_after_the_grace_period_exits_at_once():
+    result = subprocess.run(
+        [sys.executable, "-c", SIGNALS_TWICE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 130, result.stderr
+    assert result.stdout == "interrupted\nsaving the reports\n"
 
 
 def test_ctrl_c_before_the_assets_start_exits_130(project):

@@ -291,15 +291,31 @@ def exit_with_driver(driver_pid: int) -> None:
         driver = os.pidfd_open(driver_pid)
     except ProcessLookupError:  # gone already
         os._exit(DRIVER_GONE_EXIT_CODE)
+    except (AttributeError, OSError):  # not Linux 5.3+: ask twice a second
+        driver = None
 
     def watch() -> None:
-        select.select([driver], [], [])  # readable once the driver has exited
+        if driver is not None:
+            select.select([driver], [], [])  # readable once the driver has exited
+        else:
+            while _alive(driver_pid):
+                time.sleep(0.5)
         os._exit(DRIVER_GONE_EXIT_CODE)
 
     threading.Thread(target=watch, name="watch-driver", daemon=True).start()
 
 
 DRIVER_GONE_EXIT_CODE = 70  # EX_SOFTWARE; nobody waits for it
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's (the pid was reused)
+        return False
+    return True
 
 
 @functools.cache
@@ -472,6 +488,7 @@ class _LogFile(io.TextIOBase):
         self._file: io.BufferedWriter | None = None
         self._room = max_bytes  # bytes that may still be written, None: no cap
         self._max_bytes = max_bytes
+        self._lock = threading.Lock()
         self.error: OSError | None = None
 
     def write(self, text: str) -> int:
@@ -479,12 +496,14 @@ class _LogFile(io.TextIOBase):
         return len(text)
 
     def write_bytes(self, data: bytes) -> None:
-        """Write ``data`` as it is (output of file descriptors 1 and 2)."""
-        if self.error is None and self._room != 0:
-            try:
-                self._write(data)
-            except OSError as error:
-                self.error = error
+        """Write ``data`` as it is (output of file descriptors 1 and 2, which a
+        thread of :class:`_FdRouter` writes while the asset's thread prints)."""
+        with self._lock:
+            if self.error is None and self._room != 0:
+                try:
+                    self._write(data)
+                except OSError as error:
+                    self.error = error
 
     def _write(self, data: bytes) -> None:
         if self._file is None:

@@ -414,9 +414,10 @@ class SharedAssetPool:
                 cause = death_cause(error)
             if self._cluster is not None:  # its other tasks go on: stop them
                 self._cluster.stop()
+            wait = 0 if self._cluster else LOST_WORKER_WAIT  # no AnnouncedRun there
             lost = [
                 asset
-                for asset in channel.lost(wait=LOST_WORKER_WAIT)
+                for asset in channel.lost(wait=wait)
                 if asset.asset_id not in self._by_brainset[asset.brainset_id].finished
             ]
             channel.new_round()
@@ -435,9 +436,9 @@ class SharedAssetPool:
             self._run_suspects_alone(board, cause)
 
     def _run_suspects_alone(self, board: StatusBoard, cause: str) -> None:
-        """When no worker said what it was running (the status channel could not
-        be reached): run the assets that may have killed it one at a time, to find
-        the one that does."""
+        """When no worker said what it was running (on a cluster, or when the status
+        channel could not be reached): run the assets that may have killed it one
+        at a time, to find the one that does."""
         in_flight = board.in_flight()
         suspects = [
             (plan, row)

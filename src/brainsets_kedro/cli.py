@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,21 +38,21 @@ def _run(**kwargs: Any) -> object:
     try:
         return _run_command(kwargs)
     except KeyboardInterrupt as interrupt:  # Ctrl-C before or while assets ran
-        exit_code = getattr(interrupt, "exit_code", 128 + signal.SIGINT)
-        where = str(interrupt) or "Ctrl-C received"
-        if not hasattr(interrupt, "exit_code"):  # before any asset started
-            # A forwarded Ctrl-C comes twice: the second must not end the wrap-up
-            # (waiting for the workers being started) with a traceback.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            click.echo(f"Interrupted ({where}) before any asset started.", err=True)
-        else:
+        runner = sys.modules.get("brainsets_kedro.runner")  # not loaded: not its
+        if runner and isinstance(interrupt, runner.RunInterrupted):  # reports saved
             click.echo(
-                f"Interrupted ({where}). The run reports mark the unfinished assets "
-                f"INTERRUPTED; run the same command again to finish, or add "
+                f"Interrupted ({interrupt}). The run reports mark the unfinished "
+                f"assets INTERRUPTED; run the same command again to finish, or add "
                 f'--params="brainsets.only=failed" to run just those.',
                 err=True,
             )
-        raise SystemExit(exit_code) from None
+            raise SystemExit(interrupt.exit_code) from None
+        # Before the runner's assets (Kedro loading, workers starting, a manifest),
+        # or under Kedro's own runners. A forwarded Ctrl-C comes twice: the second
+        # must not end the wrap-up (waiting for starting workers) with a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        click.echo("Interrupted (Ctrl-C received).", err=True)
+        raise SystemExit(128 + signal.SIGINT) from None
     finally:
         wait_for_workers()  # if the run ended before it needed them
 

@@ -334,22 +334,16 @@ def _on_sigint(signum: int, frame: Any) -> None:
     raise SignalInterrupt
 
 
-def _marks_signal_interrupts() -> bool:
-    """Whether Ctrl-C, in this thread, raises a plain ``KeyboardInterrupt`` that
-    :func:`signal_interrupts_marked` should make a :class:`SignalInterrupt`."""
-    return (
-        threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    )
-
-
 @contextlib.contextmanager
 def signal_interrupts_marked() -> Iterator[None]:
     """In a main thread where Ctrl-C raises a plain ``KeyboardInterrupt`` (the
     driver under Kedro's own runners), make it a :class:`SignalInterrupt` while the
     block runs, so that it is told apart from a ``KeyboardInterrupt`` the asset
-    raises itself. (Worker processes mark them for good: :func:`become_worker`.)"""
-    if not _marks_signal_interrupts():
+    raises itself. (Worker processes ignore Ctrl-C: :func:`become_worker`.)"""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
         yield
         return
     signal.signal(signal.SIGINT, _on_sigint)
@@ -363,16 +357,19 @@ def signal_interrupts_marked() -> Iterator[None]:
 def become_worker(driver_pid: int) -> None:
     """Once in each worker process of the driver's machine (``loky``,
     ``multiprocessing``): exit with the driver, route file descriptors 1 and 2 to
-    the running asset's logs, and tell Ctrl-C from an asset's own
-    ``KeyboardInterrupt`` (once, rather than around each asset: about 20 us each).
+    the running asset's logs, and ignore Ctrl-C, which reaches the whole process
+    group: the driver stops its workers once it has saved the run reports (a
+    worker stopped first would send back an error the driver could take for its
+    own Ctrl-C, and skip them). A ``KeyboardInterrupt`` in a worker is then always
+    the asset's own, and fails that asset alone.
 
     Args:
         driver_pid: The process id of the driver.
     """
     exit_with_driver(driver_pid)
     route_fd_output()
-    if _marks_signal_interrupts():
-        signal.signal(signal.SIGINT, _on_sigint)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class AssetTimeout(BaseException):

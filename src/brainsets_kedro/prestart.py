@@ -16,13 +16,12 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import signal
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from brainsets_kedro.assets import exit_with_driver, exit_without_final_collection
+from brainsets_kedro.assets import become_worker, exit_without_final_collection
 from brainsets_kedro.params import runner_settings
 
 logger = logging.getLogger(__name__)
@@ -95,10 +94,9 @@ def import_modules(modules: list[str], driver_pid: int | None = None) -> None:
     """
     exit_without_final_collection()  # also if no asset comes to this worker
     if driver_pid is not None and os.getpid() != driver_pid:
-        exit_with_driver(driver_pid)  # also if it dies before any asset comes
-        # Ctrl-C reaches the whole process group, workers included: importing, a
-        # worker would print a KeyboardInterrupt traceback. The driver stops them.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # Exit with the driver, also if it dies before any asset comes; ignore
+        # Ctrl-C, which would make a worker print a KeyboardInterrupt traceback.
+        become_worker(driver_pid)
     for module in modules:
         try:
             importlib.import_module(module)

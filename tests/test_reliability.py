@@ -1,7 +1,11 @@
 """Faults: timeouts, retries, dead workers, interrupts, concurrent runs."""
 
+import json
 import os
+import re
 import signal
+import subprocess
+import sys
 import time
 
 import pandas as pd
@@ -92,11 +96,73 @@ def test_process_errors_are_not_retried(tmp_path):
         ({"timeout": 0}, "brainsets.timeout must be a number above 0"),
         ({"retries": -1}, "brainsets.retries must be a whole number"),
         ({"download_only": "yes"}, "brainsets.download_only must be true or false"),
+        ({"log_max_bytes": 0}, "brainsets.log_max_bytes must be a whole number above"),
     ],
 )
 def test_bad_run_options(tmp_path, options, message):
     with pytest.raises(ValueError, match=message):
         _run(tmp_path, {"n_assets": 1}, options)
+
+
+@pytest.mark.parametrize("backend", ["loky", "threading"])
+def test_exits_interrupts_and_unwritable_logs_fail_their_asset_only(tmp_path, backend):
+    options = {"sys_exit": "a_01", "interrupt": "a_02", "full_disk": "a_03"}
+    with pytest.raises(AssetFailures) as error:
+        _run(
+            tmp_path,
+            {"n_assets": 5, "long_id": True, **options},
+            {},
+            BrainsetRunner(n_jobs=2, backend=backend),
+        )
+    report = error.value.report
+    long_id = "a_00" + "x" * 296
+    assert report.loc["a_01", "error"] == "SystemExit: 3"
+    assert report.loc["a_02", "error"] == "KeyboardInterrupt"
+    assert report.loc["a_03", "error"] == (
+        "RuntimeError: a_03 fails with its .err on a full disk; its log "
+        f"{tmp_path}/proc/toy/pipeline_logs/a_03.err could not be written "
+        "(OSError: No space left on device)"
+    )
+    assert report.loc[long_id, "error"].startswith("OSError: [Errno 36] File name")
+    assert report.loc[long_id, "error"].endswith(
+        "could not be written (OSError: File name too long)"
+    )
+    assert report.loc["a_04", "status"] == "DONE"
+    assert "sys.exit(3)" in _err(tmp_path, "a_01")  # the traceback
+    assert "raise KeyboardInterrupt" in _err(tmp_path, "a_02")
+
+
+def test_logs_are_capped_with_a_marker(tmp_path):
+    _run(tmp_path, {"n_assets": 2, "print_bytes": 5000}, {"log_max_bytes": 1000})
+    out = (tmp_path / "proc" / "toy" / "pipeline_logs" / "a_00.out").read_text()
+    head, marker = out.split("\n[brainsets_kedro] ", 1)
+    assert head == "downloading a_00\nprocessing a_00\n" + "x" * (1000 - 33)
+    assert marker == (
+        "log truncated: it reached brainsets.log_max_bytes (1000 bytes); the rest "
+        "of this asset's output was dropped\n"
+    )
+
+
+def test_fd_output_goes_to_the_asset_logs(project):
+    """os.write to 1 and 2, and a subprocess's output, land in the logs of the
+    asset that wrote them, not on the console."""
+    add_brainset(project, "toy", "toy")
+    params = "toy.n_assets=4,toy.fd_output=true"
+    result = kedro(
+        project,
+        "run",
+        "--pipeline=toy",
+        f"--params={params}",
+        "--runner-params=n_jobs=2",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "of a_0" not in result.stdout + result.stderr
+    logs = project / "data" / "02_processed" / "toy" / "pipeline_logs"
+    for asset_id in ("a_00", "a_01", "a_02", "a_03"):
+        out = (logs / f"{asset_id}.out").read_text()
+        assert out.endswith(f"fd 1 of {asset_id}\nsubprocess of {asset_id}\n"), out
+        assert out.count(" of ") == 2
+        assert (logs / f"{asset_id}.err").read_text() == f"fd 2 of {asset_id}\n"
 
 
 def test_a_dead_worker_fails_its_asset_only(tmp_path):
@@ -109,6 +175,30 @@ def test_a_dead_worker_fails_its_asset_only(tmp_path):
     assert "worker died, signal 9 (SIGKILL)" in _err(tmp_path, "a_02")
     done = sorted(p.stem for p in (tmp_path / "proc" / "toy").glob("*.txt"))
     assert done == ["a_00", "a_01", "a_03", "a_04", "a_05"]
+
+
+def test_a_dead_worker_does_not_make_the_run_serial(tmp_path, caplog):
+    """The worker that died said which asset it started: that asset fails, the
+    others it interrupted start again in a full pool, not one at a time."""
+    with pytest.raises(AssetFailures) as error:
+        _run(
+            tmp_path,
+            {"n_assets": 16, "sleep": 0.1, "die": "a_05"},
+            {},
+            BrainsetRunner(n_jobs=4),
+        )
+    report = error.value.report
+    assert report.loc["a_05", "error"] == "worker died, signal 9 (SIGKILL)"
+    assert (report.drop("a_05")["status"] == "DONE").all()
+    assert "one at a time" not in caplog.text
+    assert "A worker died (signal 9 (SIGKILL)) while preparing toy:a_05" in caplog.text
+    workers = {
+        path.stem: json.loads(path.read_text())
+        for path in (tmp_path / "proc" / "toy").glob("*.json")
+    }
+    died_at = (tmp_path / "proc" / "toy" / "pipeline_logs" / "a_05.err").stat().st_mtime
+    new_pool = {w["pid"] for w in workers.values() if w["process_started"] > died_at}
+    assert len(new_pool) == 4  # the assets left ran four at a time again
 
 
 def test_two_dead_workers_and_an_exit(tmp_path):
@@ -169,21 +259,116 @@ def test_interrupt_stops_workers_and_marks_the_report(project, signum, code):
     assert len(list((project / "data" / "02_processed" / "toy").glob("*.txt"))) == 8
 
 
-def test_second_ctrl_c_exits_at_once(project):
+def test_a_forwarded_ctrl_c_still_saves_the_report(project):
+    """A wrapper that forwards Ctrl-C (timeout, a scheduler) makes two arrive at
+    once: that is one request, not "exit now"."""
     add_brainset(project, "toy", "toy")
     run = start_kedro(
         project, "run", "--pipeline=toy", "--params=toy.n_assets=4,toy.hang=a_00|a_01"
     )
     logs = project / "data" / "02_processed" / "toy" / "pipeline_logs"
     _wait_for(lambda: len(list(logs.glob("*.out"))) >= 2)
+    os.killpg(run.pid, signal.SIGINT)
     os.kill(run.pid, signal.SIGINT)
-    time.sleep(0.2)
-    os.kill(run.pid, signal.SIGINT)
-    output, _ = run.communicate(timeout=5)
-    # 130 from the handler; -SIGINT if it came while Python was shutting down (a
-    # shell shows both as 130)
-    assert run.returncode in (130, -signal.SIGINT), output
+    output, _ = run.communicate(timeout=10)
+    assert run.returncode == 130, output
+    assert "brainsets.only=failed" in output
+    report = project / "data" / "08_reporting" / "toy" / "run_report.parquet"
+    assert set(pd.read_parquet(report)["status"]) == {"INTERRUPTED"}
     _wait_for(lambda: not _group_alive(run.pid), timeout=10)
+
+
+SIGNALS_TWICE = """
+import os, signal, time
+from brainsets_kedro import runner
+
+runner.SIGNAL_GRACE = 0.3
+with runner.signals_interrupt():
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)
+    except runner.RunInterrupted:
+        print("interrupted", flush=True)
+    os.kill(os.getpid(), signal.SIGINT)  # within the grace period: the same request
+    time.sleep(0.5)
+    print("saving the reports", flush=True)
+    os.kill(os.getpid(), signal.SIGINT)  # later: exit now
+    time.sleep(10)
+print("not reached")
+"""
+
+
+def test_a_second_signal_after_the_grace_period_exits_at_once():
+    result = subprocess.run(
+        [sys.executable, "-c", SIGNALS_TWICE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 130, result.stderr
+    assert result.stdout.endswith("interrupted\nsaving the reports\n")
+
+
+def test_ctrl_c_before_the_assets_start_exits_130(project):
+    add_brainset(project, "toy", "toy")
+    run = start_kedro(
+        project, "run", "--pipeline=toy", "--params=toy.manifest_sleep=30"
+    )
+    made = project / "data" / "01_raw" / "toy" / "manifest_made_at"
+    _wait_for(made.exists)
+    os.killpg(run.pid, signal.SIGINT)  # the workers are starting, or waiting
+    output, _ = run.communicate(timeout=10)
+    assert run.returncode == 130, output
+    assert "Interrupted (Ctrl-C received).\n" in output
+    assert "Aborted" not in output
+    # No traceback of the driver's. (A worker still starting Python when Ctrl-C
+    # reaches the process group may print its own: nothing runs in it yet to stop it.)
+    frame = r'File "[^"]*/(kedro|brainsets_kedro)/|/(kedro|brainsets_kedro)/\S+:\d+ in '
+    assert not re.search(frame, output), output
+    _wait_for(lambda: not _group_alive(run.pid), timeout=10)
+
+
+def test_ctrl_c_stops_kedros_own_runner_too(project):
+    """Under SequentialRunner the asset runs in the main thread: Ctrl-C stops the
+    run, where a KeyboardInterrupt of the asset's own would fail it alone."""
+    add_brainset(project, "toy", "toy")
+    run = start_kedro(
+        project,
+        "run",
+        "--pipeline=toy",
+        "--runner=SequentialRunner",
+        "--params=toy.n_assets=3,toy.hang=a_00",
+    )
+    logs = project / "data" / "02_processed" / "toy" / "pipeline_logs"
+    _wait_for((logs / "a_02.out").exists)  # the downloads are done: a_00 hangs
+    time.sleep(1)
+    os.kill(run.pid, signal.SIGINT)
+    output, _ = run.communicate(timeout=20)
+    assert run.returncode == 130, output
+    assert "Interrupted (Ctrl-C received).\n" in output
+    assert "processing" not in (logs / "a_01.out").read_text()  # not started
+
+
+def test_workers_exit_when_the_driver_is_killed(project):
+    add_brainset(project, "toy", "toy")
+    run = start_kedro(
+        project,
+        "run",
+        "--pipeline=toy",
+        "--params=toy.n_assets=12,toy.sleep=1",
+        "--runner-params=n_jobs=2",
+        output=subprocess.DEVNULL,
+    )
+    processed = project / "data" / "02_processed" / "toy"
+    _wait_for(lambda: len(list((processed / "pipeline_logs").glob("*.out"))) >= 2)
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    started = list((processed / "pipeline_logs").glob("*.out"))
+    _wait_for(lambda: not _group_alive(run.pid), timeout=5)
+    time.sleep(1)
+    assert list((processed / "pipeline_logs").glob("*.out")) == started
+    assert not list(processed.glob("*.txt"))  # no asset finished either
 
 
 def test_a_second_run_of_the_same_brainset_refuses_at_once(project):

@@ -55,20 +55,9 @@ def test_the_lock_is_held_from_the_first_node_to_the_end_of_the_run(tmp_path):
 
 
 def _slow_manifest(brainset_id: str) -> str:
-    """The toy brainset, named ``brainset_id``, whose get_manifest sleeps
-    ``manifest_sleep`` seconds."""
-    source = (
-        (TEST_BRAINSETS / "toy.py").read_text().replace('"toy"', f'"{brainset_id}"')
-    )
-    source = source.replace(
-        'parser.add_argument("--n-assets"',
-        'parser.add_argument("--manifest-sleep", type=float, default=0)\n'
-        'parser.add_argument("--n-assets"',
-    )
-    return source.replace(
-        "        if args.unreachable:",
-        "        time.sleep(args.manifest_sleep)\n        if args.unreachable:",
-    )
+    """The toy brainset, named ``brainset_id`` (its get_manifest sleeps
+    ``manifest_sleep`` seconds)."""
+    return (TEST_BRAINSETS / "toy.py").read_text().replace('"toy"', f'"{brainset_id}"')
 
 
 @pytest.mark.parametrize("runner", [[], ["--runner=SequentialRunner"]])

@@ -4,7 +4,9 @@ A :class:`BrainsetJob` holds what a worker needs to prepare any asset of one bra
 (the Pipeline class, its directories and arguments, where statuses go). It is small and
 picklable, so the same job runs in the driver, a thread, a process or a cluster worker.
 Each asset's stdout and stderr go to ``<processed_dir>/pipeline_logs/<asset_id>.out``
-and ``.err``; an exception fails that asset alone and leaves its traceback in ``.err``.
+and ``.err``, each capped at ``log_max_bytes``; an error of the asset (an exception,
+``sys.exit``, a ``KeyboardInterrupt`` it raises itself, a log it cannot write) fails
+that asset alone and leaves its traceback in ``.err`` where it can be written.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import io
 import itertools
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -42,6 +45,8 @@ FAILED = "FAILED"
 INTERRUPTED = "INTERRUPTED"
 """Not finished because the run was stopped (Ctrl-C, SIGTERM)."""
 LOG_DIR_NAME = "pipeline_logs"
+LOG_MAX_BYTES = 10_000_000
+"""Default cap of each of an asset's two logs (``brainsets.log_max_bytes``)."""
 
 StatusReporter = Callable[[str, Any, str, "Step | None"], None]
 """Called as ``reporter(brainset_id, asset_id, status, step)`` on every status change."""
@@ -110,6 +115,11 @@ class BrainsetJob:
     """How many times a failed download is tried again (process errors are not)."""
     retry_backoff: float = 1.0
     """Seconds before the first retry; doubled before each next one."""
+    log_max_bytes: int | None = LOG_MAX_BYTES
+    """Bytes each of an asset's logs may hold; the rest is dropped. ``None``: no cap."""
+    driver_pid: int | None = None
+    """The driver's process id, when workers are processes of its machine: they exit
+    when it is gone (see :func:`exit_with_driver`)."""
 
     @property
     def brainset_id(self) -> str:
@@ -132,6 +142,12 @@ class BrainsetJob:
             os.path.join(log_dir, f"{asset_id}{suffix}") for suffix in (".out", ".err")
         ]
 
+    def note(self, asset_id: Any, line: str) -> None:
+        """Append ``[brainsets_kedro] <line>`` to an asset's ``.err``, if it can be
+        written (the caller reports the same cause elsewhere)."""
+        with contextlib.suppress(OSError), self.log_paths(asset_id)[1].open("a") as err:
+            err.write(f"[brainsets_kedro] {line}\n")
+
     def run(
         self,
         item: NamedTuple | tuple,
@@ -142,6 +158,8 @@ class BrainsetJob:
         """Run ``stages`` of one manifest row back to back; never raises for the asset's
         own errors. The asset is DONE when its last stage is (``process``, or
         ``download`` in a download-only run), and DONE or FAILED is reported."""
+        if self.driver_pid is not None and self.driver_pid != os.getpid():
+            become_worker(self.driver_pid)  # a worker process of this machine
         if not hasattr(item, "_fields"):
             item = row_type(("Index", *self.columns))(*item)
         asset_id = item.Index
@@ -157,20 +175,23 @@ class BrainsetJob:
             output=download_output,
             call=(os.getpid(), next(_calls)),
         )
-        pipeline = self._pipeline()
-        pipeline._asset_id = asset_id
         _running.result = result
         append = "download" not in stages  # process after a separate download
         stage = None
-        with captured_output(*self.log_paths(asset_id), append):
+        logs = self.log_paths(asset_id)
+        with captured_output(*logs, append, self.log_max_bytes) as written:
             try:
-                with deadline(self.timeout):
+                with deadline(self.timeout), signal_interrupts_marked():
+                    pipeline = self._pipeline()
+                    pipeline._asset_id = asset_id
                     for stage in stages:
                         if stage == "download":
                             result.output = self._download(pipeline, item)
                         else:
                             pipeline.process(result.output)
-            except (Exception, AssetTimeout) as error:
+            except ASSET_ERRORS as error:
+                if isinstance(error, SignalInterrupt):
+                    raise  # Ctrl-C: the run stops, not just this asset
                 traceback.print_exc(file=sys.stderr)
                 result.status = FAILED
                 result.failed_stage = stage
@@ -181,6 +202,10 @@ class BrainsetJob:
                 )
             else:
                 result.status = DONE if final else f"{stages[-1]} done"
+        if written.error is not None:  # the asset's outputs may be fine, its log not
+            result.failed_stage = result.failed_stage or stage
+            result.error = "; ".join(filter(None, [result.error, written.error]))
+            result.status = FAILED
         result.end = time.time()
         _running.result = None
         if final or result.failed:
@@ -257,10 +282,99 @@ def exit_without_final_collection() -> None:
 
 
 @functools.cache
+def exit_with_driver(driver_pid: int) -> None:
+    """In a worker process on the driver's machine: exit, starting no new asset, as
+    soon as the driver (process ``driver_pid``) is gone, killed with ``kill -9``
+    say. Nothing happens in the driver's own process (the threading backend).
+
+    Args:
+        driver_pid: The process id of the driver.
+    """
+    if os.getpid() == driver_pid:
+        return
+    try:
+        driver = os.pidfd_open(driver_pid)
+    except ProcessLookupError:  # gone already
+        os._exit(DRIVER_GONE_EXIT_CODE)
+    except (AttributeError, OSError):  # not Linux 5.3+: ask twice a second
+        driver = None
+
+    def watch() -> None:
+        if driver is not None:
+            select.select([driver], [], [])  # readable once the driver has exited
+        else:
+            while _alive(driver_pid):
+                time.sleep(0.5)
+        os._exit(DRIVER_GONE_EXIT_CODE)
+
+    threading.Thread(target=watch, name="watch-driver", daemon=True).start()
+
+
+DRIVER_GONE_EXIT_CODE = 70  # EX_SOFTWARE; nobody waits for it
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's (the pid was reused)
+        return False
+    return True
+
+
+@functools.cache
 def row_type(fields: tuple[str, ...]) -> type:
     """The named tuple ``DataFrame.itertuples()`` makes for these fields. Rows travel
     to workers as plain tuples: that named tuple class cannot be pickled."""
     return collections.namedtuple("Pandas", fields, rename=True)
+
+
+class SignalInterrupt(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) received while an asset ran: the run stops. A
+    ``KeyboardInterrupt`` that an asset raises itself fails that asset alone."""
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    raise SignalInterrupt
+
+
+@contextlib.contextmanager
+def signal_interrupts_marked() -> Iterator[None]:
+    """In a main thread where Ctrl-C raises a plain ``KeyboardInterrupt`` (the
+    driver under Kedro's own runners), make it a :class:`SignalInterrupt` while the
+    block runs, so that it is told apart from a ``KeyboardInterrupt`` the asset
+    raises itself. (Worker processes ignore Ctrl-C: :func:`become_worker`.)"""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@functools.cache
+def become_worker(driver_pid: int) -> None:
+    """Once in each worker process of the driver's machine (``loky``,
+    ``multiprocessing``): exit with the driver, route file descriptors 1 and 2 to
+    the running asset's logs, and ignore Ctrl-C, which reaches the whole process
+    group: the driver stops its workers once it has saved the run reports (a
+    worker stopped first would send back an error the driver could take for its
+    own Ctrl-C, and skip them). A ``KeyboardInterrupt`` in a worker is then always
+    the asset's own, and fails that asset alone.
+
+    Args:
+        driver_pid: The process id of the driver.
+    """
+    exit_with_driver(driver_pid)
+    route_fd_output()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class AssetTimeout(BaseException):
@@ -273,6 +387,11 @@ class AssetTimeout(BaseException):
         if seconds is not None:
             self.seconds = seconds
         super().__init__(f"timed out after {self.seconds:g} s (brainsets.timeout)")
+
+
+ASSET_ERRORS = (Exception, SystemExit, KeyboardInterrupt, AssetTimeout)
+"""What an asset's code may raise and fail that asset alone (``sys.exit`` from a
+library, say). A :class:`SignalInterrupt` among them stops the run instead."""
 
 
 @contextlib.contextmanager
@@ -360,44 +479,187 @@ def _install_routers() -> None:
 
 class _LogFile(io.TextIOBase):
     """A log file created on the first write: most assets of a big brainset print
-    nothing, and creating two files each would cost more than preparing them."""
+    nothing, and creating two files each would cost more than preparing them.
 
-    def __init__(self, path: Path):
+    It holds at most ``max_bytes`` bytes, then a line saying the rest was dropped.
+    It never raises: the first error (a full disk, a name too long for the file
+    system) is kept in :attr:`error` and the output is dropped."""
+
+    def __init__(self, path: Path, max_bytes: int | None = None):
         self._path = path
-        self._file: TextIO | None = None
+        self._file: io.BufferedWriter | None = None
+        self._room = max_bytes  # bytes that may still be written, None: no cap
+        self._max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self.error: OSError | None = None
 
     def write(self, text: str) -> int:
+        self.write_bytes(text.encode("utf-8", "backslashreplace"))
+        return len(text)
+
+    def write_bytes(self, data: bytes) -> None:
+        """Write ``data`` as it is (output of file descriptors 1 and 2, which a
+        thread of :class:`_FdRouter` writes while the asset's thread prints)."""
+        with self._lock:
+            if self.error is None and self._room != 0:
+                try:
+                    self._write(data)
+                except OSError as error:
+                    self.error = error
+
+    def _write(self, data: bytes) -> None:
         if self._file is None:
-            self._file = open(self._path, "a", encoding="utf-8")  # noqa: SIM115
-        return self._file.write(text)
+            self._file = open(self._path, "ab")  # noqa: SIM115
+            if self._room is not None:  # appending to a stage's log
+                self._room = max(0, self._room - self._file.tell())
+        if self._room is not None and len(data) >= self._room:
+            data = (
+                data[: self._room]
+                + (
+                    f"\n[brainsets_kedro] log truncated: it reached "
+                    f"brainsets.log_max_bytes ({self._max_bytes} bytes); the rest of "
+                    f"this asset's output was dropped\n"
+                ).encode()
+            )
+            self._room = 0
+        elif self._room is not None:
+            self._room -= len(data)
+        self._file.write(data)
 
     def flush(self) -> None:
-        if self._file is not None:
-            self._file.flush()
+        if self._file is not None and self.error is None:
+            try:
+                self._file.flush()
+            except OSError as error:
+                self.error = error
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
+            self.flush()
+            with contextlib.suppress(OSError):  # flushed above, or failed already
+                self._file.close()
             self._file = None
         super().close()
 
 
+@dataclass
+class WrittenLogs:
+    """An asset's two logs, after :func:`captured_output`: :attr:`error` says why
+    one could not be written, or is ``None``."""
+
+    files: tuple[_LogFile, _LogFile]
+
+    @property
+    def error(self) -> str | None:
+        for log in self.files:
+            if log.error is not None:
+                return (
+                    f"its log {log._path} could not be written "
+                    f"({type(log.error).__name__}: {log.error.strerror or log.error})"
+                )
+        return None
+
+
 @contextlib.contextmanager
-def captured_output(out_path: Path, err_path: Path, append: bool = False) -> Iterator:
+def captured_output(
+    out_path: Path,
+    err_path: Path,
+    append: bool = False,
+    max_bytes: int | None = None,
+) -> Iterator[WrittenLogs]:
     """Send this thread's stdout and stderr to two files while the block runs. The
     files are made on the first write; a previous run's are removed first (unless
-    ``append``), so a log never shows another run's output."""
+    ``append``), so a log never shows another run's output. Each holds at most
+    ``max_bytes``; the yielded :class:`WrittenLogs` tells, once the block is done,
+    whether they could be written."""
     _install_routers()
-    if not append:
-        out_path.unlink(missing_ok=True)
-        err_path.unlink(missing_ok=True)
-    with _LogFile(out_path) as out, _LogFile(err_path) as err:
+    out, err = _LogFile(out_path, max_bytes), _LogFile(err_path, max_bytes)
+    for log in (out, err):
+        if not append:
+            try:
+                log._path.unlink(missing_ok=True)
+            except OSError as error:  # e.g. a name too long for the file system
+                log.error = error
+    with out, err:
         before = getattr(_targets, "stdout", None), getattr(_targets, "stderr", None)
         _targets.stdout, _targets.stderr = out, err
+        if _fd_router is not None:
+            _fd_router.logs = (out, err)
         try:
-            yield
+            yield WrittenLogs((out, err))
         finally:
+            if _fd_router is not None:
+                _fd_router.finish_asset()
             _targets.stdout, _targets.stderr = before
+
+
+class _FdRouter:
+    """In a worker process, file descriptors 1 and 2 are pipes, read by a thread
+    that writes what arrives to the logs of the asset running (:attr:`logs`), or
+    else to the process's original stdout and stderr. So output written below
+    Python's ``sys.stdout`` (``os.write``, C libraries, subprocesses) lands in the
+    asset's logs too, capped as they are.
+
+    Not under the threading backend: a process's descriptors are shared by all
+    its threads, so output there cannot be told apart by asset."""
+
+    def __init__(self) -> None:
+        self.logs: tuple[_LogFile, _LogFile] | None = None
+        self._lock = threading.Lock()
+        self._pipes: dict[int, int] = {}  # read end -> the descriptor it replaces
+        self._originals: dict[int, int] = {}  # descriptor 1 or 2 -> a copy
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd in (1, 2):
+            self._originals[fd] = os.dup(fd)
+            read, write = os.pipe()
+            os.set_blocking(read, False)
+            os.dup2(write, fd)
+            os.close(write)
+            self._pipes[read] = fd
+        threading.Thread(target=self._read_loop, name="fd-output", daemon=True).start()
+
+    def _read_loop(self) -> None:
+        while True:
+            ready, _, _ = select.select(list(self._pipes), [], [])
+            with self._lock:
+                for read in ready:
+                    self._move(read)
+
+    def _move(self, read: int) -> None:
+        """What the pipe ``read`` holds now, to where it goes (under the lock)."""
+        while True:
+            try:
+                data = os.read(read, 65536)
+            except BlockingIOError:
+                return
+            if not data:
+                return
+            fd = self._pipes[read]
+            if self.logs is not None:
+                self.logs[fd - 1].write_bytes(data)
+            else:
+                with contextlib.suppress(OSError):
+                    os.write(self._originals[fd], data)
+
+    def finish_asset(self) -> None:
+        """What the asset wrote to descriptors 1 and 2, to its logs, before they
+        close: it is all in the pipes by now (a write to a pipe is synchronous)."""
+        with self._lock:
+            for read in self._pipes:
+                self._move(read)
+            self.logs = None
+
+
+_fd_router: _FdRouter | None = None
+
+
+@functools.cache
+def route_fd_output() -> None:
+    """In a worker process: send output of file descriptors 1 and 2 to the logs of
+    the asset running (see :class:`_FdRouter`), from now on."""
+    global _fd_router  # noqa: PLW0603 (one per process, made once)
+    _fd_router = _FdRouter()
 
 
 @contextlib.contextmanager

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import copy
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,29 @@ def cli() -> None:
 
 def _run(**kwargs: Any) -> object:
     exit_without_final_collection()  # the process ends with the run
+    try:
+        return _run_command(kwargs)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C before or while assets ran
+        runner = sys.modules.get("brainsets_kedro.runner")  # not loaded: not its
+        if runner and isinstance(interrupt, runner.RunInterrupted):  # reports saved
+            click.echo(
+                f"Interrupted ({interrupt}). The run reports mark the unfinished "
+                f"assets INTERRUPTED; run the same command again to finish, or add "
+                f'--params="brainsets.only=failed" to run just those.',
+                err=True,
+            )
+            raise SystemExit(interrupt.exit_code) from None
+        # Before the runner's assets (Kedro loading, workers starting, a manifest),
+        # or under Kedro's own runners. A forwarded Ctrl-C comes twice: the second
+        # must not end the wrap-up (waiting for starting workers) with a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        click.echo("Interrupted (Ctrl-C received).", err=True)
+        raise SystemExit(128 + signal.SIGINT) from None
+    finally:
+        wait_for_workers()  # if the run ended before it needed them
+
+
+def _run_command(kwargs: dict[str, Any]) -> object:
     if kwargs["pipeline"]:
         if kwargs["pipelines"]:  # (Kedro's own error for this shows no message)
             raise click.UsageError(
@@ -55,22 +80,8 @@ def _run(**kwargs: Any) -> object:
             ["brainsets_kedro.assets"]
             + [f"{PIPELINES_PACKAGE}.{name}.pipeline" for name in names],
         )
-    # After the workers are started: this loads pandas, which takes a while.
-    from brainsets_kedro.runner import RunInterrupted  # noqa: PLC0415
-
-    try:
-        with short_errors():
-            return kedro_run.callback(**kwargs)
-    except RunInterrupted as interrupt:
-        click.echo(
-            f"Interrupted ({interrupt}). The run reports mark the unfinished assets "
-            f"INTERRUPTED; run the same command again to finish, or add "
-            f'--params="brainsets.only=failed" to run just those.',
-            err=True,
-        )
-        raise SystemExit(interrupt.exit_code) from None
-    finally:
-        wait_for_workers()  # if the run ended before it needed them
+    with short_errors():
+        return kedro_run.callback(**kwargs)
 
 
 run = copy.copy(kedro_run)

@@ -24,6 +24,7 @@ from brainsets_kedro.assets import (
     DONE,
     FAILED,
     INTERRUPTED,
+    LOG_MAX_BYTES,
     AssetResult,
     BrainsetJob,
     row_type,
@@ -330,6 +331,13 @@ class BrainsetNode:
             timeout=_option(options, "timeout", float, None, positive=True),
             retries=_option(options, "retries", int, 0),
             retry_backoff=_option(options, "retry_backoff", float, 1.0),
+            log_max_bytes=_option(  # absent: the default; null: no cap
+                {"log_max_bytes": LOG_MAX_BYTES, **options},
+                "log_max_bytes",
+                int,
+                None,
+                positive=True,
+            ),
         )
 
 

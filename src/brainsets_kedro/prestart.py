@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from brainsets_kedro.assets import exit_without_final_collection
+from brainsets_kedro.assets import become_worker, exit_without_final_collection
 from brainsets_kedro.params import runner_settings
 
 logger = logging.getLogger(__name__)
@@ -63,11 +63,14 @@ def start_workers(
     modules = list(modules)
 
     def start() -> None:
-        tasks = (joblib.delayed(import_modules)(modules) for _ in range(n_workers))
+        tasks = (
+            joblib.delayed(import_modules)(modules, os.getpid())
+            for _ in range(n_workers)
+        )
         try:
             joblib.Parallel(n_jobs=n_jobs, backend="loky")(tasks)
-        except Exception as error:  # the assets' own tasks fail and report it
-            logger.debug("Workers started early failed: %s", error)
+        except BaseException as error:  # the assets' own tasks fail and report it,
+            logger.debug("Workers started early failed: %r", error)  # Ctrl-C included
 
     thread = threading.Thread(target=start, name="start-workers", daemon=True)
     thread.start()
@@ -81,10 +84,19 @@ def wait_for_workers() -> None:
         _starting.pop().join()
 
 
-def import_modules(modules: list[str]) -> None:
+def import_modules(modules: list[str], driver_pid: int | None = None) -> None:
     """In a worker: import what its assets will need; a module that cannot be
-    imported is left for the asset that needs it to report."""
+    imported is left for the asset that needs it to report.
+
+    Args:
+        modules: The modules to import.
+        driver_pid: The process id of the driver that started this worker.
+    """
     exit_without_final_collection()  # also if no asset comes to this worker
+    if driver_pid is not None and os.getpid() != driver_pid:
+        # Exit with the driver, also if it dies before any asset comes; ignore
+        # Ctrl-C, which would make a worker print a KeyboardInterrupt traceback.
+        become_worker(driver_pid)
     for module in modules:
         try:
             importlib.import_module(module)

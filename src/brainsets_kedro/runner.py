@@ -57,6 +57,7 @@ from brainsets_kedro.assets import (
     INTERRUPTED,
     AssetResult,
     BrainsetJob,
+    SignalInterrupt,
 )
 from brainsets_kedro.errors import UsageError, UserError
 from brainsets_kedro.factory import BRAINSET_TAG
@@ -521,9 +522,16 @@ class SharedAssetPool:
             )
             board = stack.enter_context(StatusBoard(total=total))
             channel = stack.enter_context(StatusChannel(board, status_host))
+            # Workers on this machine exit if the driver dies (kill -9, OOM).
+            driver_pid = None if self._cluster else os.getpid()
             for plan in self._plans:
                 columns = tuple(map(str, plan.rows.columns))
-                plan.job = replace(plan.job, reporter=channel.sender, columns=columns)
+                plan.job = replace(
+                    plan.job,
+                    reporter=channel.sender,
+                    columns=columns,
+                    driver_pid=driver_pid,
+                )
                 plan.task = self._task_function(plan)
                 plan.journal = stack.enter_context(
                     Journal(plan.job.processed_dir, plan.rows.index)
@@ -531,7 +539,7 @@ class SharedAssetPool:
             try:
                 with signals_interrupt(), collector_spared():
                     wait_for_workers()  # started early by the run command
-                    self._prepare_all(board)
+                    self._prepare_all(board, channel)
             except RunInterrupted as interrupt:
                 self.interrupted = interrupt
                 if self._cluster is not None:
@@ -551,10 +559,12 @@ class SharedAssetPool:
                 self._collect(board, result)
         logger.info("%s", board.summary(), extra={"markup": False})
 
-    def _prepare_all(self, board: StatusBoard) -> None:
-        """Every asset, in rounds: a worker that dies breaks the pool, so the assets
-        it may have been running are run alone (to find the one that kills its
-        worker), then the rest in a new pool."""
+    def _prepare_all(self, board: StatusBoard, channel: StatusChannel) -> None:
+        """Every asset, in rounds. A worker that dies breaks the pool (whose other
+        workers are killed): the asset it was running fails with the cause, and
+        the others start again in a new pool. Each worker tells the driver which
+        asset it starts before starting it (:meth:`StatusSender.running`), so the
+        driver knows which one was running in the worker that went first."""
         while True:
             try:
                 tasks = (plan.task(row) for plan, row in self._unfinished())
@@ -565,23 +575,46 @@ class SharedAssetPool:
                 cause = death_cause(error)
             if self._cluster is not None:  # its other tasks go on: stop them
                 self._cluster.stop()
-            in_flight = board.in_flight()
-            suspects = [
-                (plan, row)
-                for plan, row in self._unfinished()
-                if (plan.job.brainset_id, row[0]) in in_flight
-            ] or list(
-                itertools.islice(self._unfinished(), 2 * max(1, self._n_workers()))
-            )
-            logger.warning(
-                "A worker died (%s) while preparing %s; running them one at a time "
-                "to find the cause.",
-                cause,
-                ", ".join(f"{plan.job.brainset_id}:{row[0]}" for plan, row in suspects),
-                extra={"markup": False},
-            )
-            for plan, row in suspects:
-                self._collect(board, self._run_alone(plan, row))
+            wait = 0 if self._cluster else LOST_WORKER_WAIT  # no AnnouncedRun there
+            lost = [
+                asset
+                for asset in channel.lost(wait=wait)
+                if asset.asset_id not in self._by_brainset[asset.brainset_id].finished
+            ]
+            channel.new_round()
+            if lost:
+                plan = self._by_brainset[lost[0].brainset_id]
+                logger.warning(
+                    "A worker died (%s) while preparing %s:%s, which fails; the "
+                    "assets it interrupted start again.",
+                    cause,
+                    plan.job.brainset_id,
+                    lost[0].asset_id,
+                    extra={"markup": False},
+                )
+                self._collect(board, _worker_died(plan.job, lost[0].asset_id, cause))
+                continue
+            self._run_suspects_alone(board, cause)
+
+    def _run_suspects_alone(self, board: StatusBoard, cause: str) -> None:
+        """When no worker said what it was running (on a cluster, or when the status
+        channel could not be reached): run the assets that may have killed it one
+        at a time, to find the one that does."""
+        in_flight = board.in_flight()
+        suspects = [
+            (plan, row)
+            for plan, row in self._unfinished()
+            if (plan.job.brainset_id, row[0]) in in_flight
+        ] or list(itertools.islice(self._unfinished(), 2 * max(1, self._n_workers())))
+        logger.warning(
+            "A worker died (%s) while preparing %s; running them one at a time "
+            "to find the cause.",
+            cause,
+            ", ".join(f"{plan.job.brainset_id}:{row[0]}" for plan, row in suspects),
+            extra={"markup": False},
+        )
+        for plan, row in suspects:
+            self._collect(board, self._run_alone(plan, row))
 
     def _n_workers(self) -> int:
         if self._cluster is not None:
@@ -612,18 +645,10 @@ class SharedAssetPool:
 
     def _run_alone(self, plan: _Plan, row: tuple) -> AssetResult:
         """One asset in a pool of its own: FAILED with the cause if its worker dies."""
-        start = time.time()
         try:
             return next(iter(self._parallel(n_jobs=2)([plan.task(row)])))
         except worker_death_errors() as error:
-            cause = f"worker died, {death_cause(error)}"
-            with plan.job.log_paths(row[0])[1].open("a") as err:
-                err.write(f"[brainsets_kedro] {cause}\n")
-            result = AssetResult(
-                plan.job.brainset_id, row[0], FAILED, start, time.time()
-            )
-            result.error = cause
-            return result
+            return _worker_died(plan.job, row[0], death_cause(error))
 
     def _unfinished(self) -> Iterator[tuple[_Plan, tuple]]:
         """``(plan, row)`` of each asset without a result yet, the brainsets in turn.
@@ -642,7 +667,9 @@ class SharedAssetPool:
         task's arguments."""
         if self._cluster is not None:
             return joblib.delayed(StoppableRun(plan.job, plan.stages, self._run_id))
-        return joblib.delayed(functools.partial(plan.job.run, stages=plan.stages))
+        if self._settings["backend"] == "threading":  # no worker dies alone
+            return joblib.delayed(functools.partial(plan.job.run, stages=plan.stages))
+        return joblib.delayed(AnnouncedRun(plan.job, plan.stages))
 
     def _collect(self, board: StatusBoard, result: AssetResult) -> None:
         if result.status in FINAL:
@@ -656,7 +683,36 @@ class SharedAssetPool:
         plan.finished.add(result.asset_id)
 
 
-class RunInterrupted(KeyboardInterrupt):
+LOST_WORKER_WAIT = 2.0
+"""Seconds the driver waits, once the pool broke, to hear which asset the dead worker
+was running (its connection's end usually arrives first)."""
+
+
+def _worker_died(job: BrainsetJob, asset_id: Any, cause: str) -> AssetResult:
+    """The result of an asset whose worker died: FAILED, with the cause in its
+    ``.err``."""
+    error = f"worker died, {cause}"
+    job.note(asset_id, error)
+    now = time.time()
+    return AssetResult(job.brainset_id, asset_id, FAILED, now, now, error=error)
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity, as joblib hashes functions
+class AnnouncedRun:
+    """``job.run(row, stages)`` in a worker process, once the driver knows (through
+    the status channel) that this process starts that asset."""
+
+    job: BrainsetJob
+    stages: tuple[str, ...]
+
+    def __call__(self, row: tuple) -> AssetResult:
+        running = getattr(self.job.reporter, "running", None)
+        if running is not None:
+            running(self.job.brainset_id, row[0])
+        return self.job.run(row, self.stages)
+
+
+class RunInterrupted(SignalInterrupt):
     """Ctrl-C or SIGTERM while assets were being prepared."""
 
     def __init__(self, signum: int):
@@ -669,26 +725,34 @@ class RunInterrupted(KeyboardInterrupt):
         return 128 + self.signum
 
 
+SIGNAL_GRACE = 1.5
+"""Seconds after a first Ctrl-C or SIGTERM in which another one is the same request:
+a wrapper that forwards Ctrl-C (``timeout``, a scheduler) makes two arrive at once."""
+
+
 @contextlib.contextmanager
 def signals_interrupt() -> Iterator[None]:
     """Ctrl-C and SIGTERM raise :class:`RunInterrupted` (joblib then stops the
-    workers and starts no new asset); a second one exits at once."""
+    workers and starts no new asset); another one more than :data:`SIGNAL_GRACE`
+    seconds later exits at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    received = []
+    first: list[float] = []  # when the first signal came
 
     def on_signal(signum: int, frame: Any) -> None:
-        if received:
+        if first:
+            if time.monotonic() - first[0] < SIGNAL_GRACE:
+                return  # the same request, delivered twice
             os._exit(128 + signum)
-        received.append(signum)
+        first.append(time.monotonic())
         raise RunInterrupted(signum)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        if not received:  # else a second signal, while reports are saved, exits
+        if not first:  # else a second signal, while reports are saved, exits
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
@@ -1172,7 +1236,8 @@ _stoppable_lock = threading.Lock()
 @dataclass(frozen=True, eq=False)  # hashed by identity, as joblib hashes functions
 class StoppableRun:
     """``job.run(row, stages)`` on a cluster worker, in a thread that
-    :func:`stop_run` can stop."""
+    :func:`stop_run` can stop. (It does not announce its asset as
+    :class:`AnnouncedRun` does: a cluster worker's process runs several at once.)"""
 
     job: BrainsetJob
     stages: tuple[str, ...]
@@ -1185,8 +1250,7 @@ class StoppableRun:
         try:
             return self.job.run(row, self.stages)
         except AssetInterrupted:
-            with self.job.log_paths(row[0])[1].open("a") as err:
-                err.write("[brainsets_kedro] stopped: the run was interrupted\n")
+            self.job.note(row[0], "stopped: the run was interrupted")
             return AssetResult(
                 self.job.brainset_id, row[0], INTERRUPTED, start, time.time()
             )

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import Counter, deque
 from multiprocessing.connection import Client, Connection, Listener
-from typing import Any
+from typing import Any, NamedTuple
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -237,6 +237,9 @@ class StatusChannel:
         self._connections: list[Connection] = []
         self._connections_lock = threading.Lock()
         self._closed = False
+        self._round = 0
+        self._lost: list[tuple[int, Running]] = []
+        self._lost_changed = threading.Condition()
         threading.Thread(target=self._accept, daemon=True, name="status-accept").start()
 
     @property
@@ -264,16 +267,41 @@ class StatusChannel:
             ).start()
 
     def _receive(self, connection: Connection) -> None:
+        running: tuple[int, Running] | None = None  # (round, asset) it started last
         try:
             while True:
-                for event in connection.recv():
+                message = connection.recv()
+                if isinstance(message, tuple):  # a worker starts an asset
+                    running = (self._round, Running(*message))
+                    continue
+                for event in message:
                     self._board.update(*event)
         except Exception:  # the worker went away, or the channel was closed
-            pass
+            if running is not None and not self._closed:
+                with self._lost_changed:
+                    self._lost.append(running)
+                    self._lost_changed.notify_all()
         finally:
             with self._connections_lock:
                 self._connections.remove(connection)
                 connection.close()
+
+    def lost(self, wait: float) -> list[Running]:
+        """The assets that workers were running when they went away (died, or were
+        killed by the pool one of them broke), in the order they went, this round
+        (see :meth:`new_round`). Waits up to ``wait`` seconds for the first."""
+        with self._lost_changed:
+            self._lost_changed.wait_for(
+                lambda: any(r == self._round for r, _ in self._lost), timeout=wait
+            )
+            return [asset for r, asset in self._lost if r == self._round]
+
+    def new_round(self) -> None:
+        """Forget the workers lost so far: a new pool starts (the workers that the
+        broken one kills may still be going away, and do not count)."""
+        with self._lost_changed:
+            self._round += 1
+            self._lost.clear()
 
     def close(self) -> None:
         with self._connections_lock:
@@ -311,11 +339,25 @@ class StatusSender:
     ) -> None:
         _outbox(self.address, self.authkey).put((brainset_id, asset_id, status, step))
 
+    def running(self, brainset_id: str, asset_id: Any) -> None:
+        """Tell the driver, before the asset starts, that this process prepares it:
+        if the process dies, the driver knows which asset was running in it."""
+        # A plain tuple: cheaper to pickle than a Running, and told apart from the
+        # lists of statuses.
+        _outbox(self.address, self.authkey).send_now((brainset_id, asset_id))
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, StatusSender) and other.address == self.address
 
     def __hash__(self) -> int:
         return hash(self.address)
+
+
+class Running(NamedTuple):
+    """An asset a worker process started (it says so just before)."""
+
+    brainset_id: str
+    asset_id: Any
 
 
 SEND_INTERVAL = 0.1
@@ -330,6 +372,9 @@ class _Outbox:
         self._authkey = authkey
         self._pending: list[tuple] = []
         self._lock = threading.Lock()
+        self._connection: Connection | None = None
+        self._connecting = threading.Lock()  # also held while sending
+        self._tried = False
         self.closed = False
         threading.Thread(
             target=self._send_loop, daemon=True, name="status-send"
@@ -339,24 +384,50 @@ class _Outbox:
         with self._lock:
             self._pending.append(event)
 
+    def send_now(self, message: Any) -> None:
+        """Send ``message`` before returning, if the driver can be reached."""
+        with self._connecting:
+            connection = self._connect()
+            if connection is not None:
+                self._send(connection, message)
+
     def _send_loop(self) -> None:
         # Connect at once, not after the first interval: the first status comes while
         # its asset runs, when the driver listens for sure. (A quick last asset could
         # otherwise find the run over and blame status_host.)
-        connection = self._first_connection()
+        with self._connecting:
+            self._connect()
         while not self.closed:
             time.sleep(SEND_INTERVAL)
             with self._lock:
                 batch, self._pending = self._pending, []
             if not batch or self.closed:
                 continue
-            try:
-                connection = connection or Client(self.address, authkey=self._authkey)
-                connection.send(batch)
-            except (OSError, EOFError):  # after the first try: the driver is gone
-                connection = None
-        if connection is not None:
-            connection.close()
+            with self._connecting:
+                try:
+                    connection = self._connection or Client(
+                        self.address, authkey=self._authkey
+                    )
+                except (OSError, EOFError):  # after the first try: the driver is gone
+                    continue
+                self._connection = connection
+                self._send(connection, batch)
+        with self._connecting:
+            if self._connection is not None:
+                self._connection.close()
+
+    def _send(self, connection: Connection, message: Any) -> None:
+        try:
+            connection.send(message)
+        except (OSError, EOFError):
+            self._connection = None
+
+    def _connect(self) -> Connection | None:
+        """The connection (under ``_connecting``), made on the first call only."""
+        if not self._tried:
+            self._tried = True
+            self._connection = self._first_connection()
+        return self._connection
 
     def _first_connection(self) -> Connection | None:
         try:

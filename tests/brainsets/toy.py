@@ -7,6 +7,8 @@ import gc
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from argparse import ArgumentParser
@@ -36,6 +38,21 @@ parser.add_argument("--hang", default="", help="asset ids whose process hangs, b
 parser.add_argument("--flaky", default="", help="asset ids whose download fails twice")
 parser.add_argument("--die", default="", help="asset ids whose worker is killed, by |")
 parser.add_argument("--exit", default="", help="asset ids whose worker exits, by |")
+parser.add_argument(
+    "--sys-exit", default="", help="asset ids calling sys.exit(3), by |"
+)
+parser.add_argument(
+    "--interrupt", default="", help="asset ids raising KeyboardInterrupt, by |"
+)
+parser.add_argument(
+    "--full-disk", default="", help="asset ids whose .err is on a full disk, by |"
+)
+parser.add_argument("--manifest-sleep", type=float, default=0.0)
+parser.add_argument("--long-id", action="store_true", help="a_00's id: 300 chars")
+parser.add_argument("--print-bytes", type=int, default=0, help="bytes to print")
+parser.add_argument(
+    "--fd-output", action="store_true", help="write to fds 1 and 2, and a subprocess"
+)
 
 
 class Pipeline(BrainsetPipeline):
@@ -48,7 +65,10 @@ class Pipeline(BrainsetPipeline):
             raise ConnectionError(f"the archive of {cls.brainset_id} is unreachable")
         raw_dir.mkdir(parents=True, exist_ok=True)
         (raw_dir / "manifest_made_at").write_text(str(time.time()))
+        time.sleep(args.manifest_sleep)
         ids = [f"a_{i:02d}" for i in range(args.n_assets)]
+        if args.long_id and ids:
+            ids[0] = "a_00" + "x" * 296
         return pd.DataFrame({"value": range(args.n_assets)}, index=pd.Index(ids))
 
     def download(self, manifest_item):
@@ -78,6 +98,21 @@ class Pipeline(BrainsetPipeline):
             os.kill(os.getpid(), signal.SIGKILL)
         if asset_id in self.args.exit.split("|"):
             os._exit(3)
+        if asset_id in self.args.sys_exit.split("|"):
+            sys.exit(3)
+        if asset_id in self.args.interrupt.split("|"):
+            raise KeyboardInterrupt
+        if asset_id in self.args.full_disk.split("|"):
+            err = self.processed_dir / "pipeline_logs" / f"{asset_id}.err"
+            err.unlink(missing_ok=True)
+            err.symlink_to("/dev/full")
+            raise RuntimeError(f"{asset_id} fails with its .err on a full disk")
+        if self.args.print_bytes:
+            print("x" * self.args.print_bytes)
+        if self.args.fd_output:
+            os.write(1, f"fd 1 of {asset_id}\n".encode())
+            os.write(2, f"fd 2 of {asset_id}\n".encode())
+            subprocess.run(["echo", f"subprocess of {asset_id}"], check=True)
         started = time.time()
         time.sleep(self.args.sleep)
         value = int(download_output.read_text())

@@ -13,6 +13,9 @@ from brainsets_kedro import BrainsetPipeline
 parser = ArgumentParser()
 parser.add_argument("--n-assets", type=int, default=100)
 parser.add_argument("--cpu-seconds", type=float, default=0.0)
+parser.add_argument(
+    "--download-seconds", type=float, default=0.0, help="wait in download (network)"
+)
 
 
 def burn(seconds: float) -> None:
@@ -33,6 +36,7 @@ class Pipeline(BrainsetPipeline):
 
     def download(self, manifest_item):
         self.update_status("DOWNLOADING")
+        time.sleep(self.args.download_seconds)
         return manifest_item.number
 
     def process(self, download_output):

@@ -120,7 +120,8 @@ def _write_with_atomic_write(source: str) -> str:
 @pytest.mark.parametrize(
     ("runner", "writing"),
     [
-        (["--runner-params=n_jobs=2"], 2),  # a_04 and a_05 in parallel
+        # a_04 and a_05 in parallel, processed last (downloads one at a time, in order)
+        (["--runner-params=n_jobs=2,download_jobs=1"], 2),
         (["--runner=SequentialRunner"], 1),  # a_04; a_05 is downloaded only
     ],
 )

@@ -112,12 +112,63 @@ def test_failures_are_isolated(tmp_path):
         ({"backend": "spark"}, "Unknown joblib backend 'spark': choose one of"),
         ({"n_jobs": 0}, "n_jobs must be a whole number of workers"),
         ({"n_jobs": "four"}, "n_jobs must be a whole number of workers"),
+        ({"download_jobs": 0}, "download_jobs must be a positive whole number"),
     ],
 )
 def test_bad_settings_are_named(tmp_path, settings, message):
     with pytest.raises(ValueError, match=message):
         _run(tmp_path, {"n_assets": 1}, BrainsetRunner(**settings))
     assert not (tmp_path / "raw" / "toy" / "a_00.txt").exists()
+
+
+def test_download_and_process_stream_into_each_other(tmp_path):
+    """Downloads run beyond n_jobs at once, in the driver's threads; an asset's
+    process starts as soon as its download returns, before the last download
+    ends; the report has each stage's times."""
+    runner = BrainsetRunner(n_jobs=2, download_jobs=3)
+    _run(tmp_path / "warm", {"n_assets": 2}, runner)  # workers started, as in kedro run
+    catalog = _run(tmp_path, {"n_assets": 6, "sleep": 0.3}, runner)
+    report = catalog.load("toy.run_report")
+    assert (report["status"] == "DONE").all()
+    assert list(report.columns) == REPORT_COLUMNS
+    times = report.filter(regex="start|end$").apply(pd.to_datetime)
+    downloads = times.sort_values("download_start")
+    # The first three downloads overlap: more than n_jobs at once.
+    assert downloads["download_start"].iloc[2] < downloads["download_end"].iloc[0]
+    assert times["process_start"].min() < times["download_end"].max()
+    assert (times["process_start"] >= times["download_end"]).all()
+    assert (times["start"] <= times["download_start"]).all()
+    assert (times["end"] >= times["process_end"]).all()
+    assert (report["download_s"] >= 0.3).all()
+    assert (report["process_s"] >= 0.3).all()
+    assert os.getpid() not in {w["pid"] for w in _workers(tmp_path).values()}
+    # Each asset's logs hold both stages, the second appended.
+    out = (tmp_path / "proc" / "toy" / "pipeline_logs" / "a_03.out").read_text()
+    assert out == "downloading a_03\nprocessing a_03\n"
+
+
+def test_a_download_output_that_cannot_be_pickled_fails_its_asset(tmp_path):
+    with pytest.raises(AssetFailures) as error:
+        _run(tmp_path, {"n_assets": 3, "unpicklable": "a_01"}, BrainsetRunner(n_jobs=2))
+    report = error.value.report
+    assert report["status"].to_dict() == {
+        "a_00": "DONE",
+        "a_01": "FAILED",
+        "a_02": "DONE",
+    }
+    message = report.loc["a_01", "error"]
+    assert message.startswith("download returned an object that cannot be pickled (")
+    assert "_thread.lock" in message
+    assert "download must return picklable data" in message
+    assert pd.isna(report.loc["a_01", "process_start"])
+    err = (tmp_path / "proc" / "toy" / "pipeline_logs" / "a_01.err").read_text()
+    assert "cannot be pickled" in err
+    # Threads share the driver's memory: nothing is pickled, the asset is DONE.
+    _run(
+        tmp_path,
+        {"n_assets": 3, "unpicklable": "a_01"},
+        BrainsetRunner(backend="threading"),
+    )
 
 
 def test_only_selects_assets(tmp_path):
@@ -232,7 +283,8 @@ def test_every_status_change_is_logged_once(project, backend):
     )
     assert result.returncode == 0, result.stderr
     lines = _status_lines(result.stdout + result.stderr)
-    expected = ["DOWNLOADING", "Processing", "DONE"]
+    # "downloaded": waiting for a process worker, once its download returned.
+    expected = ["DOWNLOADING", "downloaded", "Processing", "DONE"]
     assert lines == {f"a_{i:02d}": expected for i in range(8)}
 
 

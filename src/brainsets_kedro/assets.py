@@ -88,6 +88,8 @@ class AssetResult:
     failed_stage: str | None = None
     output: Any = field(default=None, repr=False)
     """What ``download`` returned, for a ``process`` that runs later."""
+    stage_times: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """``{stage: (start, end)}`` of each stage that ran, for the run report."""
     call: tuple[int, int] | None = None
     statuses: list[str] = field(default_factory=list)
     """The statuses the asset reported during this call, in order (see :class:`Step`)."""
@@ -95,6 +97,12 @@ class AssetResult:
     @property
     def failed(self) -> bool:
         return self.status == FAILED
+
+    def after(self, download: AssetResult) -> AssetResult:
+        """This result of a ``process`` call, with the stage times of the asset's
+        earlier ``download`` call first."""
+        self.stage_times = {**download.stage_times, **self.stage_times}
+        return self
 
 
 @dataclass(frozen=True)
@@ -110,7 +118,8 @@ class BrainsetJob:
     columns: tuple[str, ...] = ()
     """The manifest's columns, to rebuild a row sent as a plain tuple."""
     timeout: float | None = None
-    """Seconds an asset may take, download and process together; ``None``: no limit."""
+    """Seconds an asset may take, each call of :meth:`run` (under
+    ``BrainsetRunner``: each stage); ``None``: no limit."""
     retries: int = 0
     """How many times a failed download is tried again (process errors are not)."""
     retry_backoff: float = 1.0
@@ -185,10 +194,14 @@ class BrainsetJob:
                     pipeline = self._pipeline()
                     pipeline._asset_id = asset_id
                     for stage in stages:
-                        if stage == "download":
-                            result.output = self._download(pipeline, item)
-                        else:
-                            pipeline.process(result.output)
+                        began = time.time()
+                        try:
+                            if stage == "download":
+                                result.output = self._download(pipeline, item)
+                            else:
+                                pipeline.process(result.output)
+                        finally:
+                            result.stage_times[stage] = (began, time.time())
             except ASSET_ERRORS as error:
                 if isinstance(error, SignalInterrupt):
                     raise  # Ctrl-C: the run stops, not just this asset

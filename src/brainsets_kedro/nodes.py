@@ -55,7 +55,16 @@ REPORT_COLUMNS = [
     "error",
     "stdout_log",
     "stderr_log",
+    "download_start",
+    "download_end",
+    "download_s",
+    "process_start",
+    "process_end",
+    "process_s",
 ]
+"""The run report's columns: the asset's status, its start, end and duration (both
+stages), its error and logs, then the start, end and duration of each stage (empty
+for a stage that did not run)."""
 
 
 SHOWN_ERRORS = 5  # distinct errors listed per brainset; the rest counted by type
@@ -263,6 +272,12 @@ def build_report(results: Iterable[AssetResult], job: BrainsetJob) -> pd.DataFra
     def iso(timestamp: float) -> str:
         return datetime.fromtimestamp(timestamp, timezone.utc).isoformat()
 
+    def stage(result: AssetResult, name: str) -> tuple:
+        times = result.stage_times.get(name)
+        if times is None:
+            return (None, None, None)
+        return (iso(times[0]), iso(times[1]), round(times[1] - times[0], 3))
+
     log_dir = str(job.log_dir)
     rows = {
         r.asset_id: (
@@ -272,6 +287,8 @@ def build_report(results: Iterable[AssetResult], job: BrainsetJob) -> pd.DataFra
             round(r.end - r.start, 3),
             r.error,
             *job.log_path_strings(r.asset_id, log_dir),
+            *stage(r, "download"),
+            *stage(r, "process"),
         )
         for r in results
     }
@@ -385,9 +402,9 @@ class ManifestNode(BrainsetNode):
 class DownloadNode(BrainsetNode):
     """``<id>.download``: downloads every selected asset, one after the other.
 
-    Its output maps each asset id to ``(manifest row, AssetResult)``. A runner that
-    prepares assets in parallel runs both stages per asset instead (see
-    :meth:`plan`), and the process node then only reports.
+    Its output maps each asset id to ``(manifest row, AssetResult)``. The project's
+    runner downloads and processes the assets in its own pool instead (see
+    :meth:`plan` and :mod:`brainsets_kedro.stages`).
     """
 
     def plan(
@@ -460,7 +477,7 @@ class ProcessNode(BrainsetNode):
                             stages=("process",),
                             download_output=downloaded.output,
                             start=downloaded.start,
-                        )
+                        ).after(downloaded)
                         journal.record(result)
                     results.append(result)
         return self.finish(results, job)

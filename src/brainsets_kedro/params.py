@@ -152,13 +152,15 @@ def explain_flags(
 
 RUNNER_DEFAULTS: dict[str, Any] = {
     "n_jobs": None,
+    "download_jobs": None,
     "backend": "loky",
     "status_host": "127.0.0.1",
     "address": None,
 }
 """The runner's settings when neither ``brainsets:`` nor ``--runner-params`` sets them.
 ``n_jobs: None`` is one worker per CPU core (``joblib.cpu_count()``), or every worker
-of the cluster for ``dask`` and ``ray``. ``address: None`` is a local cluster."""
+of the cluster for ``dask`` and ``ray``. ``download_jobs: None`` is twice ``n_jobs``, at
+least 8 (downloads mostly wait on the network). ``address: None`` is a local cluster."""
 
 
 def parameter_block(parameters: Mapping[str, Any], key: str, what: str) -> dict:

@@ -3,17 +3,18 @@ joblib.
 
 Nodes run as Kedro runs them (a ``Task`` each, hooks included), layer by layer in
 topological order. The download nodes of a layer (one per brainset in the run) hand
-their assets to one shared joblib pool instead of looping over them: one task per
-asset, running its download and process back to back on the same worker, results
-streaming back as assets finish, the assets of all brainsets interleaved. The process
-nodes that follow only build each brainset's run report.
+their assets to one shared pool instead of looping over them, the assets of all
+brainsets interleaved; each download node's process node runs right after it. The
+two run as streaming stages (see :mod:`brainsets_kedro.stages`): ``download_jobs``
+downloads at once, each asset's process handed to the ``n_jobs`` joblib workers the
+moment its download returns, results streaming back as assets finish.
 
 A failed node fails the run, but only after every node that does not depend on it has
 run: one brainset's unreachable archive does not stop the others.
 
 Settings, lowest to highest precedence: the defaults, ``brainsets.n_jobs``,
-``brainsets.backend``, ``brainsets.address`` and ``brainsets.status_host`` in
-``conf/base/parameters.yml`` (or an environment), and
+``brainsets.download_jobs``, ``brainsets.backend``, ``brainsets.address`` and
+``brainsets.status_host`` in ``conf/base/parameters.yml`` (or an environment), and
 ``kedro run --runner-params="n_jobs=8,backend=threading"``.
 
 ``backend=dask`` and ``backend=ray`` run the assets on a cluster through joblib's Dask
@@ -74,6 +75,7 @@ from brainsets_kedro.nodes import (
 from brainsets_kedro.params import runner_settings
 from brainsets_kedro.prestart import wait_for_workers
 from brainsets_kedro.selection import Selection
+from brainsets_kedro.stages import DownloadStage, Streams, show_downloaded
 from brainsets_kedro.status import StatusBoard, StatusChannel
 
 if TYPE_CHECKING:
@@ -132,10 +134,13 @@ class BrainsetRunner(SequentialRunner):
         status_host: str | None = None,
         address: str | None = None,
         is_async: bool = False,
+        *,
+        download_jobs: int | None = None,
     ):
         super().__init__(is_async=is_async)
         given = {
             "n_jobs": n_jobs,
+            "download_jobs": download_jobs,
             "backend": backend,
             "status_host": status_host,
             "address": address,
@@ -184,9 +189,12 @@ class BrainsetRunner(SequentialRunner):
             )
         run = _NodeRun(self, pipeline, catalog, hook_manager, run_id)
         interrupted: RunInterrupted | None = None
+        handled: set[Node] = set()  # process nodes run with their download node
         for layer in pipeline.grouped_nodes:
             runnable = []
             for node in layer:
+                if node in handled:
+                    continue
                 if run.missing.intersection(node.inputs) or (
                     interrupted and not _brainset_node(node, ProcessNode)
                 ):
@@ -199,7 +207,8 @@ class BrainsetRunner(SequentialRunner):
                     run.execute(node)
             if downloads:
                 settings = self._settings(catalog)
-                pool = self._download_together(pipeline, downloads, settings, run)
+                pool, ran = self._download_together(pipeline, downloads, settings, run)
+                handled.update(ran)
                 interrupted = interrupted or pool.interrupted
         run.finish(interrupted)
 
@@ -209,27 +218,37 @@ class BrainsetRunner(SequentialRunner):
         downloads: list[Node],
         settings: dict[str, Any],
         run: _NodeRun,
-    ) -> SharedAssetPool:
-        """Run these download nodes as Tasks in threads, their assets in one pool."""
+    ) -> tuple[SharedAssetPool, list[Node]]:
+        """Run these download nodes as Tasks in threads, each followed by its
+        process node, their assets in one pool; returns it and the nodes run."""
         pool = SharedAssetPool(settings, expected=len(downloads))
-        threads = []
+        threads, ran = [], []
         for node in downloads:
-            consumers = [n for n in pipeline.nodes if node.outputs[0] in n.inputs]
-            fuse = any(_brainset_node(n, ProcessNode) for n in consumers)
-            func = PooledDownload(_brainset_node(node, DownloadNode), pool, fuse)
+            process = next(
+                (
+                    n
+                    for n in pipeline.nodes
+                    if node.outputs[0] in n.inputs and _brainset_node(n, ProcessNode)
+                ),
+                None,
+            )
+            func = PooledDownload(
+                _brainset_node(node, DownloadNode),
+                pool,
+                process and _brainset_node(process, ProcessNode),
+            )
             thread = threading.Thread(
-                target=func.execute,
-                args=(run.execute_brainset_node, node._copy(func=func.download)),
-                name=node.name,
+                target=func.execute, args=(run, node, process), name=node.name
             )
             thread.start()
             threads.append(thread)
+            ran += [node, *([process] if process else [])]
         pool.run()
         for thread in threads:
             thread.join()
-        for node in downloads:
+        for node in ran:
             run.released(node)
-        return pool
+        return pool, ran
 
 
 class _NodeRun:
@@ -343,9 +362,13 @@ def _is_brainset_node(node: Node) -> bool:
     return BRAINSET_TAG in node.tags
 
 
+DOWNLOAD_JOBS = 8
+"""The least number of downloads at once by default (``brainsets.download_jobs``)."""
+
+
 def validate_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """Check ``n_jobs``, ``backend`` and ``address`` before any work, naming the
-    fix."""
+    """Check ``n_jobs``, ``download_jobs``, ``backend`` and ``address`` before any
+    work, naming the fix."""
     backend = settings["backend"]
     on_cluster = backend in CLUSTER_BACKENDS
     n_jobs = settings["n_jobs"]
@@ -356,6 +379,20 @@ def validate_settings(settings: dict[str, Any]) -> dict[str, Any]:
             f"n_jobs must be a whole number of workers (or -1 for one per core, or "
             f"null for the default), got {n_jobs!r}. Set brainsets.n_jobs in conf/ or "
             f'--runner-params="n_jobs=4".'
+        )
+    download_jobs = settings.get("download_jobs")
+    if download_jobs is None:
+        workers = settings["n_jobs"] if settings["n_jobs"] > 0 else joblib.cpu_count()
+        settings["download_jobs"] = max(DOWNLOAD_JOBS, 2 * workers)
+    elif (
+        isinstance(download_jobs, bool)
+        or not isinstance(download_jobs, int)
+        or download_jobs < 1
+    ):
+        raise UsageError(
+            f"download_jobs must be a positive whole number of downloads at once (or "
+            f"null for the default), got {download_jobs!r}. Set "
+            f'brainsets.download_jobs in conf/ or --runner-params="download_jobs=8".'
         )
     known = sorted(set(joblib.parallel.BACKENDS) | set(CLUSTER_BACKENDS))
     if backend not in known:
@@ -438,9 +475,32 @@ class _Plan:
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
     task: Any = None
-    """``joblib.delayed`` of the function that prepares one asset, given its row."""
+    """``joblib.delayed`` of the function that processes one asset, given its row,
+    ``download_output`` and ``start``."""
     journal: Journal | None = None
     """Where the assets that are DONE are written as they arrive."""
+    download: Any = None
+    """What downloads one asset given its row, in a thread of the driver (not on a
+    cluster, where ``task`` runs both stages)."""
+    downloads: list[AssetResult] = field(default_factory=list)
+    """The result of each asset's download, as it returned."""
+    downloaded: threading.Event = field(default_factory=threading.Event)
+    """Set once every asset returned from its download (or the run stopped)."""
+
+    @property
+    def processes(self) -> bool:
+        """Whether its assets run the process stage after their download."""
+        return "process" in self.stages and not self.job.download_only
+
+    def returned(self, download: AssetResult) -> None:
+        """An asset's download returned (under the pool's lock)."""
+        self.downloads.append(download)
+        if len(self.downloads) == len(self.rows):
+            self.downloaded.set()
+
+    def process_task(self, row: tuple, download: AssetResult) -> Any:
+        """The process task of an asset, given its download's result."""
+        return self.task(row, download_output=download.output, start=download.start)
 
 
 class SharedAssetPool:
@@ -457,6 +517,8 @@ class SharedAssetPool:
         self._by_brainset: dict[str, _Plan] = {}
         self._cluster: Cluster | None = None
         self._run_id = uuid.uuid4().hex
+        self._streams: Streams | None = None
+        self._collecting = threading.Lock()
         self.interrupted: RunInterrupted | None = None
         """Set when Ctrl-C or SIGTERM stopped the assets (they are INTERRUPTED)."""
 
@@ -490,6 +552,7 @@ class SharedAssetPool:
                 raise
         finally:
             for plan in self._plans:
+                plan.downloaded.set()
                 plan.done.set()
 
     def _check_selection(self) -> None:
@@ -539,17 +602,23 @@ class SharedAssetPool:
             try:
                 with signals_interrupt(), collector_spared():
                     wait_for_workers()  # started early by the run command
+                    if self._cluster is None:  # see _task_function
+                        self._streams = self._start_streams(board)
                     self._prepare_all(board, channel)
             except RunInterrupted as interrupt:
                 self.interrupted = interrupt
-                if self._cluster is not None:
-                    self._cluster.stop()
                 logger.warning("%s: the workers are stopped.", interrupt)
             except Exception as error:
                 explained = self._cluster.explain(error) if self._cluster else error
                 if explained is not error:
                     raise explained from error
                 raise
+            finally:
+                if self._streams is not None:
+                    self._streams.downloads.stop()
+                stop_run(self._run_id)  # the downloads in the driver's threads
+                if self._cluster is not None:
+                    self._cluster.stop()
             now = time.time()
             for plan, row in list(self._unfinished()):
                 result = AssetResult(
@@ -559,6 +628,28 @@ class SharedAssetPool:
                 self._collect(board, result)
         logger.info("%s", board.summary(), extra={"markup": False})
 
+    def _start_streams(self, board: StatusBoard) -> Streams:
+        """Start the download stage, in threads of the driver; the process stage
+        consumes the returned :class:`Streams`."""
+
+        def returned(download: AssetResult) -> None:
+            show_downloaded(board, download)
+            with self._collecting:
+                self._by_brainset[download.brainset_id].returned(download)
+
+        downloads = DownloadStage(
+            self._unfinished(),
+            download=lambda plan, row: plan.download(row),
+            jobs=self._settings["download_jobs"],
+            returned=returned,
+        )
+        downloads.start()
+        return Streams(
+            downloads,
+            functools.partial(self._collect, board),
+            portable=self._settings["backend"] != "threading",
+        )
+
     def _prepare_all(self, board: StatusBoard, channel: StatusChannel) -> None:
         """Every asset, in rounds. A worker that dies breaks the pool (whose other
         workers are killed): the asset it was running fails with the cause, and
@@ -567,7 +658,10 @@ class SharedAssetPool:
         driver knows which one was running in the worker that went first."""
         while True:
             try:
-                tasks = (plan.task(row) for plan, row in self._unfinished())
+                if self._streams is not None:
+                    tasks = self._streams.tasks()
+                else:  # on a cluster: one task per asset, both stages
+                    tasks = (plan.task(row) for plan, row in self._unfinished())
                 for result in self._parallel()(tasks):
                     self._collect(board, result)
                 return
@@ -601,20 +695,28 @@ class SharedAssetPool:
         channel could not be reached): run the assets that may have killed it one
         at a time, to find the one that does."""
         in_flight = board.in_flight()
+        if self._streams is not None:  # the assets downloaded, not processed
+            candidates = [
+                entry
+                for entry in list(self._streams.waiting.values())
+                if entry[1][0] not in entry[0].finished
+            ]
+        else:
+            candidates = [(plan, row, None) for plan, row in self._unfinished()]
         suspects = [
-            (plan, row)
-            for plan, row in self._unfinished()
-            if (plan.job.brainset_id, row[0]) in in_flight
-        ] or list(itertools.islice(self._unfinished(), 2 * max(1, self._n_workers())))
+            entry
+            for entry in candidates
+            if (entry[0].job.brainset_id, entry[1][0]) in in_flight
+        ] or candidates[: 2 * max(1, self._n_workers())]
         logger.warning(
             "A worker died (%s) while preparing %s; running them one at a time "
             "to find the cause.",
             cause,
-            ", ".join(f"{plan.job.brainset_id}:{row[0]}" for plan, row in suspects),
+            ", ".join(f"{plan.job.brainset_id}:{row[0]}" for plan, row, _ in suspects),
             extra={"markup": False},
         )
-        for plan, row in suspects:
-            self._collect(board, self._run_alone(plan, row))
+        for plan, row, download in suspects:
+            self._collect(board, self._run_alone(plan, row, download))
 
     def _n_workers(self) -> int:
         if self._cluster is not None:
@@ -643,10 +745,14 @@ class SharedAssetPool:
             return_as="generator_unordered" if streams else "list",
         )
 
-    def _run_alone(self, plan: _Plan, row: tuple) -> AssetResult:
-        """One asset in a pool of its own: FAILED with the cause if its worker dies."""
+    def _run_alone(
+        self, plan: _Plan, row: tuple, download: AssetResult | None
+    ) -> AssetResult:
+        """One asset's process (given its ``download``, else both stages) in a pool
+        of its own: FAILED with the cause if its worker dies."""
         try:
-            return next(iter(self._parallel(n_jobs=2)([plan.task(row)])))
+            task = plan.process_task(row, download) if download else plan.task(row)
+            return next(iter(self._parallel(n_jobs=2)([task])))
         except worker_death_errors() as error:
             return _worker_died(plan.job, row[0], death_cause(error))
 
@@ -662,25 +768,35 @@ class SharedAssetPool:
                     yield pair
 
     def _task_function(self, plan: _Plan) -> Any:
-        """``joblib.delayed`` of what prepares an asset of ``plan`` given its row, made
-        once (it wraps the function anew at each call). One argument: Dask walks every
-        task's arguments."""
+        """``joblib.delayed`` of what processes an asset of ``plan`` given its row,
+        made once (it wraps the function anew at each call); and ``plan.download``,
+        what downloads one in a thread of the driver. On a cluster, a task runs both
+        stages of an asset."""
         if self._cluster is not None:
             return joblib.delayed(StoppableRun(plan.job, plan.stages, self._run_id))
+        plan.download = StoppableRun(plan.job, ("download",), self._run_id)
         if self._settings["backend"] == "threading":  # no worker dies alone
-            return joblib.delayed(functools.partial(plan.job.run, stages=plan.stages))
-        return joblib.delayed(AnnouncedRun(plan.job, plan.stages))
+            return joblib.delayed(functools.partial(plan.job.run, stages=("process",)))
+        return joblib.delayed(AnnouncedRun(plan.job, ("process",)))
 
     def _collect(self, board: StatusBoard, result: AssetResult) -> None:
+        """Record an asset's result: final, or of its download when nothing
+        processes it. Called from the driver's threads."""
         if result.status in FINAL:
+            if self._streams is not None:
+                result = self._streams.joined(result)
             board.finish(result.brainset_id, result.asset_id, result.status, result)
         else:
             board.catch_up(result)
         result.statuses = []  # the board has them; 100,000 results add up
         plan = self._by_brainset[result.brainset_id]
-        plan.journal.record(result)
-        plan.results.append(result)
-        plan.finished.add(result.asset_id)
+        with self._collecting:
+            plan.journal.record(result)
+            plan.results.append(result)
+            plan.finished.add(result.asset_id)
+            if len(plan.finished) == len(plan.rows):
+                plan.downloaded.set()
+                plan.done.set()
 
 
 LOST_WORKER_WAIT = 2.0
@@ -705,11 +821,11 @@ class AnnouncedRun:
     job: BrainsetJob
     stages: tuple[str, ...]
 
-    def __call__(self, row: tuple) -> AssetResult:
+    def __call__(self, row: tuple, **kwargs: Any) -> AssetResult:
         running = getattr(self.job.reporter, "running", None)
         if running is not None:
             running(self.job.brainset_id, row[0])
-        return self.job.run(row, self.stages)
+        return self.job.run(row, self.stages, **kwargs)
 
 
 class RunInterrupted(SignalInterrupt):
@@ -806,23 +922,37 @@ def death_cause(error: BaseException) -> str:
 
 
 class PooledDownload:
-    """The download node's function under :class:`BrainsetRunner`: plans this
-    brainset's assets, hands them to the shared pool and waits for their results."""
+    """The functions of a brainset's download node (and of its process node, when
+    the run has it) under :class:`BrainsetRunner`: :meth:`download` plans this
+    brainset's assets, hands them to the shared pool and returns once they are
+    downloaded; then :class:`PooledProcess` returns the run report once they are
+    processed."""
 
-    def __init__(self, node: DownloadNode, pool: SharedAssetPool, fuse: bool):
+    def __init__(
+        self, node: DownloadNode, pool: SharedAssetPool, process: ProcessNode | None
+    ):
         self.node = node
         self.pool = pool
-        self.stages = ("download", "process") if fuse else ("download",)
+        self.process_node = process
+        self.stages = ("download", "process") if process else ("download",)
         self.submitted = False
+        self.plan: _Plan | None = None
 
-    def execute(self, execute: Any, node: Node) -> None:
-        """Run the node as a Task. If it fails before it plans (in a hook, loading an
-        input), the pool is told not to wait for its plan."""
+    def execute(self, run: _NodeRun, node: Node, process: Node | None) -> None:
+        """Run the download node as a Task, then the process node if the run has it
+        and the download node did not fail. If the download node fails before it
+        plans (in a hook, loading an input), the pool is told not to wait for its
+        plan."""
         try:
-            execute(node)
+            run.execute_brainset_node(node._copy(func=self.download))
         finally:
             if not self.submitted:
                 self._submit(None)
+        if process is not None and not run.missing.intersection(process.inputs):
+            func = PooledProcess(self.process_node, self)
+            run.execute_brainset_node(process._copy(func=func.process))
+        elif process is not None:
+            run.skip(process)
 
     def _submit(self, plan: _Plan | None) -> None:
         self.submitted = True
@@ -843,19 +973,50 @@ class PooledDownload:
             self._submit(None)
             raise
         plan = _Plan(job, rows, self.stages, selection, unmatched, manifest.index)
+        self.plan = plan
         self._submit(plan)
-        plan.done.wait()
+        plan.downloaded.wait()
         if isinstance(plan.error, Exception):
             raise plan.error
         if plan.error is not None:  # Ctrl-C before the assets started
             raise RuntimeError(f"Not run: {plan.error!r}")
         downloads = Downloads()
+        if plan.processes:  # the pool processes them: the process node waits
+            for result in list(plan.downloads or plan.results):  # results: cluster
+                downloads[result.asset_id] = (None, result)
+            return downloads
         for result in plan.results:
             item = None
             if result.status not in FINAL:  # downloaded only: process needs the row
                 item = portable_row(next(rows.loc[[result.asset_id]].itertuples()))
             downloads[result.asset_id] = (item, result)
         return downloads
+
+
+class PooledProcess:
+    """The process node's function under :class:`BrainsetRunner`: waits for the
+    pool to process the brainset's assets, then reports them."""
+
+    def __init__(self, node: ProcessNode, download: PooledDownload):
+        self.node = node
+        self._download = download
+
+    def process(
+        self,
+        downloads: Downloads,
+        raw_dir: Path,
+        processed_dir: Path,
+        parameters: Mapping[str, Any],
+    ) -> pd.DataFrame:
+        """Wait for the pool to process this brainset's assets, then return their
+        run report (see :meth:`ProcessNode.finish`)."""
+        plan = self._download.plan
+        plan.done.wait()
+        if isinstance(plan.error, Exception):
+            raise plan.error
+        if plan.error is not None:
+            raise RuntimeError(f"Not run: {plan.error!r}")
+        return self.node.finish(plan.results, plan.job)
 
 
 # -- clusters: backend=dask and backend=ray ------------------------------------------
@@ -1243,12 +1404,12 @@ class StoppableRun:
     stages: tuple[str, ...]
     run_id: str
 
-    def __call__(self, row: tuple) -> AssetResult:
+    def __call__(self, row: tuple, **kwargs: Any) -> AssetResult:
         thread, start = threading.get_ident(), time.time()
         with _stoppable_lock:
             _stoppable[thread] = self.run_id
         try:
-            return self.job.run(row, self.stages)
+            return self.job.run(row, self.stages, **kwargs)
         except AssetInterrupted:
             self.job.note(row[0], "stopped: the run was interrupted")
             return AssetResult(

@@ -48,6 +48,9 @@ parser.add_argument(
     "--full-disk", default="", help="asset ids whose .err is on a full disk, by |"
 )
 parser.add_argument("--manifest-sleep", type=float, default=0.0)
+parser.add_argument(
+    "--unpicklable", default="", help="asset ids whose download returns a lock too"
+)
 parser.add_argument("--long-id", action="store_true", help="a_00's id: 300 chars")
 parser.add_argument("--print-bytes", type=int, default=0, help="bytes to print")
 parser.add_argument(
@@ -84,10 +87,14 @@ class Pipeline(BrainsetPipeline):
         self._maybe_fail(manifest_item.Index, "download")
         path = self.raw_dir / f"{manifest_item.Index}.txt"
         path.write_text(str(manifest_item.value))
+        if manifest_item.Index in self.args.unpicklable.split("|"):
+            return path, threading.Lock()
         return path
 
     def process(self, download_output):
         self.update_status("Processing")
+        if isinstance(download_output, tuple):  # --unpicklable
+            download_output = download_output[0]
         asset_id = download_output.stem
         print(f"processing {asset_id}")
         self._maybe_fail(asset_id, "process")

@@ -55,6 +55,18 @@ def test_timeout_fails_the_slow_asset_only(tmp_path, backend):
     assert "AssetTimeout" in _err(tmp_path, "a_02")
 
 
+def test_timeout_of_a_download_in_the_drivers_threads(tmp_path):
+    with pytest.raises(AssetFailures) as error:
+        _run(tmp_path, {"n_assets": 3, "hang_download": "a_01"}, {"timeout": 0.5})
+    report = error.value.report
+    assert report.loc["a_01", "status"] == "FAILED"
+    assert "timed out after 0.5 s (brainsets.timeout)" in report.loc["a_01", "error"]
+    assert pd.isna(report.loc["a_01", "process_start"])  # never processed
+    assert report.loc["a_01", "download_s"] < 10
+    assert (report.drop("a_01")["status"] == "DONE").all()
+    assert "AssetTimeout" in _err(tmp_path, "a_01")
+
+
 def test_retries_a_failing_download_with_backoff(tmp_path):
     catalog = _run(
         tmp_path,

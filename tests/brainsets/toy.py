@@ -35,6 +35,9 @@ parser.add_argument("--fail-stage", choices=["download", "process"], default="pr
 parser.add_argument("--sleep", type=float, default=0.0, help="seconds per stage")
 parser.add_argument("--unreachable", action="store_true", help="get_manifest fails")
 parser.add_argument("--hang", default="", help="asset ids whose process hangs, by |")
+parser.add_argument(
+    "--hang-download", default="", help="asset ids whose download hangs, by |"
+)
 parser.add_argument("--flaky", default="", help="asset ids whose download fails twice")
 parser.add_argument("--die", default="", help="asset ids whose worker is killed, by |")
 parser.add_argument("--exit", default="", help="asset ids whose worker exits, by |")
@@ -78,6 +81,9 @@ class Pipeline(BrainsetPipeline):
         self.update_status("DOWNLOADING")
         print(f"downloading {manifest_item.Index}")
         time.sleep(self.args.sleep)
+        if manifest_item.Index in self.args.hang_download.split("|"):
+            for _ in range(6000):  # ten minutes of Python-level waiting
+                time.sleep(0.1)
         if manifest_item.Index in self.args.flaky.split("|"):
             attempts = self.raw_dir / f"{manifest_item.Index}.attempts"
             count = int(attempts.read_text()) + 1 if attempts.exists() else 1

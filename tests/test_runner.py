@@ -16,7 +16,11 @@ from kedro_datasets.pandas import ParquetDataset
 from rich.console import Console
 
 from brainsets_kedro import status
-from brainsets_kedro.assets import AssetResult, Step
+from brainsets_kedro.assets import (
+    AssetResult,
+    Step,
+    captured_output,
+)
 from brainsets_kedro.datasets import BrainsetDirectory
 from brainsets_kedro.factory import create_brainset_pipeline
 from brainsets_kedro.nodes import REPORT_COLUMNS, AssetFailures
@@ -309,6 +313,22 @@ def test_live_table_on_a_terminal():
     )
     styled = console.export_text(styles=True)
     assert "\x1b[" in styled  # coloured on a terminal
+
+
+def test_output_of_the_drivers_threads_under_the_live_table(tmp_path):
+    """Downloads run in the driver's threads while rich's live table holds
+    sys.stdout: an asset's prints go to its log, the others' to the terminal,
+    and none loops between the table's proxy and the router."""
+    console = Console(force_terminal=True, width=80)  # writes to sys.stdout
+    out, err = tmp_path / "a.out", tmp_path / "a.err"
+    with StatusBoard(total=1, live=True, console=console):
+        with captured_output(out, err):  # a router in place of the table's proxy
+            print("asset line")
+        thread = threading.Thread(target=print, args=("driver line",), daemon=True)
+        thread.start()
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+    assert out.read_text() == "asset line\n"
 
 
 def test_kedro_run_end_to_end(project):

@@ -482,6 +482,14 @@ class _ThreadRouter(io.TextIOBase):
     def fileno(self) -> int:
         return self._default.fileno()
 
+    def __getattr__(self, name: str) -> Any:
+        # In place of the proxy of rich's live display (assets in the driver's
+        # threads): rich's console writes to the file behind the proxy, as it does
+        # when the proxy is sys.stdout, and not back to the proxy through us.
+        if name == "rich_proxied_file":
+            return getattr(self._default, name)
+        raise AttributeError(name)
+
 
 def _install_routers() -> None:
     for name in ("stdout", "stderr"):

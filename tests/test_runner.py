@@ -8,6 +8,7 @@ import re
 import socket
 import threading
 import time
+import warnings
 
 import pandas as pd
 import pytest
@@ -20,6 +21,7 @@ from brainsets_kedro.assets import (
     AssetResult,
     Step,
     captured_output,
+    route_warnings,
 )
 from brainsets_kedro.datasets import BrainsetDirectory
 from brainsets_kedro.factory import create_brainset_pipeline
@@ -329,6 +331,14 @@ def test_output_of_the_drivers_threads_under_the_live_table(tmp_path):
         thread.join(timeout=10)
         assert not thread.is_alive()
     assert out.read_text() == "asset line\n"
+
+
+def test_a_warning_of_an_asset_in_a_driver_thread_goes_to_its_err(tmp_path):
+    route_warnings()  # as the runner does before its download threads start
+    out, err = tmp_path / "a.out", tmp_path / "a.err"
+    with captured_output(out, err):
+        warnings.warn("from the asset", UserWarning, stacklevel=1)
+    assert "UserWarning: from the asset" in err.read_text()
 
 
 def test_kedro_run_end_to_end(project):

@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from argparse import Namespace
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -681,6 +682,33 @@ def route_fd_output() -> None:
     the asset running (see :class:`_FdRouter`), from now on."""
     global _fd_router  # noqa: PLW0603 (one per process, made once)
     _fd_router = _FdRouter()
+
+
+def route_warnings() -> None:
+    """Show the warnings of a thread running an asset in that asset's ``.err``, as a
+    worker process does, instead of through the driver's logging (which Kedro set
+    to log warnings): for downloads in the driver's threads. Once per process;
+    other threads' warnings go where they went."""
+    previous = warnings.showwarning
+    if getattr(previous, "routes_asset_warnings", False):
+        return
+
+    def showwarning(  # noqa: PLR0917 (the signature of warnings.showwarning)
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        target = getattr(_targets, "stderr", None)
+        if file is not None or target is None:
+            previous(message, category, filename, lineno, file, line)
+            return
+        target.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    showwarning.routes_asset_warnings = True  # type: ignore[attr-defined]
+    warnings.showwarning = showwarning
 
 
 @contextlib.contextmanager

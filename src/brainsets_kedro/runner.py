@@ -59,6 +59,7 @@ from brainsets_kedro.assets import (
     AssetResult,
     BrainsetJob,
     SignalInterrupt,
+    route_warnings,
 )
 from brainsets_kedro.errors import UsageError, UserError
 from brainsets_kedro.factory import BRAINSET_TAG
@@ -637,6 +638,7 @@ class SharedAssetPool:
             with self._collecting:
                 self._by_brainset[download.brainset_id].returned(download)
 
+        route_warnings()  # a download's warnings go to its .err
         downloads = DownloadStage(
             self._unfinished(),
             download=lambda plan, row: plan.download(row),

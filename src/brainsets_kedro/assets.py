@@ -35,6 +35,7 @@ from typing import Any, NamedTuple, TextIO
 
 from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.params import explain_flags
+from brainsets_kedro.run_settings import LOG_MAX_BYTES
 from brainsets_kedro.upstream import TrackerHandle
 
 status_logger = logging.getLogger("brainsets_kedro.status")
@@ -45,8 +46,6 @@ FAILED = "FAILED"
 INTERRUPTED = "INTERRUPTED"
 """Not finished because the run was stopped (Ctrl-C, SIGTERM)."""
 LOG_DIR_NAME = "pipeline_logs"
-LOG_MAX_BYTES = 10_000_000
-"""Default cap of each of an asset's two logs (``brainsets.log_max_bytes``)."""
 
 StatusReporter = Callable[[str, Any, str, "Step | None"], None]
 """Called as ``reporter(brainset_id, asset_id, status, step)`` on every status change."""

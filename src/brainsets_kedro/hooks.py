@@ -19,7 +19,7 @@ from kedro.io import CatalogProtocol
 from kedro.pipeline import Node
 
 from brainsets_kedro.errors import UsageError
-from brainsets_kedro.params import run_options
+from brainsets_kedro.run_settings import RunSettings
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class RerunFailed:
         parameters = inputs.get("parameters")
         if not isinstance(owner, DownloadNode) or parameters is None:
             return None
-        if str(run_options(parameters).get("only")).strip() != "failed":
+        if str(RunSettings.from_parameters(parameters).only).strip() != "failed":
             return None
         brainset_id = owner.brainset_id
         done = done_assets(inputs[f"{brainset_id}.processed_dir"])

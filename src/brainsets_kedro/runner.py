@@ -71,8 +71,8 @@ from brainsets_kedro.nodes import (
     portable_row,
     totals_line,
 )
-from brainsets_kedro.params import runner_settings
 from brainsets_kedro.prestart import wait_for_workers
+from brainsets_kedro.run_settings import CLUSTER_BACKENDS, RunSettings
 from brainsets_kedro.selection import Selection
 from brainsets_kedro.status import StatusBoard, StatusChannel
 
@@ -83,9 +83,6 @@ if TYPE_CHECKING:
     from pluggy import PluginManager
 
 logger = logging.getLogger(__name__)
-
-CLUSTER_BACKENDS = {"dask": "dask", "ray": "ray"}
-"""The joblib backends that run on a cluster, and the extra that installs each."""
 
 
 class RunFailures(RuntimeError):
@@ -134,13 +131,12 @@ class BrainsetRunner(SequentialRunner):
         is_async: bool = False,
     ):
         super().__init__(is_async=is_async)
-        given = {
+        self._runner_params = {
             "n_jobs": n_jobs,
             "backend": backend,
             "status_host": status_host,
             "address": address,
         }
-        self._overrides = {k: v for k, v in given.items() if v is not None}
 
     @property
     def _logger(self) -> logging.Logger:
@@ -148,10 +144,12 @@ class BrainsetRunner(SequentialRunner):
         # logger among theirs, so that the logging configuration treats it alike.
         return logging.getLogger("kedro.runner.brainset_runner")
 
-    def _settings(self, catalog: CatalogProtocol) -> dict[str, Any]:
+    def _settings(self, catalog: CatalogProtocol) -> RunSettings:
         """The run settings; with no ``parameters`` in the catalog, the defaults."""
         parameters = catalog.load("parameters") if "parameters" in catalog else {}
-        return validate_settings(runner_settings(parameters, self._overrides))
+        return validate_settings(
+            RunSettings.from_parameters(parameters, self._runner_params)
+        )
 
     def _run(
         self,
@@ -207,7 +205,7 @@ class BrainsetRunner(SequentialRunner):
         self,
         pipeline: Pipeline,
         downloads: list[Node],
-        settings: dict[str, Any],
+        settings: RunSettings,
         run: _NodeRun,
     ) -> SharedAssetPool:
         """Run these download nodes as Tasks in threads, their assets in one pool."""
@@ -343,47 +341,38 @@ def _is_brainset_node(node: Node) -> bool:
     return BRAINSET_TAG in node.tags
 
 
-def validate_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """Check ``n_jobs``, ``backend`` and ``address`` before any work, naming the
-    fix."""
-    backend = settings["backend"]
-    on_cluster = backend in CLUSTER_BACKENDS
-    n_jobs = settings["n_jobs"]
-    if n_jobs is None:
-        settings["n_jobs"] = -1 if on_cluster else joblib.cpu_count()
-    elif isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
-        raise UsageError(
-            f"n_jobs must be a whole number of workers (or -1 for one per core, or "
-            f"null for the default), got {n_jobs!r}. Set brainsets.n_jobs in conf/ or "
-            f'--runner-params="n_jobs=4".'
+def validate_settings(settings: RunSettings) -> RunSettings:
+    """The settings the runner runs with: ``n_jobs`` resolved, the cluster backend
+    (if any) importable, before any work.
+
+    Args:
+        settings: The run's settings.
+
+    Returns:
+        The same settings with ``n_jobs`` set.
+
+    Raises:
+        UsageError: The backend's package is not installed (naming the extra).
+    """
+    if settings.n_jobs is None:
+        settings = replace(
+            settings, n_jobs=-1 if settings.on_cluster else joblib.cpu_count()
         )
-    known = sorted(set(joblib.parallel.BACKENDS) | set(CLUSTER_BACKENDS))
-    if backend not in known:
-        raise UsageError(
-            f"Unknown joblib backend {backend!r}: choose one of {', '.join(known)}. "
-            f'Set brainsets.backend in conf/ or --runner-params="backend=loky".'
-        )
-    if on_cluster:
+    if settings.on_cluster:
         try:
-            import_backend(backend, local=not settings["address"])
+            import_backend(settings.backend, local=not settings.address)
         except ImportError as error:
             raise UsageError(
-                f"backend={backend} needs {error.name or backend}, which is not "
-                f'installed: pip install -e ".[{CLUSTER_BACKENDS[backend]}]"'
+                f"backend={settings.backend} needs {error.name or settings.backend}, "
+                f"which is not installed: pip install -e "
+                f'".[{CLUSTER_BACKENDS[settings.backend]}]"'
             ) from error
-    address = settings["address"]
-    if address is not None and not (isinstance(address, str) and address.strip()):
-        raise UsageError(
-            f"brainsets.address must be the address of a cluster's scheduler, such "
-            f"as tcp://10.0.0.5:8786 (dask) or 10.0.0.5:6379 (ray), or null, got "
-            f"{address!r}."
-        )
-    if address and not on_cluster:
+    if settings.address and not settings.on_cluster:
         logger.warning(
             "brainsets.address (%s) is ignored: the %s backend runs on this machine. "
             "Set brainsets.backend to dask or ray to use a cluster.",
-            address,
-            backend,
+            settings.address,
+            settings.backend,
         )
     return settings
 
@@ -447,7 +436,7 @@ class SharedAssetPool:
     """Collects the plans of ``expected`` download nodes, then prepares all their
     assets in one ``joblib.Parallel`` call, interleaved across brainsets."""
 
-    def __init__(self, settings: dict[str, Any], expected: int):
+    def __init__(self, settings: RunSettings, expected: int):
         self._settings = settings
         self._expected = expected
         self._plans: list[_Plan] = []
@@ -503,9 +492,9 @@ class SharedAssetPool:
     def _prepare(self) -> None:
         total = sum(len(plan.rows) for plan in self._plans)
         with contextlib.ExitStack() as stack:
-            backend = self._settings["backend"]
-            status_host = self._settings["status_host"]
-            where = f"{self._settings['n_jobs']} workers ({backend} backend)"
+            backend = self._settings.backend
+            status_host = self._settings.status_host
+            where = f"{self._settings.n_jobs} workers ({backend} backend)"
             if backend in CLUSTER_BACKENDS:
                 modules = {plan.job.pipeline_cls.__module__ for plan in self._plans}
                 self._cluster = stack.enter_context(
@@ -619,13 +608,13 @@ class SharedAssetPool:
     def _n_workers(self) -> int:
         if self._cluster is not None:
             return self._cluster.n_workers()
-        return self._settings["n_jobs"]
+        return self._settings.n_jobs
 
     def _parallel(self, n_jobs: int | None = None) -> joblib.Parallel:
         if self._cluster is not None:
             backend = self._cluster.joblib_backend()
         else:
-            backend = self._settings["backend"]
+            backend = self._settings.backend
         # Results stream back as assets finish; the multiprocessing and ray backends
         # return them all at the end (their statuses, DONE included, stream anyway).
         if isinstance(backend, str):
@@ -667,7 +656,7 @@ class SharedAssetPool:
         task's arguments."""
         if self._cluster is not None:
             return joblib.delayed(StoppableRun(plan.job, plan.stages, self._run_id))
-        if self._settings["backend"] == "threading":  # no worker dies alone
+        if self._settings.backend == "threading":  # no worker dies alone
             return joblib.delayed(functools.partial(plan.job.run, stages=plan.stages))
         return joblib.delayed(AnnouncedRun(plan.job, plan.stages))
 
@@ -873,19 +862,19 @@ class Cluster:
     name = ""
     who = ""
 
-    def __init__(self, settings: dict[str, Any], run_id: str, modules: set[str]):
+    def __init__(self, settings: RunSettings, run_id: str, modules: set[str]):
         self.settings = settings
         self.run_id = run_id
         self.modules = modules
         """The modules of the run's brainset classes, which the workers import."""
 
     @staticmethod
-    def connect(settings: dict[str, Any], run_id: str, modules: set[str]) -> Cluster:
-        kind = DaskCluster if settings["backend"] == "dask" else RayCluster
+    def connect(settings: RunSettings, run_id: str, modules: set[str]) -> Cluster:
+        kind = DaskCluster if settings.backend == "dask" else RayCluster
         return kind(settings, run_id, modules)
 
     def joblib_backend(self) -> Any:
-        return self.settings["backend"]
+        return self.settings.backend
 
     def n_workers(self) -> int:
         raise NotImplementedError
@@ -993,16 +982,16 @@ class DaskCluster(Cluster):
     name = "Dask"
     who = "The Dask scheduler and workers"
 
-    def __init__(self, settings: dict[str, Any], run_id: str, modules: set[str]):
+    def __init__(self, settings: RunSettings, run_id: str, modules: set[str]):
         super().__init__(settings, run_id, modules)
         import dask  # noqa: PLC0415
         from distributed import Client, LocalCluster  # noqa: PLC0415
 
         self.local = None
         self.log_level = None
-        address = settings["address"] or dask.config.get("scheduler-address", None)
+        address = settings.address or dask.config.get("scheduler-address", None)
         if not address:
-            n_jobs = settings["n_jobs"] if settings["n_jobs"] > 0 else os.cpu_count()
+            n_jobs = settings.n_jobs if settings.n_jobs > 0 else os.cpu_count()
             # Its scheduler runs in this process: its INFO lines would fill the log.
             self.log_level = logging.getLogger("distributed").level
             logging.getLogger("distributed").setLevel(logging.WARNING)
@@ -1014,11 +1003,11 @@ class DaskCluster(Cluster):
                 dashboard_address="127.0.0.1:0",  # not :8787, which may be taken
             )
             address = self.local.scheduler_address
-        elif settings["n_jobs"] != -1:
+        elif settings.n_jobs != -1:
             logger.warning(
                 "n_jobs=%s is ignored on a Dask cluster: each of its worker threads "
                 "prepares an asset at a time.",
-                settings["n_jobs"],
+                settings.n_jobs,
             )
         self.address = address
         try:
@@ -1096,12 +1085,12 @@ class RayCluster(Cluster):
     name = "Ray"
     who = "Ray's workers"
 
-    def __init__(self, settings: dict[str, Any], run_id: str, modules: set[str]):
+    def __init__(self, settings: RunSettings, run_id: str, modules: set[str]):
         super().__init__(settings, run_id, modules)
         import ray  # noqa: PLC0415
 
-        n_jobs = settings["n_jobs"]
-        address = settings["address"] or os.environ.get("RAY_ADDRESS")
+        n_jobs = settings.n_jobs
+        address = settings.address or os.environ.get("RAY_ADDRESS")
         self.started = not ray.is_initialized()
         self.local = self.started and not address
         if self.local:  # a new one, with as many CPUs as n_jobs asks for

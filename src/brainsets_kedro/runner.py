@@ -1186,24 +1186,24 @@ def _dask_backend() -> type:
     """joblib's Dask backend with two fixes: a batch whose task fails on the cluster
     (a worker lost too often: ``KilledWorker``) raises in the driver, where joblib
     would wait for ever; and a cluster of one worker thread runs the assets, where
-    joblib would run them in the driver."""
-    import asyncio  # noqa: PLC0415
-
+    joblib would run them in the driver. Both through the backend interface
+    (``submit``, ``effective_n_jobs``); its class lives in joblib's private
+    ``joblib._dask``, tested with the joblib versions pyproject.toml allows."""
     from joblib._dask import DaskDistributedBackend  # noqa: PLC0415
 
     class DaskBackend(DaskDistributedBackend):
-        async def _collect(self) -> None:
-            while self._continue:
-                async for future, outcome in self.waiting_futures:
-                    cf_future = self._results.pop(future)
-                    callback = self._callbacks.pop(future)
-                    result = outcome[1] if future.status == "error" else outcome
-                    if future.status == "error":  # outcome: (type, error, traceback)
-                        cf_future.set_exception(result)
-                    else:
-                        cf_future.set_result(result)
-                    callback(result)  # an exception is raised in the driver
-                await asyncio.sleep(0.01)
+        def submit(self, func: Any, callback: Any = None) -> Any:
+            future = super().submit(func, callback)
+
+            def on_error(done: Any) -> None:
+                # joblib sets the batch's error on its future but never calls back,
+                # so Parallel would wait for the batch for ever.
+                error = done.exception()
+                if error is not None and callback is not None:
+                    callback(error)  # raised in the driver by Parallel
+
+            future.add_done_callback(on_error)
+            return future
 
         def effective_n_jobs(self, n_jobs: int) -> int:
             return max(2, super().effective_n_jobs(n_jobs))

@@ -63,8 +63,11 @@ class LockBrainsets:
         with self._guard:
             if brainset_id in self._held:
                 return
-            # Missing packages stop the run before the lock makes any directory.
+            # Missing packages or a bad run option stop the run before any work,
+            # before the lock makes any directory.
             ensure_requirements(owner.pipeline_cls)
+            if "parameters" in inputs:
+                RunSettings.from_parameters(inputs["parameters"])
             dirs = [
                 Path(inputs[name] if name in inputs else catalog.load(name))
                 for name in (f"{brainset_id}.processed_dir", f"{brainset_id}.raw_dir")

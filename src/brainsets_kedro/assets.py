@@ -84,7 +84,6 @@ class AssetResult:
     start: float
     end: float
     error: str | None = None
-    failed_stage: str | None = None
     output: Any = field(default=None, repr=False)
     """What ``download`` returned, for a ``process`` that runs later."""
     call: tuple[int, int] | None = None
@@ -176,7 +175,6 @@ class BrainsetJob:
         )
         _running.result = result
         append = "download" not in stages  # process after a separate download
-        stage = None
         logs = self.log_paths(asset_id)
         with captured_output(*logs, append, self.log_max_bytes) as written:
             try:
@@ -193,7 +191,6 @@ class BrainsetJob:
                     raise  # Ctrl-C: the run stops, not just this asset
                 traceback.print_exc(file=sys.stderr)
                 result.status = FAILED
-                result.failed_stage = stage
                 result.error = explain_flags(
                     traceback.format_exception_only(error)[-1].strip(),
                     self.pipeline_cls.parser,
@@ -202,7 +199,6 @@ class BrainsetJob:
             else:
                 result.status = DONE if final else f"{stages[-1]} done"
         if written.error is not None:  # the asset's outputs may be fine, its log not
-            result.failed_stage = result.failed_stage or stage
             result.error = "; ".join(filter(None, [result.error, written.error]))
             result.status = FAILED
         result.end = time.time()

@@ -14,7 +14,9 @@ from kedro.runner import ParallelRunner, SequentialRunner, ThreadRunner
 from kedro_datasets.pandas import CSVDataset, ParquetDataset
 
 from brainsets_kedro.datasets import BrainsetDirectory
+from brainsets_kedro.errors import UsageError
 from brainsets_kedro.factory import create_brainset_pipeline
+from brainsets_kedro.hooks import LockBrainsets
 from brainsets_kedro.runner import BrainsetRunner
 from tests.brainsets.toy import Pipeline as Toy
 
@@ -240,3 +242,14 @@ def test_a_failed_brainset_does_not_stop_the_other_nodes(tmp_path):
     with pytest.raises(Exception, match="1 of 3 assets of brainset 'toy' failed"):
         BrainsetRunner(n_jobs=2).run(pipeline, catalog)
     assert ran == ["step"] * 5  # the last steps run after toy.process failed
+
+
+@pytest.mark.parametrize("runner", [SequentialRunner, BrainsetRunner])
+def test_a_bad_run_option_stops_the_run_before_any_work(tmp_path, runner):
+    manager = _create_hook_manager()
+    manager.register(LockBrainsets())  # as settings.py registers it
+    catalog = _brainset_catalog(tmp_path, {"n_assets": 2})
+    catalog["parameters"] = {"toy": {"n_assets": 2}, "brainsets": {"n_job": 2}}
+    with pytest.raises(UsageError, match=r"Unknown run option\(s\) brainsets\.n_job"):
+        runner().run(create_brainset_pipeline(Toy), catalog, manager)
+    assert not (tmp_path / "raw" / "toy" / "manifest_made_at").exists()

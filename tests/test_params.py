@@ -7,9 +7,8 @@ import pytest
 from brainsets_kedro.params import (
     BrainsetParameterError,
     parse_params,
-    run_options,
-    runner_settings,
 )
+from brainsets_kedro.run_settings import LOG_MAX_BYTES, RunSettings
 
 
 @pytest.fixture
@@ -103,21 +102,29 @@ def test_no_parser():
         parse_params(None, {"x": 1}, "b")
 
 
-def test_runner_settings_layers():
+def test_run_settings_layers():
     parameters = {"brainsets": {"n_jobs": 3, "backend": None, "only": "a_01"}}
-    settings = runner_settings(parameters, {"backend": "threading"})
-    assert settings == {
-        "n_jobs": 3,  # from conf/
-        "backend": "threading",  # --runner-params wins
-        "status_host": "127.0.0.1",  # the default
-        "address": None,
-    }
-    assert runner_settings({}, {})["backend"] == "loky"
+    settings = RunSettings.from_parameters(parameters, {"backend": "threading"})
+    assert settings.n_jobs == 3  # from conf/
+    assert settings.backend == "threading"  # --runner-params wins
+    assert settings.status_host == "127.0.0.1"  # the default
+    assert settings.only == "a_01"
+    assert settings.log_max_bytes == LOG_MAX_BYTES  # absent: the default cap
+    assert RunSettings.from_parameters({}) == RunSettings()
+    no_cap = RunSettings.from_parameters({"brainsets": {"log_max_bytes": None}})
+    assert no_cap.log_max_bytes is None  # null: no cap
 
 
 def test_run_options_must_be_a_mapping():
-    assert run_options({"brainsets": None}) == {}
+    assert RunSettings.from_parameters({"brainsets": None}) == RunSettings()
     with pytest.raises(
         ValueError, match="'brainsets' must be a mapping of run options"
     ):
-        run_options({"brainsets": ["n_jobs", 2]})
+        RunSettings.from_parameters({"brainsets": ["n_jobs", 2]})
+
+
+def test_an_unknown_run_option_names_the_valid_ones():
+    with pytest.raises(ValueError, match="Unknown run option") as error:
+        RunSettings.from_parameters({"brainsets": {"n_job": 2}})
+    assert "brainsets.n_job" in str(error.value)
+    assert "n_jobs, backend" in str(error.value)

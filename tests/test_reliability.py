@@ -210,19 +210,36 @@ def test_a_dead_worker_does_not_make_the_run_serial(tmp_path, caplog):
     }
     died_at = (tmp_path / "proc" / "toy" / "pipeline_logs" / "a_05.err").stat().st_mtime
     new_pool = {w["pid"] for w in workers.values() if w["process_started"] > died_at}
-    assert len(new_pool) == 4  # the assets left ran four at a time again
+    # The assets left ran in a new pool of several workers, not alone (a worker that
+    # starts late under load may find no asset left: not all four need to take one).
+    assert len(new_pool) >= 2
 
 
 def test_two_dead_workers_and_an_exit(tmp_path):
     with pytest.raises(AssetFailures) as error:
-        _run(tmp_path, {"n_assets": 8, "die": "a_01|a_05", "exit": "a_06"}, {})
+        _run(
+            tmp_path,
+            {"n_assets": 9, "sleep": 0.2, "die": "a_01|a_04", "exit": "a_07"},
+            {},
+        )
     report = error.value.report
     assert (
-        report.loc[["a_01", "a_05"], "error"].tolist()
+        report.loc[["a_01", "a_04"], "error"].tolist()
         == ["worker died, signal 9 (SIGKILL)"] * 2
     )
-    assert report.loc["a_06", "error"] == "worker died, exit code 3"
-    assert (report.drop(["a_01", "a_05", "a_06"])["status"] == "DONE").all()
+    assert report.loc["a_07", "error"] == "worker died, exit code 3"
+    assert (report.drop(["a_01", "a_04", "a_07"])["status"] == "DONE").all()
+
+
+def test_workers_dying_at_once_each_fail_with_their_own_cause(tmp_path):
+    # a_00 and a_01 start together on the two workers and die together: the pool
+    # names both causes without saying whose is whose.
+    with pytest.raises(AssetFailures) as error:
+        _run(tmp_path, {"n_assets": 4, "die": "a_00", "exit": "a_01"}, {})
+    report = error.value.report
+    assert report.loc["a_00", "error"] == "worker died, signal 9 (SIGKILL)"
+    assert report.loc["a_01", "error"] == "worker died, exit code 3"
+    assert (report.loc[["a_02", "a_03"], "status"] == "DONE").all()
 
 
 def _wait_for(condition, timeout=60.0):

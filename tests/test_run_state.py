@@ -54,45 +54,56 @@ def test_the_lock_is_held_from_the_first_node_to_the_end_of_the_run(tmp_path):
         pass
 
 
-def _slow_manifest(brainset_id: str) -> str:
-    """The toy brainset, named ``brainset_id`` (its get_manifest sleeps
-    ``manifest_sleep`` seconds)."""
-    return (TEST_BRAINSETS / "toy.py").read_text().replace('"toy"', f'"{brainset_id}"')
+def _held_manifest(brainset_id: str) -> str:
+    """The toy brainset, named ``brainset_id``, whose get_manifest waits until the
+    file ``release_manifest`` is in its raw directory (at most ten minutes)."""
+    source = (TEST_BRAINSETS / "toy.py").read_text()
+    sleep = "        time.sleep(args.manifest_sleep)\n"
+    assert sleep in source
+    held = (
+        "        for _ in range(6000):\n"
+        '            if (raw_dir / "release_manifest").exists():\n'
+        "                break\n"
+        "            time.sleep(0.1)\n"
+    )
+    return source.replace(sleep, held).replace('"toy"', f'"{brainset_id}"')
 
 
 @pytest.mark.parametrize("runner", [[], ["--runner=SequentialRunner"]])
 def test_a_second_run_is_refused_before_its_manifest(project, runner):
     add_brainset(project, "toy", "toy")
-    add_brainset(project, _slow_manifest("slow"), "slow")
+    add_brainset(project, _held_manifest("slow"), "slow")
     first = start_kedro(
-        project,
-        "run",
-        "--pipeline=slow",
-        "--params=slow.n_assets=4,slow.manifest_sleep=14",
-        *runner,
+        project, "run", "--pipeline=slow", "--params=slow.n_assets=4", *runner
     )
     lock = project / "data" / "02_processed" / "slow" / ".brainsets_kedro.lock"
-    _wait_for(lambda: lock.exists() and lock.read_text())
+    raw = project / "data" / "01_raw" / "slow"
     manifest = project / "data" / "08_reporting" / "slow" / "manifest.parquet"
-    # Two brainsets, one of them locked: refused before either computes a manifest;
-    # and `kedro brainset manifest`, which would save one too.
-    show = start_kedro(project, "brainset", "manifest", "slow", "--refresh")
-    second = kedro(
-        project,
-        "run",
-        "--pipelines=toy,slow",
-        "--params=slow.n_assets=2,slow.manifest_sleep=14",
-    )
-    assert not manifest.exists()  # the first run is still in its get_manifest
-    message = second.stdout + second.stderr
-    assert second.returncode == 1, message
-    assert "Brainset 'slow' is being prepared by another run" in message
-    assert f"pid {first.pid} " in message
-    assert "Traceback" not in message  # a short message: another run is no bug
-    shown, _ = show.communicate(timeout=60)
-    assert show.returncode == 1, shown
-    assert "Error: Brainset 'slow' is being prepared by another run" in shown
-    assert not manifest.exists()
+    try:
+        # The first run holds the lock and is in its get_manifest until released.
+        _wait_for((raw / "manifest_made_at").exists)
+        assert lock.read_text()
+        # Two brainsets, one of them locked: refused before either computes a
+        # manifest; and `kedro brainset manifest`, which would save one too.
+        show = start_kedro(project, "brainset", "manifest", "slow", "--refresh")
+        second = kedro(
+            project,
+            "run",
+            "--pipelines=toy,slow",
+            "--params=slow.n_assets=2",
+        )
+        assert not manifest.exists()  # the first run is still in its get_manifest
+        message = second.stdout + second.stderr
+        assert second.returncode == 1, message
+        assert "Brainset 'slow' is being prepared by another run" in message
+        assert f"pid {first.pid} " in message
+        assert "Traceback" not in message  # a short message: another run is no bug
+        shown, _ = show.communicate(timeout=60)
+        assert show.returncode == 1, shown
+        assert "Error: Brainset 'slow' is being prepared by another run" in shown
+        assert not manifest.exists()
+    finally:  # the first run goes on to the end
+        (raw / "release_manifest").touch()
     output, _ = first.communicate(timeout=90)
     assert first.returncode == 0, output
     assert len(pd.read_parquet(manifest)) == 4  # the first run's, not overwritten

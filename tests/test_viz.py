@@ -254,10 +254,10 @@ def test_browser_shows_the_brainset_and_its_previews(after_a_run, tmp_path):
     assert set(labels) >= {f"my_brainset.{name}" for name in DATASETS}
     assert "feature-hints" not in expanded
     # Collapsed, the brainset is one modular-pipeline node between its directories
-    # and its run report.
+    # and its card (the run report, read by the describe node, is inside it).
     labels = pictures.node_labels(collapsed)
     assert "my_brainset" in labels and "download" not in labels
-    assert "my_brainset.run_report" in labels
+    assert "my_brainset.card" in labels and "my_brainset.run_report" not in labels
     # Selecting the manifest or the run report shows it as a table.
     assert {"sess_01.nwb", "monkey_c", "2024-03-04"} <= set(preview_cells(manifest))
     assert preview_cells(report).count("DONE") >= 5  # the rows the preview shows

@@ -36,6 +36,7 @@ from typing import Any, NamedTuple, TextIO
 
 from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.params import explain_flags
+from brainsets_kedro.run_settings import LOG_MAX_BYTES
 from brainsets_kedro.upstream import TrackerHandle
 
 status_logger = logging.getLogger("brainsets_kedro.status")
@@ -46,8 +47,6 @@ FAILED = "FAILED"
 INTERRUPTED = "INTERRUPTED"
 """Not finished because the run was stopped (Ctrl-C, SIGTERM)."""
 LOG_DIR_NAME = "pipeline_logs"
-LOG_MAX_BYTES = 10_000_000
-"""Default cap of each of an asset's two logs (``brainsets.log_max_bytes``)."""
 
 StatusReporter = Callable[[str, Any, str, "Step | None"], None]
 """Called as ``reporter(brainset_id, asset_id, status, step)`` on every status change."""
@@ -86,7 +85,6 @@ class AssetResult:
     start: float
     end: float
     error: str | None = None
-    failed_stage: str | None = None
     output: Any = field(default=None, repr=False)
     """What ``download`` returned, for a ``process`` that runs later."""
     stage_times: dict[str, tuple[float, float]] = field(default_factory=dict)
@@ -187,7 +185,6 @@ class BrainsetJob:
         )
         _running.result = result
         append = "download" not in stages  # process after a separate download
-        stage = None
         logs = self.log_paths(asset_id)
         with captured_output(*logs, append, self.log_max_bytes) as written:
             try:
@@ -208,7 +205,6 @@ class BrainsetJob:
                     raise  # Ctrl-C: the run stops, not just this asset
                 traceback.print_exc(file=sys.stderr)
                 result.status = FAILED
-                result.failed_stage = stage
                 result.error = explain_flags(
                     traceback.format_exception_only(error)[-1].strip(),
                     self.pipeline_cls.parser,
@@ -217,7 +213,6 @@ class BrainsetJob:
             else:
                 result.status = DONE if final else f"{stages[-1]} done"
         if written.error is not None:  # the asset's outputs may be fine, its log not
-            result.failed_stage = result.failed_stage or stage
             result.error = "; ".join(filter(None, [result.error, written.error]))
             result.status = FAILED
         result.end = time.time()

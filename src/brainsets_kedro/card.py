@@ -16,7 +16,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import h5py
 import pandas as pd
 
 from brainsets_kedro.assets import LOG_DIR_NAME
@@ -78,6 +77,8 @@ def processed_files(processed_dir: Path) -> list[Path]:
 def describe_file(path: Path) -> dict[str, Any]:
     """One row of the card: ``path``'s size, time domain, units, spikes and fields,
     from its metadata; ``error`` set (and the rest empty) if it cannot be read."""
+    import h5py  # noqa: PLC0415 (every kedro command imports this module)
+
     row: dict[str, Any] = dict.fromkeys(CARD_COLUMNS)
     try:
         row["size_bytes"] = path.stat().st_size

@@ -6,16 +6,18 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
-import h5py
 from kedro.io import AbstractDataset, DatasetError
 from kedro.io.core import get_filepath_str, get_protocol_and_path
 from kedro.utils import load_obj
 from kedro_datasets._typing import TablePreview
 
 from brainsets_kedro.brainset import atomic_write
+
+if TYPE_CHECKING:
+    import h5py
 
 
 class BrainsetDirectory(AbstractDataset[None, Path]):
@@ -143,6 +145,8 @@ class TemporalDataDataset(AbstractDataset[Any, Any]):
 
     def _open(self) -> h5py.File:
         """The file, opened read-only; a DatasetError naming it if that fails."""
+        import h5py  # noqa: PLC0415 (every kedro command imports this module)
+
         try:
             if self._protocol == "file":
                 return h5py.File(self._path, "r")
@@ -184,6 +188,8 @@ class TemporalDataDataset(AbstractDataset[Any, Any]):
         return data
 
     def save(self, data: Any) -> None:
+        import h5py  # noqa: PLC0415 (every kedro command imports this module)
+
         if not hasattr(data, "to_hdf5"):
             raise DatasetError(
                 f"Cannot save {type(data).__name__} to {self._path}: a temporaldata "
@@ -272,6 +278,8 @@ def read_contents(file: h5py.Group) -> dict[str, Any]:
         ``{"fields": {name: "Kind (shape)"}, "domain": {"start", "end",
         "duration_s"}}``; the domain's values are ``None`` when it has none.
     """
+    import h5py  # noqa: PLC0415 (every kedro command imports this module)
+
     fields = {}
     for name, item in file.items():
         if isinstance(item, h5py.Group):
@@ -291,6 +299,8 @@ def field_length(group: h5py.Group) -> int | None:
     the shape of its ``timestamps`` (time series), ``start`` (intervals) or other
     array; ``None`` for a ``Data``. The index temporaldata keeps beside a time
     series' arrays (``timestamp_indices_1s``) is not one of its rows."""
+    import h5py  # noqa: PLC0415 (every kedro command imports this module)
+
     if _text(group.attrs.get("object", "")) == "Data":
         return None
     arrays = {
@@ -309,6 +319,8 @@ def field_length(group: h5py.Group) -> int | None:
 def read_domain(file: h5py.Group) -> dict[str, float | None]:
     """Start and end of the file's ``domain`` and its total duration (the sum of
     its intervals), in seconds; ``None`` each without a domain."""
+    import h5py  # noqa: PLC0415 (every kedro command imports this module)
+
     domain = file.get("domain")
     if (
         not isinstance(domain, h5py.Group)

@@ -19,7 +19,7 @@ from kedro.io import CatalogProtocol
 from kedro.pipeline import Node
 
 from brainsets_kedro.errors import UsageError
-from brainsets_kedro.params import run_options
+from brainsets_kedro.run_settings import RunSettings
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +63,11 @@ class LockBrainsets:
         with self._guard:
             if brainset_id in self._held:
                 return
-            # Missing packages stop the run before the lock makes any directory.
+            # Missing packages or a bad run option stop the run before any work,
+            # before the lock makes any directory.
             ensure_requirements(owner.pipeline_cls)
+            if "parameters" in inputs:
+                RunSettings.from_parameters(inputs["parameters"])
             dirs = [
                 Path(inputs[name] if name in inputs else catalog.load(name))
                 for name in (f"{brainset_id}.processed_dir", f"{brainset_id}.raw_dir")
@@ -140,7 +143,7 @@ class RerunFailed:
         parameters = inputs.get("parameters")
         if not isinstance(owner, DownloadNode) or parameters is None:
             return None
-        if str(run_options(parameters).get("only")).strip() != "failed":
+        if str(RunSettings.from_parameters(parameters).only).strip() != "failed":
             return None
         brainset_id = owner.brainset_id
         done = done_assets(inputs[f"{brainset_id}.processed_dir"])

@@ -24,21 +24,20 @@ from brainsets_kedro.assets import (
     DONE,
     FAILED,
     INTERRUPTED,
-    LOG_MAX_BYTES,
     AssetResult,
     BrainsetJob,
     row_type,
 )
 from brainsets_kedro.brainset import BrainsetPipeline
-from brainsets_kedro.errors import UsageError, UserError, shown_path
+from brainsets_kedro.errors import UserError, shown_path
 from brainsets_kedro.journal import Journal
 from brainsets_kedro.params import (
     BrainsetParameterError,
     explain_flags,
     parameter_block,
     parse_params,
-    run_options,
 )
+from brainsets_kedro.run_settings import RunSettings
 from brainsets_kedro.selection import Selection, shown_ids
 from brainsets_kedro.sizes import check_disk_space
 from brainsets_kedro.upstream import ensure_requirements
@@ -141,35 +140,6 @@ def totals_line(failed: int, total: int, brainsets_failed: int = 0) -> str:
 def brainset_params(parameters: Mapping[str, Any], brainset_id: str) -> dict:
     """The brainset's own parameters, ``parameters[<brainset_id>]`` (may be absent)."""
     return parameter_block(parameters, brainset_id, "option names to values")
-
-
-def _option(
-    options: Mapping[str, Any],
-    name: str,
-    kind: type,
-    default: Any,
-    positive: bool = False,
-) -> Any:
-    """``brainsets.<name>``, checked to be a ``kind``; ``null`` gives ``default``."""
-    value = options.get(name)
-    if value is None:
-        return default
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        raise UsageError(f"brainsets.{name} must be true or false, got {value!r}.")
-    is_number = isinstance(value, int | float) and not isinstance(value, bool)
-    if (
-        is_number
-        and (kind is float or float(value).is_integer())
-        and (value > 0 if positive else value >= 0)
-    ):
-        return kind(value)
-    expected = "a whole number" if kind is int else "a number"
-    bound = "above 0" if positive else "(0 or more)"
-    raise UsageError(
-        f"brainsets.{name} must be {expected} {bound} or null, got {value!r}."
-    )
 
 
 class InvalidManifest(UserError, ValueError):
@@ -336,7 +306,7 @@ class BrainsetNode:
     def job(
         self, raw_dir: Path, processed_dir: Path, parameters: Mapping[str, Any]
     ) -> BrainsetJob:
-        options = run_options(parameters)
+        settings = RunSettings.from_parameters(parameters)
         args = self.parse_args(parameters)
         _make_dirs(raw_dir, processed_dir)
         return BrainsetJob(
@@ -344,17 +314,11 @@ class BrainsetNode:
             raw_dir=Path(raw_dir),
             processed_dir=Path(processed_dir),
             args=args,
-            download_only=_option(options, "download_only", bool, False),
-            timeout=_option(options, "timeout", float, None, positive=True),
-            retries=_option(options, "retries", int, 0),
-            retry_backoff=_option(options, "retry_backoff", float, 1.0),
-            log_max_bytes=_option(  # absent: the default; null: no cap
-                {"log_max_bytes": LOG_MAX_BYTES, **options},
-                "log_max_bytes",
-                int,
-                None,
-                positive=True,
-            ),
+            download_only=settings.download_only,
+            timeout=settings.timeout,
+            retries=settings.retries,
+            retry_backoff=settings.retry_backoff,
+            log_max_bytes=settings.log_max_bytes,
         )
 
 
@@ -419,15 +383,16 @@ class DownloadNode(BrainsetNode):
         :class:`~brainsets_kedro.sizes.NotEnoughDiskSpace` when these rows do not
         fit in the raw directory's disk: every runner plans before any download."""
         job = self.job(raw_dir, processed_dir, parameters)
-        options = run_options(parameters)
-        selection = Selection.parse(options.get("only"))
+        settings = RunSettings.from_parameters(parameters)
+        selection = Selection.parse(settings.only)
         selected, unmatched = (
             (manifest, set())
             if selection is None
             else selection.select(manifest, self.brainset_id)
         )
-        enabled = _option(options, "check_disk_space", bool, True)
-        check_disk_space(selected, job.raw_dir, self.brainset_id, enabled)
+        check_disk_space(
+            selected, job.raw_dir, self.brainset_id, settings.check_disk_space
+        )
         return job, selected, selection, unmatched
 
     def download(

@@ -150,19 +150,6 @@ def explain_flags(
     )
 
 
-RUNNER_DEFAULTS: dict[str, Any] = {
-    "n_jobs": None,
-    "download_jobs": None,
-    "backend": "loky",
-    "status_host": "127.0.0.1",
-    "address": None,
-}
-"""The runner's settings when neither ``brainsets:`` nor ``--runner-params`` sets them.
-``n_jobs: None`` is one worker per CPU core (``joblib.cpu_count()``), or every worker
-of the cluster for ``dask`` and ``ray``. ``download_jobs: None`` is twice ``n_jobs``, at
-least 8 (downloads mostly wait on the network). ``address: None`` is a local cluster."""
-
-
 def parameter_block(parameters: Mapping[str, Any], key: str, what: str) -> dict:
     """``parameters[key]``, which must be a mapping of ``what`` (absent or null:
     empty)."""
@@ -173,22 +160,3 @@ def parameter_block(parameters: Mapping[str, Any], key: str, what: str) -> dict:
             f"{type(block).__name__}: {block!r}."
         )
     return dict(block)
-
-
-def run_options(parameters: Mapping[str, Any]) -> dict[str, Any]:
-    """The run-level options under ``brainsets:`` (``conf/base/parameters.yml``)."""
-    return parameter_block(parameters, "brainsets", "run options")
-
-
-def runner_settings(
-    parameters: Mapping[str, Any], overrides: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The runner's settings: ``overrides`` (``--runner-params``) over the
-    ``brainsets:`` parameters over :data:`RUNNER_DEFAULTS`; not yet validated."""
-    options = run_options(parameters)
-    settings = {
-        key: options[key] if options.get(key) is not None else default
-        for key, default in RUNNER_DEFAULTS.items()
-    }
-    settings.update(overrides)
-    return settings

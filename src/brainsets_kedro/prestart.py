@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from brainsets_kedro.assets import become_worker, exit_without_final_collection
-from brainsets_kedro.params import runner_settings
+from brainsets_kedro.run_settings import RunSettings
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +48,8 @@ def start_workers(
         # The run itself reads the settings again and says what is wrong.
         logger.debug("Workers not started early: %s", error)
         return 0
-    n_jobs = chosen["n_jobs"]
-    if chosen["backend"] != "loky" or not (n_jobs is None or _is_count(n_jobs)):
+    n_jobs = chosen.n_jobs
+    if chosen.backend != "loky":
         return 0
     # Imported here, in the main thread: importing it in the thread below while the
     # main thread imports the project could deadlock on the modules both need.
@@ -104,16 +104,12 @@ def import_modules(modules: list[str], driver_pid: int | None = None) -> None:
             continue
 
 
-def _is_count(n_jobs: object) -> bool:
-    return isinstance(n_jobs, int) and not isinstance(n_jobs, bool) and n_jobs != 0
-
-
 def _settings(
     runner_params: Mapping[str, Any],
     env: str | None,
     conf_source: str | None,
     params: Mapping[str, Any],
-) -> dict[str, Any]:
+) -> RunSettings:
     """The runner's settings, read from ``conf/`` as the Kedro session will."""
     # Not at the top: workers unpickle import_modules from this module, and need
     # no Kedro.
@@ -128,4 +124,4 @@ def _settings(
         **settings.CONFIG_LOADER_ARGS,
     )
     # The loader merges runtime_params (--params) into the parameters, as in a session.
-    return runner_settings(loader["parameters"], runner_params)
+    return RunSettings.from_parameters(loader["parameters"], runner_params)

@@ -73,8 +73,8 @@ from brainsets_kedro.nodes import (
     portable_row,
     totals_line,
 )
-from brainsets_kedro.params import runner_settings
 from brainsets_kedro.prestart import wait_for_workers
+from brainsets_kedro.run_settings import CLUSTER_BACKENDS, DOWNLOAD_JOBS, RunSettings
 from brainsets_kedro.selection import Selection
 from brainsets_kedro.stages import DownloadStage, Streams, show_downloaded
 from brainsets_kedro.status import StatusBoard, StatusChannel
@@ -86,9 +86,6 @@ if TYPE_CHECKING:
     from pluggy import PluginManager
 
 logger = logging.getLogger(__name__)
-
-CLUSTER_BACKENDS = {"dask": "dask", "ray": "ray"}
-"""The joblib backends that run on a cluster, and the extra that installs each."""
 
 
 class RunFailures(RuntimeError):
@@ -139,14 +136,13 @@ class BrainsetRunner(SequentialRunner):
         download_jobs: int | None = None,
     ):
         super().__init__(is_async=is_async)
-        given = {
+        self._runner_params = {
             "n_jobs": n_jobs,
             "download_jobs": download_jobs,
             "backend": backend,
             "status_host": status_host,
             "address": address,
         }
-        self._overrides = {k: v for k, v in given.items() if v is not None}
 
     @property
     def _logger(self) -> logging.Logger:
@@ -154,10 +150,12 @@ class BrainsetRunner(SequentialRunner):
         # logger among theirs, so that the logging configuration treats it alike.
         return logging.getLogger("kedro.runner.brainset_runner")
 
-    def _settings(self, catalog: CatalogProtocol) -> dict[str, Any]:
+    def _settings(self, catalog: CatalogProtocol) -> RunSettings:
         """The run settings; with no ``parameters`` in the catalog, the defaults."""
         parameters = catalog.load("parameters") if "parameters" in catalog else {}
-        return validate_settings(runner_settings(parameters, self._overrides))
+        return validate_settings(
+            RunSettings.from_parameters(parameters, self._runner_params)
+        )
 
     def _run(
         self,
@@ -217,7 +215,7 @@ class BrainsetRunner(SequentialRunner):
         self,
         pipeline: Pipeline,
         downloads: list[Node],
-        settings: dict[str, Any],
+        settings: RunSettings,
         run: _NodeRun,
     ) -> tuple[SharedAssetPool, list[Node]]:
         """Run these download nodes as Tasks in threads, each followed by its
@@ -363,65 +361,41 @@ def _is_brainset_node(node: Node) -> bool:
     return BRAINSET_TAG in node.tags
 
 
-DOWNLOAD_JOBS = 8
-"""The least number of downloads at once by default (``brainsets.download_jobs``)."""
+def validate_settings(settings: RunSettings) -> RunSettings:
+    """The settings the runner runs with: ``n_jobs`` resolved, the cluster backend
+    (if any) importable, before any work.
 
+    Args:
+        settings: The run's settings.
 
-def validate_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """Check ``n_jobs``, ``download_jobs``, ``backend`` and ``address`` before any
-    work, naming the fix."""
-    backend = settings["backend"]
-    on_cluster = backend in CLUSTER_BACKENDS
-    n_jobs = settings["n_jobs"]
-    if n_jobs is None:
-        settings["n_jobs"] = -1 if on_cluster else joblib.cpu_count()
-    elif isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
-        raise UsageError(
-            f"n_jobs must be a whole number of workers (or -1 for one per core, or "
-            f"null for the default), got {n_jobs!r}. Set brainsets.n_jobs in conf/ or "
-            f'--runner-params="n_jobs=4".'
+    Returns:
+        The same settings with ``n_jobs`` and ``download_jobs`` set.
+
+    Raises:
+        UsageError: The backend's package is not installed (naming the extra).
+    """
+    if settings.n_jobs is None:
+        settings = replace(
+            settings, n_jobs=-1 if settings.on_cluster else joblib.cpu_count()
         )
-    download_jobs = settings.get("download_jobs")
-    if download_jobs is None:
-        workers = settings["n_jobs"] if settings["n_jobs"] > 0 else joblib.cpu_count()
-        settings["download_jobs"] = max(DOWNLOAD_JOBS, 2 * workers)
-    elif (
-        isinstance(download_jobs, bool)
-        or not isinstance(download_jobs, int)
-        or download_jobs < 1
-    ):
-        raise UsageError(
-            f"download_jobs must be a positive whole number of downloads at once (or "
-            f"null for the default), got {download_jobs!r}. Set "
-            f'brainsets.download_jobs in conf/ or --runner-params="download_jobs=8".'
-        )
-    known = sorted(set(joblib.parallel.BACKENDS) | set(CLUSTER_BACKENDS))
-    if backend not in known:
-        raise UsageError(
-            f"Unknown joblib backend {backend!r}: choose one of {', '.join(known)}. "
-            f'Set brainsets.backend in conf/ or --runner-params="backend=loky".'
-        )
-    if on_cluster:
+    if settings.download_jobs is None:
+        workers = settings.n_jobs if settings.n_jobs > 0 else joblib.cpu_count()
+        settings = replace(settings, download_jobs=max(DOWNLOAD_JOBS, 2 * workers))
+    if settings.on_cluster:
         try:
-            import_backend(backend, local=not settings["address"])
+            import_backend(settings.backend, local=not settings.address)
         except ImportError as error:
             raise UsageError(
-                f"backend={backend} needs {error.name or backend}, which is not "
-                f'installed: pip install -e ".[{CLUSTER_BACKENDS[backend]}]"'
+                f"backend={settings.backend} needs {error.name or settings.backend}, "
+                f"which is not installed: pip install -e "
+                f'".[{CLUSTER_BACKENDS[settings.backend]}]"'
             ) from error
-    address = settings["address"]
-    if address is not None and not (isinstance(address, str) and address.strip()):
-        raise UsageError(
-            f"brainsets.address must be the address of a cluster's scheduler, such "
-            f"as tcp://10.0.0.5:8786 (dask) or 10.0.0.5:6379 (ray), or null, got "
-            f"{address!r}."
-        )
-    if address and not on_cluster:
+    if settings.address and not settings.on_cluster:
         logger.warning(
             "brainsets.address (%s) is ignored: the %s backend runs on this machine. "
             "Set brainsets.backend to dask or ray to use a cluster.",
-            address,
-            backend,
+            settings.address,
+            settings.backend,
         )
     return settings
 
@@ -508,7 +482,7 @@ class SharedAssetPool:
     """Collects the plans of ``expected`` download nodes, then prepares all their
     assets in one ``joblib.Parallel`` call, interleaved across brainsets."""
 
-    def __init__(self, settings: dict[str, Any], expected: int):
+    def __init__(self, settings: RunSettings, expected: int):
         self._settings = settings
         self._expected = expected
         self._plans: list[_Plan] = []
@@ -567,9 +541,9 @@ class SharedAssetPool:
     def _prepare(self) -> None:
         total = sum(len(plan.rows) for plan in self._plans)
         with contextlib.ExitStack() as stack:
-            backend = self._settings["backend"]
-            status_host = self._settings["status_host"]
-            where = f"{self._settings['n_jobs']} workers ({backend} backend)"
+            backend = self._settings.backend
+            status_host = self._settings.status_host
+            where = f"{self._settings.n_jobs} workers ({backend} backend)"
             if backend in CLUSTER_BACKENDS:
                 modules = {plan.job.pipeline_cls.__module__ for plan in self._plans}
                 self._cluster = stack.enter_context(
@@ -642,14 +616,14 @@ class SharedAssetPool:
         downloads = DownloadStage(
             self._unfinished(),
             download=lambda plan, row: plan.download(row),
-            jobs=self._settings["download_jobs"],
+            jobs=self._settings.download_jobs,
             returned=returned,
         )
         downloads.start()
         return Streams(
             downloads,
             functools.partial(self._collect, board),
-            portable=self._settings["backend"] != "threading",
+            portable=self._settings.backend != "threading",
         )
 
     def _prepare_all(self, board: StatusBoard, channel: StatusChannel) -> None:
@@ -668,7 +642,8 @@ class SharedAssetPool:
                     self._collect(board, result)
                 return
             except worker_death_errors() as error:
-                cause = death_cause(error)
+                causes = death_causes(error)
+                cause, ambiguous = ", ".join(causes), len(causes) > 1
             if self._cluster is not None:  # its other tasks go on: stop them
                 self._cluster.stop()
             wait = 0 if self._cluster else LOST_WORKER_WAIT  # no AnnouncedRun there
@@ -678,6 +653,12 @@ class SharedAssetPool:
                 if asset.asset_id not in self._by_brainset[asset.brainset_id].finished
             ]
             channel.new_round()
+            if lost and ambiguous:
+                # Workers died at once with different causes (the pool names them
+                # together, not whose was whose): the first asset runs alone to
+                # find its own; the others start again.
+                self._run_lost_alone(board, lost[0], cause)
+                continue
             if lost:
                 plan = self._by_brainset[lost[0].brainset_id]
                 logger.warning(
@@ -691,6 +672,22 @@ class SharedAssetPool:
                 self._collect(board, _worker_died(plan.job, lost[0].asset_id, cause))
                 continue
             self._run_suspects_alone(board, cause)
+
+    def _run_lost_alone(self, board: StatusBoard, lost: Any, cause: str) -> None:
+        plan = self._by_brainset[lost.brainset_id]
+        key = (lost.brainset_id, lost.asset_id)
+        entry = self._streams.waiting.get(key) if self._streams else None
+        if entry is None:  # not downloaded by the stages: both stages again
+            entry = next((p, r, None) for p, r in self._unfinished() if r[0] == key[1])
+        logger.warning(
+            "Workers died (%s) while preparing %s:%s and others; running it alone "
+            "to find its cause; the others start again.",
+            cause,
+            plan.job.brainset_id,
+            lost.asset_id,
+            extra={"markup": False},
+        )
+        self._collect(board, self._run_alone(*entry))
 
     def _run_suspects_alone(self, board: StatusBoard, cause: str) -> None:
         """When no worker said what it was running (on a cluster, or when the status
@@ -723,13 +720,13 @@ class SharedAssetPool:
     def _n_workers(self) -> int:
         if self._cluster is not None:
             return self._cluster.n_workers()
-        return self._settings["n_jobs"]
+        return self._settings.n_jobs
 
     def _parallel(self, n_jobs: int | None = None) -> joblib.Parallel:
         if self._cluster is not None:
             backend = self._cluster.joblib_backend()
         else:
-            backend = self._settings["backend"]
+            backend = self._settings.backend
         # Results stream back as assets finish; the multiprocessing and ray backends
         # return them all at the end (their statuses, DONE included, stream anyway).
         if isinstance(backend, str):
@@ -756,7 +753,7 @@ class SharedAssetPool:
             task = plan.process_task(row, download) if download else plan.task(row)
             return next(iter(self._parallel(n_jobs=2)([task])))
         except worker_death_errors() as error:
-            return _worker_died(plan.job, row[0], death_cause(error))
+            return _worker_died(plan.job, row[0], death_causes(error)[0])
 
     def _unfinished(self) -> Iterator[tuple[_Plan, tuple]]:
         """``(plan, row)`` of each asset without a result yet, the brainsets in turn.
@@ -777,7 +774,7 @@ class SharedAssetPool:
         if self._cluster is not None:
             return joblib.delayed(StoppableRun(plan.job, plan.stages, self._run_id))
         plan.download = StoppableRun(plan.job, ("download",), self._run_id)
-        if self._settings["backend"] == "threading":  # no worker dies alone
+        if self._settings.backend == "threading":  # no worker dies alone
             return joblib.delayed(functools.partial(plan.job.run, stages=("process",)))
         return joblib.delayed(AnnouncedRun(plan.job, ("process",)))
 
@@ -904,23 +901,31 @@ def worker_death_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def death_cause(error: BaseException) -> str:
-    """``signal 9 (SIGKILL)`` or ``exit code 3``, from loky's TerminatedWorkerError;
-    the workers lost, from Dask's KilledWorker; Ray's word for a dead actor."""
+def death_causes(error: BaseException) -> list[str]:
+    """The distinct causes of the deaths ``error`` reports: ``signal 9 (SIGKILL)``
+    or ``exit code 3`` from loky's TerminatedWorkerError (several when workers died
+    at once, without saying whose was whose); the workers lost, from Dask's
+    KilledWorker; Ray's word for a dead actor."""
     if type(error).__name__ == "KilledWorker":
-        return (
+        return [
             f"the task lost {error.allowed_failures + 1} Dask workers, the last "
             f"{error.last_worker.address}"
-        )
+        ]
     if "RayActorError" in {cls.__name__ for cls in type(error).__mro__}:
         detail = re.search(r"Worker exit detail: ([^.]*)", str(error))
-        return f"its Ray actor died ({detail.group(1) if detail else type(error).__name__})"
-    match = re.search(r"\{(SIG\w+)\((-?\d+)\)|EXIT\((-?\d+)\)", str(error))
-    if match is None:
-        return f"{type(error).__name__}: {error}"
-    if match.group(1):
-        return f"signal {abs(int(match.group(2)))} ({match.group(1)})"
-    return f"exit code {match.group(3)}"
+        return [
+            f"its Ray actor died ({detail.group(1) if detail else type(error).__name__})"
+        ]
+    causes = []
+    for name, code in re.findall(r"\b(SIG\w+|EXIT)\((-?\d+)\)", str(error)):
+        cause = (
+            f"exit code {code}"
+            if name == "EXIT"
+            else f"signal {abs(int(code))} ({name})"
+        )
+        if cause not in causes:
+            causes.append(cause)
+    return causes or [f"{type(error).__name__}: {error}"]
 
 
 class PooledDownload:
@@ -1036,19 +1041,19 @@ class Cluster:
     name = ""
     who = ""
 
-    def __init__(self, settings: dict[str, Any], run_id: str, modules: set[str]):
+    def __init__(self, settings: RunSettings, run_id: str, modules: set[str]):
         self.settings = settings
         self.run_id = run_id
         self.modules = modules
         """The modules of the run's brainset classes, which the workers import."""
 
     @staticmethod
-    def connect(settings: dict[str, Any], run_id: str, modules: set[str]) -> Cluster:
-        kind = DaskCluster if settings["backend"] == "dask" else RayCluster
+    def connect(settings: RunSettings, run_id: str, modules: set[str]) -> Cluster:
+        kind = DaskCluster if settings.backend == "dask" else RayCluster
         return kind(settings, run_id, modules)
 
     def joblib_backend(self) -> Any:
-        return self.settings["backend"]
+        return self.settings.backend
 
     def n_workers(self) -> int:
         raise NotImplementedError
@@ -1156,16 +1161,16 @@ class DaskCluster(Cluster):
     name = "Dask"
     who = "The Dask scheduler and workers"
 
-    def __init__(self, settings: dict[str, Any], run_id: str, modules: set[str]):
+    def __init__(self, settings: RunSettings, run_id: str, modules: set[str]):
         super().__init__(settings, run_id, modules)
         import dask  # noqa: PLC0415
         from distributed import Client, LocalCluster  # noqa: PLC0415
 
         self.local = None
         self.log_level = None
-        address = settings["address"] or dask.config.get("scheduler-address", None)
+        address = settings.address or dask.config.get("scheduler-address", None)
         if not address:
-            n_jobs = settings["n_jobs"] if settings["n_jobs"] > 0 else os.cpu_count()
+            n_jobs = settings.n_jobs if settings.n_jobs > 0 else os.cpu_count()
             # Its scheduler runs in this process: its INFO lines would fill the log.
             self.log_level = logging.getLogger("distributed").level
             logging.getLogger("distributed").setLevel(logging.WARNING)
@@ -1177,11 +1182,11 @@ class DaskCluster(Cluster):
                 dashboard_address="127.0.0.1:0",  # not :8787, which may be taken
             )
             address = self.local.scheduler_address
-        elif settings["n_jobs"] != -1:
+        elif settings.n_jobs != -1:
             logger.warning(
                 "n_jobs=%s is ignored on a Dask cluster: each of its worker threads "
                 "prepares an asset at a time.",
-                settings["n_jobs"],
+                settings.n_jobs,
             )
         self.address = address
         try:
@@ -1259,12 +1264,12 @@ class RayCluster(Cluster):
     name = "Ray"
     who = "Ray's workers"
 
-    def __init__(self, settings: dict[str, Any], run_id: str, modules: set[str]):
+    def __init__(self, settings: RunSettings, run_id: str, modules: set[str]):
         super().__init__(settings, run_id, modules)
         import ray  # noqa: PLC0415
 
-        n_jobs = settings["n_jobs"]
-        address = settings["address"] or os.environ.get("RAY_ADDRESS")
+        n_jobs = settings.n_jobs
+        address = settings.address or os.environ.get("RAY_ADDRESS")
         self.started = not ray.is_initialized()
         self.local = self.started and not address
         if self.local:  # a new one, with as many CPUs as n_jobs asks for
@@ -1360,24 +1365,24 @@ def _dask_backend() -> type:
     """joblib's Dask backend with two fixes: a batch whose task fails on the cluster
     (a worker lost too often: ``KilledWorker``) raises in the driver, where joblib
     would wait for ever; and a cluster of one worker thread runs the assets, where
-    joblib would run them in the driver."""
-    import asyncio  # noqa: PLC0415
-
+    joblib would run them in the driver. Both through the backend interface
+    (``submit``, ``effective_n_jobs``); its class lives in joblib's private
+    ``joblib._dask``, tested with the joblib versions pyproject.toml allows."""
     from joblib._dask import DaskDistributedBackend  # noqa: PLC0415
 
     class DaskBackend(DaskDistributedBackend):
-        async def _collect(self) -> None:
-            while self._continue:
-                async for future, outcome in self.waiting_futures:
-                    cf_future = self._results.pop(future)
-                    callback = self._callbacks.pop(future)
-                    result = outcome[1] if future.status == "error" else outcome
-                    if future.status == "error":  # outcome: (type, error, traceback)
-                        cf_future.set_exception(result)
-                    else:
-                        cf_future.set_result(result)
-                    callback(result)  # an exception is raised in the driver
-                await asyncio.sleep(0.01)
+        def submit(self, func: Any, callback: Any = None) -> Any:
+            future = super().submit(func, callback)
+
+            def on_error(done: Any) -> None:
+                # joblib sets the batch's error on its future but never calls back,
+                # so Parallel would wait for the batch for ever.
+                error = done.exception()
+                if error is not None and callback is not None:
+                    callback(error)  # raised in the driver by Parallel
+
+            future.add_done_callback(on_error)
+            return future
 
         def effective_n_jobs(self, n_jobs: int) -> int:
             return max(2, super().effective_n_jobs(n_jobs))

@@ -194,7 +194,7 @@ def _unpicklable_result(job: Any, download: AssetResult, why: str) -> AssetResul
         f"must return picklable data (paths, numbers, strings, plain containers)"
     )
     job.note(download.asset_id, error)
-    download.status, download.error, download.failed_stage = FAILED, error, "download"
+    download.status, download.error = FAILED, error
     download.output = None
     job.reporter(download.brainset_id, download.asset_id, FAILED, None)
     return download

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import h5py
@@ -40,7 +41,9 @@ def test_download_writes_a_deterministic_nwb(tmp_path):
     pipeline = make(tmp_path)
     item = next(Pipeline.get_manifest(tmp_path, pipeline.args).itertuples())
     (tmp_path / "raw").mkdir()
-    path = pipeline.download(item)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing for the asset's .err log
+        path = pipeline.download(item)
     with NWBHDF5IO(path, "r") as io:
         nwbfile = io.read()
         assert len(nwbfile.units) == item.n_units

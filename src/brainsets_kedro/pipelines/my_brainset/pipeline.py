@@ -15,6 +15,7 @@ data comes from an archive.
 from __future__ import annotations
 
 import datetime
+import warnings
 import zlib
 from argparse import ArgumentParser
 from pathlib import Path
@@ -77,8 +78,12 @@ class Pipeline(BrainsetPipeline):
         # A real brainset fetches the file from its archive here.
         self.update_status("DOWNLOADING (synthesizing NWB)")
         nwbfile = synthesize_session(manifest_item)
-        with self.atomic_write(path) as tmp, NWBHDF5IO(tmp, "w") as io:
-            io.write(nwbfile)
+        with self.atomic_write(path) as tmp, warnings.catch_warnings():
+            # The temporary name does not end in .nwb (so that *.nwb globs never
+            # list a half-written file), which pynwb warns about.
+            warnings.filterwarnings("ignore", message=".*does not end in '.nwb'")
+            with NWBHDF5IO(tmp, "w") as io:
+                io.write(nwbfile)
         return path
 
     def process(self, download_output: Path) -> None:

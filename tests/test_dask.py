@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from kedro.io import DataCatalog
 
-from brainsets_kedro import runner
+from brainsets_kedro.execution.backends import cluster as driver_side
 from brainsets_kedro.run_settings import RunSettings
-from brainsets_kedro.runner import BrainsetRunner, validate_settings
+from brainsets_kedro.runner import BrainsetRunner
 from tests.conftest import add_brainset, copy_project, kedro, start_kedro
 
 distributed = pytest.importorskip("distributed")
@@ -288,7 +288,7 @@ def test_bad_cluster_settings(settings, message):
 def test_a_missing_cluster_package_names_the_extra(monkeypatch, backend, module):
     monkeypatch.setitem(sys.modules, module, None)  # as if not installed
     with pytest.raises(ValueError, match=rf'pip install -e "\.\[{backend}\]"'):
-        validate_settings(RunSettings(backend=backend))
+        RunSettings(backend=backend).resolved()
 
 
 def test_address_is_a_runner_option():
@@ -303,24 +303,27 @@ def test_address_is_a_runner_option():
 
 
 def test_errors_from_the_cluster_are_explained():
-    explained = runner.Cluster(
+    explained = driver_side.Cluster(
         RunSettings(), "run", {"brainsets_kedro.pipelines.toy.pipeline"}
     )
     explained.name, explained.who = "Dask", "The Dask scheduler and workers"
 
     stale = RuntimeError("Error during deserialization of the task graph.")
     stale.__cause__ = AttributeError(
-        "Can't get attribute 'StoppableRun' on <module 'brainsets_kedro.runner' "
-        "from '/old/src/brainsets_kedro/runner.py'>"
+        "Can't get attribute 'StoppableRun' on <module "
+        "'brainsets_kedro.execution.backends.workers' from "
+        "'/old/src/brainsets_kedro/execution/backends/workers.py'>"
     )
     error = explained.explain(stale)
-    assert isinstance(error, runner.WorkerImportError)
-    assert "runs another version of brainsets_kedro.runner" in str(error)
+    assert isinstance(error, driver_side.WorkerImportError)
+    assert "runs another version of brainsets_kedro.execution.backends.workers" in str(
+        error
+    )
     assert "Restart the scheduler and the workers" in str(error)
 
     missing = RuntimeError("System error: No module named 'brainsets_kedro.pipelines'")
     error = explained.explain(missing)
-    assert isinstance(error, runner.WorkerImportError)
+    assert isinstance(error, driver_side.WorkerImportError)
     assert "a Dask worker cannot import the project's brainsets" in str(error)
 
     theirs = ModuleNotFoundError("No module named 'mne'")  # a brainset's own import
@@ -338,7 +341,7 @@ def test_errors_from_the_cluster_are_explained():
 def test_status_host_reachable_from_the_workers(
     monkeypatch, caplog, status_host, workers, expected
 ):
-    cluster = runner.Cluster({}, "run", set())
+    cluster = driver_side.Cluster({}, "run", set())
     monkeypatch.setattr(cluster, "worker_hosts", lambda: workers)
     chosen = cluster.status_host(status_host)
     if expected is not None:

@@ -27,9 +27,11 @@ def test_shape_names_inputs_outputs():
         nodes["toy.download"],
         nodes["toy.process"],
     )
-    assert isinstance(manifest.func.__self__, ManifestNode)
-    assert isinstance(download.func.__self__, DownloadNode)
-    assert isinstance(process.func.__self__, ProcessNode)
+    assert isinstance(manifest.func, ManifestNode)
+    assert isinstance(download.func, DownloadNode)
+    assert isinstance(process.func, ProcessNode)
+    # Kedro's log lines name each node's function as before.
+    assert str(download).startswith("download: download([toy.manifest;")
     assert manifest.inputs == ["toy.raw_dir", "parameters"]
     assert manifest.outputs == ["toy.manifest"]
     assert download.inputs == [

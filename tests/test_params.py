@@ -127,4 +127,4 @@ def test_an_unknown_run_option_names_the_valid_ones():
     with pytest.raises(ValueError, match="Unknown run option") as error:
         RunSettings.from_parameters({"brainsets": {"n_job": 2}})
     assert "brainsets.n_job" in str(error.value)
-    assert "n_jobs, backend" in str(error.value)
+    assert "n_jobs, download_jobs, backend" in str(error.value)

@@ -309,14 +309,14 @@ def test_a_forwarded_ctrl_c_still_saves_the_report(project):
 
 SIGNALS_TWICE = """
 import os, signal, time
-from brainsets_kedro import runner
+from brainsets_kedro.execution import interrupts
 
-runner.SIGNAL_GRACE = 0.3
-with runner.signals_interrupt():
+interrupts.SIGNAL_GRACE = 0.3
+with interrupts.signals_interrupt():
     try:
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(10)
-    except runner.RunInterrupted:
+    except interrupts.RunInterrupted:
         print("interrupted", flush=True)
     os.kill(os.getpid(), signal.SIGINT)  # within the grace period: the same request
     time.sleep(0.5)

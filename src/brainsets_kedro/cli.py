@@ -39,8 +39,10 @@ def _run(**kwargs: Any) -> object:
     try:
         return _run_command(kwargs)
     except KeyboardInterrupt as interrupt:  # Ctrl-C before or while assets ran
-        runner = sys.modules.get("brainsets_kedro.runner")  # not loaded: not its
-        if runner and isinstance(interrupt, runner.RunInterrupted):  # reports saved
+        interrupts = sys.modules.get("brainsets_kedro.execution.interrupts")
+        if interrupts and isinstance(
+            interrupt, interrupts.RunInterrupted
+        ):  # reports saved
             click.echo(
                 f"Interrupted ({interrupt}). The run reports mark the unfinished "
                 f"assets INTERRUPTED; run the same command again to finish, or add "

@@ -58,7 +58,7 @@ def create_brainset_pipeline(pipeline_cls: type[BrainsetPipeline]) -> Pipeline:
     return Pipeline(
         [
             node(
-                manifest.get_manifest,
+                manifest,
                 inputs=manifest_inputs,
                 outputs=ds["manifest"],
                 name="manifest",
@@ -66,7 +66,7 @@ def create_brainset_pipeline(pipeline_cls: type[BrainsetPipeline]) -> Pipeline:
                 tags=[BRAINSET_TAG],
             ),
             node(
-                DownloadNode(pipeline_cls).download,
+                DownloadNode(pipeline_cls),
                 inputs={"manifest": ds["manifest"], **asset_inputs},
                 outputs=ds["downloads"],
                 name="download",
@@ -74,7 +74,7 @@ def create_brainset_pipeline(pipeline_cls: type[BrainsetPipeline]) -> Pipeline:
                 tags=[BRAINSET_TAG],
             ),
             node(
-                ProcessNode(pipeline_cls).process,
+                ProcessNode(pipeline_cls),
                 inputs={"downloads": ds["downloads"], **asset_inputs},
                 outputs=ds["run_report"],
                 name="process",

@@ -28,9 +28,7 @@ def brainset_node(node: Node) -> Any:
     """The BrainsetNode (manifest, download, process) behind ``node``, else None."""
     from brainsets_kedro.nodes import BrainsetNode  # noqa: PLC0415
 
-    owner = getattr(node.func, "__self__", None)
-    owner = getattr(owner, "node", owner)  # the runner's wrapper of the node
-    return owner if isinstance(owner, BrainsetNode) else None
+    return node.func if isinstance(node.func, BrainsetNode) else None
 
 
 class LockBrainsets:

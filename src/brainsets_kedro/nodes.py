@@ -14,9 +14,10 @@ import sys
 import traceback
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import pandas as pd
 
@@ -286,12 +287,48 @@ def _name_parameters(error: Exception, parser: Any, brainset_id: str) -> None:
         ) from error
 
 
+class AssetPool(Protocol):
+    """What prepares a brainset's assets in parallel, in place of the download and
+    process nodes' own loops: the project's runner sets one in :data:`ASSET_POOL`."""
+
+    def download(
+        self,
+        node: DownloadNode,
+        manifest: pd.DataFrame,
+        raw_dir: Path,
+        processed_dir: Path,
+        parameters: Mapping[str, Any],
+    ) -> Downloads: ...
+
+    def process(
+        self,
+        node: ProcessNode,
+        downloads: Mapping[Any, Any],
+        raw_dir: Path,
+        processed_dir: Path,
+        parameters: Mapping[str, Any],
+    ) -> pd.DataFrame: ...
+
+
+ASSET_POOL: ContextVar[AssetPool | None] = ContextVar("ASSET_POOL", default=None)
+"""The pool that the download and process nodes running in this thread hand their
+assets to; ``None`` (under any other runner): they loop over them."""
+
+
 class BrainsetNode:
-    """The node functions of one brainset, as bound methods of these objects (so the
-    runner can tell them apart and Kedro can read their type hints)."""
+    """A node function of one brainset, called by Kedro with the node's inputs. The
+    project's runner and hooks recognise a brainset's nodes by their function being
+    one of these (and Kedro reads the inputs from the signature of ``__call__``)."""
+
+    step = ""
+    """The name of the method ``__call__`` runs, which Kedro's log lines show."""
 
     def __init__(self, pipeline_cls: type[BrainsetPipeline]):
         self.pipeline_cls = pipeline_cls
+        self.__name__ = self.step  # what Kedro calls a node's function in its logs
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.brainset_id})"
 
     @property
     def brainset_id(self) -> str:
@@ -324,6 +361,8 @@ class BrainsetNode:
 
 class ManifestNode(BrainsetNode):
     """``<id>.manifest``: calls ``Pipeline.get_manifest`` and validates what it gives."""
+
+    step = "get_manifest"
 
     @property
     def takes_processed_dir(self) -> bool:
@@ -362,14 +401,18 @@ class ManifestNode(BrainsetNode):
         )
         return manifest
 
+    __call__ = get_manifest
+
 
 class DownloadNode(BrainsetNode):
     """``<id>.download``: downloads every selected asset, one after the other.
 
     Its output maps each asset id to ``(manifest row, AssetResult)``. The project's
     runner downloads and processes the assets in its own pool instead (see
-    :meth:`plan` and :mod:`brainsets_kedro.stages`).
+    :meth:`plan` and :mod:`brainsets_kedro.execution`).
     """
+
+    step = "download"
 
     def plan(
         self,
@@ -402,6 +445,9 @@ class DownloadNode(BrainsetNode):
         processed_dir: Path,
         parameters: Mapping[str, Any],
     ) -> Downloads:
+        pool = ASSET_POOL.get()
+        if pool is not None:
+            return pool.download(self, manifest, raw_dir, processed_dir, parameters)
         job, selected, selection, unmatched = self.plan(
             manifest, raw_dir, processed_dir, parameters
         )
@@ -418,9 +464,13 @@ class DownloadNode(BrainsetNode):
                 downloads[item.Index] = (portable_row(item), result)
         return downloads
 
+    __call__ = download
+
 
 class ProcessNode(BrainsetNode):
     """``<id>.process``: processes every downloaded asset, then reports the run."""
+
+    step = "process"
 
     def process(
         self,
@@ -429,6 +479,9 @@ class ProcessNode(BrainsetNode):
         processed_dir: Path,
         parameters: Mapping[str, Any],
     ) -> pd.DataFrame:
+        pool = ASSET_POOL.get()
+        if pool is not None:
+            return pool.process(self, downloads, raw_dir, processed_dir, parameters)
         job = self.job(raw_dir, processed_dir, parameters)
         results = [downloaded for _, downloaded in downloads.values()]
         if any(result.status not in FINAL for result in results):
@@ -446,6 +499,8 @@ class ProcessNode(BrainsetNode):
                         journal.record(result)
                     results.append(result)
         return self.finish(results, job)
+
+    __call__ = process
 
     def finish(self, results: Iterable[AssetResult], job: BrainsetJob) -> pd.DataFrame:
         """The run report of these results; raises :class:`AssetFailures` (carrying

@@ -9,16 +9,23 @@ burns 1 s of CPU, `kedro run` with n_jobs=2 and the defaults otherwise
 wait is hidden when downloads run beside the CPU-bound processes: target ratio
 <= 1.2x. Each run is a fresh process in a temporary copy of the project (see
 bench_runner.py).
+
+When brainsets and Ray are installed, the same two cases also run through brainsets'
+own Ray runner (``python -m brainsets.runner ... --cores 2``), whose workers download
+then process each asset: the wait is not hidden there.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import tempfile
 from pathlib import Path
 
-from bench_runner import make_project, medians
+from bench_runner import TRIVIAL, make_project, medians
+
+ARGS = ["--n-assets=16", "--cpu-seconds=1"]
 
 
 def command(download_seconds: float, runner_params: str) -> list[str]:
@@ -34,25 +41,58 @@ def command(download_seconds: float, runner_params: str) -> list[str]:
     ]
 
 
+def upstream_command(project: Path, download_seconds: float) -> list[str]:
+    """The same assets through brainsets' Ray runner: the benchmark brainset with
+    brainsets' own base class."""
+    pipeline = project / "upstream_trivial.py"
+    text = TRIVIAL.read_text().replace(
+        "from brainsets_kedro import BrainsetPipeline",
+        "from brainsets.pipeline import BrainsetPipeline",
+    )
+    pipeline.write_text(text)
+    return [
+        sys.executable,
+        "-m",
+        "brainsets.runner",
+        str(pipeline),
+        f"--raw-dir={project / 'upstream' / 'raw'}",
+        f"--processed-dir={project / 'upstream' / 'processed'}",
+        "--cores=2",
+        *ARGS,
+        f"--download-seconds={download_seconds}",
+    ]
+
+
+def has_upstream_runner() -> bool:
+    return all(importlib.util.find_spec(name) for name in ("brainsets", "ray"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=1)
     rounds = parser.parse_args().rounds
     with tempfile.TemporaryDirectory() as root:
         project = make_project(Path(root))
-        walls = medians(
-            project,
-            {
-                "wait": command(1.0, "n_jobs=2"),
-                "no wait": command(0.0, "n_jobs=2"),
-            },
-            rounds,
-        )
+        commands = {
+            "wait": command(1.0, "n_jobs=2"),
+            "no wait": command(0.0, "n_jobs=2"),
+        }
+        if has_upstream_runner():
+            commands["upstream wait"] = upstream_command(project, 1.0)
+            commands["upstream no wait"] = upstream_command(project, 0.0)
+        walls = medians(project, commands, rounds)
     ratio = walls["wait"] / walls["no wait"]
     print(f"\n## 16 assets, 1 s CPU in process, n_jobs=2 (median of {rounds})")
-    print(f"1 s wait in download   {walls['wait']:.2f} s")
-    print(f"no wait                {walls['no wait']:.2f} s")
-    print(f"ratio                  {ratio:.2f}x (target <= 1.2x)")
+    print(f"kedro run, 1 s wait in download   {walls['wait']:.2f} s")
+    print(f"kedro run, no wait                {walls['no wait']:.2f} s")
+    print(f"ratio                             {ratio:.2f}x (target <= 1.2x)")
+    if "upstream wait" in walls:
+        upstream = walls["upstream wait"] / walls["upstream no wait"]
+        print(f"brainsets' Ray runner, 1 s wait   {walls['upstream wait']:.2f} s")
+        print(f"brainsets' Ray runner, no wait    {walls['upstream no wait']:.2f} s")
+        print(f"ratio                             {upstream:.2f}x")
+    else:
+        print("(brainsets' Ray runner: not installed, pip install brainsets ray)")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ recognises these nodes and fans the same per-asset work out to parallel workers.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import sys
@@ -321,11 +322,12 @@ class BrainsetNode:
     one of these (and Kedro reads the inputs from the signature of ``__call__``)."""
 
     step = ""
-    """The name of the method ``__call__`` runs, which Kedro's log lines show."""
+    """The name of the method that ``__call__`` is."""
 
     def __init__(self, pipeline_cls: type[BrainsetPipeline]):
         self.pipeline_cls = pipeline_cls
-        self.__name__ = self.step  # what Kedro calls a node's function in its logs
+        # Seen by Kedro (its log lines, its type hints of inputs) as that method.
+        functools.update_wrapper(self, getattr(self, self.step))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.brainset_id})"

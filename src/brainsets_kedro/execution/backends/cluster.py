@@ -62,7 +62,7 @@ class Cluster:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def statushost_of(self, status_host: str) -> str:
+    def status_host(self, status_host: str) -> str:
         """Where workers send statuses: ``status_host``; when that is a loopback
         address (the default) but some workers run on other hosts, this machine's
         address on the route to them."""

@@ -16,6 +16,7 @@ import pytest
 from kedro.io import DataCatalog
 
 from brainsets_kedro.execution.backends import cluster as driver_side
+from brainsets_kedro.execution.backends import resolve
 from brainsets_kedro.run_settings import RunSettings
 from brainsets_kedro.runner import BrainsetRunner
 from tests.conftest import add_brainset, copy_project, kedro, start_kedro
@@ -288,7 +289,7 @@ def test_bad_cluster_settings(settings, message):
 def test_a_missing_cluster_package_names_the_extra(monkeypatch, backend, module):
     monkeypatch.setitem(sys.modules, module, None)  # as if not installed
     with pytest.raises(ValueError, match=rf'pip install -e "\.\[{backend}\]"'):
-        RunSettings(backend=backend).resolved()
+        resolve(RunSettings(backend=backend))
 
 
 def test_address_is_a_runner_option():

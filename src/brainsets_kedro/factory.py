@@ -19,12 +19,7 @@ from kedro.pipeline import Pipeline, node
 
 from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.card import DescribeNode
-from brainsets_kedro.nodes import DownloadNode, ManifestNode, ProcessNode
-
-BRAINSET_TAG = "brainset"
-"""The tag of every node of a brainset pipeline: by it the project's runner knows the
-nodes whose failures stay within their brainset (``kedro run --tags=brainset`` runs
-just the brainsets)."""
+from brainsets_kedro.nodes import BRAINSET_TAG, DownloadNode, ManifestNode, ProcessNode
 
 
 def dataset_names(brainset_id: str) -> dict[str, str]:

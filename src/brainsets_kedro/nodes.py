@@ -48,6 +48,11 @@ logger = logging.getLogger(__name__)
 
 FINAL = (DONE, FAILED, INTERRUPTED)
 
+BRAINSET_TAG = "brainset"
+"""The tag of every node of a brainset pipeline: by it the project's runner knows the
+nodes whose failures stay within their brainset (``kedro run --tags=brainset`` runs
+just the brainsets)."""
+
 REPORT_COLUMNS = [
     "status",
     "start",

@@ -14,15 +14,12 @@ settings to start its workers before it loads the rest.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from brainsets_kedro.errors import UsageError
 from brainsets_kedro.params import parameter_block
-
-logger = logging.getLogger(__name__)
 
 LOG_MAX_BYTES = 10_000_000
 """The default cap of an asset's ``.out`` and ``.err`` logs, in bytes."""
@@ -124,48 +121,6 @@ class RunSettings:
             ),
             check_disk_space=_value(options, "check_disk_space", bool, True),
         )
-
-    def resolved(self) -> RunSettings:
-        """The settings a run runs with, checked before any work: ``n_jobs`` and
-        ``download_jobs`` resolved, the cluster backend (if any) imported.
-
-        Returns:
-            A copy with ``n_jobs`` and ``download_jobs`` set.
-
-        Raises:
-            UsageError: The backend's package is not installed (naming the extra).
-        """
-        import joblib  # noqa: PLC0415 (see the module's docstring)
-
-        from brainsets_kedro.execution.backends import import_backend  # noqa: PLC0415
-
-        settings = self
-        if settings.n_jobs is None:
-            settings = dataclasses.replace(
-                settings, n_jobs=-1 if settings.on_cluster else joblib.cpu_count()
-            )
-        if settings.download_jobs is None:
-            workers = settings.n_jobs if settings.n_jobs > 0 else joblib.cpu_count()
-            settings = dataclasses.replace(
-                settings, download_jobs=max(DOWNLOAD_JOBS, 2 * workers)
-            )
-        if settings.on_cluster:
-            try:
-                import_backend(settings.backend, local=not settings.address)
-            except ImportError as error:
-                raise UsageError(
-                    f"backend={settings.backend} needs {error.name or settings.backend}"
-                    f", which is not installed: pip install -e "
-                    f'".[{CLUSTER_BACKENDS[settings.backend]}]"'
-                ) from error
-        if settings.address and not settings.on_cluster:
-            logger.warning(
-                "brainsets.address (%s) is ignored: the %s backend runs on this "
-                "machine. Set brainsets.backend to dask or ray to use a cluster.",
-                settings.address,
-                settings.backend,
-            )
-        return settings
 
     @property
     def on_cluster(self) -> bool:

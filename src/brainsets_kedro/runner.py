@@ -28,13 +28,14 @@ from typing import TYPE_CHECKING
 from kedro.runner import SequentialRunner, Task
 
 from brainsets_kedro.errors import UserError
+from brainsets_kedro.execution.backends import resolve
 from brainsets_kedro.execution.interrupts import (
     RunInterrupted,
 )
 from brainsets_kedro.execution.pool import BrainsetAssets, SharedAssetPool
-from brainsets_kedro.factory import BRAINSET_TAG
 from brainsets_kedro.nodes import (
     ASSET_POOL,
+    BRAINSET_TAG,
     AssetFailures,
     DownloadNode,
     ProcessNode,
@@ -110,7 +111,7 @@ class BrainsetRunner(SequentialRunner):
     def _settings(self, catalog: CatalogProtocol) -> RunSettings:
         """The run settings; with no ``parameters`` in the catalog, the defaults."""
         parameters = catalog.load("parameters") if "parameters" in catalog else {}
-        return RunSettings.from_parameters(parameters, self._runner_params).resolved()
+        return resolve(RunSettings.from_parameters(parameters, self._runner_params))
 
     def _run(
         self,

@@ -5,12 +5,21 @@ The code that runs on the workers is apart, in :mod:`.workers`."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 from typing import TYPE_CHECKING
+
+import joblib
+
+from brainsets_kedro.errors import UsageError
+from brainsets_kedro.run_settings import CLUSTER_BACKENDS, DOWNLOAD_JOBS
 
 if TYPE_CHECKING:
     from brainsets_kedro.execution.backends.cluster import Cluster
     from brainsets_kedro.run_settings import RunSettings
+
+logger = logging.getLogger(__name__)
 
 
 RAY_ON_LOOPBACK = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -66,3 +75,41 @@ def connect(settings: RunSettings, run_id: str, modules: set[str]) -> Cluster:
     from brainsets_kedro.execution.backends.ray_cluster import RayCluster  # noqa: PLC0415
 
     return RayCluster(settings, run_id, modules)
+
+
+def resolve(settings: RunSettings) -> RunSettings:
+    """The settings a run runs with, checked before any work: ``n_jobs`` and
+    ``download_jobs`` resolved, the cluster backend (if any) imported.
+
+    Returns:
+        A copy with ``n_jobs`` and ``download_jobs`` set.
+
+    Raises:
+        UsageError: The backend's package is not installed (naming the extra).
+    """
+    if settings.n_jobs is None:
+        settings = dataclasses.replace(
+            settings, n_jobs=-1 if settings.on_cluster else joblib.cpu_count()
+        )
+    if settings.download_jobs is None:
+        workers = settings.n_jobs if settings.n_jobs > 0 else joblib.cpu_count()
+        settings = dataclasses.replace(
+            settings, download_jobs=max(DOWNLOAD_JOBS, 2 * workers)
+        )
+    if settings.on_cluster:
+        try:
+            import_backend(settings.backend, local=not settings.address)
+        except ImportError as error:
+            raise UsageError(
+                f"backend={settings.backend} needs {error.name or settings.backend}"
+                f", which is not installed: pip install -e "
+                f'".[{CLUSTER_BACKENDS[settings.backend]}]"'
+            ) from error
+    if settings.address and not settings.on_cluster:
+        logger.warning(
+            "brainsets.address (%s) is ignored: the %s backend runs on this "
+            "machine. Set brainsets.backend to dask or ray to use a cluster.",
+            settings.address,
+            settings.backend,
+        )
+    return settings

@@ -29,9 +29,7 @@ from kedro.runner import SequentialRunner, Task
 
 from brainsets_kedro.errors import UserError
 from brainsets_kedro.execution.backends import resolve
-from brainsets_kedro.execution.interrupts import (
-    RunInterrupted,
-)
+from brainsets_kedro.execution.interrupts import RunInterrupted
 from brainsets_kedro.execution.pool import BrainsetAssets, SharedAssetPool
 from brainsets_kedro.nodes import (
     ASSET_POOL,
@@ -81,7 +79,21 @@ class RunFailures(RuntimeError):
 
 
 class BrainsetRunner(SequentialRunner):
-    """Runs brainset assets in parallel with joblib; everything else as Kedro does."""
+    """Runs brainset assets in parallel with joblib; everything else as Kedro's
+    ``SequentialRunner`` does.
+
+    Each argument, when given, wins over the same ``brainsets:`` option of ``conf/``
+    (``kedro run --runner-params="n_jobs=8,backend=threading"`` passes them).
+
+    Args:
+        n_jobs: Workers that process assets; ``None``: one per CPU core.
+        backend: joblib's backend: ``loky``, ``threading``, ``multiprocessing``,
+            ``dask`` or ``ray``.
+        status_host: The address of this machine that workers send statuses to.
+        address: With ``dask``/``ray``, the cluster's scheduler.
+        is_async: Load and save node inputs and outputs in threads, as Kedro's.
+        download_jobs: Downloads at once; ``None``: twice ``n_jobs``, at least 8.
+    """
 
     def __init__(
         self,

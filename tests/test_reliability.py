@@ -18,7 +18,7 @@ from brainsets_kedro.factory import create_brainset_pipeline
 from brainsets_kedro.nodes import AssetFailures
 from brainsets_kedro.runner import BrainsetRunner
 from tests.brainsets.toy import Pipeline as Toy
-from tests.conftest import add_brainset, kedro, start_kedro
+from tests.conftest import add_brainset, kedro, kedro_in_process, start_kedro
 
 
 def _run(tmp_path, params, brainsets, runner=None):
@@ -263,7 +263,9 @@ def test_interrupt_stops_workers_and_marks_the_report(project, signum, code):
     assert not list((project / "data" / "02_processed" / "toy").glob("*.txt"))
 
     # The same command again finishes the work.
-    again = kedro(project, "run", "--pipeline=toy", "--params=toy.n_assets=8")
+    again = kedro_in_process(
+        project, "run", "--pipeline=toy", "--params=toy.n_assets=8"
+    )
     assert again.returncode == 0, again.stderr
     assert len(list((project / "data" / "02_processed" / "toy").glob("*.txt"))) == 8
 
@@ -388,7 +390,7 @@ def test_a_second_run_of_the_same_brainset_refuses_at_once(project):
     logs = project / "data" / "02_processed" / "toy" / "pipeline_logs"
     _wait_for(lambda: list(logs.glob("*.out")))
     started = time.monotonic()
-    second = kedro(project, "run", "--pipeline=toy")
+    second = kedro_in_process(project, "run", "--pipeline=toy")
     assert time.monotonic() - started < 20
     assert second.returncode != 0
     message = second.stdout + second.stderr
@@ -396,13 +398,14 @@ def test_a_second_run_of_the_same_brainset_refuses_at_once(project):
     assert f"pid {first.pid} " in message
     output, _ = first.communicate(timeout=60)
     assert first.returncode == 0, output
-    assert kedro(project, "run", "--pipeline=toy").returncode == 0  # lock released
+    released = kedro_in_process(project, "run", "--pipeline=toy")
+    assert released.returncode == 0, released.stdout + released.stderr
 
 
 @pytest.mark.parametrize("runner", [[], ["--runner=SequentialRunner"]])
 def test_only_failed_reruns_what_failed_or_was_interrupted(project, runner):
     add_brainset(project, "toy", "toy")
-    first = kedro(
+    first = kedro_in_process(
         project,
         "run",
         "--pipeline=toy",
@@ -414,7 +417,7 @@ def test_only_failed_reruns_what_failed_or_was_interrupted(project, runner):
     before = {p.name: p.stat().st_mtime_ns for p in processed.glob("*.json")}
     assert sorted(before) == ["a_00.json", "a_02.json", "a_04.json"]
 
-    again = kedro(
+    again = kedro_in_process(
         project,
         "run",
         "--pipeline=toy",
@@ -442,6 +445,8 @@ def test_only_failed_reruns_what_failed_or_was_interrupted(project, runner):
 
 def test_only_failed_needs_a_run_report(project):
     add_brainset(project, "toy", "toy")
-    result = kedro(project, "run", "--pipeline=toy", "--params=brainsets.only=failed")
+    result = kedro_in_process(
+        project, "run", "--pipeline=toy", "--params=brainsets.only=failed"
+    )
     assert result.returncode != 0
     assert "brainset 'toy' has no run report yet" in result.stdout + result.stderr

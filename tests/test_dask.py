@@ -18,7 +18,13 @@ from kedro.io import DataCatalog
 from brainsets_kedro import runner
 from brainsets_kedro.run_settings import RunSettings
 from brainsets_kedro.runner import BrainsetRunner, validate_settings
-from tests.conftest import add_brainset, copy_project, kedro, start_kedro
+from tests.conftest import (
+    add_brainset,
+    copy_project,
+    kedro,
+    kedro_in_process,
+    start_kedro,
+)
 
 distributed = pytest.importorskip("distributed")
 
@@ -131,7 +137,7 @@ def _report(project):
 def test_a_brainset_on_a_dask_cluster(project, cluster):
     # backend: dask comes from the shipped conf/dask environment; the address of
     # this test's scheduler from --runner-params.
-    result = kedro(
+    result = kedro_in_process(
         project,
         "run",
         "--env=dask",
@@ -171,7 +177,7 @@ def test_a_brainset_on_a_dask_cluster(project, cluster):
 
 
 def test_a_worker_that_dies_fails_its_asset_only(project, cluster):
-    result = kedro(
+    result = kedro_in_process(
         project,
         "run",
         "--pipelines=toy",
@@ -229,6 +235,8 @@ def test_a_worker_that_cannot_import_the_brainset(tmp_path):
     # brainsets_kedro, which has no brainset 'toy'.
     cluster = Cluster(tmp_path / "cluster", str(project / "src"), "")
     try:
+        # In a process of its own: the message names where the driver imported
+        # brainsets_kedro from, the copy only there.
         result = kedro(
             project,
             "run",
@@ -251,7 +259,7 @@ def test_a_worker_that_cannot_import_the_brainset(tmp_path):
 
 
 def test_without_an_address_a_local_cluster(project):
-    result = kedro(
+    result = kedro_in_process(
         project,
         "run",
         "--pipelines=toy",

@@ -13,12 +13,13 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import traceback
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from subprocess import Popen
-from typing import Any
+from typing import IO, Any
 
 import pytest
 import yaml
@@ -120,19 +121,25 @@ def kedro_in_process(project: Path, *args: str) -> subprocess.CompletedProcess:
 
     out, err = io.StringIO(), io.StringIO()
     code: Any = 0
-    with (
-        _in_project(project),
-        contextlib.redirect_stdout(out),
-        contextlib.redirect_stderr(err),
-        _project_logging(project),
-    ):
-        try:
-            KedroCLI(project_path=project).main(args=list(args), prog_name="kedro")
-        except SystemExit as exit_:
-            code = exit_.code
-        except Exception:  # as Python shows an uncaught error, and exits with 1
-            traceback.print_exc()
-            code = 1
+    with tempfile.TemporaryFile() as below:
+        with (
+            _fd_output(below),
+            _in_project(project),
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+            _project_logging(project),
+        ):
+            try:
+                KedroCLI(project_path=project).main(args=list(args), prog_name="kedro")
+            except SystemExit as exit_:
+                code = exit_.code
+            except Exception:  # as Python shows an uncaught error, and exits with 1
+                traceback.print_exc()
+                code = 1
+        below.seek(0)
+        # What was written below sys.stdout and sys.stderr (the workers' own output
+        # included), as the kedro process's output would hold it.
+        err.write(below.read().decode(errors="replace"))
     if code is None:
         code = 0
     elif not isinstance(code, int):  # sys.exit("message")
@@ -141,6 +148,23 @@ def kedro_in_process(project: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(
         ["kedro", *args], code, out.getvalue(), err.getvalue()
     )
+
+
+@contextlib.contextmanager
+def _fd_output(file: IO[bytes]) -> Iterator[None]:
+    """File descriptors 1 and 2 (inherited by the processes started meanwhile)
+    write to ``file``; then as they were."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    os.dup2(file.fileno(), 1)
+    os.dup2(file.fileno(), 2)
+    try:
+        yield
+    finally:
+        for fd, copy in zip((1, 2), saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 PIPELINES = "brainsets_kedro.pipelines"

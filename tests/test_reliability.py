@@ -18,7 +18,7 @@ from brainsets_kedro.factory import create_brainset_pipeline
 from brainsets_kedro.nodes import AssetFailures
 from brainsets_kedro.runner import BrainsetRunner
 from tests.brainsets.toy import Pipeline as Toy
-from tests.conftest import add_brainset, kedro, kedro_in_process, start_kedro
+from tests.conftest import add_brainset, kedro_in_process, start_kedro
 
 
 def _run(tmp_path, params, brainsets, runner=None):
@@ -148,7 +148,7 @@ def test_fd_output_goes_to_the_asset_logs(project):
     asset that wrote them, not on the console."""
     add_brainset(project, "toy", "toy")
     params = "toy.n_assets=4,toy.fd_output=true"
-    result = kedro(
+    result = kedro_in_process(
         project,
         "run",
         "--pipeline=toy",

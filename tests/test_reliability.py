@@ -385,7 +385,7 @@ def test_workers_exit_when_the_driver_is_killed(project):
 def test_a_second_run_of_the_same_brainset_refuses_at_once(project):
     add_brainset(project, "toy", "toy")
     first = start_kedro(
-        project, "run", "--pipeline=toy", "--params=toy.n_assets=4,toy.sleep=2"
+        project, "run", "--pipeline=toy", "--params=toy.n_assets=2,toy.sleep=2"
     )
     logs = project / "data" / "02_processed" / "toy" / "pipeline_logs"
     _wait_for(lambda: list(logs.glob("*.out")))

@@ -1,16 +1,28 @@
-"""Shared fixtures: a temporary copy of the project and `kedro` run in it."""
+"""Shared fixtures: a temporary copy of the project and `kedro` run in it, in a
+process of its own (:func:`kedro`, :func:`start_kedro`) or in this one
+(:func:`kedro_in_process`)."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import importlib.util
+import io
+import logging
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import traceback
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from subprocess import Popen
-from typing import Any
+from typing import IO, Any
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_BRAINSETS = Path(__file__).resolve().parent / "brainsets"
@@ -88,3 +100,178 @@ def start_kedro(project: Path, *args: str, output: Any = subprocess.PIPE) -> Pop
         text=True,
         start_new_session=True,
     )
+
+
+def kedro_in_process(project: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run the kedro CLI in ``project`` as :func:`kedro` does, in this process:
+    Kedro's own entry point (the project's ``kedro run`` builds a ``KedroSession``
+    and runs it), with the project's logging configuration, working directory and
+    modules, and its output captured. No new Python to start: about a second less
+    per command. For what only a process of its own shows (signals, process death,
+    the exit of the process itself), use :func:`kedro` or :func:`start_kedro`.
+
+    Args:
+        project: A copy of the project (see :func:`copy_project`).
+        *args: The command and its options, as for ``kedro``.
+
+    Returns:
+        The command's exit code and what it printed (log lines included).
+    """
+    from kedro.framework.cli.cli import KedroCLI  # noqa: PLC0415
+
+    out, err = io.StringIO(), io.StringIO()
+    code: Any = 0
+    with tempfile.TemporaryFile() as below:
+        with (
+            _fd_output(below),
+            _in_project(project),
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+            _project_logging(project),
+        ):
+            try:
+                KedroCLI(project_path=project).main(args=list(args), prog_name="kedro")
+            except SystemExit as exit_:
+                code = exit_.code
+            except Exception:  # as Python shows an uncaught error, and exits with 1
+                traceback.print_exc()
+                code = 1
+        below.seek(0)
+        # What was written below sys.stdout and sys.stderr (the workers' own output
+        # included), as the kedro process's output would hold it.
+        err.write(below.read().decode(errors="replace"))
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):  # sys.exit("message")
+        err.write(f"{code}\n")
+        code = 1
+    return subprocess.CompletedProcess(
+        ["kedro", *args], code, out.getvalue(), err.getvalue()
+    )
+
+
+@contextlib.contextmanager
+def _fd_output(file: IO[bytes]) -> Iterator[None]:
+    """File descriptors 1 and 2 (inherited by the processes started meanwhile)
+    write to ``file``; then as they were."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    os.dup2(file.fileno(), 1)
+    os.dup2(file.fileno(), 2)
+    try:
+        yield
+    finally:
+        for fd, copy in zip((1, 2), saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+PIPELINES = "brainsets_kedro.pipelines"
+
+
+@contextlib.contextmanager
+def _in_project(project: Path) -> Iterator[None]:
+    """This process as the ``kedro`` process in ``project`` would be: its working
+    directory, environment, and the brainsets of *its* ``pipelines/`` folder, with
+    no worker left from another project. Everything is restored afterwards."""
+    import brainsets_kedro  # noqa: PLC0415
+
+    saved_package = importlib.import_module(PIPELINES)
+    saved_sys_path, saved_cwd = sys.path[:], os.getcwd()
+    saved_env = {name: os.environ.get(name) for name in _env_changes(project)}
+    _stop_loky_workers()
+    _forget_project_modules(project)
+    # The package's other modules are the project's already (copy_project copied
+    # them); its pipelines are the copy's. Workers (started with this sys.path)
+    # import all of it from the copy, as those of the kedro process do.
+    folder = project / "src" / "brainsets_kedro" / "pipelines"
+    spec = importlib.util.spec_from_file_location(
+        PIPELINES, folder / "__init__.py", submodule_search_locations=[str(folder)]
+    )
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[PIPELINES] = brainsets_kedro.pipelines = package
+    spec.loader.exec_module(package)
+    sys.path.insert(0, str(project / "src"))
+    os.environ.update(_env_changes(project))
+    os.chdir(project)
+    importlib.invalidate_caches()
+    try:
+        yield
+    finally:
+        os.chdir(saved_cwd)
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        sys.path[:] = saved_sys_path
+        _stop_loky_workers()
+        _forget_project_modules(project)
+        sys.modules[PIPELINES] = brainsets_kedro.pipelines = saved_package
+
+
+def _env_changes(project: Path) -> dict[str, str]:
+    env = _kedro_env(project)
+    return {name: env[name] for name in ("PYTHONPATH", "COLUMNS", "NO_COLOR")}
+
+
+def _forget_project_modules(project: Path) -> None:
+    """Drop the modules of a project's brainsets (and anything imported from its
+    folder) so that the next import finds those of the next project."""
+    for name, module in list(sys.modules.items()):
+        origin = getattr(module, "__file__", None) or ""
+        if name.startswith(PIPELINES + ".") or origin.startswith(f"{project}{os.sep}"):
+            del sys.modules[name]
+
+
+def _stop_loky_workers() -> None:
+    """Stop joblib's reusable loky workers: they hold the modules of the project
+    they were started for."""
+    from joblib.externals.loky import reusable_executor  # noqa: PLC0415
+
+    executor = reusable_executor._executor
+    if executor is not None:
+        executor.shutdown(wait=True, kill_workers=True)
+
+
+@contextlib.contextmanager
+def _project_logging(project: Path) -> Iterator[None]:
+    """Logging as ``kedro`` sets it up in ``project`` (``conf/logging.yml``, console
+    handlers fitted by settings.py) on the current stdout; then as it was."""
+    from kedro.framework.project import LOGGING  # noqa: PLC0415
+
+    from brainsets_kedro.logs import setup_console  # noqa: PLC0415
+
+    manager = logging.Logger.manager
+    loggers = [logging.getLogger()] + [
+        logger
+        for logger in manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    ]
+    saved = [
+        (lg, lg.handlers[:], lg.level, lg.propagate, lg.disabled) for lg in loggers
+    ]
+    saved_data, showwarning = dict(LOGGING.data), warnings.showwarning
+    LOGGING.configure(yaml.safe_load((project / "conf" / "logging.yml").read_text()))
+    setup_console(terminal=False)
+    try:
+        yield
+    finally:
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        kept = {id(handler) for _, handlers, *_ in saved for handler in handlers}
+        for logger in list(manager.loggerDict.values()) + [logging.getLogger()]:
+            if isinstance(logger, logging.Logger):
+                for handler in logger.handlers:
+                    if id(handler) not in kept:
+                        handler.close()
+                # A logger made during the run: as logging.getLogger() makes it.
+                logger.handlers, logger.level = [], logging.NOTSET
+                logger.propagate, logger.disabled = True, False
+        for logger, handlers, level, propagate, disabled in saved:
+            logger.handlers, logger.level = handlers, level
+            logger.propagate, logger.disabled = propagate, disabled
+        LOGGING.data = saved_data
+        logging.captureWarnings(False)
+        warnings.showwarning = showwarning

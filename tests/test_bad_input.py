@@ -4,7 +4,7 @@ their exit codes, are checked together in test_output.py.)"""
 
 import pytest
 
-from tests.conftest import TEST_BRAINSETS, add_brainset, kedro
+from tests.conftest import TEST_BRAINSETS, add_brainset, kedro_in_process
 
 
 def _output(result):
@@ -14,7 +14,7 @@ def _output(result):
 def test_bad_yaml_names_the_file_and_line(project):
     add_brainset(project, "toy", "toy")
     (project / "conf" / "base" / "parameters_toy.yml").write_text("toy:\n  n: [1\n")
-    result = kedro(project, "run", "--pipeline=toy")
+    result = kedro_in_process(project, "run", "--pipeline=toy")
     assert result.returncode == 2
     assert "Invalid YAML or JSON file" in _output(result)
     assert "parameters_toy.yml" in _output(result)
@@ -24,7 +24,7 @@ def test_bad_yaml_names_the_file_and_line(project):
 def test_pipeline_without_brainset_id_names_the_file(project):
     source = (TEST_BRAINSETS / "toy.py").read_text()
     add_brainset(project, source.replace('brainset_id = "toy"', ""), "toy")
-    result = kedro(project, "run", "--pipeline=toy")
+    result = kedro_in_process(project, "run", "--pipeline=toy")
     assert result.returncode == 1
     assert (
         "src/brainsets_kedro/pipelines/toy/pipeline.py: class Pipeline has no "
@@ -43,7 +43,7 @@ def test_unsafe_asset_ids_write_nothing(project, bad_id):
         ),
         "toy",
     )
-    result = kedro(project, "run", "--pipeline=toy")
+    result = kedro_in_process(project, "run", "--pipeline=toy")
     assert result.returncode == 1
     assert "name a log file" in _output(result)
     assert repr(bad_id) in _output(result)

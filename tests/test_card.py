@@ -36,7 +36,7 @@ from brainsets_kedro.sizes import (
     manifest_sizes,
 )
 from tests.brainsets.sized import Pipeline as Sized
-from tests.conftest import REPO, add_brainset, kedro
+from tests.conftest import REPO, add_brainset, kedro_in_process
 
 
 class SessionData(Data):
@@ -243,7 +243,7 @@ def test_an_unreadable_file_is_a_row_with_its_error(tmp_path):
 
 def test_kedro_run_then_brainset_list(project):
     add_brainset(project, "sized", "sized")
-    result = kedro(
+    result = kedro_in_process(
         project,
         "run",
         "--pipeline=sized",
@@ -258,7 +258,7 @@ def test_kedro_run_then_brainset_list(project):
     card = pd.read_parquet(project / "data" / "08_reporting" / "sized" / "card.parquet")
     assert list(card.index) == ["s_00", "s_01"]
 
-    listed = kedro(project, "brainset", "list")
+    listed = kedro_in_process(project, "brainset", "list")
     assert listed.returncode == 0, listed.stderr
     rows = {line.split()[0]: line.split() for line in listed.stdout.splitlines()}
     size = format_bytes(card["size_bytes"].sum()).split()
@@ -303,7 +303,7 @@ def test_readme_downstream_pipeline_consumes_the_processed_sessions(project):
     (project / "conf" / "moved" / "globals.yml").write_text(
         f"processed_root: {moved}\n"
     )
-    result = kedro(
+    result = kedro_in_process(
         project,
         "run",
         "--pipelines=my_brainset,firing_rates",
@@ -398,7 +398,7 @@ def test_check_disk_space_false_skips_the_check(tmp_path):
 def test_kedro_run_on_a_too_small_disk_and_the_manifest_sizes(project):
     add_brainset(project, "sized", "sized")
     huge = 10**18  # an exabyte per asset
-    result = kedro(
+    result = kedro_in_process(
         project, "run", "--pipeline=sized", f"--params=sized.size_bytes={huge}"
     )
     output = result.stdout + result.stderr
@@ -410,7 +410,7 @@ def test_kedro_run_on_a_too_small_disk_and_the_manifest_sizes(project):
     assert "brainsets.check_disk_space=false" in output
     assert not list(raw.iterdir())
 
-    shown = kedro(project, "brainset", "manifest", "sized")
+    shown = kedro_in_process(project, "brainset", "manifest", "sized")
     assert shown.returncode == 0, shown.stderr
     # The manifest the run saved, with each asset's size and the total.
     assert re.search(rf"s_00\s+3\s+{huge}\n", shown.stdout), shown.stdout

@@ -19,7 +19,13 @@ from brainsets_kedro.execution.backends import cluster as driver_side
 from brainsets_kedro.execution.backends import resolve
 from brainsets_kedro.run_settings import RunSettings
 from brainsets_kedro.runner import BrainsetRunner
-from tests.conftest import add_brainset, copy_project, kedro, start_kedro
+from tests.conftest import (
+    add_brainset,
+    copy_project,
+    kedro,
+    kedro_in_process,
+    start_kedro,
+)
 
 distributed = pytest.importorskip("distributed")
 
@@ -132,7 +138,7 @@ def _report(project):
 def test_a_brainset_on_a_dask_cluster(project, cluster):
     # backend: dask comes from the shipped conf/dask environment; the address of
     # this test's scheduler from --runner-params.
-    result = kedro(
+    result = kedro_in_process(
         project,
         "run",
         "--env=dask",
@@ -172,7 +178,7 @@ def test_a_brainset_on_a_dask_cluster(project, cluster):
 
 
 def test_a_worker_that_dies_fails_its_asset_only(project, cluster):
-    result = kedro(
+    result = kedro_in_process(
         project,
         "run",
         "--pipelines=toy",
@@ -230,6 +236,8 @@ def test_a_worker_that_cannot_import_the_brainset(tmp_path):
     # brainsets_kedro, which has no brainset 'toy'.
     cluster = Cluster(tmp_path / "cluster", str(project / "src"), "")
     try:
+        # In a process of its own: the message names where the driver imported
+        # brainsets_kedro from, the copy only there.
         result = kedro(
             project,
             "run",
@@ -252,7 +260,7 @@ def test_a_worker_that_cannot_import_the_brainset(tmp_path):
 
 
 def test_without_an_address_a_local_cluster(project):
-    result = kedro(
+    result = kedro_in_process(
         project,
         "run",
         "--pipelines=toy",

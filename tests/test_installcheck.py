@@ -9,7 +9,7 @@ import pytest
 
 from brainsets_kedro.installcheck import advise_install
 from brainsets_kedro.upstream import RequirementCheck, install_advice
-from tests.conftest import TEST_BRAINSETS, add_brainset, kedro
+from tests.conftest import TEST_BRAINSETS, add_brainset, kedro_in_process
 
 KEDRO = f"kedro {importlib_metadata.version('kedro')}"
 CLICK = importlib_metadata.version("click")
@@ -103,7 +103,7 @@ def test_a_run_missing_packages_prints_the_relaxed_command(index, project):
     block = '# /// brainset-pipeline\n# dependencies = ["bk-tool==1.0"]\n# ///\n'
     toy = (TEST_BRAINSETS / "toy.py").read_text().replace('"toy"', '"needs_tool"')
     add_brainset(project, block + toy, "needs_tool")
-    result = kedro(project, "run", "--pipelines=needs_tool")
+    result = kedro_in_process(project, "run", "--pipelines=needs_tool")
     assert result.returncode == 1
     flat = " ".join((result.stdout + result.stderr).split())
     assert (

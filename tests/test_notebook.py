@@ -7,7 +7,7 @@ import shutil
 import nbformat
 from nbclient import NotebookClient
 
-from tests.conftest import REPO, kedro
+from tests.conftest import REPO, kedro_in_process
 
 NOTEBOOK = REPO / "notebooks" / "explore_my_brainset.ipynb"
 
@@ -21,7 +21,7 @@ def test_notebook_is_committed_without_outputs():
 
 
 def test_notebook_runs_after_a_run(project, monkeypatch):
-    result = kedro(
+    result = kedro_in_process(
         project, "run", "--pipeline=my_brainset", "--params=my_brainset.n_sessions=2"
     )
     assert result.returncode == 0, result.stdout + result.stderr

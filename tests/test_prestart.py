@@ -8,12 +8,12 @@ import pytest
 from kedro.framework.startup import bootstrap_project
 
 from brainsets_kedro.prestart import start_workers, wait_for_workers
-from tests.conftest import add_brainset, kedro
+from tests.conftest import add_brainset, kedro_in_process
 
 
 def test_workers_are_ready_before_the_manifest_is_made(project):
     add_brainset(project, "toy", "toy")
-    result = kedro(
+    result = kedro_in_process(
         project,
         "run",
         "--pipelines=toy",

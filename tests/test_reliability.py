@@ -18,7 +18,7 @@ from brainsets_kedro.factory import create_brainset_pipeline
 from brainsets_kedro.nodes import AssetFailures
 from brainsets_kedro.runner import BrainsetRunner
 from tests.brainsets.toy import Pipeline as Toy
-from tests.conftest import add_brainset, kedro, start_kedro
+from tests.conftest import add_brainset, kedro_in_process, start_kedro
 
 
 def _run(tmp_path, params, brainsets, runner=None):
@@ -160,7 +160,7 @@ def test_fd_output_goes_to_the_asset_logs(project):
     asset that wrote them, not on the console."""
     add_brainset(project, "toy", "toy")
     params = "toy.n_assets=4,toy.fd_output=true"
-    result = kedro(
+    result = kedro_in_process(
         project,
         "run",
         "--pipeline=toy",
@@ -283,7 +283,9 @@ def test_interrupt_stops_workers_and_marks_the_report(project, signum, code):
     assert not list((project / "data" / "02_processed" / "toy").glob("*.txt"))
 
     # The same command again finishes the work.
-    again = kedro(project, "run", "--pipeline=toy", "--params=toy.n_assets=8")
+    again = kedro_in_process(
+        project, "run", "--pipeline=toy", "--params=toy.n_assets=8"
+    )
     assert again.returncode == 0, again.stderr
     assert len(list((project / "data" / "02_processed" / "toy").glob("*.txt"))) == 8
 
@@ -403,12 +405,12 @@ def test_workers_exit_when_the_driver_is_killed(project):
 def test_a_second_run_of_the_same_brainset_refuses_at_once(project):
     add_brainset(project, "toy", "toy")
     first = start_kedro(
-        project, "run", "--pipeline=toy", "--params=toy.n_assets=4,toy.sleep=2"
+        project, "run", "--pipeline=toy", "--params=toy.n_assets=2,toy.sleep=2"
     )
     logs = project / "data" / "02_processed" / "toy" / "pipeline_logs"
     _wait_for(lambda: list(logs.glob("*.out")))
     started = time.monotonic()
-    second = kedro(project, "run", "--pipeline=toy")
+    second = kedro_in_process(project, "run", "--pipeline=toy")
     assert time.monotonic() - started < 20
     assert second.returncode != 0
     message = second.stdout + second.stderr
@@ -416,13 +418,14 @@ def test_a_second_run_of_the_same_brainset_refuses_at_once(project):
     assert f"pid {first.pid} " in message
     output, _ = first.communicate(timeout=60)
     assert first.returncode == 0, output
-    assert kedro(project, "run", "--pipeline=toy").returncode == 0  # lock released
+    released = kedro_in_process(project, "run", "--pipeline=toy")
+    assert released.returncode == 0, released.stdout + released.stderr
 
 
 @pytest.mark.parametrize("runner", [[], ["--runner=SequentialRunner"]])
 def test_only_failed_reruns_what_failed_or_was_interrupted(project, runner):
     add_brainset(project, "toy", "toy")
-    first = kedro(
+    first = kedro_in_process(
         project,
         "run",
         "--pipeline=toy",
@@ -434,7 +437,7 @@ def test_only_failed_reruns_what_failed_or_was_interrupted(project, runner):
     before = {p.name: p.stat().st_mtime_ns for p in processed.glob("*.json")}
     assert sorted(before) == ["a_00.json", "a_02.json", "a_04.json"]
 
-    again = kedro(
+    again = kedro_in_process(
         project,
         "run",
         "--pipeline=toy",
@@ -462,6 +465,8 @@ def test_only_failed_reruns_what_failed_or_was_interrupted(project, runner):
 
 def test_only_failed_needs_a_run_report(project):
     add_brainset(project, "toy", "toy")
-    result = kedro(project, "run", "--pipeline=toy", "--params=brainsets.only=failed")
+    result = kedro_in_process(
+        project, "run", "--pipeline=toy", "--params=brainsets.only=failed"
+    )
     assert result.returncode != 0
     assert "brainset 'toy' has no run report yet" in result.stdout + result.stderr

@@ -22,7 +22,7 @@ from brainsets_kedro.lock import BrainsetLocked, brainset_lock
 from brainsets_kedro.nodes import AssetFailures
 from brainsets_kedro.runner import BrainsetRunner
 from tests.brainsets.toy import Pipeline as Toy
-from tests.conftest import TEST_BRAINSETS, add_brainset, kedro, start_kedro
+from tests.conftest import TEST_BRAINSETS, add_brainset, kedro_in_process, start_kedro
 from tests.test_reliability import _wait_for
 
 
@@ -86,7 +86,7 @@ def test_a_second_run_is_refused_before_its_manifest(project, runner):
         # Two brainsets, one of them locked: refused before either computes a
         # manifest; and `kedro brainset manifest`, which would save one too.
         show = start_kedro(project, "brainset", "manifest", "slow", "--refresh")
-        second = kedro(
+        second = kedro_in_process(
             project,
             "run",
             "--pipelines=toy,slow",
@@ -146,10 +146,10 @@ def test_only_failed_after_a_killed_run_reruns_what_it_did_not_finish(
     )
     processed = project / "data" / "02_processed" / "toy"
     # A complete run: its report says every asset is DONE.
-    assert (
-        kedro(project, "run", "--pipeline=toy", "--params=toy.n_assets=6").returncode
-        == 0
+    complete = kedro_in_process(
+        project, "run", "--pipeline=toy", "--params=toy.n_assets=6"
     )
+    assert complete.returncode == 0, complete.stdout + complete.stderr
 
     # The same again, killed (SIGKILL: no report) with a_04 and a_05 still writing.
     run = start_kedro(
@@ -169,7 +169,7 @@ def test_only_failed_after_a_killed_run_reruns_what_it_did_not_finish(
     ]
     before = {p.name: p.stat().st_mtime_ns for p in processed.glob("*.txt")}
 
-    again = kedro(
+    again = kedro_in_process(
         project,
         "run",
         "--pipeline=toy",

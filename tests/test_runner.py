@@ -29,7 +29,7 @@ from brainsets_kedro.nodes import REPORT_COLUMNS, AssetFailures
 from brainsets_kedro.runner import BrainsetRunner
 from brainsets_kedro.status import StatusBoard, StatusChannel
 from tests.brainsets.toy import Pipeline as Toy
-from tests.conftest import add_brainset, kedro
+from tests.conftest import add_brainset, kedro, kedro_in_process
 
 
 def _run(tmp_path, params, runner=None, brainsets=None):
@@ -280,7 +280,7 @@ def test_every_status_change_is_logged_once(project, backend):
     threads of one process, each get their own lines."""
     add_brainset(project, "toy", "toy")
     sleep = "0.1" if backend == "threading" else "0"
-    result = kedro(
+    result = kedro_in_process(
         project,
         "run",
         "--pipelines=toy",
@@ -366,26 +366,28 @@ def test_kedro_run_end_to_end(project):
     assert report.loc["a_02", "status"] == "FAILED"
     assert list(report.columns) == REPORT_COLUMNS
 
-    ok = kedro(project, "run", "--pipelines=toy", "--params=toy.n_assets=4")
+    ok = kedro_in_process(project, "run", "--pipelines=toy", "--params=toy.n_assets=4")
     assert ok.returncode == 0, ok.stderr
 
 
 def test_brainset_commands(project):
     add_brainset(project, "toy", "toy")
-    listed = kedro(project, "brainset", "list")
+    listed = kedro_in_process(project, "brainset", "list")
     assert listed.returncode == 0, listed.stderr
     assert re.search(
         r"toy\s+\S*data/01_raw/toy\s+\S*data/02_processed/toy", listed.stdout
     )
     assert re.search(r"my_brainset\s+\S*data/01_raw/my_brainset", listed.stdout)
 
-    shown = kedro(project, "brainset", "manifest", "toy", "--params=toy.n_assets=3")
+    shown = kedro_in_process(
+        project, "brainset", "manifest", "toy", "--params=toy.n_assets=3"
+    )
     assert shown.returncode == 0, shown.stderr
     assert re.search(r"a_02\s+2", shown.stdout)
     assert "3 assets." in shown.stdout
     assert (project / "data/08_reporting/toy/manifest.parquet").exists()
 
-    unknown = kedro(project, "brainset", "manifest", "nope")
+    unknown = kedro_in_process(project, "brainset", "manifest", "nope")
     assert unknown.returncode != 0
     assert "Unknown brainset 'nope'" in unknown.stderr
 

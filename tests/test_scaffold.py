@@ -13,7 +13,7 @@ from temporaldata import Data
 
 from brainsets_kedro.scaffold import TEMPLATE, parameters_yaml
 from brainsets_kedro.upstream import read_inline_metadata, read_pipeline_file
-from tests.conftest import kedro
+from tests.conftest import kedro_in_process
 
 
 def _flat(result):
@@ -21,7 +21,7 @@ def _flat(result):
 
 
 def test_new_brainset_runs_as_made(project):
-    created = kedro(project, "brainset", "new", "smith_reaching_2024")
+    created = kedro_in_process(project, "brainset", "new", "smith_reaching_2024")
     assert created.returncode == 0, created.stdout + created.stderr
     folder = project / "src/brainsets_kedro/pipelines/smith_reaching_2024"
     pipeline = folder / "pipeline.py"
@@ -50,9 +50,9 @@ def test_new_brainset_runs_as_made(project):
         "  reprocess: false  # process assets already processed\n"
     )
 
-    listed = kedro(project, "registry", "list")
+    listed = kedro_in_process(project, "registry", "list")
     assert "- smith_reaching_2024\n" in listed.stdout
-    result = kedro(
+    result = kedro_in_process(
         project, "run", "--pipelines=smith_reaching_2024", "--runner-params=n_jobs=2"
     )
     output = result.stdout + result.stderr
@@ -74,7 +74,7 @@ def test_new_brainset_runs_as_made(project):
     # Its own options work as parameters: reprocess, without downloading again.
     raw = project / "data/01_raw/smith_reaching_2024/session_01.npz"
     stamps = raw.stat().st_mtime_ns, (processed / "session_01.h5").stat().st_mtime_ns
-    again = kedro(
+    again = kedro_in_process(
         project,
         "run",
         "--pipelines=smith_reaching_2024",
@@ -86,7 +86,7 @@ def test_new_brainset_runs_as_made(project):
 
 
 def test_new_refuses_an_existing_id(project):
-    result = kedro(project, "brainset", "new", "my_brainset")
+    result = kedro_in_process(project, "brainset", "new", "my_brainset")
     assert result.returncode != 0
     assert "Brainset 'my_brainset' already exists" in _flat(result)
     # Nothing was touched.
@@ -106,7 +106,7 @@ def test_new_refuses_an_existing_id(project):
     ],
 )
 def test_new_refuses_an_id_that_is_not_an_identifier(project, brainset_id, reason):
-    result = kedro(project, "brainset", "new", brainset_id)
+    result = kedro_in_process(project, "brainset", "new", brainset_id)
     assert result.returncode != 0
     assert reason in _flat(result)
     assert not (project / "src/brainsets_kedro/pipelines" / brainset_id).exists()

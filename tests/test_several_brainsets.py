@@ -6,7 +6,7 @@ import re
 import pandas as pd
 import pytest
 
-from tests.conftest import TEST_BRAINSETS, add_brainset, kedro
+from tests.conftest import TEST_BRAINSETS, add_brainset, kedro_in_process
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def _report(project, brainset_id):
 
 
 def test_assets_of_both_brainsets_share_one_pool(two):
-    result = kedro(
+    result = kedro_in_process(
         two,
         "run",
         "--pipelines=toy,toy2",
@@ -56,7 +56,7 @@ def test_assets_of_both_brainsets_share_one_pool(two):
 
 
 def test_failing_manifest_does_not_stop_the_other_brainset(two):
-    result = kedro(
+    result = kedro_in_process(
         two,
         "run",
         "--pipelines=toy,toy2",
@@ -82,7 +82,7 @@ def test_failing_manifest_does_not_stop_the_other_brainset(two):
     ],
 )
 def test_only_patterns_qualified_and_not(two, only, expected):
-    result = kedro(
+    result = kedro_in_process(
         two,
         "run",
         "--pipelines=toy,toy2",
@@ -103,7 +103,7 @@ def test_only_patterns_qualified_and_not(two, only, expected):
     ],
 )
 def test_only_patterns_that_match_nothing(two, only, message):
-    result = kedro(
+    result = kedro_in_process(
         two,
         "run",
         "--pipelines=toy,toy2",

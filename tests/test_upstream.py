@@ -28,7 +28,7 @@ from brainsets_kedro.upstream import (
     read_inline_metadata,
     read_pipeline_file,
 )
-from tests.conftest import TEST_BRAINSETS, _kedro_env, add_brainset, kedro
+from tests.conftest import TEST_BRAINSETS, _kedro_env, add_brainset, kedro_in_process
 
 ABSENT = "brainsets-kedro-absent-package"
 """A distribution that no index holds: never installed."""
@@ -161,7 +161,7 @@ def test_upstream_update_status_reaches_the_reporter(tmp_path, capsys):
 def test_upstream_style_pipeline_runs_unchanged_in_parallel(project):
     needs_brainsets()
     add_brainset(project, "upstream_style", "upstream_style")
-    result = kedro(
+    result = kedro_in_process(
         project,
         "run",
         "--pipelines=upstream_style",
@@ -219,7 +219,7 @@ def test_missing_dependencies_fail_fast_with_the_install_command(project):
         # ///
         """
     add_brainset(project, _with_metadata("toy", "needs", block), "needs")
-    result = kedro(project, "run", "--pipelines=needs")
+    result = kedro_in_process(project, "run", "--pipelines=needs")
     assert result.returncode == 1, _output(result)
     assert (
         f"Brainset 'needs' is missing dependencies: {ABSENT}, {ABSENT}-two; install "
@@ -243,7 +243,7 @@ def test_python_version_and_other_versions_are_warnings(project):
         # ///
         """
     add_brainset(project, _with_metadata("toy", "old", block), "old")
-    result = kedro(project, "run", "--pipelines=old")
+    result = kedro_in_process(project, "run", "--pipelines=old")
     assert result.returncode == 0, _output(result)
     flat = _flat(result)
     assert "Brainset 'old' asks for Python 3.9 in its inline metadata" in flat
@@ -287,15 +287,15 @@ class Pipeline(BrainsetPipeline):
 
 def test_unimportable_pipeline_registers_and_fails_fast(project):
     add_brainset(project, UNIMPORTABLE, "unimportable")
-    listed = kedro(project, "registry", "list")
+    listed = kedro_in_process(project, "registry", "list")
     assert listed.returncode == 0, _output(listed)
     assert "- unimportable\n" in listed.stdout
-    described = kedro(project, "registry", "describe", "unimportable")
+    described = kedro_in_process(project, "registry", "describe", "unimportable")
     assert described.returncode == 0, _output(described)
     for name in ("manifest", "download", "process"):
         assert f"unimportable.{name}" in described.stdout
     # Its parameters are read from its parser without importing it.
-    result = kedro(
+    result = kedro_in_process(
         project,
         "run",
         "--pipelines=unimportable",
@@ -310,7 +310,7 @@ def test_unimportable_pipeline_registers_and_fails_fast(project):
     # Without metadata naming it, the missing module is named.
     text = UNIMPORTABLE.replace(f'"{ABSENT}==1.2.3"', "")
     add_brainset(project, text, "unimportable")
-    result = kedro(project, "run", "--pipelines=unimportable")
+    result = kedro_in_process(project, "run", "--pipelines=unimportable")
     assert result.returncode == 1
     assert (
         "could not be imported (No module named 'brainsets_kedro_absent_module'); "
@@ -354,11 +354,13 @@ def test_every_shipped_brainset_imports_registers_and_shows_offline(
         monkeypatch.setenv(var, "http://127.0.0.1:9")
     # One is here already, its parameters edited: --all adds the others only.
     first, *others = names[::-1]
-    before = kedro(project, "brainset", "import", first, f"--from={choice}")
+    before = kedro_in_process(project, "brainset", "import", first, f"--from={choice}")
     assert before.returncode == 0, _output(before)
     edited = project / f"conf/base/parameters_{first}.yml"
     edited.write_text(edited.read_text() + "# edited by hand\n")
-    imported = kedro(project, "brainset", "import", "--all", f"--from={choice}")
+    imported = kedro_in_process(
+        project, "brainset", "import", "--all", f"--from={choice}"
+    )
     assert imported.returncode == 0, _output(imported)
     pipelines = project / "src/brainsets_kedro/pipelines"
     version = importlib_metadata.version(choice)
@@ -374,13 +376,13 @@ def test_every_shipped_brainset_imports_registers_and_shows_offline(
         assert (pipelines / name / "pipeline.py").is_file()
         assert (project / f"conf/base/parameters_{name}.yml").is_file()
 
-    listed = kedro(project, "registry", "list")
+    listed = kedro_in_process(project, "registry", "list")
     assert listed.returncode == 0, _output(listed)
     for name in names:
         assert f"- {name}\n" in listed.stdout
 
     if choice == "torch-brain":  # kedro-viz registers them alike: once is enough
-        built = kedro(project, "viz", "build")
+        built = kedro_in_process(project, "viz", "build")
         assert built.returncode == 0, _output(built)
         api = project / "build" / "api" / "pipelines"
         for name in names:
@@ -413,9 +415,9 @@ def test_running_an_imported_brainset_names_what_to_install(project):
             chosen[name] = check
     if not chosen:
         pytest.skip("every dependency of the shipped brainsets is installed")
-    imported = kedro(project, "brainset", "import", *chosen)
+    imported = kedro_in_process(project, "brainset", "import", *chosen)
     assert imported.returncode == 0, _output(imported)
-    result = kedro(project, "run", f"--pipelines={','.join(chosen)}")
+    result = kedro_in_process(project, "run", f"--pipelines={','.join(chosen)}")
     assert result.returncode == 1
     flat = _flat(result)
     for name, check in chosen.items():
@@ -463,29 +465,29 @@ def test_import_from_a_path_with_sibling_modules(project, tmp_path):
     source.mkdir(parents=True)
     (source / "pipeline.py").write_text(SIBLING_PIPELINE)
     (source / "helpers.py").write_text("def double(x):\n    return 2 * x\n")
-    imported = kedro(project, "brainset", "import", str(source))
+    imported = kedro_in_process(project, "brainset", "import", str(source))
     assert imported.returncode == 0, _output(imported)
     folder = project / "src/brainsets_kedro/pipelines/with_helpers"
     assert (folder / "helpers.py").is_file()
     params = (project / "conf/base/parameters_with_helpers.yml").read_text()
     assert "with_helpers:\n  n: 3\n" in params
-    result = kedro(
+    result = kedro_in_process(
         project, "run", "--pipelines=with_helpers", "--runner-params=n_jobs=2"
     )
     assert result.returncode == 0, _output(result)
     processed = project / "data/02_processed/with_helpers"
     assert sorted(p.read_text() for p in processed.glob("*.txt")) == ["0", "2", "4"]
 
-    again = kedro(project, "brainset", "import", str(source))
+    again = kedro_in_process(project, "brainset", "import", str(source))
     assert again.returncode != 0
     assert "Brainset 'with_helpers' already exists" in _flat(again)
     assert "--force" in _flat(again)
-    forced = kedro(project, "brainset", "import", "--force", str(source))
+    forced = kedro_in_process(project, "brainset", "import", "--force", str(source))
     assert forced.returncode == 0, _output(forced)
 
 
 def test_import_of_an_unknown_name(project):
-    result = kedro(project, "brainset", "import", "no_such_brainset")
+    result = kedro_in_process(project, "brainset", "import", "no_such_brainset")
     assert result.returncode != 0
     assert "'no_such_brainset' is not a path" in _flat(result)
     assert not (project / "src/brainsets_kedro/pipelines/no_such_brainset").exists()
@@ -494,7 +496,7 @@ def test_import_of_an_unknown_name(project):
 def test_placeholder_keeps_the_folder_name_rule(project):
     text = UNIMPORTABLE.replace('"unimportable"', '"other_id"')
     add_brainset(project, text, "unimportable")
-    result = kedro(project, "registry", "describe", "unimportable")
+    result = kedro_in_process(project, "registry", "describe", "unimportable")
     assert result.returncode != 0
     assert "brainset_id is 'other_id' but the folder is 'unimportable'" in _flat(result)
 
@@ -539,13 +541,13 @@ def test_torch_brain_pipeline_runs_unchanged_as_torch_brain_runs_it(
 ):
     runner = pytest.importorskip("torch_brain.pipeline.runner")
     source = TEST_BRAINSETS / "torch_brain_style.py"  # importable here: torch_brain is
-    imported = kedro(project, "brainset", "import", str(source))
+    imported = kedro_in_process(project, "brainset", "import", str(source))
     assert imported.returncode == 0, _output(imported)
     assert (
         "n_sessions: 3"
         in (project / "conf/base/parameters_torch_brain_style.yml").read_text()
     )
-    result = kedro(
+    result = kedro_in_process(
         project,
         "run",
         "--pipelines=torch_brain_style",
@@ -583,7 +585,7 @@ def test_torch_brain_dataset_reads_the_processed_directory(project):
     pytest.importorskip("torch", reason="torch_brain.datasets needs torch")
     datasets = pytest.importorskip("torch_brain.datasets")
     add_brainset(project, "torch_brain_style", "torch_brain_style")
-    result = kedro(project, "run", "--pipelines=torch_brain_style")
+    result = kedro_in_process(project, "run", "--pipelines=torch_brain_style")
     assert result.returncode == 0, _output(result)
     dataset = datasets.Dataset(project / "data/02_processed/torch_brain_style")
     assert sorted(dataset.recording_ids) == ["sess_00", "sess_01", "sess_02"]
@@ -656,7 +658,7 @@ def test_import_prefers_torch_brain_and_says_where_from(project):
         name: importlib_metadata.version(name) for name in ("torch-brain", "brainsets")
     }
     name = "perich_miller_population_2018"
-    imported = kedro(project, "brainset", "import", name)
+    imported = kedro_in_process(project, "brainset", "import", name)
     assert imported.returncode == 0, _output(imported)
     assert (
         f"Imported {name} from torch-brain {versions['torch-brain']}:"
@@ -664,7 +666,9 @@ def test_import_prefers_torch_brain_and_says_where_from(project):
     )
     copy = project / f"src/brainsets_kedro/pipelines/{name}/pipeline.py"
     assert "from torch_brain" in copy.read_text()
-    again = kedro(project, "brainset", "import", "--force", "--from=brainsets", name)
+    again = kedro_in_process(
+        project, "brainset", "import", "--force", "--from=brainsets", name
+    )
     assert again.returncode == 0, _output(again)
     assert f"Imported {name} from brainsets {versions['brainsets']}:" in again.stdout
     assert (
@@ -713,7 +717,7 @@ def test_force_keeps_the_values_the_user_set(project, tmp_path):
         '"--rate", type=int, default=10',
         '"--old", type=int, default=1',
     )
-    assert kedro(project, "brainset", "import", str(source)).returncode == 0
+    assert kedro_in_process(project, "brainset", "import", str(source)).returncode == 0
     params = project / "conf/base/parameters_versioned.yml"
     params.write_text(
         params.read_text().replace("n: 3", "n: 5").replace("old: 1", "old: 9")
@@ -726,7 +730,7 @@ def test_force_keeps_the_values_the_user_set(project, tmp_path):
         '"--rate", type=int, default=20',
         '"--new", type=int, default=2',
     )
-    forced = kedro(project, "brainset", "import", "--force", str(source))
+    forced = kedro_in_process(project, "brainset", "import", "--force", str(source))
     assert forced.returncode == 0, _output(forced)
     assert "kept your value n: 5" in forced.stdout
     assert "new option new, at its default" in forced.stdout
@@ -742,7 +746,7 @@ def test_a_failed_force_import_leaves_the_brainset_as_it_was(project, tmp_path):
     source.mkdir()
     (source / "pipeline.py").write_text(SIBLING_PIPELINE)
     (source / "helpers.py").write_text("def double(x):\n    return 2 * x\n")
-    assert kedro(project, "brainset", "import", str(source)).returncode == 0
+    assert kedro_in_process(project, "brainset", "import", str(source)).returncode == 0
     folder = project / "src/brainsets_kedro/pipelines/with_helpers"
     params = project / "conf/base/parameters_with_helpers.yml"
     params.write_text(params.read_text().replace("n: 3", "n: 5"))
@@ -751,7 +755,7 @@ def test_a_failed_force_import_leaves_the_brainset_as_it_was(project, tmp_path):
     (source / "pipeline.py").write_text(
         "import pandas\n\n\nclass Pipeline:\n    brainset_id = 'with_helpers'\n"
     )
-    failed = kedro(project, "brainset", "import", "--force", str(source))
+    failed = kedro_in_process(project, "brainset", "import", "--force", str(source))
     assert failed.returncode != 0
     assert "'Pipeline' must be a subclass of" in _flat(failed)
     assert {p.name: p.read_text() for p in folder.glob("*.py")} == before
@@ -793,10 +797,10 @@ def test_brainsets_shipping_a_split_py_each_use_their_own(project, tmp_path):
         (source / "split.py").write_text(
             f"def which():\n    return 'split.py of {brainset_id}'\n"
         )
-        imported = kedro(project, "brainset", "import", str(source))
+        imported = kedro_in_process(project, "brainset", "import", str(source))
         assert imported.returncode == 0, _output(imported)
     # One worker prepares every asset of both brainsets: one process imports both.
-    result = kedro(
+    result = kedro_in_process(
         project, "run", "--pipelines=split_one,split_two", "--runner-params=n_jobs=1"
     )
     assert result.returncode == 0, _output(result)
@@ -834,7 +838,7 @@ def test_a_computed_default_is_left_out_until_the_file_can_run(project, tmp_path
             "from pathlib import Path\n\nimport pandas as pd",
         )
     )
-    imported = kedro(project, "brainset", "import", str(source))
+    imported = kedro_in_process(project, "brainset", "import", str(source))
     assert imported.returncode == 0, _output(imported)
     text = (project / "conf/base/parameters_unimportable.yml").read_text()
     assert (
@@ -843,7 +847,7 @@ def test_a_computed_default_is_left_out_until_the_file_can_run(project, tmp_path
     assert "bin width (s)" in text and '\n  study: "a"' in text
     # Once the missing module is installed, the parser's own default applies.
     (project / "src/brainsets_kedro_absent_module.py").write_text("")
-    result = kedro(project, "run", "--pipelines=unimportable")
+    result = kedro_in_process(project, "run", "--pipelines=unimportable")
     assert result.returncode == 0, _output(result)
     assert (project / "bin_size=0.25").exists()
 
@@ -877,7 +881,7 @@ class Pipeline(BrainsetPipeline):
 
 def test_an_asset_error_naming_a_flag_names_its_parameter(project):
     add_brainset(project, FLAG_IN_ERROR, "flagged")
-    result = kedro(project, "run", "--pipelines=flagged")
+    result = kedro_in_process(project, "run", "--pipelines=flagged")
     assert result.returncode == 1
     report = pd.read_parquet(project / "data/08_reporting/flagged/run_report.parquet")
     assert report.loc["a_0", "error"] == (

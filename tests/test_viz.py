@@ -26,7 +26,7 @@ from PIL import Image
 
 from brainsets_kedro.card import CARD_COLUMNS
 from brainsets_kedro.nodes import REPORT_COLUMNS
-from tests.conftest import REPO, add_brainset, kedro, start_kedro
+from tests.conftest import REPO, add_brainset, kedro_in_process, start_kedro
 
 _spec = importlib.util.spec_from_file_location(
     "make_pictures", REPO / "docs" / "make_pictures.py"
@@ -128,7 +128,7 @@ def check_brainset(main: dict, brainset_id: str) -> dict[str, str]:
 
 def test_viz_build_works_offline_and_never_calls_get_manifest(with_unreachable):
     project = with_unreachable
-    result = kedro(project, "viz", "build", "--include-previews")
+    result = kedro_in_process(project, "viz", "build", "--include-previews")
     assert result.returncode == 0, result.stdout + result.stderr
     main = json.loads((project / "build" / "api" / "main").read_text())
     check_brainset(main, "my_brainset")

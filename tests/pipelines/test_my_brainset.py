@@ -15,7 +15,7 @@ from temporaldata import Data
 
 from brainsets_kedro.params import parse_params
 from brainsets_kedro.pipelines.my_brainset.pipeline import Pipeline
-from tests.conftest import kedro
+from tests.conftest import kedro_in_process
 
 
 def make(tmp_path: Path, **params) -> Pipeline:
@@ -139,7 +139,7 @@ def test_cursor_moves_towards_the_trial_target(tmp_path):
 
 
 def test_kedro_run_prepares_every_session(project):
-    result = kedro(project, "run", "--pipeline=my_brainset")
+    result = kedro_in_process(project, "run", "--pipeline=my_brainset")
     assert result.returncode == 0, result.stderr
     outputs = sorted((project / "data" / "02_processed" / "my_brainset").glob("*.h5"))
     assert [p.stem for p in outputs] == ["sess_01", "sess_02", "sess_03", "sess_04"]
@@ -165,7 +165,7 @@ def test_kedro_run_with_params_and_a_moved_raw_dir(project):
         f"  type: brainsets_kedro.datasets.BrainsetDirectory\n"
         f"  path: {moved}\n"
     )
-    result = kedro(
+    result = kedro_in_process(
         project,
         "run",
         "--pipeline=my_brainset",
@@ -183,7 +183,7 @@ def test_kedro_run_with_params_and_a_moved_raw_dir(project):
 
 
 def test_kedro_run_with_no_sessions_succeeds_with_nothing_to_do(project):
-    result = kedro(
+    result = kedro_in_process(
         project, "run", "--pipeline=my_brainset", "--params=my_brainset.n_sessions=0"
     )
     assert result.returncode == 0, result.stderr
@@ -192,7 +192,7 @@ def test_kedro_run_with_no_sessions_succeeds_with_nothing_to_do(project):
 
 
 def test_kedro_run_bad_param_gets_argparse_message(project):
-    result = kedro(
+    result = kedro_in_process(
         project, "run", "--pipeline=my_brainset", "--params=my_brainset.n_sessions=x"
     )
     assert result.returncode != 0

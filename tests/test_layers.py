@@ -18,7 +18,12 @@ def test_the_import_contracts_hold():
         "from importlinter.cli import lint_imports_command; lint_imports_command()",
     ]
     result = subprocess.run(
-        [*linter, "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [*linter, "--no-cache"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count(" KEPT") == 4, result.stdout

@@ -240,7 +240,10 @@ class StatusChannel:
         self._round = 0
         self._lost: list[tuple[int, Running]] = []
         self._lost_changed = threading.Condition()
-        threading.Thread(target=self._accept, daemon=True, name="status-accept").start()
+        self._acceptor = threading.Thread(
+            target=self._accept, daemon=True, name="status-accept"
+        )
+        self._acceptor.start()
 
     @property
     def sender(self) -> StatusSender:
@@ -307,6 +310,14 @@ class StatusChannel:
         with self._connections_lock:
             self._closed = True
         close_outbox(self._listener.address)  # workers in this process (threads)
+        # Closing the listener does not wake its accept(): a connection does, which
+        # then fails the handshake, and the acceptor sees the channel closed.
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(self._listener.address, timeout=1),
+        ):
+            pass
+        self._acceptor.join(timeout=1)
         self._listener.close()
         # Shutting a socket down wakes its reader, blocked in recv (closing it would
         # not), and the reader closes its connection.

@@ -260,6 +260,24 @@ class BrainsetJob:
         self.reporter(self.brainset_id, asset_id, status, step)
 
 
+@dataclass(frozen=True, eq=False)  # hashed by identity, as joblib hashes functions
+class AnnouncedRun:
+    """``job.run(row, stages)`` in a worker process, once the driver knows (through
+    the status channel) that this process starts that asset. It lives here, with
+    the rest of the code that runs on workers: a worker that unpickles it imports
+    this module, not the runner's (Kedro's runners, the project's nodes), which
+    took each local worker about 0.1 s of CPU at the start of every run."""
+
+    job: BrainsetJob
+    stages: tuple[str, ...]
+
+    def __call__(self, row: tuple) -> AssetResult:
+        running = getattr(self.job.reporter, "running", None)
+        if running is not None:
+            running(self.job.brainset_id, row[0])
+        return self.job.run(row, self.stages)
+
+
 _instances: dict[tuple, BrainsetPipeline] = {}
 _running = threading.local()
 """``result``: the :class:`AssetResult` of the asset this thread is preparing."""

@@ -55,6 +55,7 @@ from kedro.runner import SequentialRunner, Task
 from brainsets_kedro.assets import (
     FAILED,
     INTERRUPTED,
+    AnnouncedRun,
     AssetResult,
     BrainsetJob,
     SignalInterrupt,
@@ -684,21 +685,6 @@ def _worker_died(job: BrainsetJob, asset_id: Any, cause: str) -> AssetResult:
     job.note(asset_id, error)
     now = time.time()
     return AssetResult(job.brainset_id, asset_id, FAILED, now, now, error=error)
-
-
-@dataclass(frozen=True, eq=False)  # hashed by identity, as joblib hashes functions
-class AnnouncedRun:
-    """``job.run(row, stages)`` in a worker process, once the driver knows (through
-    the status channel) that this process starts that asset."""
-
-    job: BrainsetJob
-    stages: tuple[str, ...]
-
-    def __call__(self, row: tuple) -> AssetResult:
-        running = getattr(self.job.reporter, "running", None)
-        if running is not None:
-            running(self.job.brainset_id, row[0])
-        return self.job.run(row, self.stages)
 
 
 class RunInterrupted(SignalInterrupt):

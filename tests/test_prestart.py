@@ -1,13 +1,19 @@
 """The run command starts the local worker processes while Kedro loads the project."""
 
 import json
+import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from kedro.framework.startup import bootstrap_project
 
+from brainsets_kedro.assets import STAGES, BrainsetJob
+from brainsets_kedro.brainset import BrainsetPipeline
+from brainsets_kedro.execution.backends.workers import AnnouncedRun
 from brainsets_kedro.prestart import start_workers, wait_for_workers
+from brainsets_kedro.status import StatusSender
 from tests.conftest import add_brainset, kedro_in_process
 
 
@@ -51,6 +57,26 @@ import_modules([])
         [sys.executable, "-c", worker], check=True, capture_output=True
     )
     assert result.stdout == b""
+
+
+def test_a_worker_unpickles_its_task_without_kedro_or_rich():
+    """What a local worker imports to run an asset: not the runner's module (Kedro's
+    runners, the project's nodes) nor rich, which cost each worker CPU at the start
+    of every run, on the cores the driver needs then."""
+    sender = StatusSender(("127.0.0.1", 1), b"key")
+    job = BrainsetJob(BrainsetPipeline, Path("raw"), Path("out"), None, reporter=sender)
+    code = (
+        "import pickle, sys; pickle.loads(sys.stdin.buffer.read()); print(*sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        input=pickle.dumps(AnnouncedRun(job, STAGES)),
+        check=True,
+        capture_output=True,
+    )
+    modules = result.stdout.decode().split()
+    assert "brainsets_kedro.status" in modules
+    assert not [m for m in modules if m.split(".")[0] in ("kedro", "rich")]
 
 
 @pytest.fixture

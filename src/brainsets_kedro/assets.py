@@ -146,9 +146,11 @@ class BrainsetJob:
         """:meth:`log_paths` as strings, cheaply: ``log_dir`` (``str(self.log_dir)``)
         may be given once for many assets."""
         log_dir = str(self.log_dir) if log_dir is None else log_dir
-        return [
-            os.path.join(log_dir, f"{asset_id}{suffix}") for suffix in (".out", ".err")
-        ]
+        # As os.path.join(log_dir, name) for a log_dir without a trailing separator
+        # (a str of a Path), in an eighth of the time: the run report asks for
+        # every asset's.
+        prefix = f"{log_dir}{os.sep}{asset_id}"
+        return [f"{prefix}.out", f"{prefix}.err"]
 
     def note(self, asset_id: Any, line: str) -> None:
         """Append ``[brainsets_kedro] <line>`` to an asset's ``.err``, if it can be
@@ -661,9 +663,11 @@ class _FdRouter:
 
     def finish_asset(self) -> None:
         """What the asset wrote to descriptors 1 and 2, to its logs, before they
-        close: it is all in the pipes by now (a write to a pipe is synchronous)."""
+        close: it is all in the pipes by now (a write to a pipe is synchronous).
+        One ``select`` asks which pipes hold any: most assets write nothing there."""
         with self._lock:
-            for read in self._pipes:
+            ready, _, _ = select.select(list(self._pipes), [], [], 0)
+            for read in ready:
                 self._move(read)
             self.logs = None
 

@@ -26,7 +26,9 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True, eq=False)  # hashed by identity, as joblib hashes functions
 class AnnouncedRun:
     """``job.run(row, stages)`` in a worker process, once the driver knows (through
-    the status channel) that this process starts that asset."""
+    the status channel) that this process starts that asset. A worker that unpickles
+    it imports this module, light, not the runner's (Kedro's runners, the project's
+    nodes), which took each local worker about 0.1 s of CPU at every run's start."""
 
     job: BrainsetJob
     stages: tuple[str, ...]

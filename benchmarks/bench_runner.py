@@ -122,14 +122,22 @@ def timed(project: Path, command: list[str]) -> tuple[float, float]:
 LOKY_2 = "n_jobs=2,backend=loky"
 
 
-def kedro_run(n_assets: int, runner_params: str, cpu_seconds: float = 0.0) -> list[str]:
+def kedro_run(
+    n_assets: int,
+    runner_params: str,
+    cpu_seconds: float = 0.0,
+    download_seconds: float = 0.0,
+) -> list[str]:
+    params = f"trivial.n_assets={n_assets},trivial.cpu_seconds={cpu_seconds}"
+    if download_seconds:
+        params += f",trivial.download_seconds={download_seconds}"
     return [
         sys.executable,
         "-m",
         "kedro",
         "run",
         "--pipelines=trivial",
-        f"--params=trivial.n_assets={n_assets},trivial.cpu_seconds={cpu_seconds}",
+        f"--params={params}",
         f"--runner-params={runner_params}",
     ]
 

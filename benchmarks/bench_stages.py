@@ -23,22 +23,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_runner import TRIVIAL, make_project, medians
+from bench_runner import TRIVIAL, kedro_run, make_project, medians
 
 ARGS = ["--n-assets=16", "--cpu-seconds=1"]
-
-
-def command(download_seconds: float, runner_params: str) -> list[str]:
-    params = f"trivial.n_assets=16,trivial.cpu_seconds=1,trivial.download_seconds={download_seconds}"
-    return [
-        sys.executable,
-        "-m",
-        "kedro",
-        "run",
-        "--pipelines=trivial",
-        f"--params={params}",
-        f"--runner-params={runner_params}",
-    ]
 
 
 def upstream_command(project: Path, download_seconds: float) -> list[str]:
@@ -74,8 +61,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         project = make_project(Path(root))
         commands = {
-            "wait": command(1.0, "n_jobs=2"),
-            "no wait": command(0.0, "n_jobs=2"),
+            "wait": kedro_run(16, "n_jobs=2", cpu_seconds=1, download_seconds=1),
+            "no wait": kedro_run(16, "n_jobs=2", cpu_seconds=1),
         }
         if has_upstream_runner():
             commands["upstream wait"] = upstream_command(project, 1.0)

@@ -17,6 +17,7 @@ import pickle
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import PurePath
 from typing import Any
 
 from brainsets_kedro.assets import FAILED, AssetResult
@@ -171,9 +172,15 @@ def show_downloaded(board: StatusBoard, result: AssetResult) -> None:
         result.statuses = []  # the board has them
 
 
+_ATOMS = (type(None), bool, int, float, str, bytes, PurePath)
+"""What always pickles: the usual download outputs (a path, an id), not tried."""
+
+
 def unpicklable(output: Any) -> str | None:
     """Why ``output`` cannot be pickled (by cloudpickle, as joblib's process
     workers do, or by pickle without it), or ``None``."""
+    if isinstance(output, _ATOMS):
+        return None
     try:
         import cloudpickle  # noqa: PLC0415 (installed with joblib 1.5+)
 

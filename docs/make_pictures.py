@@ -198,14 +198,15 @@ def chromium(
     window: tuple[int, int] = (1400, 900),
     scale: float = 1.0,
 ) -> str:
-    """Load ``url`` in headless chromium: the rendered DOM, or a screenshot."""
+    """Load ``url`` in headless chromium: the rendered DOM, and a screenshot of
+    the page as ``screenshot`` if given (one browser start for both)."""
     browser = find_chromium()
     if browser is None:
         raise RuntimeError("chromium is not installed: apt-get install chromium")
     with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
-        action = (
-            [f"--screenshot={screenshot}"] if screenshot is not None else ["--dump-dom"]
-        )
+        action = ["--dump-dom"]
+        if screenshot is not None:
+            action.append(f"--screenshot={screenshot}")
         result = subprocess.run(
             [
                 browser,
@@ -231,18 +232,20 @@ def node_labels(dom: str) -> list[str]:
     return re.findall(r'class="pipeline-node__text"[^>]*>([^<]*)<', dom)
 
 
-def viz_pictures(site: Path, out: Path) -> list[Path]:
-    """Photographs of a built kedro-viz site: the pipeline, the run report."""
+def viz_pictures(site: Path, out: Path) -> dict[Path, str]:
+    """Photographs of a built kedro-viz site: the pipeline, the run report; each
+    with the rendered DOM of its page."""
     pipeline = out / "kedro-viz-pipeline.png"
     report = out / "kedro-viz-run-report.png"
     with serve(site) as base:
-        chromium(viz_url(base), screenshot=pipeline)
-        chromium(
-            viz_url(base, sn="my_brainset.run_report"),
-            screenshot=report,
-            window=(1600, 900),  # room for the panel with the preview table
-        )
-    return [pipeline, report]
+        return {
+            pipeline: chromium(viz_url(base), screenshot=pipeline),
+            report: chromium(
+                viz_url(base, sn="my_brainset.run_report"),
+                screenshot=report,
+                window=(1600, 900),  # room for the panel with the preview table
+            ),
+        }
 
 
 # -------------------------------------------------------- the live status table

@@ -248,6 +248,7 @@ def test_kedro_run_then_brainset_list(project):
         "run",
         "--pipeline=sized",
         "--params=sized.corrupt=s_00,sized.fail=s_02",
+        "--runner-params=backend=threading",  # about the card: no worker to start
     )
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
@@ -309,6 +310,7 @@ def test_readme_downstream_pipeline_consumes_the_processed_sessions(project):
         "--pipelines=my_brainset,firing_rates",
         "--env=moved",
         "--params=my_brainset.n_sessions=2",
+        "--runner-params=backend=threading",  # about the data: no worker to start
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert sorted(p.name for p in (moved / "my_brainset").glob("*.h5")) == [

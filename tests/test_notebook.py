@@ -21,8 +21,13 @@ def test_notebook_is_committed_without_outputs():
 
 
 def test_notebook_runs_after_a_run(project, monkeypatch):
+    # The run only prepares what the notebook reads: on threads, no worker to start.
     result = kedro_in_process(
-        project, "run", "--pipeline=my_brainset", "--params=my_brainset.n_sessions=2"
+        project,
+        "run",
+        "--pipeline=my_brainset",
+        "--params=my_brainset.n_sessions=2",
+        "--runner-params=backend=threading",
     )
     assert result.returncode == 0, result.stdout + result.stderr
     notebooks = project / "notebooks"

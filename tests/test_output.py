@@ -2,8 +2,10 @@
 
 A successful run is short, one line per log record; each user mistake is a short
 message without a traceback (exit code 2 for a usage error), the traceback one step
-away in info.log; the same error of many assets is shown once. All the commands run
-at once, to keep this quick.
+away in info.log; the same error of many assets is shown once. The successful run
+and the refused one (its lock held by this process) are ``kedro`` processes of their
+own, started at once; the others, which only print and exit, run in this process
+meanwhile (:func:`kedro_in_process` captures what such a process prints).
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ import pytest
 from brainsets_kedro.lock import brainset_lock
 from brainsets_kedro.logs import OneLineFormatter
 from brainsets_kedro.nodes import SHOWN_ERRORS, AssetFailures
-from tests.conftest import TEST_BRAINSETS, add_brainset, copy_project, start_kedro
+from tests.conftest import (
+    TEST_BRAINSETS,
+    add_brainset,
+    copy_project,
+    kedro_in_process,
+    start_kedro,
+)
 
 ABSENT = "brainsets-kedro-absent-package"
 LINE = re.compile(r"\d\d:\d\d:\d\d (INFO|WARNING|ERROR|CRITICAL) +\S")
@@ -116,13 +124,19 @@ OTHERS = {
 }
 
 
+# Run as processes of their own: the rest runs in this process.
+IN_A_PROCESS = ("success", "locked brainset")
+
+
 @pytest.fixture(scope="module")
 def runs(
     tmp_path_factory,
 ) -> tuple[dict[str, Path], dict[str, subprocess.CompletedProcess]]:
-    """Every command above, run at once (stdout and stderr merged), each in a copy of
-    the project of its own (runs of one brainset in one project would wait for each
-    other's lock), while this process holds the lock of brainset ``busy``."""
+    """Every command above (stdout and stderr merged), each in a copy of the project
+    of its own (runs of one brainset in one project would wait for each other's
+    lock), while this process holds the lock of brainset ``busy``: those of
+    ``IN_A_PROCESS`` as ``kedro`` processes, started at once, the others in this
+    process meanwhile."""
     base = tmp_path_factory.mktemp("output")
     commands = {name: args for name, (args, _, _) in MISTAKES.items()} | OTHERS
     projects = {}
@@ -133,9 +147,16 @@ def runs(
     busy = projects["locked brainset"] / "data" / "02_processed" / "busy"
     with brainset_lock(busy, "busy"):
         started = {
-            name: start_kedro(projects[name], *args) for name, args in commands.items()
+            name: start_kedro(projects[name], *commands[name]) for name in IN_A_PROCESS
         }
         finished = {}
+        for name, args in commands.items():
+            if name not in IN_A_PROCESS:
+                result = kedro_in_process(projects[name], *args)
+                # As a process's merged output: a failed command's error comes last.
+                finished[name] = subprocess.CompletedProcess(
+                    args, result.returncode, result.stdout + result.stderr
+                )
         for name, process in started.items():
             output, _ = process.communicate(timeout=300)
             finished[name] = subprocess.CompletedProcess(

@@ -79,6 +79,7 @@ def test_new_brainset_runs_as_made(project):
         "run",
         "--pipelines=smith_reaching_2024",
         "--params=smith_reaching_2024.reprocess=true",
+        "--runner-params=backend=threading",  # ran on workers above: none to start
     )
     assert again.returncode == 0, again.stdout + again.stderr
     assert raw.stat().st_mtime_ns == stamps[0]

@@ -26,7 +26,7 @@ from PIL import Image
 
 from brainsets_kedro.card import CARD_COLUMNS
 from brainsets_kedro.nodes import REPORT_COLUMNS
-from tests.conftest import REPO, add_brainset, kedro_in_process, start_kedro
+from tests.conftest import REPO, add_brainset, start_kedro
 
 _spec = importlib.util.spec_from_file_location(
     "make_pictures", REPO / "docs" / "make_pictures.py"
@@ -87,17 +87,13 @@ def offline(monkeypatch):
         monkeypatch.setenv(name, "127.0.0.1,localhost")
 
 
-@pytest.fixture
-def with_unreachable(project, offline):
-    add_brainset(project, UNREACHABLE, "unreachable")
-    return project
-
-
 @pytest.fixture(scope="module")
 def after_a_run(tmp_path_factory):
-    """A project after `kedro run --pipeline=my_brainset` on a terminal (12 sessions,
-    4 workers), then `kedro viz build --include-previews`; as make_pictures does."""
+    """A project with brainset ``unreachable`` beside ``my_brainset``, after `kedro
+    run --pipeline=my_brainset` on a terminal (12 sessions, 4 workers), then `kedro
+    viz build --include-previews`, offline; as make_pictures does."""
     project = pictures.copy_project(tmp_path_factory.mktemp("viz") / "project")
+    add_brainset(project, UNREACHABLE, "unreachable")
     terminal = pictures.run_on_terminal(project, *pictures.RUN_ARGS)
     site = pictures.build_viz(project)
     return SimpleNamespace(project=project, terminal=terminal, site=site)
@@ -126,15 +122,12 @@ def check_brainset(main: dict, brainset_id: str) -> dict[str, str]:
     return ids
 
 
-def test_viz_build_works_offline_and_never_calls_get_manifest(with_unreachable):
-    project = with_unreachable
-    result = kedro_in_process(project, "viz", "build", "--include-previews")
-    assert result.returncode == 0, result.stdout + result.stderr
-    main = json.loads((project / "build" / "api" / "main").read_text())
+def test_viz_build_works_offline_and_never_calls_get_manifest(after_a_run):
+    main = json.loads((after_a_run.site / "api" / "main").read_text())
     check_brainset(main, "my_brainset")
     ids = check_brainset(main, "unreachable")
-    assert (project / "build" / "api" / "nodes" / ids["unreachable.manifest"]).exists()
-    assert not (project / "get_manifest_was_called").exists()
+    assert (after_a_run.site / "api" / "nodes" / ids["unreachable.manifest"]).exists()
+    assert not (after_a_run.project / "get_manifest_was_called").exists()
 
 
 def free_port() -> int:
@@ -172,8 +165,8 @@ def stop(server: subprocess.Popen) -> None:
     server.wait()
 
 
-def test_viz_run_works_offline_and_never_calls_get_manifest(with_unreachable):
-    project = with_unreachable
+def test_viz_run_works_offline_and_never_calls_get_manifest(after_a_run, offline):
+    project = after_a_run.project
     port = free_port()
     log = project / "viz-run.log"
     with log.open("w") as output:  # its own process group: the server is a child
@@ -240,13 +233,15 @@ def preview_cells(dom: str) -> list[str]:
 
 @needs_chromium
 def test_browser_shows_the_brainset_and_its_previews(after_a_run, tmp_path):
+    # The README's pictures, made here as docs/make_pictures.py makes them: the
+    # expanded pipeline and the run report's preview (their pages' DOM checked below).
+    pngs = pictures.viz_pictures(after_a_run.site, tmp_path)
+    expanded, report = pngs.values()
     with pictures.serve(after_a_run.site) as base:
-        expanded = pictures.chromium(pictures.viz_url(base))
         collapsed = pictures.chromium(
             pictures.viz_url(base, expandAllPipelines="false")
         )
         manifest = pictures.chromium(pictures.viz_url(base, sn="my_brainset.manifest"))
-        report = pictures.chromium(pictures.viz_url(base, sn="my_brainset.run_report"))
 
     # The flowchart draws the brainset's nodes and datasets, without the tour on top.
     labels = pictures.node_labels(expanded)
@@ -262,8 +257,7 @@ def test_browser_shows_the_brainset_and_its_previews(after_a_run, tmp_path):
     assert {"sess_01.nwb", "monkey_c", "2024-03-04"} <= set(preview_cells(manifest))
     assert preview_cells(report).count("DONE") >= 5  # the rows the preview shows
 
-    # The README's pictures, made here as docs/make_pictures.py makes them.
-    for png in pictures.viz_pictures(after_a_run.site, tmp_path):
+    for png in pngs:
         with Image.open(png) as image:
             assert image.width >= 1400 and image.height == 900
             colors = image.convert("RGB").getcolors(maxcolors=1 << 20)

@@ -366,7 +366,13 @@ def test_kedro_run_end_to_end(project):
     assert report.loc["a_02", "status"] == "FAILED"
     assert list(report.columns) == REPORT_COLUMNS
 
-    ok = kedro_in_process(project, "run", "--pipelines=toy", "--params=toy.n_assets=4")
+    ok = kedro_in_process(
+        project,
+        "run",
+        "--pipelines=toy",
+        "--params=toy.n_assets=4",
+        "--runner-params=backend=threading",  # the run after: no workers needed
+    )
     assert ok.returncode == 0, ok.stderr
 
 

@@ -18,10 +18,7 @@ from brainsets_kedro.factory import create_brainset_pipeline
 from brainsets_kedro.nodes import AssetFailures
 from brainsets_kedro.runner import BrainsetRunner
 from tests.brainsets.toy import Pipeline as Toy
-from tests.conftest import add_brainset, kedro_in_process, start_kedro
-
-THREADS = "--runner-params=backend=threading"
-"""For runs where worker processes are not the point: no loky worker to start."""
+from tests.conftest import THREADS, add_brainset, kedro_in_process, start_kedro
 
 
 def _run(tmp_path, params, brainsets, runner=None):

@@ -24,7 +24,13 @@ from brainsets_kedro.lock import BrainsetLocked, brainset_lock
 from brainsets_kedro.nodes import AssetFailures
 from brainsets_kedro.runner import BrainsetRunner
 from tests.brainsets.toy import Pipeline as Toy
-from tests.conftest import TEST_BRAINSETS, add_brainset, kedro_in_process, start_kedro
+from tests.conftest import (
+    TEST_BRAINSETS,
+    THREADS,
+    add_brainset,
+    kedro_in_process,
+    start_kedro,
+)
 from tests.test_reliability import _wait_for
 
 
@@ -68,9 +74,7 @@ with brainset_lock(Path(sys.argv[1]), sys.argv[2]):
 """
 
 
-@pytest.mark.parametrize(
-    "runner", [["--runner-params=backend=threading"], ["--runner=SequentialRunner"]]
-)
+@pytest.mark.parametrize("runner", [[THREADS], ["--runner=SequentialRunner"]])
 def test_a_second_run_is_refused_before_its_manifest(project, runner):
     """Another process holds the lock of brainset 'slow' (as a run of it does from
     before its manifest: test_the_lock_is_held_from_the_first_node_to_the_end_of_the_run;
@@ -153,11 +157,9 @@ def test_only_failed_after_a_killed_run_reruns_what_it_did_not_finish(
         "toy",
     )
     processed = project / "data" / "02_processed" / "toy"
-    # A complete run: its report says every asset is DONE. (In threads: the
-    # runs in process need no worker processes to leave their files.)
-    threads = "--runner-params=backend=threading"
+    # A complete run: its report says every asset is DONE.
     complete = kedro_in_process(
-        project, "run", "--pipeline=toy", "--params=toy.n_assets=6", threads
+        project, "run", "--pipeline=toy", "--params=toy.n_assets=6", THREADS
     )
     assert complete.returncode == 0, complete.stdout + complete.stderr
 
@@ -184,7 +186,7 @@ def test_only_failed_after_a_killed_run_reruns_what_it_did_not_finish(
         "run",
         "--pipeline=toy",
         "--params=toy.n_assets=6,brainsets.only=failed",
-        threads,
+        THREADS,
     )
     output = again.stdout + again.stderr
     assert again.returncode == 0, output

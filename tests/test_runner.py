@@ -29,7 +29,7 @@ from brainsets_kedro.nodes import REPORT_COLUMNS, AssetFailures
 from brainsets_kedro.runner import BrainsetRunner
 from brainsets_kedro.status import StatusBoard, StatusChannel
 from tests.brainsets.toy import Pipeline as Toy
-from tests.conftest import add_brainset, kedro, kedro_in_process
+from tests.conftest import THREADS, add_brainset, kedro, kedro_in_process
 
 
 def _run(tmp_path, params, runner=None, brainsets=None):
@@ -373,7 +373,7 @@ def test_kedro_run_end_to_end(project):
         "run",
         "--pipelines=toy",
         "--params=toy.n_assets=6",
-        "--runner-params=backend=threading",  # the run after: no workers needed
+        THREADS,  # the run after: no worker process needed
     )
     assert ok.returncode == 0, ok.stderr
 

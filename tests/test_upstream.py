@@ -28,13 +28,10 @@ from brainsets_kedro.upstream import (
     read_inline_metadata,
     read_pipeline_file,
 )
-from tests.conftest import TEST_BRAINSETS, add_brainset, kedro_in_process
+from tests.conftest import TEST_BRAINSETS, THREADS, add_brainset, kedro_in_process
 
 ABSENT = "brainsets-kedro-absent-package"
 """A distribution that no index holds: never installed."""
-
-THREADS = "--runner-params=backend=threading"
-"""For runs where worker processes are not the point: no loky worker to start."""
 
 
 def needs_brainsets():

@@ -15,10 +15,7 @@ from temporaldata import Data
 
 from brainsets_kedro.params import parse_params
 from brainsets_kedro.pipelines.my_brainset.pipeline import Pipeline
-from tests.conftest import kedro_in_process
-
-THREADS = "--runner-params=backend=threading"
-"""For runs whose result does not depend on worker processes: none to start."""
+from tests.conftest import THREADS, kedro_in_process
 
 
 def make(tmp_path: Path, **params) -> Pipeline:

@@ -275,3 +275,10 @@ def _project_logging(project: Path) -> Iterator[None]:
         LOGGING.data = saved_data
         logging.captureWarnings(False)
         warnings.showwarning = showwarning
+
+
+THREADS = "--runner-params=backend=threading"
+"""A run's option for tests whose result does not depend on worker processes
+(messages, files, parameters, the run after another): the assets run in threads of
+the driver, no loky worker to start (about a second of CPU per run). Keep loky
+where worker processes are the point: signals, deaths, fds, imports in workers."""

@@ -18,7 +18,7 @@ from brainsets_kedro.factory import create_brainset_pipeline
 from brainsets_kedro.nodes import AssetFailures
 from brainsets_kedro.runner import BrainsetRunner
 from tests.brainsets.toy import Pipeline as Toy
-from tests.conftest import add_brainset, kedro_in_process, start_kedro
+from tests.conftest import THREADS, add_brainset, kedro_in_process, start_kedro
 
 
 def _run(tmp_path, params, brainsets, runner=None):
@@ -177,18 +177,6 @@ def test_fd_output_goes_to_the_asset_logs(project):
         assert (logs / f"{asset_id}.err").read_text() == f"fd 2 of {asset_id}\n"
 
 
-def test_a_dead_worker_fails_its_asset_only(tmp_path):
-    with pytest.raises(AssetFailures) as error:
-        _run(tmp_path, {"n_assets": 6, "die": "a_02"}, {})
-    report = error.value.report
-    assert report.loc["a_02", "status"] == "FAILED"
-    assert report.loc["a_02", "error"] == "worker died, signal 9 (SIGKILL)"
-    assert (report.drop("a_02")["status"] == "DONE").all()
-    assert "worker died, signal 9 (SIGKILL)" in _err(tmp_path, "a_02")
-    done = sorted(p.stem for p in (tmp_path / "proc" / "toy").glob("*.txt"))
-    assert done == ["a_00", "a_01", "a_03", "a_04", "a_05"]
-
-
 def test_a_dead_worker_does_not_make_the_run_serial(tmp_path, caplog):
     """The worker that died said which asset it started: that asset fails, the
     others it interrupted start again in a full pool, not one at a time."""
@@ -215,7 +203,9 @@ def test_a_dead_worker_does_not_make_the_run_serial(tmp_path, caplog):
     assert len(new_pool) >= 2
 
 
-def test_two_dead_workers_and_an_exit(tmp_path):
+def test_dead_workers_and_an_exit_fail_their_assets_only(tmp_path):
+    """Each death breaks the pool: the asset its worker ran fails, the others go on
+    in a new pool."""
     with pytest.raises(AssetFailures) as error:
         _run(
             tmp_path,
@@ -229,6 +219,10 @@ def test_two_dead_workers_and_an_exit(tmp_path):
     )
     assert report.loc["a_07", "error"] == "worker died, exit code 3"
     assert (report.drop(["a_01", "a_04", "a_07"])["status"] == "DONE").all()
+    assert "worker died, signal 9 (SIGKILL)" in _err(tmp_path, "a_01")
+    assert "worker died, exit code 3" in _err(tmp_path, "a_07")
+    done = sorted(p.stem for p in (tmp_path / "proc" / "toy").glob("*.txt"))
+    assert done == ["a_00", "a_02", "a_03", "a_05", "a_06", "a_08"]
 
 
 def test_workers_dying_at_once_each_fail_with_their_own_cause(tmp_path):
@@ -284,7 +278,7 @@ def test_interrupt_stops_workers_and_marks_the_report(project, signum, code):
 
     # The same command again finishes the work.
     again = kedro_in_process(
-        project, "run", "--pipeline=toy", "--params=toy.n_assets=8"
+        project, "run", "--pipeline=toy", "--params=toy.n_assets=8", THREADS
     )
     assert again.returncode == 0, again.stderr
     assert len(list((project / "data" / "02_processed" / "toy").glob("*.txt"))) == 8
@@ -404,13 +398,13 @@ def test_workers_exit_when_the_driver_is_killed(project):
 
 def test_a_second_run_of_the_same_brainset_refuses_at_once(project):
     add_brainset(project, "toy", "toy")
-    first = start_kedro(
-        project, "run", "--pipeline=toy", "--params=toy.n_assets=2,toy.sleep=2"
+    first = start_kedro(  # the lock is the driver's: no worker process needed
+        project, "run", "--pipeline=toy", "--params=toy.n_assets=2,toy.sleep=2", THREADS
     )
     logs = project / "data" / "02_processed" / "toy" / "pipeline_logs"
     _wait_for(lambda: list(logs.glob("*.out")))
     started = time.monotonic()
-    second = kedro_in_process(project, "run", "--pipeline=toy")
+    second = kedro_in_process(project, "run", "--pipeline=toy", THREADS)
     assert time.monotonic() - started < 20
     assert second.returncode != 0
     message = second.stdout + second.stderr
@@ -418,11 +412,11 @@ def test_a_second_run_of_the_same_brainset_refuses_at_once(project):
     assert f"pid {first.pid} " in message
     output, _ = first.communicate(timeout=60)
     assert first.returncode == 0, output
-    released = kedro_in_process(project, "run", "--pipeline=toy")
+    released = kedro_in_process(project, "run", "--pipeline=toy", THREADS)
     assert released.returncode == 0, released.stdout + released.stderr
 
 
-@pytest.mark.parametrize("runner", [[], ["--runner=SequentialRunner"]])
+@pytest.mark.parametrize("runner", [[THREADS], ["--runner=SequentialRunner"]])
 def test_only_failed_reruns_what_failed_or_was_interrupted(project, runner):
     add_brainset(project, "toy", "toy")
     first = kedro_in_process(
@@ -466,7 +460,7 @@ def test_only_failed_reruns_what_failed_or_was_interrupted(project, runner):
 def test_only_failed_needs_a_run_report(project):
     add_brainset(project, "toy", "toy")
     result = kedro_in_process(
-        project, "run", "--pipeline=toy", "--params=brainsets.only=failed"
+        project, "run", "--pipeline=toy", "--params=brainsets.only=failed", THREADS
     )
     assert result.returncode != 0
     assert "brainset 'toy' has no run report yet" in result.stdout + result.stderr

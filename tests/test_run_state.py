@@ -5,6 +5,8 @@ its manifest to the end of the run), the journal of finished assets that
 import json
 import os
 import signal
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -22,7 +24,13 @@ from brainsets_kedro.lock import BrainsetLocked, brainset_lock
 from brainsets_kedro.nodes import AssetFailures
 from brainsets_kedro.runner import BrainsetRunner
 from tests.brainsets.toy import Pipeline as Toy
-from tests.conftest import TEST_BRAINSETS, add_brainset, kedro_in_process, start_kedro
+from tests.conftest import (
+    TEST_BRAINSETS,
+    THREADS,
+    add_brainset,
+    kedro_in_process,
+    start_kedro,
+)
 from tests.test_reliability import _wait_for
 
 
@@ -54,61 +62,65 @@ def test_the_lock_is_held_from_the_first_node_to_the_end_of_the_run(tmp_path):
         pass
 
 
-def _held_manifest(brainset_id: str) -> str:
-    """The toy brainset, named ``brainset_id``, whose get_manifest waits until the
-    file ``release_manifest`` is in its raw directory (at most ten minutes)."""
-    source = (TEST_BRAINSETS / "toy.py").read_text()
-    sleep = "        time.sleep(args.manifest_sleep)\n"
-    assert sleep in source
-    held = (
-        "        for _ in range(6000):\n"
-        '            if (raw_dir / "release_manifest").exists():\n'
-        "                break\n"
-        "            time.sleep(0.1)\n"
-    )
-    return source.replace(sleep, held).replace('"toy"', f'"{brainset_id}"')
+HOLD_LOCK = """\
+import sys
+from pathlib import Path
+
+from brainsets_kedro.lock import brainset_lock
+
+with brainset_lock(Path(sys.argv[1]), sys.argv[2]):
+    print("held", flush=True)
+    sys.stdin.read()  # until the test closes it
+"""
 
 
-@pytest.mark.parametrize("runner", [[], ["--runner=SequentialRunner"]])
+@pytest.mark.parametrize("runner", [[THREADS], ["--runner=SequentialRunner"]])
 def test_a_second_run_is_refused_before_its_manifest(project, runner):
+    """Another process holds the lock of brainset 'slow' (as a run of it does from
+    before its manifest: test_the_lock_is_held_from_the_first_node_to_the_end_of_the_run;
+    a real `kedro run` holding it: test_reliability). The lock's holder needs no
+    workers: a plain Python process takes it."""
     add_brainset(project, "toy", "toy")
-    add_brainset(project, _held_manifest("slow"), "slow")
-    first = start_kedro(
-        project, "run", "--pipeline=slow", "--params=slow.n_assets=4", *runner
-    )
-    lock = project / "data" / "02_processed" / "slow" / ".brainsets_kedro.lock"
-    raw = project / "data" / "01_raw" / "slow"
+    toy = (TEST_BRAINSETS / "toy.py").read_text()
+    add_brainset(project, toy.replace('"toy"', '"slow"'), "slow")
+    processed = project / "data" / "02_processed" / "slow"
     manifest = project / "data" / "08_reporting" / "slow" / "manifest.parquet"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(processed), "slow"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
-        # The first run holds the lock and is in its get_manifest until released.
-        _wait_for((raw / "manifest_made_at").exists)
-        assert lock.read_text()
-        # Two brainsets, one of them locked: refused before either computes a
-        # manifest; and `kedro brainset manifest`, which would save one too.
-        show = start_kedro(project, "brainset", "manifest", "slow", "--refresh")
+        assert holder.stdout.readline() == "held\n"
+        # Two brainsets, one of them locked: the locked one is refused before it
+        # computes a manifest; and `kedro brainset manifest`, which would save one.
         second = kedro_in_process(
             project,
             "run",
             "--pipelines=toy,slow",
             "--params=slow.n_assets=2",
+            *runner,
         )
-        assert not manifest.exists()  # the first run is still in its get_manifest
         message = second.stdout + second.stderr
         assert second.returncode == 1, message
         assert "Brainset 'slow' is being prepared by another run" in message
-        assert f"pid {first.pid} " in message
+        assert f"pid {holder.pid} " in message
         assert "Traceback" not in message  # a short message: another run is no bug
-        shown, _ = show.communicate(timeout=60)
-        assert show.returncode == 1, shown
-        assert "Error: Brainset 'slow' is being prepared by another run" in shown
         assert not manifest.exists()
-    finally:  # the first run goes on to the end
-        (raw / "release_manifest").touch()
-    output, _ = first.communicate(timeout=90)
-    assert first.returncode == 0, output
-    assert len(pd.read_parquet(manifest)) == 4  # the first run's, not overwritten
-    toy_report = pd.read_parquet(project / "data/08_reporting/toy/run_report.parquet")
-    assert (toy_report["status"] == "DONE").all()  # the other brainset ran
+        assert not (project / "data" / "01_raw" / "slow" / "manifest_made_at").exists()
+        shown = kedro_in_process(project, "brainset", "manifest", "slow", "--refresh")
+        assert shown.returncode == 1, shown.stdout + shown.stderr
+        assert "Error: Brainset 'slow' is being prepared by another run" in (
+            shown.stdout + shown.stderr
+        )
+        assert not manifest.exists()
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    if "--runner=SequentialRunner" not in runner:  # it stops at the first failure
+        toy_report = project / "data/08_reporting/toy/run_report.parquet"
+        assert (pd.read_parquet(toy_report)["status"] == "DONE").all()  # it ran
 
 
 def _write_with_atomic_write(source: str) -> str:
@@ -147,7 +159,7 @@ def test_only_failed_after_a_killed_run_reruns_what_it_did_not_finish(
     processed = project / "data" / "02_processed" / "toy"
     # A complete run: its report says every asset is DONE.
     complete = kedro_in_process(
-        project, "run", "--pipeline=toy", "--params=toy.n_assets=6"
+        project, "run", "--pipeline=toy", "--params=toy.n_assets=6", THREADS
     )
     assert complete.returncode == 0, complete.stdout + complete.stderr
 
@@ -174,6 +186,7 @@ def test_only_failed_after_a_killed_run_reruns_what_it_did_not_finish(
         "run",
         "--pipeline=toy",
         "--params=toy.n_assets=6,brainsets.only=failed",
+        THREADS,
     )
     output = again.stdout + again.stderr
     assert again.returncode == 0, output

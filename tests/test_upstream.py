@@ -2,8 +2,8 @@
 is checked before any work; `kedro brainset import` brings upstream brainsets in."""
 
 import argparse
+import io
 import json
-import subprocess
 import sys
 import textwrap
 from importlib import metadata as importlib_metadata
@@ -28,7 +28,7 @@ from brainsets_kedro.upstream import (
     read_inline_metadata,
     read_pipeline_file,
 )
-from tests.conftest import TEST_BRAINSETS, _kedro_env, add_brainset, kedro_in_process
+from tests.conftest import TEST_BRAINSETS, THREADS, add_brainset, kedro_in_process
 
 ABSENT = "brainsets-kedro-absent-package"
 """A distribution that no index holds: never installed."""
@@ -219,7 +219,7 @@ def test_missing_dependencies_fail_fast_with_the_install_command(project):
         # ///
         """
     add_brainset(project, _with_metadata("toy", "needs", block), "needs")
-    result = kedro_in_process(project, "run", "--pipelines=needs")
+    result = kedro_in_process(project, "run", "--pipelines=needs", THREADS)
     assert result.returncode == 1, _output(result)
     assert (
         f"Brainset 'needs' is missing dependencies: {ABSENT}, {ABSENT}-two; install "
@@ -300,6 +300,7 @@ def test_unimportable_pipeline_registers_and_fails_fast(project):
         "run",
         "--pipelines=unimportable",
         "--params=unimportable.study=b,unimportable.n_subjects=5",
+        THREADS,
     )
     assert result.returncode == 1
     assert (
@@ -310,7 +311,7 @@ def test_unimportable_pipeline_registers_and_fails_fast(project):
     # Without metadata naming it, the missing module is named.
     text = UNIMPORTABLE.replace(f'"{ABSENT}==1.2.3"', "")
     add_brainset(project, text, "unimportable")
-    result = kedro_in_process(project, "run", "--pipelines=unimportable")
+    result = kedro_in_process(project, "run", "--pipelines=unimportable", THREADS)
     assert result.returncode == 1
     assert (
         "could not be imported (No module named 'brainsets_kedro_absent_module'); "
@@ -417,7 +418,9 @@ def test_running_an_imported_brainset_names_what_to_install(project):
         pytest.skip("every dependency of the shipped brainsets is installed")
     imported = kedro_in_process(project, "brainset", "import", *chosen)
     assert imported.returncode == 0, _output(imported)
-    result = kedro_in_process(project, "run", f"--pipelines={','.join(chosen)}")
+    result = kedro_in_process(
+        project, "run", f"--pipelines={','.join(chosen)}", THREADS
+    )
     assert result.returncode == 1
     flat = _flat(result)
     for name, check in chosen.items():
@@ -608,19 +611,14 @@ class Pipeline(OpenNeuroPipeline):
 """
 
 
-def test_openneuro_prompt_default_fails_before_any_work_naming_the_parameter(project):
+def test_openneuro_prompt_default_fails_before_any_work_naming_the_parameter(
+    project, monkeypatch
+):
     needs_torch_brain()
     add_brainset(project, OPENNEURO, "tiny_ds000001")
-    result = subprocess.run(
-        [sys.executable, "-m", "kedro", "run", "--pipelines=tiny_ds000001"],
-        cwd=project,
-        env=_kedro_env(project),
-        stdin=subprocess.DEVNULL,  # as in CI or a cluster job: no terminal
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    # No terminal on stdin, as in CI or a cluster job (torch_brain asks isatty()).
+    monkeypatch.setattr(sys, "stdin", io.StringIO())
+    result = kedro_in_process(project, "run", "--pipelines=tiny_ds000001", THREADS)
     assert result.returncode == 2, _output(result)  # the fix is a parameter
     flat = _flat(result)
     assert "Cannot use --on-version-mismatch='prompt' in non-interactive mode" in flat
@@ -847,7 +845,7 @@ def test_a_computed_default_is_left_out_until_the_file_can_run(project, tmp_path
     assert "bin width (s)" in text and '\n  study: "a"' in text
     # Once the missing module is installed, the parser's own default applies.
     (project / "src/brainsets_kedro_absent_module.py").write_text("")
-    result = kedro_in_process(project, "run", "--pipelines=unimportable")
+    result = kedro_in_process(project, "run", "--pipelines=unimportable", THREADS)
     assert result.returncode == 0, _output(result)
     assert (project / "bin_size=0.25").exists()
 
@@ -881,7 +879,7 @@ class Pipeline(BrainsetPipeline):
 
 def test_an_asset_error_naming_a_flag_names_its_parameter(project):
     add_brainset(project, FLAG_IN_ERROR, "flagged")
-    result = kedro_in_process(project, "run", "--pipelines=flagged")
+    result = kedro_in_process(project, "run", "--pipelines=flagged", THREADS)
     assert result.returncode == 1
     report = pd.read_parquet(project / "data/08_reporting/flagged/run_report.parquet")
     assert report.loc["a_0", "error"] == (

@@ -15,7 +15,7 @@ from temporaldata import Data
 
 from brainsets_kedro.params import parse_params
 from brainsets_kedro.pipelines.my_brainset.pipeline import Pipeline
-from tests.conftest import kedro_in_process
+from tests.conftest import THREADS, kedro_in_process
 
 
 def make(tmp_path: Path, **params) -> Pipeline:
@@ -97,12 +97,19 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_processed_session_holds_what_a_model_needs(tmp_path):
+@pytest.fixture(scope="module")
+def session(tmp_path_factory) -> tuple[Data, tuple]:
+    """sess_01 downloaded and processed (read only), and its manifest row."""
+    tmp_path = tmp_path_factory.mktemp("session")
     pipeline = make(tmp_path)
     (tmp_path / "raw").mkdir()
     item = next(Pipeline.get_manifest(tmp_path, pipeline.args).itertuples())
     pipeline.process(pipeline.download(item))
-    data = load(tmp_path / "processed" / "sess_01.h5")
+    return load(tmp_path / "processed" / "sess_01.h5"), item
+
+
+def test_processed_session_holds_what_a_model_needs(session):
+    data, item = session
 
     assert (data.brainset.id, data.session.id) == ("my_brainset", "sess_01")
     assert (data.subject.id, data.device.recording_tech) == ("monkey_c", "UTAH_ARRAY")
@@ -119,12 +126,8 @@ def test_processed_session_holds_what_a_model_needs(tmp_path):
     assert data.valid_domain.is_valid.all() and data.test_domain.is_valid.all()
 
 
-def test_cursor_moves_towards_the_trial_target(tmp_path):
-    pipeline = make(tmp_path)
-    (tmp_path / "raw").mkdir()
-    item = next(Pipeline.get_manifest(tmp_path, pipeline.args).itertuples())
-    pipeline.process(pipeline.download(item))
-    data = load(tmp_path / "processed" / "sess_01.h5")
+def test_cursor_moves_towards_the_trial_target(session):
+    data, _ = session
     trials = data.trials.select_by_mask(data.trials.is_valid)
     for start, go_cue, target in zip(
         trials.start, trials.go_cue_time, trials.target_id, strict=True
@@ -171,6 +174,7 @@ def test_kedro_run_with_params_and_a_moved_raw_dir(project):
         "--pipeline=my_brainset",
         "--env=cluster",
         "--params=my_brainset.n_sessions=2",
+        THREADS,
     )
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in moved.iterdir()) == ["sess_01.nwb", "sess_02.nwb"]
@@ -184,7 +188,11 @@ def test_kedro_run_with_params_and_a_moved_raw_dir(project):
 
 def test_kedro_run_with_no_sessions_succeeds_with_nothing_to_do(project):
     result = kedro_in_process(
-        project, "run", "--pipeline=my_brainset", "--params=my_brainset.n_sessions=0"
+        project,
+        "run",
+        "--pipeline=my_brainset",
+        "--params=my_brainset.n_sessions=0",
+        THREADS,
     )
     assert result.returncode == 0, result.stderr
     assert "empty" in (result.stdout + result.stderr).lower()
@@ -193,7 +201,11 @@ def test_kedro_run_with_no_sessions_succeeds_with_nothing_to_do(project):
 
 def test_kedro_run_bad_param_gets_argparse_message(project):
     result = kedro_in_process(
-        project, "run", "--pipeline=my_brainset", "--params=my_brainset.n_sessions=x"
+        project,
+        "run",
+        "--pipeline=my_brainset",
+        "--params=my_brainset.n_sessions=x",
+        THREADS,
     )
     assert result.returncode != 0
     assert "invalid int value: 'x'" in result.stdout + result.stderr

@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 
 SHOWN_IN_FLIGHT = 30  # rows of the live table; the summary line counts the rest
 LOG_INTERVAL = 0.1  # seconds between two writes of the status lines, without a terminal
-RECEIVE_INTERVAL = 0.02
-"""Seconds the driver lets a worker's messages gather before reading them."""
 
 
 class StatusBoard:
@@ -288,11 +286,9 @@ class StatusChannel:
         running: tuple[int, Running] | None = None  # (round, asset) it started last
         try:
             while True:
-                if not connection.poll():
-                    # Nothing waiting: sleep while messages gather, then read them
-                    # all. Woken for each asset a worker announces, this thread cost
-                    # the driver tens of microseconds per asset.
-                    time.sleep(RECEIVE_INTERVAL)
+                # Blocking: a worker that dies is seen at once, before the pool
+                # kills the others, so the first to go is the one that died (reading
+                # in bursts, to wake less often, lost that order under load).
                 message = connection.recv()
                 if isinstance(message, tuple):  # a worker starts an asset
                     running = (self._round, Running(*message))

@@ -1,5 +1,7 @@
 """backend=dask: brainsets prepared on a real Dask cluster (a scheduler and worker
-processes started with the `dask` CLI on 127.0.0.1), through `kedro run`."""
+processes started with the `dask` CLI on 127.0.0.1), through `kedro run`. The run on a
+local cluster (no address) is in test_local_only.py, checked there for its sockets
+too."""
 
 import ipaddress
 import json
@@ -257,26 +259,6 @@ def test_a_worker_that_cannot_import_the_brainset(tmp_path):
     assert f"pip install -e {project.resolve()}" in output
     assert f"PYTHONPATH={project.resolve() / 'src'}" in output
     assert not (project / "data/01_raw/toy/a_00.txt").exists()
-
-
-def test_without_an_address_a_local_cluster(project):
-    result = kedro_in_process(
-        project,
-        "run",
-        "--pipelines=toy",
-        "--params=toy.n_assets=4,toy.fail=a_01,toy.sleep=0.2",
-        "--runner-params=backend=dask,n_jobs=2",
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 1, output
-    assert "with 2 worker threads of a local Dask cluster at tcp://127.0.0.1:" in output
-    report = _report(project)
-    assert report["status"].value_counts().to_dict() == {"DONE": 3, "FAILED": 1}
-    pids = {
-        json.loads(p.read_text())["pid"]
-        for p in (project / "data/02_processed/toy").glob("*.json")
-    }
-    assert len(pids) == 2
 
 
 @pytest.mark.parametrize(

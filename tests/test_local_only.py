@@ -1,10 +1,13 @@
 """Nothing a local run starts listens beyond 127.0.0.1: the status channel, the worker
-processes, a local Dask cluster, a local Ray."""
+processes, a local Dask cluster, a local Ray. The runs on a local Dask cluster and
+a local Ray are checked here for what they prepare too: one start of each."""
 
 import ipaddress
+import json
 import os
 import time
 
+import pandas as pd
 import pytest
 
 from tests.conftest import TEST_BRAINSETS, add_brainset, start_kedro
@@ -70,21 +73,13 @@ def _listening(pid: int) -> set[tuple[str, str, int]]:
     return listening
 
 
-@pytest.mark.parametrize("backend", ["loky", "dask", "ray"])
-def test_a_local_run_listens_on_loopback_only(project, backend):
-    if backend != "loky":
-        pytest.importorskip(backend)
+def _run_watching(project, *args: str) -> tuple[int, str, set]:
+    """``kedro run *args`` in a process of its own, with the toy brainset of
+    :func:`_held_process`: its exit code, output, and every socket it listened on,
+    from its start to its end (listed once more when both workers are at an asset)."""
     add_brainset(project, _held_process(), "toy")
-    run = start_kedro(
-        project,
-        "run",
-        "--pipeline=toy",
-        "--params=toy.n_assets=4",
-        f"--runner-params=n_jobs=2,backend={backend}",
-    )
+    run = start_kedro(project, "run", *args)
     processed = project / "data" / "02_processed" / "toy"
-    # The run's sockets from its start to its end; the assets' processing waits
-    # until both workers are at it, and the sockets are listed once more.
     listening = set()
     deadline = time.monotonic() + 300  # against a hang only
     try:
@@ -99,10 +94,79 @@ def test_a_local_run_listens_on_loopback_only(project, backend):
     while run.poll() is None:
         listening |= _listening(run.pid)
         time.sleep(0.1)
-    output = run.stdout.read()
-    assert run.returncode == 0, output
+    return run.returncode, run.stdout.read(), listening
+
+
+def _assert_loopback_only(listening: set) -> None:
     assert listening, "no listening socket seen: the status channel has one"
     exposed = sorted(s for s in listening if not _is_loopback(s[1]))
     assert not exposed, f"listening beyond 127.0.0.1: {exposed}"
-    if backend == "ray":
-        assert {"gcs_server", "raylet"} <= {name for name, _, _ in listening}
+
+
+def _report(project):
+    return pd.read_parquet(project / "data/08_reporting/toy/run_report.parquet")
+
+
+def _worker_pids(project) -> set[int]:
+    processed = project / "data/02_processed/toy"
+    return {json.loads(p.read_text())["pid"] for p in processed.glob("*.json")}
+
+
+def test_a_local_run_listens_on_loopback_only(project):
+    code, output, listening = _run_watching(
+        project,
+        "--pipeline=toy",
+        "--params=toy.n_assets=4",
+        "--runner-params=n_jobs=2,backend=loky",
+    )
+    assert code == 0, output
+    _assert_loopback_only(listening)
+
+
+def test_a_local_dask_cluster_listens_on_loopback_only(project):
+    """Also backend=dask without an address: a local cluster (test_dask.py has the
+    runs on a cluster of its own) prepares the assets in its worker processes."""
+    pytest.importorskip("distributed")
+    code, output, listening = _run_watching(
+        project,
+        "--pipeline=toy",
+        "--params=toy.n_assets=4,toy.fail=a_01",
+        "--runner-params=backend=dask,n_jobs=2",
+    )
+    assert code == 1, output
+    _assert_loopback_only(listening)
+    assert "with 2 worker threads of a local Dask cluster at tcp://127.0.0.1:" in output
+    report = _report(project)
+    assert report["status"].value_counts().to_dict() == {"DONE": 3, "FAILED": 1}
+    assert len(_worker_pids(project)) == 2
+
+
+def test_a_brainset_on_a_local_ray_listening_on_loopback_only(project):
+    """kedro run --env=ray: a local Ray, started by the run (test_ray.py has the
+    runs on a Ray of their own), prepares the assets in its actors, whose statuses
+    and logs reach the driver; Ray's servers listen on 127.0.0.1 only."""
+    pytest.importorskip("ray")
+    code, output, listening = _run_watching(
+        project,
+        "--env=ray",
+        "--pipelines=toy",
+        "--params=toy.n_assets=5,toy.fail=a_02",
+        "--runner-params=n_jobs=2",
+    )
+    assert code == 1, output
+    _assert_loopback_only(listening)
+    assert {"gcs_server", "raylet"} <= {name for name, _, _ in listening}
+    assert "with 2 workers of a local Ray at" in output
+    assert "1 of 5 assets of brainset 'toy' failed" in " ".join(output.split())
+    for asset_id in ("a_00", "a_01", "a_03", "a_04"):  # statuses reached the driver
+        assert f"toy {asset_id}: DOWNLOADING" in output
+        assert f"toy {asset_id}: DONE" in output
+    assert "toy a_02: FAILED" in output
+
+    report = _report(project)
+    assert report.loc["a_02", "status"] == "FAILED"
+    assert (report.drop("a_02")["status"] == "DONE").all()
+    assert len(_worker_pids(project)) == 2  # two Ray actors, not the driver
+    logs = project / "data/02_processed/toy/pipeline_logs"
+    assert (logs / "a_00.out").read_text() == "downloading a_00\nprocessing a_00\n"
+    assert "Traceback" in (logs / "a_02.err").read_text()

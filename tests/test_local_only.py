@@ -6,30 +6,61 @@ import ipaddress
 import json
 import os
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from tests.conftest import TEST_BRAINSETS, add_brainset, start_kedro
 
-psutil = pytest.importorskip("psutil")
 
-
-def _run_processes(pid: int) -> list:
-    """The run's processes: its descendants, and whatever else is in its session
-    (a daemon that left the tree)."""
-    try:
-        tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-    found = {p.pid: p for p in tree}
-    for process in psutil.process_iter():
-        try:
-            if os.getsid(process.pid) == pid:
-                found.setdefault(process.pid, process)
-        except (ProcessLookupError, PermissionError):
+def _run_processes(pid: int) -> dict[int, str]:
+    """The run's processes (pid: name): its descendants, and whatever else is in its
+    session (a daemon that left the tree). From one pass over /proc."""
+    parents, names, found = {}, {}, set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
             continue
-    return list(found.values())
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        _, ppid, _, session = stat[stat.rindex(")") + 1 :].split()[:4]
+        child = int(entry)
+        parents[child], names[child] = int(ppid), name
+        if int(session) == pid:
+            found.add(child)
+    tree = {pid} & parents.keys()
+    while grown := {c for c, parent in parents.items() if parent in tree} - tree:
+        tree |= grown
+    return {p: names[p] for p in found | tree}
+
+
+def _listening_sockets() -> dict[int, tuple[str, int]]:
+    """socket inode: (address, port) of every listening TCP socket and unconnected
+    UDP socket of this machine, from the kernel's tables (/proc/net)."""
+    sockets = {}
+    for table in ("tcp", "tcp6", "udp", "udp6"):
+        lines = Path(f"/proc/net/{table}").read_text().splitlines()[1:]
+        for line in lines:
+            fields = line.split()
+            local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+            listens = (
+                state == "0A" if table.startswith("tcp") else remote.endswith(":0000")
+            )
+            if listens:
+                sockets[int(inode)] = _address(local)
+    return sockets
+
+
+def _address(hex_address: str) -> tuple[str, int]:
+    """``0100007F:1F90`` (as /proc/net writes them: 32-bit words in host order, on
+    the little-endian machines this runs on) as ``("127.0.0.1", 8080)``."""
+    host, port = hex_address.split(":")
+    raw = bytes.fromhex(host)
+    packed = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(packed)), int(port, 16)
 
 
 def _is_loopback(host: str) -> bool:
@@ -58,18 +89,23 @@ def _held_process() -> str:
 
 def _listening(pid: int) -> set[tuple[str, str, int]]:
     """(process name, address, port) of every listening socket of the run ``pid``."""
+    processes = _run_processes(pid)
+    sockets = _listening_sockets()
     listening = set()
-    for process in _run_processes(pid):
+    for process, name in processes.items():
         try:
-            name = process.name()
-            sockets = process.net_connections(kind="inet")
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            fds = os.listdir(f"/proc/{process}/fd")
+        except OSError:  # gone meanwhile
             continue
-        for socket in sockets:
-            if socket.status == psutil.CONN_LISTEN or (
-                socket.status == psutil.CONN_NONE and not socket.raddr  # UDP
-            ):
-                listening.add((name, socket.laddr.ip, socket.laddr.port))
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{process}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inode = int(target[8:-1])
+                if inode in sockets:
+                    listening.add((name, *sockets[inode]))
     return listening
 
 

@@ -66,9 +66,10 @@ class Cluster:
         self.address = json.loads(scheduler_file.read_text())["address"]
         self.add_workers(pythonpath, 2)
 
-    def add_workers(self, pythonpath: str, n: int) -> subprocess.Popen:
-        """``n`` more single-threaded worker processes (one `dask worker`), which
-        import the project through ``pythonpath`` only; once they joined."""
+    def add_workers(self, pythonpath: str, n: int, *options: str) -> subprocess.Popen:
+        """``n`` more single-threaded worker processes (one `dask worker` with
+        ``options``), which import the project through ``pythonpath`` only; once
+        they joined."""
         process = self._start(
             pythonpath,
             "worker",
@@ -80,6 +81,7 @@ class Cluster:
             "1",
             "--local-directory",
             str(self.root),
+            *options,
         )
         self.n_workers += n
         with self.client() as client:
@@ -254,8 +256,9 @@ def test_ctrl_c_stops_the_cluster_tasks(project, cluster):
 
 def test_a_worker_that_cannot_import_the_brainset(project, cluster):
     # Beside the cluster's workers, one that sees only the installed
-    # brainsets_kedro, which has no brainset 'toy'.
-    stranger = cluster.add_workers("", 1)
+    # brainsets_kedro, which has no brainset 'toy' (in the `dask worker` process
+    # itself: no nanny to start, none needed here).
+    stranger = cluster.add_workers("", 1, "--no-nanny")
     try:
         # In a process of its own: the message names where the driver imported
         # brainsets_kedro from, the copy only there.

@@ -149,6 +149,9 @@ def _worker_pids(project) -> set[int]:
 
 
 def test_a_local_run_listens_on_loopback_only(project):
+    """Also: the run command started the worker processes while Kedro loaded the
+    project, before the manifest was made, and joblib reused them for the assets
+    (brainsets_kedro.prestart)."""
     code, output, listening = _run_watching(
         project,
         "--pipeline=toy",
@@ -157,6 +160,15 @@ def test_a_local_run_listens_on_loopback_only(project):
     )
     assert code == 0, output
     _assert_loopback_only(listening)
+
+    made_at = float((project / "data/01_raw/toy/manifest_made_at").read_text())
+    workers = [
+        json.loads(path.read_text())
+        for path in (project / "data/02_processed/toy").glob("*.json")
+    ]
+    assert len(workers) == 4
+    assert len({w["pid"] for w in workers}) == 2
+    assert all(w["process_started"] < made_at for w in workers)
 
 
 def test_a_local_dask_cluster_listens_on_loopback_only(project):

@@ -1,5 +1,7 @@
 """backend=dask: brainsets prepared on a real Dask cluster (a scheduler and worker
-processes started with the `dask` CLI on 127.0.0.1), through `kedro run`."""
+processes started with the `dask` CLI on 127.0.0.1), through `kedro run`. The run on a
+local cluster (no address) is in test_local_only.py, checked there for its sockets
+too."""
 
 import ipaddress
 import json
@@ -42,15 +44,14 @@ def _copy_project(root: Path) -> Path:
 
 class Cluster:
     """`dask scheduler` and `dask worker` processes; the workers import the project
-    through ``worker_pythonpath`` only (they run in another directory)."""
+    through ``pythonpath`` only (they run in another directory)."""
 
-    def __init__(self, root: Path, scheduler_pythonpath: str, worker_pythonpath: str):
+    def __init__(self, root: Path, pythonpath: str):
         root.mkdir(parents=True)
-        self.processes = []
+        self.root, self.processes, self.n_workers = root, [], 0
         scheduler_file = root / "scheduler.json"
         self._start(
-            root,
-            scheduler_pythonpath,
+            pythonpath,
             "scheduler",
             *LOOPBACK,
             "--port",
@@ -63,30 +64,49 @@ class Cluster:
             assert time.monotonic() < deadline, "the scheduler did not start"
             time.sleep(0.1)
         self.address = json.loads(scheduler_file.read_text())["address"]
-        self._start(
-            root,
-            worker_pythonpath,
+        self.add_workers(pythonpath, 2)
+
+    def add_workers(self, pythonpath: str, n: int, *options: str) -> subprocess.Popen:
+        """``n`` more single-threaded worker processes (one `dask worker` with
+        ``options``), which import the project through ``pythonpath`` only; once
+        they joined."""
+        process = self._start(
+            pythonpath,
             "worker",
             self.address,
             *LOOPBACK,
             "--nworkers",
-            "2",
+            str(n),
             "--nthreads",
             "1",
             "--local-directory",
-            str(root),
+            str(self.root),
+            *options,
         )
+        self.n_workers += n
         with self.client() as client:
-            client.wait_for_workers(2, timeout=60)
+            client.wait_for_workers(self.n_workers, timeout=60)
+        return process
 
-    def _start(self, root: Path, pythonpath: str, *args: str) -> None:
+    def remove_workers(self, process: subprocess.Popen, n: int) -> None:
+        """Stop the ``n`` workers of :meth:`add_workers`; once they left."""
+        self._stop(process)
+        self.processes.remove(process)
+        self.n_workers -= n
+        deadline = time.monotonic() + 60
+        with self.client() as client:
+            while len(client.nthreads()) > self.n_workers:
+                assert time.monotonic() < deadline, client.nthreads()
+                time.sleep(0.1)
+
+    def _start(self, pythonpath: str, *args: str) -> subprocess.Popen:
         env = {**os.environ, "PYTHONPATH": pythonpath}
-        log = (root / f"{args[0]}.log").open("w")
-        self.processes.append(
-            subprocess.Popen(
-                [DASK, *args], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
+        log = (self.root / f"{args[0]}-{len(self.processes)}.log").open("w")
+        process = subprocess.Popen(
+            [DASK, *args], cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT
         )
+        self.processes.append(process)
+        return process
 
     def client(self) -> distributed.Client:
         return distributed.Client(self.address, set_as_default=False)
@@ -97,12 +117,16 @@ class Cluster:
 
     def stop(self) -> None:
         for process in reversed(self.processes):  # workers, then the scheduler
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            self._stop(process)
+
+    @staticmethod
+    def _stop(process: subprocess.Popen) -> None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +134,7 @@ def shared(tmp_path_factory):
     """A project and a cluster whose scheduler and workers import it."""
     root = tmp_path_factory.mktemp("dask")
     project = _copy_project(root / "project")
-    cluster = Cluster(root / "cluster", str(project / "src"), str(project / "src"))
+    cluster = Cluster(root / "cluster", str(project / "src"))
     yield project, cluster
     cluster.stop()
 
@@ -230,11 +254,11 @@ def test_ctrl_c_stops_the_cluster_tasks(project, cluster):
             time.sleep(0.1)
 
 
-def test_a_worker_that_cannot_import_the_brainset(tmp_path):
-    project = _copy_project(tmp_path / "project")
-    # The scheduler imports the project; the workers see only the installed
-    # brainsets_kedro, which has no brainset 'toy'.
-    cluster = Cluster(tmp_path / "cluster", str(project / "src"), "")
+def test_a_worker_that_cannot_import_the_brainset(project, cluster):
+    # Beside the cluster's workers, one that sees only the installed
+    # brainsets_kedro, which has no brainset 'toy' (in the `dask worker` process
+    # itself: no nanny to start, none needed here).
+    stranger = cluster.add_workers("", 1, "--no-nanny")
     try:
         # In a process of its own: the message names where the driver imported
         # brainsets_kedro from, the copy only there.
@@ -244,9 +268,9 @@ def test_a_worker_that_cannot_import_the_brainset(tmp_path):
             "--pipelines=toy",
             f"--runner-params=backend=dask,address={cluster.address}",
         )
-        assert len(cluster.worker_pids()) == 2  # the workers are still there
+        assert len(cluster.worker_pids()) == 3  # the workers are still there
     finally:
-        cluster.stop()
+        cluster.remove_workers(stranger, 1)
     output = " ".join((result.stdout + result.stderr).split())
     assert result.returncode != 0
     assert "Dask worker tcp://127.0.0.1:" in output
@@ -257,26 +281,6 @@ def test_a_worker_that_cannot_import_the_brainset(tmp_path):
     assert f"pip install -e {project.resolve()}" in output
     assert f"PYTHONPATH={project.resolve() / 'src'}" in output
     assert not (project / "data/01_raw/toy/a_00.txt").exists()
-
-
-def test_without_an_address_a_local_cluster(project):
-    result = kedro_in_process(
-        project,
-        "run",
-        "--pipelines=toy",
-        "--params=toy.n_assets=4,toy.fail=a_01,toy.sleep=0.2",
-        "--runner-params=backend=dask,n_jobs=2",
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 1, output
-    assert "with 2 worker threads of a local Dask cluster at tcp://127.0.0.1:" in output
-    report = _report(project)
-    assert report["status"].value_counts().to_dict() == {"DONE": 3, "FAILED": 1}
-    pids = {
-        json.loads(p.read_text())["pid"]
-        for p in (project / "data/02_processed/toy").glob("*.json")
-    }
-    assert len(pids) == 2
 
 
 @pytest.mark.parametrize(

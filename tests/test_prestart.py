@@ -1,6 +1,7 @@
-"""The run command starts the local worker processes while Kedro loads the project."""
+"""The run command starts the local worker processes while Kedro loads the project.
+That a run's assets are prepared by the processes it started early is checked on the
+run of test_local_only::test_a_local_run_listens_on_loopback_only."""
 
-import json
 import pickle
 import subprocess
 import sys
@@ -14,29 +15,6 @@ from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.execution.backends.workers import AnnouncedRun
 from brainsets_kedro.prestart import start_workers, wait_for_workers
 from brainsets_kedro.status import StatusSender
-from tests.conftest import add_brainset, kedro_in_process
-
-
-def test_workers_are_ready_before_the_manifest_is_made(project):
-    add_brainset(project, "toy", "toy")
-    result = kedro_in_process(
-        project,
-        "run",
-        "--pipelines=toy",
-        "--params=toy.n_assets=6,toy.sleep=0.05",
-        "--runner-params=n_jobs=2,backend=loky",
-    )
-    assert result.returncode == 0, result.stderr
-    made_at = float((project / "data/01_raw/toy/manifest_made_at").read_text())
-    workers = [
-        json.loads(path.read_text())
-        for path in (project / "data/02_processed/toy").glob("*.json")
-    ]
-    assert len(workers) == 6
-    assert len({w["pid"] for w in workers}) == 2
-    # The processes that prepared the assets were started before the driver computed
-    # its manifest: by the run command, and joblib reused them for the assets.
-    assert all(w["process_started"] < made_at for w in workers)
 
 
 def test_a_worker_started_early_exits_without_the_final_collection():

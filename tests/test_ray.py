@@ -1,7 +1,8 @@
 """backend=ray: brainsets prepared through joblib's Ray backend, on a local Ray that
-the run starts and on a running Ray cluster (`ray start --head`)."""
+the run starts and on a running Ray cluster (`ray start --head`). The run on a local
+Ray that prepares a brainset is in test_local_only.py, checked there for its sockets
+too (one Ray start for both)."""
 
-import json
 import os
 import socket
 import subprocess
@@ -9,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from tests.conftest import add_brainset, kedro
@@ -17,36 +17,6 @@ from tests.conftest import add_brainset, kedro
 pytest.importorskip("ray")
 
 RAY = str(Path(sys.executable).parent / "ray")
-
-
-def test_a_brainset_on_a_local_ray(project):
-    add_brainset(project, "toy", "toy")
-    result = kedro(
-        project,
-        "run",
-        "--env=ray",
-        "--pipelines=toy",
-        "--params=toy.n_assets=5,toy.fail=a_02,toy.sleep=0.2",
-        "--runner-params=n_jobs=2",
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 1, output
-    assert "with 2 workers of a local Ray at" in output
-    assert "1 of 5 assets of brainset 'toy' failed" in " ".join(output.split())
-    for asset_id in ("a_00", "a_01", "a_03", "a_04"):  # statuses reached the driver
-        assert f"toy {asset_id}: DOWNLOADING" in output
-        assert f"toy {asset_id}: DONE" in output
-    assert "toy a_02: FAILED" in output
-
-    report = pd.read_parquet(project / "data/08_reporting/toy/run_report.parquet")
-    assert report.loc["a_02", "status"] == "FAILED"
-    assert (report.drop("a_02")["status"] == "DONE").all()
-    processed = project / "data/02_processed/toy"
-    pids = {json.loads(p.read_text())["pid"] for p in processed.glob("*.json")}
-    assert len(pids) == 2  # two Ray actors, not the driver
-    logs = processed / "pipeline_logs"
-    assert (logs / "a_00.out").read_text() == "downloading a_00\nprocessing a_00\n"
-    assert "Traceback" in (logs / "a_02.err").read_text()
 
 
 def test_a_local_ray_on_every_interface_keeps_its_token_authentication(

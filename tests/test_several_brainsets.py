@@ -61,6 +61,7 @@ def test_failing_manifest_does_not_stop_the_other_brainset(two):
         "run",
         "--pipelines=toy,toy2",
         "--params=toy.unreachable=true,toy2.n_assets=3",
+        "--runner-params=backend=threading",  # the manifests are the driver's
     )
     output = result.stdout + result.stderr
     assert result.returncode != 0

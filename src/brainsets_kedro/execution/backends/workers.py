@@ -61,6 +61,7 @@ class AssetInterrupted(BaseException):
 
 
 _stoppable: dict[int, str] = {}  # thread id -> run id, on a cluster worker
+_stopped: set[str] = set()  # run ids: an asset of theirs that starts stops at once
 _stoppable_lock = threading.Lock()
 
 
@@ -77,8 +78,12 @@ class StoppableRun:
     def __call__(self, row: tuple, **kwargs: Any) -> AssetResult:
         thread, start = threading.get_ident(), time.time()
         with _stoppable_lock:
-            _stoppable[thread] = self.run_id
+            stopped = self.run_id in _stopped
+            if not stopped:
+                _stoppable[thread] = self.run_id
         try:
+            if stopped:  # a task the cluster started after stop_run
+                raise AssetInterrupted
             return self.job.run(row, self.stages, **kwargs)
         except AssetInterrupted:
             self.job.note(row[0], "stopped: the run was interrupted")
@@ -94,8 +99,11 @@ class StoppableRun:
 def stop_run(run_id: str) -> None:
     """On a cluster worker: stop the run's assets, by an asynchronous exception in
     each thread running one (raised between Python bytecodes: a call blocked in C is
-    stopped once it returns)."""
+    stopped once it returns), and those the cluster starts later (a worker freed by
+    the stop takes the next task of the run before the driver's client forgets
+    them)."""
     with _stoppable_lock:
+        _stopped.add(run_id)
         for thread in [t for t, run in _stoppable.items() if run == run_id]:
             del _stoppable[thread]
             _set_async_exc(thread, AssetInterrupted)

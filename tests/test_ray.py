@@ -93,3 +93,37 @@ def test_a_ray_cluster_whose_workers_cannot_import_the_brainset(
         "No module named 'brainsets_kedro.pipelines.toy'"
     ) in output
     assert f"PYTHONPATH={project.resolve() / 'src'}" in output
+
+
+@pytest.mark.parametrize(
+    ("environment", "expected"),
+    [({}, "0"), ({"RAY_USAGE_STATS_ENABLED": "1"}, "1")],
+)
+def test_a_local_ray_sends_no_usage_statistics_unless_asked(environment, expected):
+    # Set before `import ray`, as the loopback setting: in a process of its own.
+    check = (
+        "import os\n"
+        "from brainsets_kedro.execution.backends import import_backend\n"
+        "import_backend('ray', local=True)\n"
+        "print(os.environ['RAY_USAGE_STATS_ENABLED'])\n"
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in {
+            "RAY_USAGE_STATS_ENABLED",
+            "RAY_ADDRESS",
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER",
+        }
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", check],
+        env={**env, **environment},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected

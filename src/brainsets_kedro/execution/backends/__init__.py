@@ -33,7 +33,9 @@ def import_backend(backend: str, local: bool = False) -> None:
     Args:
         backend: ``dask`` or ``ray``.
         local: whether the run starts its own cluster on this machine (no address):
-            for Ray, its servers are then made to listen on 127.0.0.1 only.
+            for Ray, its servers are then made to listen on 127.0.0.1 only, and it
+            sends no usage statistics over the network (unless the environment
+            sets ``RAY_USAGE_STATS_ENABLED``).
 
     Raises:
         ImportError: the backend's package is not installed.
@@ -46,6 +48,7 @@ def import_backend(backend: str, local: bool = False) -> None:
         loopback = loopback and RAY_ON_LOOPBACK not in os.environ
         if loopback:
             os.environ[RAY_ON_LOOPBACK] = "0"  # before `import ray`
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         try:
             from ray.util.joblib import register_ray  # noqa: PLC0415
         except ImportError:

@@ -187,7 +187,7 @@ class BrainsetJob:
         )
         _running.result = result
         append = "download" not in stages  # process after a separate download
-        logs = self.log_paths(asset_id)
+        logs = self.log_path_strings(asset_id)
         with captured_output(*logs, append, self.log_max_bytes) as written:
             try:
                 with deadline(self.timeout), signal_interrupts_marked():
@@ -504,7 +504,7 @@ class _LogFile(io.TextIOBase):
     It never raises: the first error (a full disk, a name too long for the file
     system) is kept in :attr:`error` and the output is dropped."""
 
-    def __init__(self, path: Path, max_bytes: int | None = None):
+    def __init__(self, path: str, max_bytes: int | None = None):
         self._path = path
         self._file: io.BufferedWriter | None = None
         self._room = max_bytes  # bytes that may still be written, None: no cap
@@ -581,8 +581,8 @@ class WrittenLogs:
 
 @contextlib.contextmanager
 def captured_output(
-    out_path: Path,
-    err_path: Path,
+    out_path: str | os.PathLike,
+    err_path: str | os.PathLike,
     append: bool = False,
     max_bytes: int | None = None,
 ) -> Iterator[WrittenLogs]:
@@ -592,11 +592,14 @@ def captured_output(
     ``max_bytes``; the yielded :class:`WrittenLogs` tells, once the block is done,
     whether they could be written."""
     _install_routers()
-    out, err = _LogFile(out_path, max_bytes), _LogFile(err_path, max_bytes)
+    out = _LogFile(os.fspath(out_path), max_bytes)
+    err = _LogFile(os.fspath(err_path), max_bytes)
     for log in (out, err):
         if not append:
             try:
-                log._path.unlink(missing_ok=True)
+                os.unlink(log._path)
+            except FileNotFoundError:
+                pass
             except OSError as error:  # e.g. a name too long for the file system
                 log.error = error
     with out, err:

@@ -93,6 +93,9 @@ class BrainsetRunner(SequentialRunner):
         address: With ``dask``/``ray``, the cluster's scheduler.
         is_async: Load and save node inputs and outputs in threads, as Kedro's.
         download_jobs: Downloads at once; ``None``: twice ``n_jobs``, at least 8.
+
+    Raises:
+        UsageError: An argument of the wrong kind, named with its fix.
     """
 
     def __init__(
@@ -113,6 +116,8 @@ class BrainsetRunner(SequentialRunner):
             "status_host": status_host,
             "address": address,
         }
+        # --runner-params are checked now, before Kedro runs any node.
+        RunSettings.from_parameters({}, self._runner_params)
 
     @property
     def _logger(self) -> logging.Logger:

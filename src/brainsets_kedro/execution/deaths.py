@@ -3,24 +3,17 @@ and the result of the asset that was running in it."""
 
 from __future__ import annotations
 
-import logging
 import re
 import sys
 import time
 from concurrent.futures import BrokenExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from brainsets_kedro.assets import (
     FAILED,
     AssetResult,
     BrainsetJob,
 )
-
-if TYPE_CHECKING:
-    pass
-
-logger = logging.getLogger(__name__)
-
 
 LOST_WORKER_WAIT = 2.0
 """Seconds the driver waits, once the pool broke, to hear which asset the dead worker

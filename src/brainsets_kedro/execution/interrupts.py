@@ -6,22 +6,16 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import logging
 import os
 import signal
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from brainsets_kedro.assets import (
     SignalInterrupt,
 )
-
-if TYPE_CHECKING:
-    pass
-
-logger = logging.getLogger(__name__)
 
 
 class RunInterrupted(SignalInterrupt):

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import joblib
 import pandas as pd
@@ -61,9 +61,6 @@ from brainsets_kedro.prestart import wait_for_workers
 from brainsets_kedro.run_settings import CLUSTER_BACKENDS, RunSettings
 from brainsets_kedro.selection import Selection
 from brainsets_kedro.status import StatusBoard, StatusChannel
-
-if TYPE_CHECKING:
-    pass
 
 logger = logging.getLogger(__name__)
 

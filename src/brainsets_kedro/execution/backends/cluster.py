@@ -9,13 +9,10 @@ import logging
 import re
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from brainsets_kedro.errors import UserError
 from brainsets_kedro.run_settings import RunSettings
-
-if TYPE_CHECKING:
-    pass
 
 logger = logging.getLogger(__name__)
 

@@ -7,14 +7,11 @@ import contextlib
 import functools
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from brainsets_kedro.execution.backends.cluster import Cluster, host_of
 from brainsets_kedro.execution.backends.workers import import_errors, stop_run
 from brainsets_kedro.run_settings import RunSettings
-
-if TYPE_CHECKING:
-    pass
 
 logger = logging.getLogger(__name__)
 

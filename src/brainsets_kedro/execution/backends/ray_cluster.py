@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING
 
 from brainsets_kedro.execution.backends import RAY_ON_LOOPBACK
 from brainsets_kedro.execution.backends.cluster import Cluster, host_of, is_loopback
 from brainsets_kedro.run_settings import RunSettings
-
-if TYPE_CHECKING:
-    pass
 
 logger = logging.getLogger(__name__)
 

@@ -5,22 +5,16 @@ workers, stoppable on a cluster's; and the import check of a cluster's workers."
 from __future__ import annotations
 
 import ctypes
-import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from brainsets_kedro.assets import (
     INTERRUPTED,
     AssetResult,
     BrainsetJob,
 )
-
-if TYPE_CHECKING:
-    pass
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity, as joblib hashes functions

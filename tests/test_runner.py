@@ -230,9 +230,9 @@ def test_status_lines_are_written_by_one_thread_while_the_board_is_open(monkeypa
     written = []
     monkeypatch.setattr(
         status,
-        "log_status",
-        lambda b, a, s, step=None: written.append(
-            (threading.current_thread().name, a, s)
+        "log_statuses",
+        lambda lines: written.extend(
+            (threading.current_thread().name, a, s) for b, a, s in lines
         ),
     )
 

@@ -29,7 +29,7 @@ import time
 import traceback
 import warnings
 from argparse import Namespace
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
@@ -69,10 +69,22 @@ def log_status(
     brainset_id: str, asset_id: Any, status: str, step: Step | None = None
 ) -> None:
     """The reporter used when no runner listens: one log line per status change."""
+    log_statuses([(brainset_id, asset_id, status)])
+
+
+_NO_MARKUP = {"markup": False}  # an asset id such as [sess_01] is not rich markup
+
+
+def log_statuses(lines: Iterable[tuple[str, Any, str]]) -> None:
+    """Log a line per ``(brainset_id, asset_id, status)``, in order, outside any
+    asset's captured output."""
+    if not status_logger.isEnabledFor(logging.INFO):
+        return
     with output_not_captured():
-        status_logger.info(
-            "%s %s: %s", brainset_id, asset_id, status, extra={"markup": False}
-        )
+        for brainset_id, asset_id, status in lines:
+            status_logger.info(
+                "%s %s: %s", brainset_id, asset_id, status, extra=_NO_MARKUP
+            )
 
 
 @dataclass(slots=True)

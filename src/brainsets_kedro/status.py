@@ -22,7 +22,14 @@ from collections import Counter, deque
 from multiprocessing.connection import Client, Connection, Listener
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from brainsets_kedro.assets import DONE, FAILED, AssetResult, Step, log_status
+from brainsets_kedro.assets import (
+    DONE,
+    FAILED,
+    AssetResult,
+    Step,
+    log_status,
+    log_statuses,
+)
 from brainsets_kedro.brainset import status_style
 
 if TYPE_CHECKING:
@@ -188,8 +195,8 @@ class StatusBoard:
 
     @staticmethod
     def _write(lines: deque | None) -> None:
-        while lines:
-            log_status(*lines.popleft())
+        if lines:  # those queued now; later ones at the next write
+            log_statuses(lines.popleft() for _ in range(len(lines)))
 
     def counts(self) -> Counter[str]:
         with self._lock:

@@ -277,7 +277,7 @@ class SharedAssetPool:
                 causes = death_causes(error)
                 cause, ambiguous = ", ".join(causes), len(causes) > 1
             if self._cluster is not None:  # its other tasks go on: stop them
-                self._cluster.stop()
+                self._stop_cluster_round()
             wait = 0 if self._cluster else LOST_WORKER_WAIT  # no AnnouncedRun there
             lost = [
                 asset
@@ -304,6 +304,14 @@ class SharedAssetPool:
                 self._collect(board, worker_died(plan.job, lost[0].asset_id, cause))
                 continue
             self._run_suspects_alone(board, cause)
+
+    def _stop_cluster_round(self) -> None:
+        """Stop the round's tasks still on the cluster. A stopped run id also stops
+        its tasks that start later, so the next round's tasks get a new one."""
+        self._cluster.stop()
+        self._run_id = self._cluster.run_id = uuid.uuid4().hex
+        for plan in self._plans:
+            plan.task = self._task_function(plan)
 
     def _run_lost_alone(self, board: StatusBoard, lost: Any, cause: str) -> None:
         plan = self._by_brainset[lost.brainset_id]

@@ -4,6 +4,8 @@ is checked before any work; `kedro brainset import` brings upstream brainsets in
 import argparse
 import io
 import json
+import shutil
+import subprocess
 import sys
 import textwrap
 from importlib import metadata as importlib_metadata
@@ -31,6 +33,7 @@ from brainsets_kedro.upstream import (
 from tests.conftest import TEST_BRAINSETS, THREADS, add_brainset, kedro_in_process
 
 ABSENT = "brainsets-kedro-absent-package"
+RUFF = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
 """A distribution that no index holds: never installed."""
 
 
@@ -404,6 +407,12 @@ def test_every_shipped_brainset_imports_registers_and_shows_offline(
     for name in names:
         original = upstream_pipelines_dir(choice) / name / "pipeline.py"
         assert (pipelines / name / "pipeline.py").read_text() == original.read_text()
+    # ... and the project's ruff leaves it as it is (the README's ruff command).
+    for command in (["format", "--check", "."], ["check", "."]):
+        linted = subprocess.run(
+            [RUFF, *command], cwd=project, capture_output=True, text=True, check=False
+        )
+        assert linted.returncode == 0, linted.stdout + linted.stderr
 
 
 def test_running_an_imported_brainset_names_what_to_install(project):

@@ -94,8 +94,9 @@ class BrainsetPipeline(ABC):
     The workflow:
       1. :meth:`get_manifest` lists the assets to prepare (once, on the driver).
       2. :meth:`download` fetches one asset (in parallel over the manifest's rows).
-      3. :meth:`process` turns that download into the processed output, right after
-         the download and on the same worker.
+      3. :meth:`process` turns that download into the processed output, once the
+         download has returned, on a worker of its own (what :meth:`download`
+         returned reaches it, pickled when it crosses processes).
 
     Pipeline-specific options come from :attr:`parser`: its ``dest`` names are the
     brainset's Kedro parameters, parsed by the parser itself into an

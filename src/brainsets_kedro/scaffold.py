@@ -348,9 +348,11 @@ class Pipeline(BrainsetPipeline):
         if path.exists() and not self.args.redownload:
             self.update_status("Already downloaded")
             return path
-        # TODO: fetch manifest_item.url instead, e.g.
-        #     with self.atomic_write(path) as tmp:
-        #         urllib.request.urlretrieve(manifest_item.url, tmp)
+        # TODO: fetch manifest_item.url instead, with brainsets_kedro.download (it
+        # resumes, retries, checks the size and checksum, and puts only a complete
+        # file at path):
+        #     from brainsets_kedro import download
+        #     return download(manifest_item.url, path, size=manifest_item.size_bytes)
         rng = np.random.default_rng(sum(map(ord, manifest_item.Index)))
         timestamps = np.sort(rng.uniform(0.0, 60.0, 2000))
         unit_index = rng.integers(0, 16, len(timestamps))
@@ -361,9 +363,11 @@ class Pipeline(BrainsetPipeline):
     def process(self, download_output: Path) -> None:
         """Step 3, process: write self.processed_dir / "<asset_id>.h5".
 
-        Runs right after the asset's download, on the same worker. Read the raw file,
-        build a temporaldata Data object, and write it with self.atomic_write, so
-        that a crash never leaves a half-written file.
+        Runs once the asset's download has returned, on a worker of its own (the
+        download ran elsewhere: download_output is what it returned, so keep it
+        picklable, e.g. a path). Read the raw file, build a temporaldata Data
+        object, and write it with self.atomic_write, so that a crash never leaves a
+        half-written file.
         """
         session_id = download_output.stem
         path = self.processed_dir / f"{session_id}.h5"
@@ -556,6 +560,15 @@ class Imported:
     changes: ParameterChanges
 
 
+UPSTREAM_RUFF = """\
+# Written by `kedro brainset import`: this folder is upstream's code, kept as upstream
+# wrote it, so the project's `ruff format` and `ruff check` leave it out.
+exclude = ["*"]
+"""
+"""The ``.ruff.toml`` put in an imported brainset's folder: ruff reads the closest
+configuration of each folder, so this one, not the project's, applies there."""
+
+
 def _copy_in(source: Path, whole_folder: bool, folder: Path) -> None:
     if whole_folder:
         shutil.copytree(
@@ -569,6 +582,7 @@ def _copy_in(source: Path, whole_folder: bool, folder: Path) -> None:
     init = folder / "__init__.py"
     if not init.exists():
         init.write_text("", encoding="utf-8")
+    (folder / ".ruff.toml").write_text(UPSTREAM_RUFF, encoding="utf-8")
 
 
 def import_brainset(

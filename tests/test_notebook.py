@@ -52,6 +52,12 @@ def test_notebook_runs_after_a_run(project, monkeypatch):
         output.get("data", {}).get("text/plain", "") + output.get("text", "")
         for output in outputs
     )
+    # No log record: the notebook works from the project's root, where Kedro finds
+    # conf/logging.yml (Kedro's notices go to info.log), not from notebooks/, where
+    # Kedro's default configuration showed each "Loading data from ..." record.
+    assert not [o for o in outputs if o.get("name") == "stderr"]
+    for record in ("INFO", "Loading data from", "Kedro project", "logging.yml"):
+        assert record not in shown
     # The run report and the card of this project's run, and a session read from
     # my_brainset.processed.
     assert "sess_01" in shown and "sess_02" in shown and "DONE" in shown

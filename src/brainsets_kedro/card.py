@@ -27,18 +27,23 @@ from brainsets_kedro.sizes import format_bytes
 logger = logging.getLogger(__name__)
 
 SUFFIX = ".h5"
-CARD_COLUMNS = [
-    "size_bytes",
-    "start",
-    "end",
-    "duration_s",
-    "n_units",
-    "n_spikes",
-    "fields",
-    "error",
-]
-"""The card's columns; its index, ``file``, is the file's partition id in
-``<id>.processed`` (its path under the processed directory, without ``.h5``)."""
+CARD_COLUMN_MEANINGS = {
+    "size_bytes": "size on disk",
+    "start": "the start of the file's time domain, in seconds",
+    "end": "the end of the file's time domain, in seconds",
+    "duration_s": "the duration of its time domain: the sum of its intervals",
+    "n_units": "rows of its `units`, where it has them",
+    "n_spikes": "rows of its `spikes`, where it has them",
+    "fields": "its top-level fields, e.g. `brainset, cursor, device, domain, ...`",
+    "error": "why the file could not be read; the other columns are then empty",
+}
+"""What each column of a brainset's card (``<id>.card``) holds; its index, ``file``,
+is the file's partition id in ``<id>.processed`` (its path under the processed
+directory, without ``.h5``). The reference page of the documentation is made from
+it."""
+
+CARD_COLUMNS = list(CARD_COLUMN_MEANINGS)
+"""The card's columns, in order."""
 
 
 class UnreadableFiles(AssetFailures):

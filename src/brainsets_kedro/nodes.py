@@ -53,24 +53,27 @@ BRAINSET_TAG = "brainset"
 nodes whose failures stay within their brainset (``kedro run --tags=brainset`` runs
 just the brainsets)."""
 
-REPORT_COLUMNS = [
-    "status",
-    "start",
-    "end",
-    "duration_s",
-    "error",
-    "stdout_log",
-    "stderr_log",
-    "download_start",
-    "download_end",
-    "download_s",
-    "process_start",
-    "process_end",
-    "process_s",
-]
-"""The run report's columns: the asset's status, its start, end and duration (both
-stages), its error and logs, then the start, end and duration of each stage (empty
-for a stage that did not run)."""
+REPORT_COLUMN_MEANINGS = {
+    "status": "the asset's final status: `DONE`, `FAILED` or `INTERRUPTED`",
+    "start": "when the asset started (ISO 8601, UTC)",
+    "end": "when it ended, both stages done",
+    "duration_s": "seconds from start to end",
+    "error": "why it failed (`Type: message`; its traceback is in its `.err`)",
+    "stdout_log": "the path of its stdout log, `pipeline_logs/<asset_id>.out`",
+    "stderr_log": "the path of its stderr log, `pipeline_logs/<asset_id>.err`",
+    "download_start": "when its download started",
+    "download_end": "when its download ended",
+    "download_s": "seconds its download took",
+    "process_start": "when its process started",
+    "process_end": "when its process ended",
+    "process_s": "seconds its process took",
+}
+"""What each column of the run report (``<id>.run_report``, one row per asset) holds;
+a stage's columns are empty for a stage that did not run. The reference page of the
+documentation is made from it."""
+
+REPORT_COLUMNS = list(REPORT_COLUMN_MEANINGS)
+"""The run report's columns, in order."""
 
 
 SHOWN_ERRORS = 5  # distinct errors listed per brainset; the rest counted by type

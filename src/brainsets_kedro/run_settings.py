@@ -40,25 +40,28 @@ class RunSettings:
     each is documented).
 
     Attributes:
-        n_jobs: Parallel workers; ``None``: one per CPU core (every worker of the
-            cluster for ``dask`` and ``ray``).
-        download_jobs: Downloads at once, in threads of the driver (a download
-            mostly waits on the network); ``None``: twice the workers, at least
-            :data:`DOWNLOAD_JOBS`.
-        backend: The joblib backend: ``loky``, ``threading``, ``multiprocessing``,
-            ``dask`` or ``ray``.
-        address: With ``dask``/``ray``, the cluster's scheduler; ``None``: a local
-            cluster.
+        n_jobs: Parallel workers that process assets; ``None``: one per CPU core
+            (every worker of the cluster for ``dask`` and ``ray``).
+        download_jobs: Downloads at once, beside the ``n_jobs`` workers, in threads
+            of the driver (downloads mostly wait on the network); ``None``: twice
+            ``n_jobs``, at least :data:`DOWNLOAD_JOBS`. Not used on a cluster.
+        backend: The joblib backend: ``loky`` (processes), ``threading``,
+            ``multiprocessing``; on a cluster ``dask``, ``ray``.
+        address: With ``dask``/``ray``, the scheduler (``tcp://host:8786``,
+            ``host:6379``, ``auto``); ``None``: a local cluster.
         status_host: The address of this machine that workers send statuses to.
-        only: Asset ids or patterns to prepare (see :mod:`brainsets_kedro.selection`);
-            ``None``: every asset.
+        only: Asset ids or glob patterns separated by ``|``; ``<id>:pattern`` for
+            one brainset, ``failed`` for the assets not done in the last run (see
+            :mod:`brainsets_kedro.selection`); ``None``: every asset.
         download_only: Download, then stop.
-        timeout: Seconds an asset may take; ``None``: no limit.
-        retries: Times a failed download is tried again.
+        timeout: Seconds each stage of an asset (download, process) may take before
+            the asset fails; ``None``: no limit.
+        retries: Times a failed download is tried again (process errors are not).
         retry_backoff: Seconds before the first retry, doubled before each next one.
-        log_max_bytes: The cap of each per-asset log; ``None``: no cap.
-        check_disk_space: Whether the run checks, before downloading, that the
-            assets' ``size_bytes`` fit on the raw directory's disk.
+        log_max_bytes: Bytes each of an asset's ``.out`` and ``.err`` logs may hold; a
+            line then says the rest was dropped (``None``: no cap).
+        check_disk_space: Before the first download, stop if the manifest's
+            ``size_bytes`` do not fit on the raw directory's disk.
     """
 
     n_jobs: int | None = None

@@ -1,0 +1,114 @@
+"""MkDocs hook: the reference tables that are made from the code, so that they
+never drift from it. A page asks for one with a comment on a line of its own,
+``<!-- reference: run-settings -->``, ``<!-- reference: report-columns -->`` or
+``<!-- reference: card-columns -->``; the build fails on an unknown name, and on a
+run setting whose docstring does not describe it."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+from collections.abc import Callable
+from typing import Any
+
+from griffe import Docstring, DocstringSectionKind
+from mkdocs.exceptions import PluginError
+
+_PLACEHOLDER = re.compile(r"^<!-- reference: ([\w-]+) -->$", re.MULTILINE)
+
+
+def _markdown(text: str) -> str:
+    """A docstring's reST-style markup as Markdown, on one line."""
+    text = re.sub(r":\w+:`~?([^`]+)`", r"`\1`", text)
+    return " ".join(text.replace("``", "`").split())
+
+
+def _yaml(value: Any) -> str:
+    return {None: "null", True: "true", False: "false"}.get(value, str(value))
+
+
+def run_settings() -> str:
+    from brainsets_kedro.run_settings import RUNNER_PARAMS, RunSettings  # noqa: PLC0415
+
+    sections = Docstring(inspect.cleandoc(RunSettings.__doc__), lineno=1).parse(
+        "google"
+    )
+    described = {
+        attribute.name: attribute.description
+        for section in sections
+        if section.kind is DocstringSectionKind.attributes
+        for attribute in section.value
+    }
+    rows = [
+        "| parameter | meaning | default | `--runner-params` |",
+        "| --- | --- | --- | --- |",
+    ]
+    for field in dataclasses.fields(RunSettings):
+        if not described.get(field.name):
+            raise PluginError(
+                f"RunSettings.{field.name} is not described in the Attributes of "
+                "RunSettings' docstring (src/brainsets_kedro/run_settings.py)."
+            )
+        rows.append(
+            f"| `brainsets.{field.name}` | {_markdown(described[field.name])} "
+            f"| `{_yaml(field.default)}` "
+            f"| {'yes' if field.name in RUNNER_PARAMS else ''} |"
+        )
+    return "\n".join(rows)
+
+
+def _columns(meanings: dict[str, str]) -> str:
+    rows = ["| column | meaning |", "| --- | --- |"]
+    rows += [f"| `{name}` | {meaning} |" for name, meaning in meanings.items()]
+    return "\n".join(rows)
+
+
+def report_columns() -> str:
+    from brainsets_kedro.nodes import REPORT_COLUMN_MEANINGS  # noqa: PLC0415
+
+    return _columns(REPORT_COLUMN_MEANINGS)
+
+
+def card_columns() -> str:
+    from brainsets_kedro.card import CARD_COLUMN_MEANINGS  # noqa: PLC0415
+
+    return _columns(CARD_COLUMN_MEANINGS)
+
+
+TABLES: dict[str, Callable[[], str]] = {
+    "run-settings": run_settings,
+    "report-columns": report_columns,
+    "card-columns": card_columns,
+}
+
+
+def on_page_markdown(markdown: str, page: Any, **kwargs: Any) -> str:
+    def table(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in TABLES:
+            raise PluginError(
+                f"{page.file.src_path}: no reference table '{name}' "
+                f"(known: {', '.join(TABLES)})."
+            )
+        return TABLES[name]()
+
+    return _PLACEHOLDER.sub(table, markdown)
+
+
+_HTML = set(
+    "a b br code dd div dl dt em h1 h2 h3 h4 h5 h6 hr i li ol p pre span strong "
+    "table tbody td th thead tr ul".split()
+)
+
+
+def on_page_content(html: str, page: Any, **kwargs: Any) -> str:
+    """The commands' help (mkdocs-click renders it as Markdown) names placeholders
+    such as ``pipelines/<brainset_id>/``: shown as typed, not taken for HTML tags."""
+    if page.file.src_uri != "reference/cli.md":
+        return html
+    return re.sub(
+        r"<([a-z_]+)>",
+        lambda tag: tag[0] if tag[1] in _HTML else f"&lt;{tag[1]}&gt;",
+        html,
+    )

@@ -119,6 +119,11 @@ def test_template_reads_statically_and_is_lint_clean(tmp_path):
     path.write_text(TEMPLATE.replace("__BRAINSET_ID__", "lint_me"))
     info = read_pipeline_file(path)
     assert info.brainset_id == "lint_me"
+    # What it tells its author is true: process runs on a worker of its own (not
+    # "right after the download, on the same worker"), and files are fetched with
+    # the project's download(), which resumes and checks them.
+    assert "same worker" not in TEMPLATE and "urlretrieve" not in TEMPLATE
+    assert "from brainsets_kedro import download" in TEMPLATE
     assert info.metadata == {"dependencies": []}
     ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
     if not Path(ruff).exists():

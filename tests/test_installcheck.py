@@ -67,8 +67,8 @@ def test_when_nothing_fits_the_clash_is_named(index):
     assert f" {KEDRO} (click>=8.2)" in message
     assert message.endswith(
         " not allow, and no version of bk-stuck fits beside it (bk-stuck==1.0 as "
-        "pinned). Run this brainset in an environment of its own (see the README, "
-        "'Coming from brainsets')."
+        "pinned). Run this brainset in an environment of its own (see "
+        "docs/coming-from-brainsets.md)."
     )
 
 

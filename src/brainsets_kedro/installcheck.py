@@ -257,8 +257,7 @@ def advise_install(requirements: tuple[str, ...]) -> InstallAdvice:
                 f"{install_command(requirements)} would install {clash_text}, and "
                 f"no version of {', '.join(r.name for r in culprits or parsed)} "
                 f"fits beside it ({culprit_text} as pinned). Run this brainset in "
-                f"an environment of its own (see the README, 'Coming from "
-                f"brainsets').",
+                "an environment of its own (see docs/coming-from-brainsets.md).",
             ),
         )
     final, notes = [], []

@@ -28,6 +28,12 @@ def _yaml(value: Any) -> str:
     return {None: "null", True: "true", False: "false"}.get(value, str(value))
 
 
+def _default(field: dataclasses.Field) -> Any:
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
 def run_settings() -> str:
     from brainsets_kedro.run_settings import RUNNER_PARAMS, RunSettings  # noqa: PLC0415
 
@@ -52,7 +58,7 @@ def run_settings() -> str:
             )
         rows.append(
             f"| `brainsets.{field.name}` | {_markdown(described[field.name])} "
-            f"| `{_yaml(field.default)}` "
+            f"| `{_yaml(_default(field))}` "
             f"| {'yes' if field.name in RUNNER_PARAMS else ''} |"
         )
     return "\n".join(rows)

@@ -46,7 +46,7 @@ from tests.conftest import REPO, _in_project, copy_project, kedro_in_process
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 RUFF = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
-_FENCE = re.compile(r"^(\s*)```(\w*)\s*$")
+_FENCE = re.compile(r"^(\s*)```\s*([\w-]*)")  # the language: its first word
 _MARK = re.compile(r"^\s*<!-- docs-test: (.+?) -->\s*$")
 _FILE = re.compile(r"^# ([\w./-]+/[\w.-]+\.(?:py|yml|yaml))\s*$")
 

@@ -26,6 +26,7 @@ A command this module does not know fails, asking for one of these.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import re
@@ -42,6 +43,10 @@ import tomllib
 import yaml
 from kedro.pipeline.node import _DOTTED_DATASET_NAME_WARNED, Node
 
+from brainsets_kedro.card import CARD_COLUMNS
+from brainsets_kedro.cli import brainset
+from brainsets_kedro.nodes import REPORT_COLUMNS
+from brainsets_kedro.run_settings import RunSettings
 from tests.conftest import REPO, _in_project, copy_project, kedro_in_process
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
@@ -271,9 +276,15 @@ def test_site_builds_strict(tmp_path):
         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
     )
     assert built.returncode == 0, built.stdout + built.stderr
-    # The reference pages are made from the code: a run setting, a column of the
-    # run report and a command are there.
+    # The reference pages are made from the code: every run setting, column and
+    # command is there, a new one included.
     site = tmp_path / "site" / "reference"
-    assert "brainsets.download_jobs" in (site / "run-settings/index.html").read_text()
-    assert "process_s" in (site / "outputs/index.html").read_text()
-    assert "kedro brainset import" in (site / "cli/index.html").read_text()
+    settings = (site / "run-settings" / "index.html").read_text()
+    for setting in dataclasses.fields(RunSettings):
+        assert f"brainsets.{setting.name}</code>" in settings
+    outputs = (site / "outputs" / "index.html").read_text()
+    for column in [*REPORT_COLUMNS, *CARD_COLUMNS]:
+        assert f"<code>{column}</code>" in outputs
+    commands = (site / "cli" / "index.html").read_text()
+    for name in brainset.commands:
+        assert f"kedro brainset {name}" in commands

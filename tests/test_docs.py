@@ -20,7 +20,8 @@ How each block runs (docs/contributing.md says the same to writers):
 A comment just above a block tells what it needs:
 ``<!-- docs-test: skip: <why it cannot run offline> -->``,
 ``<!-- docs-test: needs <module> -->`` (skipped where the module is missing),
-``<!-- docs-test: before: <command> -->`` (run first, not shown).
+``<!-- docs-test: before: <command> -->`` (run first, not shown),
+``<!-- docs-test: files -->`` (a listing of files that the blocks before made).
 A command this module does not know fails, asking for one of these.
 """
 
@@ -128,6 +129,8 @@ class Page:
             self.python(block)
         elif block.lang in ("yaml", "yml") and not self.file(block):
             yaml.safe_load(block.code)
+        elif "files" in block.marks:
+            self.files(block)
 
     def ready(self, block: Block) -> bool:
         """Whether ``block`` runs here (its docs-test comments), once what it
@@ -141,7 +144,7 @@ class Page:
             elif mark.startswith("before:"):
                 for command in commands(mark.removeprefix("before:")):
                     self.command(command, block)
-            else:
+            elif mark != "files":
                 pytest.fail(f"{block}: unknown docs-test comment {mark!r}")
         return True
 
@@ -205,6 +208,20 @@ class Page:
             elif line.strip() and line.strip() != "...":
                 shown.append(line)
         check()
+
+    def files(self, block: Block) -> None:
+        """A listing of files: each line's first word is a path that exists (for
+        ``dir/name.out|.err``, output files made only when written, its folder);
+        after a folder, a file named in the second word exists in it."""
+        for line in block.code.splitlines():
+            path, *rest = line.split() or [""]
+            if not path:
+                continue
+            if "|" in path:
+                path = path.rsplit("/", 1)[0]
+            assert (self.project / path).exists(), f"{block}: no {path}"
+            if path.endswith("/") and rest and "." in rest[0]:
+                assert (self.project / path / rest[0]).exists(), f"{block}: {line}"
 
     def file(self, block: Block) -> bool:
         """Write a block that starts with ``# <path>`` to that path; whether it did."""

@@ -7,7 +7,7 @@ How each block runs (docs/contributing.md says the same to writers):
 
 - ``bash``/``sh``: each line is a command (``&&`` chains, ``\\`` continues, ``#``
   comments). ``kedro ...`` runs in this process (:func:`kedro_in_process`) and must
-  exit 0; ``ruff ...`` runs in the copy; ``pip install -e ".[x]"`` checks that the
+  exit 0 without printing a warning; ``ruff ...`` runs in the copy; ``pip install -e ".[x]"`` checks that the
   extra ``x`` exists (this environment has the project installed); ``pytest [paths]``
   checks that the paths exist (this is the suite it would run).
 - ``console``: ``$ command`` lines run as above; every other line (but ``...``) must
@@ -36,11 +36,11 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from importlib.metadata import metadata
 from pathlib import Path
 from typing import Any
 
 import pytest
-import tomllib
 import yaml
 from kedro.pipeline.node import _DOTTED_DATASET_NAME_WARNED, Node
 
@@ -113,9 +113,8 @@ class Page:
     def __init__(self, project: Path) -> None:
         self.project = project
         self.namespace: dict[str, Any] = {"__name__": "__docs__"}
-        self.extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
-            "optional-dependencies"
-        ]
+        # The extras of the installed project (pip install -e . reads pyproject.toml).
+        self.extras = set(metadata("brainsets_kedro").get_all("Provides-Extra"))
 
     def run(self, block: Block) -> None:
         if not self.ready(block):

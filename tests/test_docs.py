@@ -304,3 +304,25 @@ def test_site_builds_strict(tmp_path):
     commands = (site / "cli" / "index.html").read_text()
     for name in brainset.commands:
         assert f"kedro brainset {name}" in commands
+
+
+def test_run_settings_table_shows_each_default_as_yaml():
+    spec = importlib.util.spec_from_file_location(
+        "reference_hook", REPO / "docs" / "hooks" / "reference.py"
+    )
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    rows = hook.run_settings().splitlines()[2:]
+    defaults = {
+        row.split(" | ")[0].strip("| `"): row.rsplit(" | ", 2)[1] for row in rows
+    }
+    assert defaults == {
+        f"brainsets.{setting.name}": f"`{hook._yaml(setting.default)}`"
+        for setting in dataclasses.fields(RunSettings)
+    }
+    # YAML's words, and 0 and 1.0 as numbers (not false and true).
+    assert defaults["brainsets.n_jobs"] == "`null`"
+    assert defaults["brainsets.download_only"] == "`false`"
+    assert defaults["brainsets.retries"] == "`0`"
+    assert defaults["brainsets.retry_backoff"] == "`1.0`"
+    assert "`null`: no limit" in hook.run_settings()

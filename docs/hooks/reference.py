@@ -18,14 +18,25 @@ from mkdocs.exceptions import PluginError
 _PLACEHOLDER = re.compile(r"^<!-- reference: ([\w-]+) -->$", re.MULTILINE)
 
 
-def _markdown(text: str) -> str:
-    """A docstring's reST-style markup as Markdown, on one line."""
-    text = re.sub(r":\w+:`~?([^`]+)`", r"`\1`", text)
+def _markdown(text: str, module: Any) -> str:
+    """A docstring's reST-style markup as Markdown, on one line; a constant of
+    ``module`` it names (``:data:`DOWNLOAD_JOBS```) as its value."""
+
+    def role(match: re.Match) -> str:
+        kind, name = match.groups()
+        if kind == "data" and hasattr(module, name):
+            return f"`{_yaml(getattr(module, name))}`"
+        return f"`{name}`"
+
+    text = re.sub(r":(\w+):`~?([^`]+)`", role, text).replace("``None``", "``null``")
     return " ".join(text.replace("``", "`").split())
 
 
 def _yaml(value: Any) -> str:
-    return {None: "null", True: "true", False: "false"}.get(value, str(value))
+    """``value`` as YAML writes it (0 and 1 are not false and true)."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return str(value)
 
 
 def _default(field: dataclasses.Field) -> Any:
@@ -35,6 +46,7 @@ def _default(field: dataclasses.Field) -> Any:
 
 
 def run_settings() -> str:
+    from brainsets_kedro import run_settings as module  # noqa: PLC0415
     from brainsets_kedro.run_settings import RUNNER_PARAMS, RunSettings  # noqa: PLC0415
 
     sections = Docstring(inspect.cleandoc(RunSettings.__doc__), lineno=1).parse(
@@ -57,7 +69,7 @@ def run_settings() -> str:
                 "RunSettings' docstring (src/brainsets_kedro/run_settings.py)."
             )
         rows.append(
-            f"| `brainsets.{field.name}` | {_markdown(described[field.name])} "
+            f"| `brainsets.{field.name}` | {_markdown(described[field.name], module)} "
             f"| `{_yaml(_default(field))}` "
             f"| {'yes' if field.name in RUNNER_PARAMS else ''} |"
         )

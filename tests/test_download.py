@@ -17,6 +17,7 @@ import fsspec
 import pytest
 
 from brainsets_kedro.download import DownloadError, download
+from brainsets_kedro.leftovers import download_partial
 
 CONTENT = os.urandom(3 * 1024 * 1024 + 123)  # several chunks, not a round size
 SHA256 = "sha256:" + hashlib.sha256(CONTENT).hexdigest()
@@ -120,7 +121,7 @@ def server(monkeypatch):
 
 
 def partial_of(dest: Path) -> Path:
-    return dest.with_name(f".{dest.name}.partial")
+    return download_partial(dest)
 
 
 def test_plain_download_with_checksum_and_size(server, tmp_path):

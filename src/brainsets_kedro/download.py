@@ -4,7 +4,7 @@ Over http(s) it uses only the standard library; ``file://`` URLs, plain local pa
 other URLs (``s3://``, ``gs://``, ``memory://``...) go through fsspec, which comes with
 Kedro (``s3://`` also needs ``pip install s3fs``).
 
-The transfer streams into a hidden file next to the destination, ``.<name>.partial``,
+The transfer streams into a hidden file next to the destination, ``.~bk.<name>.partial``,
 resumes it after an interruption (HTTP Range requests, ``seek`` for fsspec), retries
 transient failures with exponential backoff, checks the size and checksum, and only then
 renames the file into place. So a file under its final name is always whole and, when a
@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, NamedTuple
 from urllib.parse import unquote, urlsplit
 
-from brainsets_kedro.leftovers import download_partial
+from brainsets_kedro.leftovers import check_output_name, download_partial
 
 __all__ = ["DownloadError", "download"]
 
@@ -116,7 +116,7 @@ def download(
     without any transfer; without either, an existing ``dest`` is trusted and kept as
     it is. An existing file that does not match is deleted and downloaded again.
 
-    While it downloads, the data is in ``.<name>.partial`` next to ``dest``. If the
+    While it downloads, the data is in ``.~bk.<name>.partial`` next to ``dest``. If the
     transfer fails for good (or the run is killed), that file is kept and the next
     call resumes it (the brainset's next run removes it only once ``dest`` exists);
     if the finished file has the wrong size or checksum, it is deleted. ``dest``
@@ -126,7 +126,8 @@ def download(
     Raises:
         DownloadError: the file cannot be fetched (missing, refused, retries used
             up, fsspec package missing) or fails the size or checksum check.
-        ValueError: ``checksum`` is malformed.
+        ValueError: ``checksum`` is malformed, or ``dest``'s name starts with
+            ``.~bk.`` (reserved for temporary names).
 
     Example::
 
@@ -147,6 +148,7 @@ def download(
     url = os.fspath(url)
     expected = _parse_checksum(checksum) if checksum else None
     dest = _destination(url, dest)
+    check_output_name(dest)
     if dest.exists():
         problem = _check(dest, expected, size)
         if problem is None:

@@ -1,13 +1,18 @@
-"""Stopping `kedro viz run` by its pid, with the README's command: the server it
-started in a child process stops too (killing the parent alone leaves it answering)."""
+"""Stopping `kedro viz run` by its pid (SIGTERM), or with the README's command: the
+server it started in a child process stops too (without brainsets_kedro.cli_hooks,
+a SIGTERM ended the parent alone and left the server answering)."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
 import subprocess
 import time
 import urllib.request
+
+import pytest
 
 from tests.conftest import REPO, start_kedro
 
@@ -45,7 +50,8 @@ def _wait(condition, seconds: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def test_the_readmes_command_stops_kedro_viz_run_and_its_server(project):
+@pytest.mark.parametrize("how", ["kill <pid>", "the README's command"])
+def test_stopping_kedro_viz_run_stops_its_server(project, how):
     port = _free_port()
     log = project / "viz.log"
     with log.open("w") as output:
@@ -57,14 +63,28 @@ def test_the_readmes_command_stops_kedro_viz_run_and_its_server(project):
     try:
         _wait(lambda: _answers(port) or viz.poll() is not None, 120, log.read_text())
         assert viz.poll() is None, log.read_text()
-        subprocess.run(
-            ["bash", "-c", _stop_command()],
-            env={"VIZ_PID": str(viz.pid), "PATH": "/usr/bin:/bin"},
-            check=True,
-            timeout=30,
-        )
-        viz.wait(timeout=60)  # kedro viz run ends by itself once its server has
+        if how == "kill <pid>":
+            os.kill(viz.pid, signal.SIGTERM)
+        else:
+            subprocess.run(
+                ["bash", "-c", _stop_command()],
+                env={"VIZ_PID": str(viz.pid), "PATH": "/usr/bin:/bin"},
+                check=True,
+                timeout=30,
+            )
+        viz.wait(timeout=60)
         _wait(lambda: not _answers(port), 30, "the server still answers")
+        _wait(lambda: not _session_alive(viz.pid), 30, "a process of it is left")
     finally:
         subprocess.run(["pkill", "-KILL", "-s", str(viz.pid)], check=False)
         viz.wait()
+
+
+def _session_alive(sid: int) -> bool:
+    """Whether a process of the session ``sid`` (start_kedro starts one) is left."""
+    return (
+        subprocess.run(
+            ["pgrep", "-s", str(sid)], check=False, capture_output=True
+        ).returncode
+        == 0
+    )

@@ -4,6 +4,7 @@ ended the parent alone and left the server answering)."""
 
 from __future__ import annotations
 
+import random
 import re
 import signal
 import socket
@@ -26,9 +27,15 @@ def _stop_command() -> str:
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free port that kedro-viz accepts: it refuses ports above 49151."""
+    for port in random.sample(range(20000, 40000), 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 20000 and 40000")
 
 
 def _answers(port: int) -> bool:

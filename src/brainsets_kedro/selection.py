@@ -8,7 +8,7 @@ patterns); ``failed`` is turned into such a list per brainset, from its last run
 report, by :class:`brainsets_kedro.hooks.RerunFailed`. ``id:<asset id>`` selects that
 one asset id literally, whatever it holds (``|``, ``:``, ``*``, or ``failed``): the
 whole rest of the value is the id; it is an error only if no brainset of the run has
-it.
+it. (So a string cannot qualify a pattern with a brainset named ``id``.)
 """
 
 from __future__ import annotations

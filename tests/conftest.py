@@ -4,6 +4,7 @@ process of its own (:func:`kedro`, :func:`start_kedro`) or in this one
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import importlib.util
@@ -31,6 +32,49 @@ os.environ["KEDRO_DISABLE_TELEMETRY"] = "1"
 # Tests never reach a package index: the check of printed pip commands
 # (brainsets_kedro.installcheck) resolves against local wheels, or reports "not checked".
 os.environ.setdefault("PIP_NO_INDEX", "1")
+
+
+def _own_temporary_folder() -> None:
+    """Send what the suite's processes write to the system temp folder (Ray
+    sessions, dask-scratch-space, Chromium profiles, Kedro's processes' temporary
+    files) to one folder of the test session, removed when it ends. The first
+    process of the session (pytest, or xdist's controller) makes it; the processes
+    it starts (xdist workers, kedro, dask, ray) inherit it. pytest's own base
+    temporary folder stays where pytest puts it: tmp_path_retention_policy in
+    pyproject.toml removes it after a run that passed.
+
+    And the test processes themselves log as the project does, but to no file: Kedro
+    reads conf/logging.yml from the working directory (the project's) when imported,
+    whose file handler appended every test's records to the project's info.log."""
+    if "BRAINSETS_KEDRO_TEST_TMP" in os.environ:
+        return
+    folder = tempfile.mkdtemp(prefix="bk-tests-")  # short: Ray's socket paths
+    creator = os.getpid()
+    config = yaml.safe_load((REPO / "conf" / "logging.yml").read_text())
+    config["handlers"].pop("info_file_handler", None)
+    for logger in [*config.get("loggers", {}).values(), config.get("root", {})]:
+        if "handlers" in logger:
+            logger["handlers"] = [
+                h for h in logger["handlers"] if h in config["handlers"]
+            ]
+    logging_yml = os.path.join(folder, "logging.yml")
+    with open(logging_yml, "w") as file:
+        yaml.safe_dump(config, file)
+    os.environ.update(
+        BRAINSETS_KEDRO_TEST_TMP=folder,
+        TMPDIR=folder,
+        RAY_TMPDIR=folder,
+        DASK_TEMPORARY_DIRECTORY=folder,
+        KEDRO_LOGGING_CONFIG=logging_yml,
+    )
+
+    @atexit.register
+    def remove() -> None:
+        if os.getpid() == creator:  # not in a forked child
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+_own_temporary_folder()
 
 
 def copy_project(root: Path) -> Path:
@@ -66,8 +110,12 @@ def add_brainset(project: Path, source: str | Path, name: str) -> Path:
 
 
 def _kedro_env(project: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop(
+        "KEDRO_LOGGING_CONFIG", None
+    )  # the project's conf/logging.yml, as for a user
     return {
-        **os.environ,
+        **env,
         "KEDRO_DISABLE_TELEMETRY": "1",
         "PYTHONPATH": str(project / "src"),
         "COLUMNS": "200",

@@ -116,7 +116,7 @@ def test_atomic_write_renames_when_complete(tmp_path):
     target = tmp_path / "out" / "sess_01.h5"
     with BrainsetPipeline.atomic_write(target) as tmp:
         assert tmp.parent == target.parent
-        assert tmp.name.startswith(".sess_01.h5.")
+        assert tmp.name.startswith(".~bk.") and "sess_01.h5" in tmp.name
         assert not tmp.name.endswith(".h5")  # a *.h5 glob never lists it
         assert not list(target.parent.glob("*.h5"))
         tmp.write_text("complete")
@@ -145,7 +145,10 @@ def test_atomic_write_needs_a_file(tmp_path):
 
 def test_atomic_write_names_a_suffix_the_writer_added(tmp_path):
     with (
-        pytest.raises(FileNotFoundError, match=r"added a suffix and wrote \.x\.npy"),
+        pytest.raises(
+            FileNotFoundError,
+            match=r"added a suffix and wrote \.~bk\.[0-9a-f]{8}\.x\.npy\.tmp\.npy",
+        ),
         BrainsetPipeline.atomic_write(tmp_path / "x.npy") as tmp,
     ):
         Path(f"{tmp}.npy").write_text("np.save adds .npy to a name without it")

@@ -3,6 +3,7 @@ processes started with the `dask` CLI on 127.0.0.1), through `kedro run`. The ru
 local cluster (no address) is in test_local_only.py, checked there for its sockets
 too."""
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -60,10 +61,12 @@ class Cluster:
             str(scheduler_file),
         )
         deadline = time.monotonic() + 30
-        while not scheduler_file.exists():
+        while True:  # the file exists before the scheduler has written it
+            with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+                self.address = json.loads(scheduler_file.read_text())["address"]
+                break
             assert time.monotonic() < deadline, "the scheduler did not start"
             time.sleep(0.1)
-        self.address = json.loads(scheduler_file.read_text())["address"]
         self.add_workers(pythonpath, 2)
 
     def add_workers(self, pythonpath: str, n: int, *options: str) -> subprocess.Popen:

@@ -17,6 +17,7 @@ import fsspec
 import pytest
 
 from brainsets_kedro.download import DownloadError, download
+from brainsets_kedro.leftovers import download_partial
 
 CONTENT = os.urandom(3 * 1024 * 1024 + 123)  # several chunks, not a round size
 SHA256 = "sha256:" + hashlib.sha256(CONTENT).hexdigest()
@@ -34,6 +35,9 @@ class Route:
     drop_after: int = 1_000_000
     stall: float = 0.0  # before cutting the body, hang this many seconds
     ignore_range: bool = False  # always answer 200 with the whole file
+    resume_from_zero: bool = False  # answer a Range with 206, but from byte 0
+    drop_step: int = 0  # each drop cuts this many bytes later than the one before
+    no_length: bool = False  # send no Content-Length: the body ends when it closes
     ranges: list[str | None] = field(default_factory=list)
 
 
@@ -60,6 +64,7 @@ class Handler(BaseHTTPRequestHandler):
         data, start = route.content, 0
         if requested and not route.ignore_range:
             start = int(re.fullmatch(r"bytes=(\d+)-", requested)[1])
+            start = 0 if route.resume_from_zero else start
             if start >= len(data):
                 self.send_response(416)
                 self.send_header("Content-Range", f"bytes */{len(data)}")
@@ -73,11 +78,13 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
+        if not route.no_length:
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if route.drop_times > 0:
             route.drop_times -= 1
             self.wfile.write(body[: route.drop_after])
+            route.drop_after += route.drop_step
             self.wfile.flush()
             time.sleep(route.stall)
             self.close_connection = True  # the client sees the body end early
@@ -114,7 +121,7 @@ def server(monkeypatch):
 
 
 def partial_of(dest: Path) -> Path:
-    return dest.with_name(f".{dest.name}.partial")
+    return download_partial(dest)
 
 
 def test_plain_download_with_checksum_and_size(server, tmp_path):
@@ -217,6 +224,53 @@ def test_retries_exhausted(server, tmp_path):
     assert url in str(error.value)
     assert "HTTP 503" in str(error.value)
     assert len(route.ranges) == 4
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_server_resuming_from_byte_0_then_dropping_uses_up_the_retries(
+    server, tmp_path
+):
+    """Every attempt fetches bytes, none gets further than the first: no progress."""
+    url, route = server.add(
+        "/a.bin", resume_from_zero=True, drop_times=10**6, drop_after=1000
+    )
+    with pytest.raises(DownloadError, match="3 failed attempts in a row"):
+        download(url, tmp_path / "a.bin", retries=2, backoff=0, timeout=5)
+    assert len(route.ranges) == 3  # 1000 bytes, 206 from byte 0 (restart), 1000
+
+
+def test_a_call_makes_a_bounded_number_of_attempts_whatever_the_server_does(
+    server, tmp_path, capfd
+):
+    """Each attempt gets a little further and drops: progress, but a call ends."""
+    url, route = server.add("/a.bin", drop_times=10**6, drop_after=1000, drop_step=1000)
+    with pytest.raises(DownloadError, match="20 attempts, the most a call makes"):
+        download(url, tmp_path / "a.bin", retries=1, backoff=0, timeout=5)
+    assert len(route.ranges) == 20
+    retries = capfd.readouterr().err.splitlines()
+    assert len(retries) == 19
+    assert all(line.startswith("[brainsets_kedro] download: ") for line in retries)
+
+
+def test_retry_lines_go_to_the_assets_err_not_the_console(server, tmp_path, capfd):
+    from brainsets_kedro.assets import captured_output  # noqa: PLC0415
+
+    url, _ = server.add("/a.bin", fail_times=2)
+    out, err = tmp_path / "logs" / "a.out", tmp_path / "logs" / "a.err"
+    err.parent.mkdir()
+    with captured_output(out, err):
+        download(url, tmp_path / "a.bin", checksum=SHA256, retries=2, **FAST)
+    console = capfd.readouterr()
+    assert console.out == console.err == ""
+    lines = err.read_text().splitlines()
+    assert len(lines) == 2
+    assert all("HTTP 503" in line and "retrying in" in line for line in lines)
+
+
+def test_a_source_sending_more_than_the_size_is_cut_off(server, tmp_path):
+    url, _ = server.add("/a.bin", no_length=True)
+    with pytest.raises(DownloadError, match="sent more"):
+        download(url, tmp_path / "a.bin", size=1000, **FAST)
     assert list(tmp_path.iterdir()) == []
 
 

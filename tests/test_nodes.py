@@ -19,7 +19,7 @@ def test_duplicated_ids_are_named():
         validate_manifest(manifest, "toy")
 
 
-@pytest.mark.parametrize("bad_id", ["../x", "a/b", "", "..", "a\\b"])
+@pytest.mark.parametrize("bad_id", ["../x", "a/b", "", "..", "a\\b", ".~bk.x"])
 def test_unsafe_ids_are_rejected_by_name(bad_id):
     manifest = pd.DataFrame({"x": [1, 2]}, index=["ok", bad_id])
     with pytest.raises(ValueError, match="cannot name a log file") as error:

@@ -171,7 +171,7 @@ def test_only_failed_after_a_killed_run_reruns_what_it_did_not_finish(
         "--params=toy.n_assets=6,toy.hang_writing=a_04|a_05",
         *runner,
     )
-    _wait_for(lambda: len(list(processed.glob(".a_0*.txt.*.tmp"))) == writing)
+    _wait_for(lambda: len(list(processed.glob(".~bk.*.a_0*.txt.tmp"))) == writing)
     _wait_for(lambda: len(done_assets(processed) or ()) == 4)
     os.killpg(run.pid, signal.SIGKILL)
     run.wait(timeout=10)

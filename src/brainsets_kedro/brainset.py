@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from brainsets_kedro.leftovers import atomic_temporary
+from brainsets_kedro.leftovers import atomic_temporary, check_output_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,7 +38,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     """Write ``path`` all at once or not at all.
 
     Yields a temporary path in the same directory, hidden and not ending in the
-    output's suffix (``.sess_01.h5.3f2a9c1b.tmp``, which a ``*.h5`` glob does not
+    output's suffix (``.~bk.3f2a9c1b.sess_01.h5.tmp``, which a ``*.h5`` glob does not
     list); write the file there. When the block ends, the file is renamed to ``path``
     in one step; if the block raises, the temporary file is removed and ``path`` is
     left as it was. So a crash, a kill or Ctrl-C never leaves a half-written file
@@ -60,8 +60,11 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     Raises:
         FileNotFoundError: the block wrote nothing at the temporary path (naming
             what it wrote instead, when a writer appended its own suffix).
+        ValueError: ``path``'s name starts with ``.~bk.``, which temporary names
+            start with (see :mod:`brainsets_kedro.leftovers`).
     """
     path = Path(path)
+    check_output_name(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = atomic_temporary(path)
     try:

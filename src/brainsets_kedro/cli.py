@@ -14,6 +14,7 @@ from kedro.framework.cli.project import run as kedro_run
 from kedro.framework.cli.utils import _split_params, env_option
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from kedro.io import DatasetError
 
 from brainsets_kedro.assets import exit_without_final_collection
 from brainsets_kedro.discovery import (
@@ -22,7 +23,7 @@ from brainsets_kedro.discovery import (
     load_brainset_class,
     pipeline_folders,
 )
-from brainsets_kedro.errors import UsageError, UserError, short_errors
+from brainsets_kedro.errors import UsageError, UserError, exit_code, short_errors
 from brainsets_kedro.prestart import start_workers, wait_for_workers
 from brainsets_kedro.scaffold import import_command, new_command
 
@@ -152,15 +153,22 @@ def list_brainsets(env: str | None) -> None:
         catalog = session.load_context().catalog
         rows = []
         broken: dict[str, str] = {}
+        damaged: dict[str, str] = {}
         for brainset_id in brainset_ids(broken):
             raw, processed = (
                 catalog.get(f"{brainset_id}.{name}")._describe()["path"]
                 for name in ("raw_dir", "processed_dir")
             )
             files = size = "-"  # no card yet
-            if catalog.exists(f"{brainset_id}.card"):
-                card = catalog.load(f"{brainset_id}.card")
-                files, size = len(card), format_bytes(card["size_bytes"].sum())
+            try:
+                if catalog.exists(f"{brainset_id}.card"):
+                    card = catalog.load(f"{brainset_id}.card")
+                    files, size = len(card), format_bytes(card["size_bytes"].sum())
+            except (DatasetError, KeyError) as error:  # damaged, or not a card
+                if exit_code(error) is None and not isinstance(error, KeyError):
+                    raise
+                files = size = "?"
+                damaged[brainset_id] = str(error.__cause__ or f"no column {error}")
             rows.append((brainset_id, raw, processed, files, size))
     if not rows:
         click.echo("No brainsets: add src/brainsets_kedro/pipelines/<id>/pipeline.py.")
@@ -171,6 +179,8 @@ def list_brainsets(env: str | None) -> None:
         click.echo(pd.DataFrame(rows, columns=columns).to_string(index=False))
     for name, error in broken.items():
         click.echo(f"{name}: cannot be loaded, left out: {error}")
+    for name, error in damaged.items():
+        click.echo(f"{name}: its card: {error}")
 
 
 @brainset.command(name="manifest")

@@ -4,7 +4,7 @@ Over http(s) it uses only the standard library; ``file://`` URLs, plain local pa
 other URLs (``s3://``, ``gs://``, ``memory://``...) go through fsspec, which comes with
 Kedro (``s3://`` also needs ``pip install s3fs``).
 
-The transfer streams into a hidden file next to the destination, ``.<name>.partial``,
+The transfer streams into a hidden file next to the destination, ``.~bk.<name>.partial``,
 resumes it after an interruption (HTTP Range requests, ``seek`` for fsspec), retries
 transient failures with exponential backoff, checks the size and checksum, and only then
 renames the file into place. So a file under its final name is always whole and, when a
@@ -17,10 +17,10 @@ import functools
 import hashlib
 import http.client
 import io
-import logging
 import os
 import re
 import ssl
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -31,11 +31,9 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, NamedTuple
 from urllib.parse import unquote, urlsplit
 
-from brainsets_kedro.leftovers import download_partial
+from brainsets_kedro.leftovers import check_output_name, download_partial
 
 __all__ = ["DownloadError", "download"]
-
-log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int | None], None]
 
@@ -43,6 +41,7 @@ CHUNK_SIZE = 1 << 20
 PROGRESS_INTERVAL = 0.25  # seconds between two progress calls, at most
 USER_AGENT = "brainsets-kedro"
 RETRIED_HTTP_CODES = {408, 429}  # and every 5xx
+ATTEMPTS_PER_RETRY = 10  # a call makes at most this many times (retries + 1) attempts
 NOT_RETRIED = (
     FileNotFoundError,
     PermissionError,
@@ -103,7 +102,10 @@ def download(
         size: the expected size in bytes.
         retries: how many times in a row a failed attempt that fetched nothing new is
             tried again (connection errors, timeouts, cut transfers, HTTP 408, 429
-            and 5xx). An attempt that did fetch more bytes resets the count.
+            and 5xx). An attempt that got further into the file than any before
+            resets the count; whatever the server does, one call makes at most
+            ``10 * (retries + 1)`` attempts. Each retry is announced by a line on
+            stderr (in a brainset run: the asset's ``.err`` log).
         backoff: the pause before the first retry, in seconds; it doubles each time.
         timeout: seconds to wait to connect and for each read.
         progress: called as ``progress(bytes_done, bytes_total)`` (``bytes_total`` is
@@ -114,7 +116,7 @@ def download(
     without any transfer; without either, an existing ``dest`` is trusted and kept as
     it is. An existing file that does not match is deleted and downloaded again.
 
-    While it downloads, the data is in ``.<name>.partial`` next to ``dest``. If the
+    While it downloads, the data is in ``.~bk.<name>.partial`` next to ``dest``. If the
     transfer fails for good (or the run is killed), that file is kept and the next
     call resumes it (the brainset's next run removes it only once ``dest`` exists);
     if the finished file has the wrong size or checksum, it is deleted. ``dest``
@@ -124,7 +126,8 @@ def download(
     Raises:
         DownloadError: the file cannot be fetched (missing, refused, retries used
             up, fsspec package missing) or fails the size or checksum check.
-        ValueError: ``checksum`` is malformed.
+        ValueError: ``checksum`` is malformed, or ``dest``'s name starts with
+            ``.~bk.`` (reserved for temporary names).
 
     Example::
 
@@ -145,11 +148,12 @@ def download(
     url = os.fspath(url)
     expected = _parse_checksum(checksum) if checksum else None
     dest = _destination(url, dest)
+    check_output_name(dest)
     if dest.exists():
         problem = _check(dest, expected, size)
         if problem is None:
             return dest
-        log.warning("%s: %s; downloading it again from %s", dest, problem, url)
+        _say(f"{dest}: {problem}; downloading it again from {url}")
         dest.unlink()
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = download_partial(dest)
@@ -188,18 +192,28 @@ def _fetch(
     backoff: float,
     progress: _Throttled,
 ) -> None:
-    """Complete ``partial``, retrying transient failures with exponential backoff."""
-    failures = 0
+    """Complete ``partial``, retrying transient failures with exponential backoff.
+
+    An attempt counts as progress only if it takes ``partial`` past the furthest
+    byte any attempt of this call reached: a server that restarts from byte 0 on
+    every resume and drops mid-body never resets the count. And whatever the
+    server does, a call makes at most ``ATTEMPTS_PER_RETRY * (retries + 1)``
+    attempts."""
+    failures = attempts = 0
+    furthest = _size_of(partial)
+    most = ATTEMPTS_PER_RETRY * (max(retries, 0) + 1)
     while True:
-        before = _size_of(partial)
+        attempts += 1
         try:
             _transfer(url, open_source, partial, size, progress)
             return
         except _Transient as exc:
             if exc.restart:
                 partial.unlink(missing_ok=True)
-            failures = 1 if _size_of(partial) > before else failures + 1
-            if failures > retries:
+            reached = _size_of(partial)
+            failures = 1 if reached > furthest else failures + 1
+            furthest = max(furthest, reached)
+            if failures > retries or attempts >= most:
                 kept = _size_of(partial)
                 resume = (
                     f" The {kept} bytes fetched so far are kept in {partial}; "
@@ -207,13 +221,25 @@ def _fetch(
                     if kept
                     else ""
                 )
+                count = (
+                    f"{failures} failed attempts in a row"
+                    if failures > retries
+                    else f"{attempts} attempts, the most a call makes"
+                )
                 raise DownloadError(
-                    f"Could not download {url}: {exc} ({failures} failed attempts in "
-                    f"a row). Check the network and the server, then try again.{resume}"
+                    f"Could not download {url}: {exc} ({count}). Check the network "
+                    f"and the server, then try again.{resume}"
                 ) from exc
             delay = backoff * 2 ** (failures - 1)
-            log.warning("%s: %s; retrying in %.1f s", url, exc, delay)
+            _say(f"{url}: {exc}; retrying in {delay:.1f} s (attempt {attempts + 1})")
             time.sleep(delay)
+
+
+def _say(line: str) -> None:
+    """A line for whoever watches this download: on stderr, which a brainset's
+    worker sends to the asset's ``.err`` log (not the run's console)."""
+    sys.stderr.write(f"[brainsets_kedro] download: {line}\n")
+    sys.stderr.flush()
 
 
 def _transfer(
@@ -248,6 +274,14 @@ def _transfer(
                     break
                 out.write(chunk)
                 done += len(chunk)
+                if size is not None and done > size:  # a source without end
+                    out.close()
+                    partial.unlink(missing_ok=True)
+                    raise DownloadError(
+                        f"{url}: size mismatch: expected {size} bytes, the source "
+                        f"sent more. Check the size given to download(), or whether "
+                        "the file at the URL has changed."
+                    )
                 progress(done, source.total)
     if source.total is not None and done < source.total:
         raise _Transient(f"connection closed after {done} of {source.total} bytes")

@@ -62,7 +62,17 @@ def exit_code(error: BaseException) -> int | None:
         return None if None in codes else max(codes)
     if isinstance(error, UserError):
         return error.exit_code
+    if _catalog_wrapped(error):
+        return exit_code(error.__cause__)
     return UsageError.exit_code if _bad_kedro_config(error) else None
+
+
+def _catalog_wrapped(error: BaseException) -> bool:
+    """Whether ``error`` is Kedro's catalog naming the dataset whose load or save
+    raised a user error (it re-raises any ``DatasetError`` as a plain one)."""
+    from kedro.io import DatasetError  # noqa: PLC0415
+
+    return isinstance(error, DatasetError) and isinstance(error.__cause__, UserError)
 
 
 def _bad_kedro_config(error: BaseException) -> bool:

@@ -1,14 +1,23 @@
 """Temporary files: their names, and removing those a killed run left behind.
 
 Two writers put a file under its final name only when it is complete, and write it
-first under a hidden temporary name in the same directory:
+first under a hidden temporary name in the same directory, which starts with
+:data:`MARKER` (``.~bk.``):
 
-- :func:`~brainsets_kedro.brainset.atomic_write`: ``.<name>.<8 hex digits>.tmp``, e.g.
-  ``.sess_01.h5.3f2a9c1b.tmp``;
-- :func:`~brainsets_kedro.download.download`: ``.<name>.partial``, e.g.
-  ``.sess_01.nwb.partial``, a stable name so that a later call resumes the transfer.
+- :func:`~brainsets_kedro.brainset.atomic_write`: ``.~bk.<8 hex digits>.<name>.tmp``,
+  e.g. ``.~bk.3f2a9c1b.sess_01.h5.tmp``;
+- :func:`~brainsets_kedro.download.download`: ``.~bk.<name>.partial``, e.g.
+  ``.~bk.sess_01.nwb.partial``, a stable name so that a later call resumes the
+  transfer.
 
-Neither ends in the output's suffix, so a loader that globs ``*.h5`` never lists one.
+The marker is reserved: no output may have a name that starts with it (``atomic_write``
+and ``download()`` refuse one, and so does a manifest for an asset id), so a file whose
+name starts with it is always one of ours, and an output never looks like a
+temporary whatever its name. A final name too long to fit in a temporary name
+(file names hold at most :data:`NAME_MAX` bytes) is shortened in it, with a hash of
+the whole name: a temporary name fits whenever the final name does. Neither ends in
+the output's suffix, so a loader that globs ``*.h5`` never lists one.
+
 A SIGKILL leaves them behind; :func:`remove_stale` removes them at the start of the
 brainset's next run, which holds the brainset's lock and so knows that no live run
 owns them. Rule: an ``atomic_write`` temporary is always stale (it is never resumed);
@@ -19,6 +28,7 @@ This module is plain Python: workers import it with the BrainsetPipeline class.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -28,35 +38,53 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
+MARKER = ".~bk."
+"""How every temporary name starts; reserved: no output name may start with it."""
+NAME_MAX = 255  # bytes in a file name: Linux, macOS and Windows file systems
 PARTIAL_SUFFIX = ".partial"
 TMP_SUFFIX = ".tmp"
-_ATOMIC = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")
-_ATOMIC_BEFORE = re.compile(r"^\..+\.[0-9a-f]{8}\.partial\.[^.]+$")
-"""Older versions' ``.<stem>.<hex>.partial<suffix>``, which ended in the suffix."""
+_ATOMIC = re.compile(rf"^{re.escape(MARKER)}[0-9a-f]{{8}}\..+{re.escape(TMP_SUFFIX)}$")
+
+
+def check_output_name(path: str | os.PathLike) -> None:
+    """Refuse an output whose name starts with the temporaries' :data:`MARKER`.
+
+    Raises:
+        ValueError: It does.
+    """
+    name = os.path.basename(os.fspath(path))
+    if name.startswith(MARKER):
+        raise ValueError(
+            f"{path}: names starting with {MARKER!r} are reserved for temporary "
+            f"files (a later run would remove it as one); choose another name."
+        )
 
 
 def atomic_temporary(path: Path) -> Path:
     """A fresh temporary name for ``path``, for :func:`atomic_write`."""
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+    prefix = f"{MARKER}{secrets.token_hex(4)}."
+    return path.with_name(prefix + _fitted(path.name, prefix, TMP_SUFFIX) + TMP_SUFFIX)
 
 
 def download_partial(dest: Path) -> Path:
     """The stable name a download of ``dest`` streams into (and resumes from)."""
-    return dest.with_name(f".{dest.name}{PARTIAL_SUFFIX}")
+    return dest.with_name(_partial_name(dest.name))
 
 
-def is_stale(entry: os.DirEntry) -> bool:
-    """Whether this file is a temporary that no run can use any more (see the
-    module's docstring); only called while no run of the brainset is live."""
-    name = entry.name
-    if not name.startswith("."):
-        return False
-    if _ATOMIC.match(name) or _ATOMIC_BEFORE.match(name):
-        return True
-    if name.endswith(PARTIAL_SUFFIX) and len(name) > len(PARTIAL_SUFFIX) + 1:
-        final = name[1 : -len(PARTIAL_SUFFIX)]
-        return os.path.exists(os.path.join(os.path.dirname(entry.path), final))
-    return False
+def _partial_name(name: str) -> str:
+    return MARKER + _fitted(name, MARKER, PARTIAL_SUFFIX) + PARTIAL_SUFFIX
+
+
+def _fitted(name: str, prefix: str, suffix: str) -> str:
+    """``name``, or a shortened one with a hash of it, so that ``prefix + it +
+    suffix`` holds at most :data:`NAME_MAX` bytes."""
+    room = NAME_MAX - len(prefix.encode()) - len(suffix.encode())
+    encoded = os.fsencode(name)
+    if len(encoded) <= room:
+        return name
+    digest = hashlib.sha256(encoded).hexdigest()[:16]
+    head = encoded[: room - len(digest) - 1].decode("utf-8", errors="ignore")
+    return f"{head}~{digest}"
 
 
 def remove_stale(directories: Iterable[Path]) -> list[Path]:
@@ -70,11 +98,21 @@ def remove_stale(directories: Iterable[Path]) -> list[Path]:
             entries = list(os.scandir(pending.pop()))
         except OSError:  # missing, or not readable: nothing of ours to remove
             continue
+        ours = [entry for entry in entries if entry.name.startswith(MARKER)]
+        finished = (
+            {_partial_name(e.name) for e in entries if not e.name.startswith(MARKER)}
+            if any(e.name.endswith(PARTIAL_SUFFIX) for e in ours)
+            else set()
+        )
         for entry in entries:
             try:
                 if entry.is_dir(follow_symlinks=False):
                     pending.append(entry.path)
-                elif entry.is_file(follow_symlinks=False) and is_stale(entry):
+                elif (
+                    entry.name.startswith(MARKER)
+                    and entry.is_file(follow_symlinks=False)
+                    and (_ATOMIC.match(entry.name) or entry.name in finished)
+                ):
                     os.unlink(entry.path)
                     removed.append(Path(entry.path))
             except OSError as error:

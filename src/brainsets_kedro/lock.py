@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import os
 import socket
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -28,13 +29,24 @@ class BrainsetLocked(UserError, RuntimeError):
     """Another run is preparing this brainset."""
 
 
+class BadLockFile(UserError, OSError):
+    """The lock's path holds something that is not a lock file we may use."""
+
+
 @contextlib.contextmanager
 def brainset_lock(processed_dir: Path, brainset_id: str) -> Iterator[None]:
     """Hold the brainset's lock for the block, or raise :class:`BrainsetLocked` at
-    once, naming the run that holds it."""
+    once, naming the run that holds it.
+
+    Raises:
+        BrainsetLocked: Another run holds the lock.
+        BadLockFile: The lock's path is a symbolic link (never followed: the run
+            would write into the file it points to), a directory or another
+            non-regular file, or cannot be opened.
+    """
     path = Path(processed_dir) / LOCK_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+") as file:
+    with os.fdopen(_open_lock_file(path, brainset_id), "r+") as file:
         try:
             fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -61,3 +73,33 @@ def brainset_lock(processed_dir: Path, brainset_id: str) -> Iterator[None]:
             file.seek(0)
             file.truncate()
             fcntl.flock(file, fcntl.LOCK_UN)
+
+
+def _open_lock_file(path: Path, brainset_id: str) -> int:
+    """The lock file opened for reading and writing (made if missing), never through
+    a symbolic link, and only if it is a regular file."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    what = None
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as error:
+        if path.is_symlink():
+            what = f"a symbolic link (to {os.readlink(path)}), which is never followed"
+        elif path.is_dir():
+            what = "a directory"
+        else:
+            raise BadLockFile(
+                f"Brainset '{brainset_id}': cannot open its lock file {path} "
+                f"({error.strerror or error}). Check that you may write in "
+                f"{path.parent}, then run again."
+            ) from error
+    else:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+        os.close(fd)
+        what = "not a regular file"
+    raise BadLockFile(
+        f"Brainset '{brainset_id}': its lock file {path} is {what}. Nothing of this "
+        f"project made it: remove it (rm -r '{path}') and run again; the run makes "
+        f"the lock file itself."
+    )

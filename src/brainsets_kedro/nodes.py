@@ -33,6 +33,7 @@ from brainsets_kedro.assets import (
 from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.errors import UserError, shown_path
 from brainsets_kedro.journal import Journal
+from brainsets_kedro.leftovers import MARKER
 from brainsets_kedro.params import (
     BrainsetParameterError,
     explain_flags,
@@ -190,7 +191,8 @@ def validate_manifest(manifest: Any, brainset_id: str) -> pd.DataFrame:
         raise InvalidManifest(
             f"The manifest of brainset '{brainset_id}' has asset ids that cannot "
             f"name a log file: {shown_ids(map(repr, unsafe))}. Asset ids must "
-            f"be non-empty and contain no '/' or '\\'."
+            f"be non-empty, contain no '/' or '\\', and not start with {MARKER!r} "
+            f"(reserved for temporary files)."
         )
     if manifest.empty:
         logger.warning(
@@ -213,7 +215,11 @@ def _where_raised(error: BaseException, pipeline_cls: type) -> str:
 
 def _is_safe_name(asset_id: Any) -> bool:
     name = str(asset_id)
-    return name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
+    return (
+        name not in ("", ".", "..")
+        and not any(c in name for c in "/\\\0")
+        and not name.startswith(MARKER)
+    )
 
 
 def manifest_items(manifest: pd.DataFrame) -> Iterator[NamedTuple]:

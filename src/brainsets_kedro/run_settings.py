@@ -51,7 +51,8 @@ class RunSettings:
             ``host:6379``, ``auto``); ``None``: a local cluster.
         status_host: The address of this machine that workers send statuses to.
         only: Asset ids or glob patterns separated by ``|``; ``<id>:pattern`` for
-            one brainset, ``failed`` for the assets not done in the last run (see
+            one brainset, ``failed`` for the assets not done in the last run,
+            ``id:<asset id>`` for one id taken literally (see
             :mod:`brainsets_kedro.selection`); ``None``: every asset.
         download_only: Download, then stop.
         timeout: Seconds each stage of an asset (download, process) may take before

@@ -5,7 +5,10 @@ pattern qualified with a brainset id (``my_brainset:sess_01``) applies to that b
 only; an unqualified one applies to every brainset in the run, and is an error only if
 it matches nothing in any of them. A YAML list is a list of exact asset ids (no
 patterns); ``failed`` is turned into such a list per brainset, from its last run
-report, by :class:`brainsets_kedro.hooks.RerunFailed`.
+report, by :class:`brainsets_kedro.hooks.RerunFailed`. ``id:<asset id>`` selects that
+one asset id literally, whatever it holds (``|``, ``:``, ``*``, or ``failed``): the
+whole rest of the value is the id; it is an error only if no brainset of the run has
+it. (So a string cannot qualify a pattern with a brainset named ``id``.)
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import pandas as pd
 from brainsets_kedro.errors import UsageError
 
 SHOWN_IDS = 20  # asset ids an error message lists before "..."
+LITERAL = "id:"  # brainsets.only=id:<asset id>: that id, taken literally
 
 
 def shown_ids(ids: Iterable) -> str:
@@ -34,6 +38,7 @@ class Selection:
     unqualified: list[str] = field(default_factory=list)
     qualified: dict[str, list[str]] = field(default_factory=dict)
     exact: list[str] | None = None
+    literal: list[str] = field(default_factory=list)
 
     @classmethod
     def parse(cls, only: str | list | None) -> Selection | None:
@@ -42,6 +47,8 @@ class Selection:
             return cls(exact=[str(asset_id) for asset_id in only])
         if only is None or not str(only).strip():
             return None
+        if str(only).startswith(LITERAL):
+            return cls(literal=[str(only)[len(LITERAL) :]])
         selection = cls()
         for pattern in (p.strip() for p in str(only).split("|") if p.strip()):
             brainset_id, colon, asset_pattern = pattern.partition(":")
@@ -70,10 +77,14 @@ class Selection:
         selected = np.zeros(len(manifest), dtype=bool)
         unmatched = set()
         qualified = self.qualified.get(brainset_id, [])
-        for pattern in self.unqualified + qualified:
-            matches = ids.map(
-                lambda asset_id, p=pattern: fnmatch.fnmatchcase(asset_id, p)
-            )
+        for pattern in self.unqualified + qualified + self.literal:
+            if pattern in self.literal:
+                matches = pd.Series(ids == pattern)
+                pattern = f"{LITERAL}{pattern}"  # noqa: PLW2901 (as messages show it)
+            else:
+                matches = ids.map(
+                    lambda asset_id, p=pattern: fnmatch.fnmatchcase(asset_id, p)
+                )
             if matches.any():
                 selected |= matches.to_numpy()
             elif pattern in qualified:

@@ -31,7 +31,7 @@ from brainsets_kedro.assets import (
     row_type,
 )
 from brainsets_kedro.brainset import BrainsetPipeline
-from brainsets_kedro.errors import UserError, shown_path
+from brainsets_kedro.errors import UserError, error_shape, shown_path
 from brainsets_kedro.journal import Journal
 from brainsets_kedro.params import (
     BrainsetParameterError,
@@ -99,14 +99,18 @@ class AssetFailures(UserError, RuntimeError):
 
 
 def _grouped_errors(failed: pd.DataFrame) -> list[str]:
-    """One line per distinct error of the failed rows of a run report, the most
-    frequent first."""
+    """One line per shape of error (see :func:`error_shape`) of the failed rows of a
+    run report, the most frequent first: errors that differ only in ids, numbers,
+    paths or URLs are one."""
     errors = failed["error"].fillna(failed["status"])
-    groups = failed.groupby(errors, sort=False).groups  # error -> asset ids
-    ordered = sorted(
-        ((error, sorted(ids, key=str)) for error, ids in groups.items()),
-        key=lambda group: (-len(group[1]), str(group[1][0])),
-    )
+    shapes = [error_shape(e, i) for e, i in zip(errors, failed.index, strict=True)]
+    groups = failed.groupby(shapes, sort=False).groups  # shape -> asset ids
+    ordered = []
+    for shape, unsorted_ids in groups.items():
+        ids = sorted(unsorted_ids, key=str)
+        distinct = errors[ids].unique()
+        ordered.append((distinct[0] if len(distinct) == 1 else shape, ids))
+    ordered.sort(key=lambda group: (-len(group[1]), str(group[1][0])))
     lines = []
     for error, asset_ids in ordered[:SHOWN_ERRORS]:
         log = shown_path(failed.loc[asset_ids[0], "stderr_log"])

@@ -45,6 +45,14 @@ def copy_project(root: Path) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The project's cache folder (install advice) under the test's own folder."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("BRAINSETS_KEDRO_CACHE_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A copy of the project to run kedro in."""

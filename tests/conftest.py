@@ -59,6 +59,14 @@ def project(tmp_path: Path) -> Path:
     return copy_project(tmp_path / "project")
 
 
+def set_parameters(catalog: Any, parameters: dict[str, Any]) -> None:
+    """Give ``catalog`` these parameters as Kedro's context does: ``parameters``, and
+    ``params:<key>`` for each top-level key (what brainset nodes take)."""
+    catalog["parameters"] = parameters
+    for key, value in parameters.items():
+        catalog[f"params:{key}"] = value
+
+
 def add_brainset(project: Path, source: str | Path, name: str) -> Path:
     """Drop a brainset file into the project as pipelines/<name>/pipeline.py."""
     folder = project / "src" / "brainsets_kedro" / "pipelines" / name

@@ -26,6 +26,7 @@ from tests.conftest import (
     copy_project,
     kedro,
     kedro_in_process,
+    set_parameters,
     start_kedro,
 )
 
@@ -307,7 +308,7 @@ def test_a_missing_cluster_package_names_the_extra(monkeypatch, backend, module)
 def test_address_is_a_runner_option():
     runner = BrainsetRunner(backend="dask", address="tcp://10.0.0.5:8786")
     catalog = DataCatalog()
-    catalog["parameters"] = {"brainsets": {"n_jobs": 4}}
+    set_parameters(catalog, {"brainsets": {"n_jobs": 4}})
     settings = runner._settings(catalog)
     assert settings.address == "tcp://10.0.0.5:8786"
     assert settings.backend == "dask"

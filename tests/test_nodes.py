@@ -11,6 +11,7 @@ from brainsets_kedro.datasets import BrainsetDirectory
 from brainsets_kedro.factory import create_brainset_pipeline
 from brainsets_kedro.nodes import AssetFailures, ManifestNode, validate_manifest
 from tests.brainsets.toy import Pipeline as Toy
+from tests.conftest import set_parameters
 
 
 def test_duplicated_ids_are_named():
@@ -54,7 +55,7 @@ def test_empty_manifest_is_reported(caplog):
 
 
 def test_manifest_node_parses_parameters(tmp_path):
-    manifest = ManifestNode(Toy).get_manifest(tmp_path, {"toy": {"n_assets": "5"}})
+    manifest = ManifestNode(Toy).get_manifest(tmp_path, {"n_assets": "5"}, None)
     assert list(manifest.index) == [f"a_{i:02d}" for i in range(5)]
 
 
@@ -72,7 +73,7 @@ def _catalog(tmp_path):
 
 def _run(tmp_path, params):
     catalog = _catalog(tmp_path)
-    catalog["parameters"] = {"toy": params}
+    set_parameters(catalog, {"toy": params, "brainsets": None})
     SequentialRunner().run(create_brainset_pipeline(Toy), catalog)
     return catalog
 

@@ -39,7 +39,7 @@ from brainsets_kedro.params import (
     parameter_block,
     parse_params,
 )
-from brainsets_kedro.run_settings import RunSettings
+from brainsets_kedro.run_settings import RUN_OPTIONS_KEY, RunSettings
 from brainsets_kedro.selection import Selection, shown_ids
 from brainsets_kedro.sizes import check_disk_space
 from brainsets_kedro.upstream import ensure_requirements
@@ -104,7 +104,7 @@ def _grouped_errors(failed: pd.DataFrame) -> list[str]:
     paths or URLs are one."""
     errors = failed["error"].fillna(failed["status"])
     shapes = [error_shape(e, i) for e, i in zip(errors, failed.index, strict=True)]
-    groups = failed.groupby(shapes, sort=False).groups  # shape -> asset ids
+    groups = failed.groupby(pd.Series(shapes, index=failed.index), sort=False).groups
     ordered = []
     for shape, unsorted_ids in groups.items():
         ids = sorted(unsorted_ids, key=str)
@@ -345,6 +345,13 @@ class BrainsetNode:
     def brainset_id(self) -> str:
         return self.pipeline_cls.brainset_id
 
+    def parameters(
+        self, params: Mapping[str, Any] | None, run_options: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        """The parameters a node of this brainset takes (``params:<id>`` and
+        ``params:brainsets``) as the part of Kedro's ``parameters`` they are."""
+        return {self.brainset_id: params, RUN_OPTIONS_KEY: run_options}
+
     def parse_args(self, parameters: Mapping[str, Any]):
         # Before any work: packages the brainset's inline metadata lists are installed.
         ensure_requirements(self.pipeline_cls)
@@ -384,10 +391,11 @@ class ManifestNode(BrainsetNode):
     def get_manifest(
         self,
         raw_dir: Path,
-        parameters: Mapping[str, Any],
+        params: Mapping[str, Any] | None,
+        run_options: Mapping[str, Any] | None,
         processed_dir: Path | None = None,
     ) -> pd.DataFrame:
-        args = self.parse_args(parameters)
+        args = self.parse_args(self.parameters(params, run_options))
         kwargs = {"raw_dir": Path(raw_dir), "args": args}
         if self.takes_processed_dir:
             kwargs["processed_dir"] = Path(processed_dir)
@@ -454,8 +462,10 @@ class DownloadNode(BrainsetNode):
         manifest: pd.DataFrame,
         raw_dir: Path,
         processed_dir: Path,
-        parameters: Mapping[str, Any],
+        params: Mapping[str, Any] | None,
+        run_options: Mapping[str, Any] | None,
     ) -> Downloads:
+        parameters = self.parameters(params, run_options)
         pool = ASSET_POOL.get()
         if pool is not None:
             return pool.download(self, manifest, raw_dir, processed_dir, parameters)
@@ -488,8 +498,10 @@ class ProcessNode(BrainsetNode):
         downloads: Mapping[Any, tuple[dict[str, Any] | None, AssetResult]],
         raw_dir: Path,
         processed_dir: Path,
-        parameters: Mapping[str, Any],
+        params: Mapping[str, Any] | None,
+        run_options: Mapping[str, Any] | None,
     ) -> pd.DataFrame:
+        parameters = self.parameters(params, run_options)
         pool = ASSET_POOL.get()
         if pool is not None:
             return pool.process(self, downloads, raw_dir, processed_dir, parameters)

@@ -30,6 +30,11 @@ CLUSTER_BACKENDS = {"dask": "dask", "ray": "ray"}
 DOWNLOAD_JOBS = 8
 """The least number of downloads at once by default (``brainsets.download_jobs``)."""
 
+RUN_OPTIONS_KEY = "brainsets"
+RUN_OPTIONS = f"params:{RUN_OPTIONS_KEY}"
+"""The run-level options (``brainsets:`` in ``conf/``), an input of every brainset
+node."""
+
 RUNNER_PARAMS = ("n_jobs", "download_jobs", "backend", "address", "status_host")
 """The settings ``kedro run --runner-params`` may set (the runner's own)."""
 

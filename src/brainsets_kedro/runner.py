@@ -39,7 +39,7 @@ from brainsets_kedro.nodes import (
     ProcessNode,
     totals_line,
 )
-from brainsets_kedro.run_settings import RunSettings
+from brainsets_kedro.run_settings import RUN_OPTIONS, RUN_OPTIONS_KEY, RunSettings
 
 if TYPE_CHECKING:
     from kedro.io import CatalogProtocol
@@ -126,8 +126,10 @@ class BrainsetRunner(SequentialRunner):
         return logging.getLogger("kedro.runner.brainset_runner")
 
     def _settings(self, catalog: CatalogProtocol) -> RunSettings:
-        """The run settings; with no ``parameters`` in the catalog, the defaults."""
-        parameters = catalog.load("parameters") if "parameters" in catalog else {}
+        """The run settings; with no ``params:brainsets`` in the catalog, the
+        defaults."""
+        options = catalog.load(RUN_OPTIONS) if RUN_OPTIONS in catalog else {}
+        parameters = {RUN_OPTIONS_KEY: options}
         return resolve(RunSettings.from_parameters(parameters, self._runner_params))
 
     def _run(

@@ -12,6 +12,7 @@ import functools
 import inspect
 import logging
 import sys
+import time
 import traceback
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -396,6 +397,8 @@ class ManifestNode(BrainsetNode):
         processed_dir: Path | None = None,
     ) -> pd.DataFrame:
         args = self.parse_args(self.parameters(params, run_options))
+        started = time.perf_counter()
+        logger.info("Brainset '%s': computing the manifest.", self.brainset_id)
         kwargs = {"raw_dir": Path(raw_dir), "args": args}
         if self.takes_processed_dir:
             kwargs["processed_dir"] = Path(processed_dir)
@@ -414,9 +417,10 @@ class ManifestNode(BrainsetNode):
             ) from error
         manifest = validate_manifest(manifest, self.brainset_id)
         logger.info(
-            "Brainset '%s': %d assets in the manifest.",
+            "Brainset '%s': %d assets in the manifest (%.1f s).",
             self.brainset_id,
             len(manifest),
+            time.perf_counter() - started,
         )
         return manifest
 

@@ -4,6 +4,7 @@ is checked before any work; `kedro brainset import` brings upstream brainsets in
 import argparse
 import io
 import json
+import re
 import sys
 import textwrap
 from importlib import metadata as importlib_metadata
@@ -424,6 +425,8 @@ def test_running_an_imported_brainset_names_what_to_install(project):
     )
     assert result.returncode == 1
     flat = _flat(result)
+    import_advice = re.findall(r"to run it, (install with: .*)", imported.stdout)
+    assert len(import_advice) == len(chosen), imported.stdout
     for name, check in chosen.items():
         assert (
             f"Brainset '{name}' is missing dependencies: "
@@ -432,6 +435,10 @@ def test_running_an_imported_brainset_names_what_to_install(project):
         ) in flat
         # Before any work.
         assert not (project / f"data/02_processed/{name}/pipeline_logs").exists()
+    # The run gives the advice the import gave, from the cache: no resolver again.
+    for advice in import_advice:
+        assert " ".join(advice.split()) in flat
+    assert "pip's resolver" not in _output(result)
 
 
 SIBLING_PIPELINE = """\

@@ -296,8 +296,7 @@ class RunProgress:
 
     They live in one task of a rich ``Progress`` (never started: the board draws),
     whose columns draw the line on a terminal; :meth:`record` writes the same
-    figures as a log record. The ETA is rich's: the assets left at the rate assets
-    finished lately.
+    figures as a log record.
     """
 
     def __init__(self, total: int, bytes_total: int | None, every: float):
@@ -306,7 +305,6 @@ class RunProgress:
             Progress,
             TextColumn,
             TimeElapsedColumn,
-            TimeRemainingColumn,
         )
 
         self._lock = threading.Lock()
@@ -321,8 +319,7 @@ class RunProgress:
             TextColumn("{task.fields[bytes_text]}"),
             TextColumn("{task.fields[rate_text]}"),
             TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
+            TextColumn("ETA {task.fields[eta_text]}"),
             auto_refresh=False,
             # Off a terminal the figures are updated at each record only: the
             # rate of finished assets needs two of them.
@@ -338,6 +335,7 @@ class RunProgress:
             failed_text="",
             bytes_text="",
             rate_text="",
+            eta_text="-",
         )
 
     def transferred(self, nbytes: int) -> None:
@@ -370,6 +368,7 @@ class RunProgress:
             + (f" of {decimal(bytes_total)}" if bytes_total is not None else ""),
             rate_text=f"{decimal(int(rate))}/s" if rate is not None else "",
         )
+        self._progress.update(self._task, eta_text=_eta(task))
         return task
 
     def line(self) -> Table:
@@ -388,9 +387,18 @@ class RunProgress:
             downloaded += f", {fields['rate_text']}"
         parts.append(downloaded)
         parts.append(f"elapsed {_clock(task.elapsed)}")
-        remaining = task.time_remaining
-        parts.append(f"ETA {_clock(remaining) if remaining is not None else '-'}")
+        parts.append(f"ETA {fields['eta_text']}")
         return " | ".join(parts)
+
+
+def _eta(task: Task) -> str:
+    """The time left: the assets left at the rate assets finished lately (rich's
+    estimate), or, before it has two samples, at the run's average rate."""
+    remaining = task.time_remaining
+    if remaining is None and task.completed and task.elapsed:
+        left = (task.total or 0) - task.completed
+        remaining = task.elapsed * left / task.completed
+    return _clock(remaining) if remaining is not None else "-"
 
 
 def _clock(seconds: float | None) -> str:

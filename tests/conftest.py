@@ -89,10 +89,26 @@ def copy_project(root: Path) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The project's cache folder (install advice) under the test's own folder."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("BRAINSETS_KEDRO_CACHE_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A copy of the project to run kedro in."""
     return copy_project(tmp_path / "project")
+
+
+def set_parameters(catalog: Any, parameters: dict[str, Any]) -> None:
+    """Give ``catalog`` these parameters as Kedro's context does: ``parameters``, and
+    ``params:<key>`` for each top-level key (what brainset nodes take)."""
+    catalog["parameters"] = parameters
+    for key, value in parameters.items():
+        catalog[f"params:{key}"] = value
 
 
 def add_brainset(project: Path, source: str | Path, name: str) -> Path:

@@ -37,7 +37,7 @@ from brainsets_kedro.sizes import (
     manifest_sizes,
 )
 from tests.brainsets.sized import Pipeline as Sized
-from tests.conftest import REPO, add_brainset, kedro_in_process
+from tests.conftest import REPO, add_brainset, kedro_in_process, set_parameters
 
 
 class SessionData(Data):
@@ -167,7 +167,7 @@ def _run(tmp_path, runner, params, brainsets=None):
             "sized.card": ParquetDataset(filepath=str(tmp_path / "card.pq")),
         }
     )
-    catalog["parameters"] = {"sized": params, "brainsets": brainsets or {}}
+    set_parameters(catalog, {"sized": params, "brainsets": brainsets or {}})
     hooks = _create_hook_manager()
     hooks.register(SaveReportOnFailure())
     runner.run(create_brainset_pipeline(Sized), catalog, hook_manager=hooks)
@@ -476,7 +476,7 @@ def test_example_brainset_on_a_real_small_disk(tmp_path, small_disk):
             "my_brainset.processed_dir": BrainsetDirectory(str(tmp_path / "proc")),
         }
     )
-    catalog["parameters"] = {"my_brainset": {"n_sessions": 2}, "brainsets": {}}
+    set_parameters(catalog, {"my_brainset": {"n_sessions": 2}, "brainsets": {}})
     with pytest.raises(NotEnoughDiskSpace) as error:
         SequentialRunner().run(create_brainset_pipeline(Pipeline), catalog)
     message = str(error.value)

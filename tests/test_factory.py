@@ -32,20 +32,23 @@ def test_shape_names_inputs_outputs():
     assert isinstance(process.func, ProcessNode)
     # Kedro's log lines name each node's function as before.
     assert str(download).startswith("download: download([toy.manifest;")
-    assert manifest.inputs == ["toy.raw_dir", "parameters"]
+    # Each node takes its brainset's own parameters and the run-level ones only.
+    assert manifest.inputs == ["toy.raw_dir", "params:toy", "params:brainsets"]
     assert manifest.outputs == ["toy.manifest"]
     assert download.inputs == [
         "toy.manifest",
         "toy.raw_dir",
         "toy.processed_dir",
-        "parameters",
+        "params:toy",
+        "params:brainsets",
     ]
     assert download.outputs == ["toy.downloads"]
     assert process.inputs == [
         "toy.downloads",
         "toy.raw_dir",
         "toy.processed_dir",
-        "parameters",
+        "params:toy",
+        "params:brainsets",
     ]
     assert process.outputs == ["toy.run_report"]
     describe = nodes["toy.describe"]
@@ -62,7 +65,8 @@ def test_shape_names_inputs_outputs():
     assert pipeline.inputs() == {
         "toy.raw_dir",
         "toy.processed_dir",
-        "parameters",
+        "params:toy",
+        "params:brainsets",
     }
 
 
@@ -103,7 +107,8 @@ def test_processed_dir_variant_of_get_manifest(tmp_path):
         {
             "with_processed.raw_dir": tmp_path / "raw",
             "with_processed.processed_dir": tmp_path / "proc",
-            "parameters": {},
+            "params:with_processed": None,
+            "params:brainsets": None,
         }
     )["with_processed.manifest"]
     assert manifest.loc["a", "where"] == str(tmp_path / "proc")

@@ -20,6 +20,7 @@ from brainsets_kedro.factory import create_brainset_pipeline
 from brainsets_kedro.hooks import LockBrainsets
 from brainsets_kedro.runner import BrainsetRunner
 from tests.brainsets.toy import Pipeline as Toy
+from tests.conftest import set_parameters
 
 RUNNERS = [SequentialRunner, BrainsetRunner]
 
@@ -208,7 +209,7 @@ def _brainset_datasets(tmp_path) -> dict:
 
 def _brainset_catalog(tmp_path, params: dict) -> DataCatalog:
     catalog = DataCatalog(_brainset_datasets(tmp_path))
-    catalog["parameters"] = {"toy": params, "brainsets": {"n_jobs": 2}}
+    set_parameters(catalog, {"toy": params, "brainsets": {"n_jobs": 2}})
     return catalog
 
 
@@ -218,7 +219,7 @@ def test_kedros_runners_run_brainset_pipelines(tmp_path, runner):
     # catalog, as `kedro run --runner=ParallelRunner` makes it.
     kind = SharedMemoryDataCatalog if runner is ParallelRunner else DataCatalog
     catalog = kind(_brainset_datasets(tmp_path))
-    catalog["parameters"] = {"toy": {"n_assets": 3}}
+    set_parameters(catalog, {"toy": {"n_assets": 3}, "brainsets": {}})
     runner().run(create_brainset_pipeline(Toy), catalog)
     report = pd.read_parquet(tmp_path / "report.parquet")
     assert list(report.index) == ["a_00", "a_01", "a_02"]
@@ -254,7 +255,7 @@ def test_a_bad_run_option_stops_the_run_before_any_work(tmp_path, runner):
     manager = _create_hook_manager()
     manager.register(LockBrainsets())  # as settings.py registers it
     catalog = _brainset_catalog(tmp_path, {"n_assets": 2})
-    catalog["parameters"] = {"toy": {"n_assets": 2}, "brainsets": {"n_job": 2}}
+    set_parameters(catalog, {"toy": {"n_assets": 2}, "brainsets": {"n_job": 2}})
     with pytest.raises(UsageError, match=r"Unknown run option\(s\) brainsets\.n_job"):
         runner().run(create_brainset_pipeline(Toy), catalog, manager)
     assert not (tmp_path / "raw" / "toy" / "manifest_made_at").exists()

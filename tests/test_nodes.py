@@ -11,6 +11,7 @@ from brainsets_kedro.datasets import BrainsetDirectory
 from brainsets_kedro.factory import create_brainset_pipeline
 from brainsets_kedro.nodes import AssetFailures, ManifestNode, validate_manifest
 from tests.brainsets.toy import Pipeline as Toy
+from tests.conftest import set_parameters
 
 
 def test_duplicated_ids_are_named():
@@ -54,7 +55,7 @@ def test_empty_manifest_is_reported(caplog):
 
 
 def test_manifest_node_parses_parameters(tmp_path):
-    manifest = ManifestNode(Toy).get_manifest(tmp_path, {"toy": {"n_assets": "5"}})
+    manifest = ManifestNode(Toy).get_manifest(tmp_path, {"n_assets": "5"}, None)
     assert list(manifest.index) == [f"a_{i:02d}" for i in range(5)]
 
 
@@ -72,7 +73,7 @@ def _catalog(tmp_path):
 
 def _run(tmp_path, params):
     catalog = _catalog(tmp_path)
-    catalog["parameters"] = {"toy": params}
+    set_parameters(catalog, {"toy": params, "brainsets": None})
     SequentialRunner().run(create_brainset_pipeline(Toy), catalog)
     return catalog
 
@@ -97,8 +98,11 @@ def test_failing_assets_never_stop_the_others(tmp_path, stage):
         _run(tmp_path, {"n_assets": 5, "fail": "a_01|a_03", "fail_stage": stage})
     message = str(error.value)
     assert "2 of 5 assets of brainset 'toy' failed" in message
-    assert "a_01: RuntimeError: a_01 fails on purpose" in message
-    assert "a_03: RuntimeError: a_03 fails on purpose" in message
+    # Errors that differ only in the asset id are one group.
+    assert (
+        f"2 assets: RuntimeError: {{id}} fails on purpose in {stage} (a_01, a_03;"
+        in message
+    )
 
     processed = tmp_path / "proc" / "toy"
     assert sorted(p.stem for p in processed.glob("*.txt")) == ["a_00", "a_02", "a_04"]

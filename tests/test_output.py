@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from brainsets_kedro.errors import error_shape
 from brainsets_kedro.lock import brainset_lock
 from brainsets_kedro.logs import OneLineFormatter
 from brainsets_kedro.nodes import SHOWN_ERRORS, AssetFailures
@@ -252,18 +253,77 @@ def test_a_record_of_several_lines_is_one_line():
     assert formatter.format(record) == "WARNING first second (ValueError: bad value)"
 
 
+WORDS = (
+    "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi".split()
+)
+WORDS += "omicron pi rho sigma tau upsilon".split()
+
+
 def test_many_distinct_errors_are_counted_by_type_after_the_first_few():
     rows = {
-        f"a_{i:02d}": ("FAILED", f"ConnectionError: no route to /x/{i}", f"l/a_{i}.err")
-        for i in range(20)
+        f"a_{i:02d}": ("FAILED", f"ConnectionError: no route to {w}", f"l/a_{i}.err")
+        for i, w in enumerate(WORDS)
     }
     report = pd.DataFrame.from_dict(
         rows, orient="index", columns=["status", "error", "stderr_log"]
     )
     lines = str(AssetFailures("b", report)).splitlines()
     assert len(lines) == 1 + SHOWN_ERRORS + 2
-    assert lines[1] == "  a_00: ConnectionError: no route to /x/0 (log: l/a_0.err)"
+    assert lines[1] == "  a_00: ConnectionError: no route to alpha (log: l/a_0.err)"
     assert lines[-2] == (
         f"  ... {20 - SHOWN_ERRORS} more assets with {20 - SHOWN_ERRORS} other "
         f"errors (ConnectionError: {20 - SHOWN_ERRORS}): see the run report."
     )
+
+
+def test_errors_that_differ_only_in_ids_numbers_paths_or_urls_are_one_group():
+    rows = {
+        f"s_{i:02d}": (
+            "FAILED",
+            f"ConnectionError: cannot reach https://archive.org/d/{i}/s_{i:02d}.nwb "
+            f"after {i + 1} attempts",
+            f"logs/s_{i:02d}.err",
+        )
+        for i in range(51)
+    }
+    rows |= {
+        f"p_{i}": ("FAILED", f"FileNotFoundError: /data/run{i}/p_{i}.h5", "l/p.err")
+        for i in range(2)
+    }
+    rows["same"] = ("FAILED", "ValueError: bad", "l/same.err")
+    report = pd.DataFrame.from_dict(
+        rows, orient="index", columns=["status", "error", "stderr_log"]
+    )
+    lines = str(AssetFailures("b", report)).splitlines()
+    assert lines[1] == (
+        "  51 assets: ConnectionError: cannot reach https://.../{id}.nwb after {n} "
+        "attempts (s_00, s_01, s_02 and 48 more; logs: logs/<asset_id>.err)"
+    )
+    assert lines[2].startswith("  2 assets: FileNotFoundError: .../{id}.h5 (p_0, p_1;")
+    assert lines[3] == "  same: ValueError: bad (log: l/same.err)"  # its own words
+    assert len(lines) == 5
+
+
+@pytest.mark.parametrize(
+    ("error", "asset_id", "shape"),
+    [
+        ("KeyError: 'sess_01'", "sess_01", "KeyError: '{id}'"),
+        (
+            "OSError: [Errno 28] No space left: '/mnt/x/y.h5'",
+            "a",
+            "OSError: [Errno {n}] No space left: '.../y.h5'",
+        ),
+        (
+            "DownloadError: http://127.0.0.1:8123/f/a_1: HTTP 503",
+            "a_1",
+            "DownloadError: http://.../{id}: HTTP {n}",
+        ),
+        (
+            "ValueError: sess_010 is not sess_01",
+            "sess_01",
+            "ValueError: sess_{n} is not {id}",
+        ),
+    ],
+)
+def test_the_shape_of_an_error(error, asset_id, shape):
+    assert error_shape(error, asset_id) == shape

@@ -9,6 +9,7 @@ from brainsets_kedro.params import (
     parse_params,
 )
 from brainsets_kedro.run_settings import LOG_MAX_BYTES, RunSettings
+from tests.conftest import add_brainset, kedro_in_process
 
 
 @pytest.fixture
@@ -128,3 +129,35 @@ def test_an_unknown_run_option_names_the_valid_ones():
         RunSettings.from_parameters({"brainsets": {"n_job": 2}})
     assert "brainsets.n_job" in str(error.value)
     assert "n_jobs, download_jobs, backend" in str(error.value)
+
+
+def test_brainset_nodes_take_their_own_parameters_from_every_layer(project):
+    """Each brainset's nodes take ``params:<id>`` and ``params:brainsets``: a
+    brainset without a block runs at its defaults; for one with a block, an
+    environment overrides one key of it (the others stay), ``--params`` another."""
+    add_brainset(project, "toy", "toy")
+    add_brainset(project, "toy", "other")
+    other = project / "src/brainsets_kedro/pipelines/other/pipeline.py"
+    other.write_text(other.read_text().replace('"toy"', '"other"'))
+    (project / "conf" / "base" / "parameters_toy.yml").write_text(
+        "toy:\n  n_assets: 5\n  fail: a_01\n  fail_stage: download\n"
+    )
+    (project / "conf" / "quick").mkdir()
+    (project / "conf" / "quick" / "parameters.yml").write_text(
+        "toy:\n  n_assets: 4\nbrainsets:\n  download_only: true\n"
+    )
+    result = kedro_in_process(
+        project,
+        "run",
+        "--pipelines=toy,other",
+        "--env=quick",
+        "--params=toy.n_assets=3,brainsets.backend=threading",
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "a_01: RuntimeError: a_01 fails on purpose in download" in output
+    toy = project / "data" / "01_raw" / "toy"
+    assert sorted(p.stem for p in toy.glob("a_*.txt")) == ["a_00", "a_02"]
+    other_raw = project / "data" / "01_raw" / "other"  # its defaults: 3 assets
+    assert sorted(p.stem for p in other_raw.glob("a_*.txt")) == ["a_00", "a_01", "a_02"]
+    assert not list((project / "data" / "02_processed").rglob("*.txt"))

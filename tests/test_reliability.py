@@ -18,7 +18,13 @@ from brainsets_kedro.factory import create_brainset_pipeline
 from brainsets_kedro.nodes import AssetFailures
 from brainsets_kedro.runner import BrainsetRunner
 from tests.brainsets.toy import Pipeline as Toy
-from tests.conftest import THREADS, add_brainset, kedro_in_process, start_kedro
+from tests.conftest import (
+    THREADS,
+    add_brainset,
+    kedro_in_process,
+    set_parameters,
+    start_kedro,
+)
 
 
 def _run(tmp_path, params, brainsets, runner=None):
@@ -29,7 +35,7 @@ def _run(tmp_path, params, brainsets, runner=None):
             "toy.run_report": ParquetDataset(filepath=str(tmp_path / "report.pq")),
         }
     )
-    catalog["parameters"] = {"toy": params, "brainsets": brainsets}
+    set_parameters(catalog, {"toy": params, "brainsets": brainsets})
     (runner or BrainsetRunner(n_jobs=2)).run(create_brainset_pipeline(Toy), catalog)
     return catalog
 

@@ -29,6 +29,7 @@ from tests.conftest import (
     THREADS,
     add_brainset,
     kedro_in_process,
+    set_parameters,
     start_kedro,
 )
 from tests.test_reliability import _wait_for
@@ -208,7 +209,7 @@ def test_only_failed_after_a_killed_run_reruns_what_it_did_not_finish(
 def test_the_journal_lists_what_is_done_as_it_finishes(tmp_path, runner):
     def run(params, brainsets=None):
         catalog = _catalog(tmp_path)
-        catalog["parameters"] = {"toy": params, "brainsets": brainsets or {}}
+        set_parameters(catalog, {"toy": params, "brainsets": brainsets or {}})
         chosen = SequentialRunner() if runner == "sequential" else BrainsetRunner(2)
         hooks = _create_hook_manager()
         hooks.register(RerunFailed())

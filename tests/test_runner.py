@@ -29,7 +29,13 @@ from brainsets_kedro.nodes import REPORT_COLUMNS, AssetFailures
 from brainsets_kedro.runner import BrainsetRunner
 from brainsets_kedro.status import StatusBoard, StatusChannel
 from tests.brainsets.toy import Pipeline as Toy
-from tests.conftest import THREADS, add_brainset, kedro, kedro_in_process
+from tests.conftest import (
+    THREADS,
+    add_brainset,
+    kedro,
+    kedro_in_process,
+    set_parameters,
+)
 
 
 def _run(tmp_path, params, runner=None, brainsets=None):
@@ -40,7 +46,7 @@ def _run(tmp_path, params, runner=None, brainsets=None):
             "toy.run_report": ParquetDataset(filepath=str(tmp_path / "report.pq")),
         }
     )
-    catalog["parameters"] = {"toy": params, "brainsets": brainsets or {}}
+    set_parameters(catalog, {"toy": params, "brainsets": brainsets or {}})
     (runner or BrainsetRunner()).run(create_brainset_pipeline(Toy), catalog)
     return catalog
 

@@ -114,3 +114,70 @@ def test_only_patterns_that_match_nothing(two, only, message):
     assert result.returncode != 0
     assert message in " ".join((result.stdout + result.stderr).split())
     assert not list((two / "data/02_processed/toy").glob("*.txt"))
+
+
+WAITING_MANIFEST = '''
+import time
+from argparse import ArgumentParser
+from pathlib import Path
+
+import pandas as pd
+
+from brainsets_kedro import BrainsetPipeline
+
+parser = ArgumentParser()
+parser.add_argument("--waits-for", default="")
+
+
+class Pipeline(BrainsetPipeline):
+    brainset_id = "BRAINSET"
+    parser = parser
+
+    @classmethod
+    def get_manifest(cls, raw_dir, args):
+        """Says it started, then waits (60 s at most) until the other brainset's
+        get_manifest has started too: only manifests computed at once both end."""
+        shared = Path(raw_dir).parents[1]
+        (shared / f"BRAINSET.started").touch()
+        deadline = time.monotonic() + 60
+        while args.waits_for and not (shared / f"{args.waits_for}.started").exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{args.waits_for}'s manifest never started")
+            time.sleep(0.05)
+        return pd.DataFrame({"n": [1, 2]}, index=["a_00", "a_01"])
+
+    def download(self, manifest_item):
+        return manifest_item.Index
+
+    def process(self, download_output):
+        (self.processed_dir / f"{download_output}.txt").write_text("done")
+'''
+
+
+def test_manifests_of_several_brainsets_are_computed_at_once(project):
+    """Each manifest waits for the other one to start: computed one after the other,
+    the first would wait in vain (and fail after 60 s)."""
+    for brainset_id in ("slow_a", "slow_b"):
+        add_brainset(
+            project, WAITING_MANIFEST.replace("BRAINSET", brainset_id), brainset_id
+        )
+    result = kedro_in_process(
+        project,
+        "run",
+        "--pipelines=slow_a,slow_b",
+        "--params=slow_a.waits_for=slow_b,slow_b.waits_for=slow_a",
+        "--runner-params=backend=threading",
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    for brainset_id in ("slow_a", "slow_b"):
+        assert f"Brainset '{brainset_id}': computing the manifest." in output
+        assert re.search(
+            rf"Brainset '{brainset_id}': 2 assets in the manifest \(\d+\.\d s\)\.",
+            output,
+        ), output
+        processed = project / "data" / "02_processed" / brainset_id
+        assert sorted(p.name for p in processed.glob("*.txt")) == [
+            "a_00.txt",
+            "a_01.txt",
+        ]

@@ -4,6 +4,7 @@ is checked before any work; `kedro brainset import` brings upstream brainsets in
 import argparse
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from brainsets_kedro import BrainsetPipeline
 from brainsets_kedro.params import explain_flags
 from brainsets_kedro.scaffold import (
     ScaffoldError,
+    installed_upstreams,
     upstream_brainsets,
     upstream_pipelines_dir,
 )
@@ -432,6 +434,8 @@ def test_running_an_imported_brainset_names_what_to_install(project):
     )
     assert result.returncode == 1
     flat = _flat(result)
+    import_advice = re.findall(r"to run it, (install with: .*)", imported.stdout)
+    assert len(import_advice) == len(chosen), imported.stdout
     for name, check in chosen.items():
         assert (
             f"Brainset '{name}' is missing dependencies: "
@@ -440,6 +444,10 @@ def test_running_an_imported_brainset_names_what_to_install(project):
         ) in flat
         # Before any work.
         assert not (project / f"data/02_processed/{name}/pipeline_logs").exists()
+    # The run gives the advice the import gave, from the cache: no resolver again.
+    for advice in import_advice:
+        assert " ".join(advice.split()) in flat
+    assert "pip's resolver" not in _output(result)
 
 
 SIBLING_PIPELINE = """\
@@ -503,6 +511,55 @@ def test_import_of_an_unknown_name(project):
     assert result.returncode != 0
     assert "'no_such_brainset' is not a path" in _flat(result)
     assert not (project / "src/brainsets_kedro/pipelines/no_such_brainset").exists()
+
+
+def test_an_unknown_name_suggests_the_closest_and_the_other_package(project):
+    """torch-brain 0.2.1 and brainsets 0.2.2 are installed (dev dependencies):
+    only brainsets ships flint_slutzky_accurate_2012."""
+    typo = kedro_in_process(project, "brainset", "import", "perich_miller_populaton")
+    assert typo.returncode != 0
+    assert "Did you mean perich_miller_population_2018?" in _flat(typo)
+    assert "kedro brainset list --available lists them all." in _flat(typo)
+
+    other = kedro_in_process(
+        project, "brainset", "import", "flint_slutzky_accurate_2012"
+    )
+    assert other.returncode != 0
+    assert (
+        "brainsets 0.2.2 ships it: kedro brainset import --from=brainsets "
+        "flint_slutzky_accurate_2012"
+    ) in _flat(other)
+    close = kedro_in_process(project, "brainset", "import", "flint_slutzky")
+    assert (
+        "brainsets 0.2.2 (--from=brainsets) ships flint_slutzky_accurate_2012."
+    ) in _flat(close)
+    assert not list((project / "src/brainsets_kedro/pipelines").glob("*flint*"))
+
+
+def test_list_available_shows_what_each_package_ships_and_what_is_here(project):
+    name = "perich_miller_population_2018"
+    assert kedro_in_process(project, "brainset", "import", name).returncode == 0
+    result = kedro_in_process(project, "brainset", "list", "--available")
+    assert result.returncode == 0, _output(result)
+    rows = {line.split()[0]: line for line in result.stdout.splitlines()}
+    assert rows["brainset"].split() == ["brainset", "package", "imported"]
+    assert rows[name].split()[1:] == [
+        *("torch-brain", "0.2.1", "(also", "brainsets", "0.2.2)", "yes")
+    ]
+    assert rows["flint_slutzky_accurate_2012"].split()[1:] == [
+        *("brainsets", "0.2.2", "no")
+    ]
+    shipped = {
+        p.parent.name
+        for u in installed_upstreams()
+        for p in u.root.glob("*/pipeline.py")
+    }
+    assert len(shipped) == 12
+    assert shipped <= set(rows)
+    assert result.stdout.splitlines()[-1] == (
+        "Import one with: kedro brainset import <brainset> (--from=brainsets for one "
+        "that torch-brain does not ship)."
+    )
 
 
 def test_placeholder_keeps_the_folder_name_rule(project):

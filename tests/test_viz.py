@@ -130,6 +130,34 @@ def test_viz_build_works_offline_and_never_calls_get_manifest(after_a_run):
     assert not (after_a_run.project / "get_manifest_was_called").exists()
 
 
+def test_each_brainset_shows_its_own_parameters_only(after_a_run):
+    main = json.loads((after_a_run.site / "api" / "main").read_text())
+    check_brainset(main, "my_brainset")
+    names = {node["id"]: node["name"] for node in main["nodes"]}
+    task = next(
+        n["id"]
+        for n in main["nodes"]
+        if n["type"] == "task" and n.get("full_name") == "my_brainset.manifest"
+    )
+    params = {n["name"] for n in main["nodes"] if n["type"] == "parameters"}
+    assert "parameters" not in params
+    into = {
+        names.get(edge["target"])
+        for edge in main["edges"]
+        if names.get(edge["source"]) == "params:my_brainset"
+    }
+    assert {"manifest", "download", "process"} <= into
+    assert not {"unreachable"} & into
+    detail = json.loads((after_a_run.site / "api" / "nodes" / task).read_text())
+    assert set(detail["parameters"]) == {"my_brainset", "brainsets"}
+    assert detail["parameters"]["my_brainset"]["n_sessions"] == 4
+    assert detail["inputs"] == [
+        "my_brainset.raw_dir",
+        "params:my_brainset",
+        "params:brainsets",
+    ]
+
+
 def free_port() -> int:
     """A free port that kedro-viz accepts: it refuses ports above 49151."""
     for port in random.sample(range(20000, 40000), 200):

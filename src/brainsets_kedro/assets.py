@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
 from brainsets_kedro.brainset import BrainsetPipeline
+from brainsets_kedro.download import counting_bytes
 from brainsets_kedro.params import explain_flags
 from brainsets_kedro.run_settings import LOG_MAX_BYTES
 from brainsets_kedro.upstream import TrackerHandle
@@ -200,9 +201,16 @@ class BrainsetJob:
         _running.result = result
         append = "download" not in stages  # process after a separate download
         logs = self.log_path_strings(asset_id)
+        # The bytes that download() fetches go to the driver's progress line.
+        transferred = getattr(self.reporter, "transferred", None)
+        counted = (
+            counting_bytes(functools.partial(transferred, self.brainset_id))
+            if transferred is not None
+            else contextlib.nullcontext()
+        )
         with captured_output(*logs, append, self.log_max_bytes) as written:
             try:
-                with deadline(self.timeout), signal_interrupts_marked():
+                with deadline(self.timeout), signal_interrupts_marked(), counted:
                     pipeline = self._pipeline()
                     pipeline._asset_id = asset_id
                     for stage in stages:

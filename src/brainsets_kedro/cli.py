@@ -25,7 +25,13 @@ from brainsets_kedro.discovery import (
 )
 from brainsets_kedro.errors import UsageError, UserError, exit_code, short_errors
 from brainsets_kedro.prestart import start_workers, wait_for_workers
-from brainsets_kedro.scaffold import import_command, new_command
+from brainsets_kedro.scaffold import (
+    available_brainsets,
+    import_command,
+    install_hint,
+    installed_upstreams,
+    new_command,
+)
 
 DEFAULT_RUNNER = "brainsets_kedro.runner.BrainsetRunner"
 
@@ -143,10 +149,19 @@ def brainset_ids(broken: dict[str, str] | None = None) -> list[str]:
 
 
 @brainset.command(name="list")
+@click.option(
+    "--available",
+    is_flag=True,
+    help="List the brainsets that the installed torch-brain and brainsets packages "
+    "ship (what kedro brainset import takes), and whether each is imported here.",
+)
 @env_option
-def list_brainsets(env: str | None) -> None:
+def list_brainsets(available: bool, env: str | None) -> None:
     """List the registered brainsets with their raw and processed directories, and
     the files and bytes of their last card."""
+    if available:
+        _list_available()
+        return
     from brainsets_kedro.sizes import format_bytes  # noqa: PLC0415 (pandas)
 
     with _session(env) as session:
@@ -181,6 +196,35 @@ def list_brainsets(env: str | None) -> None:
         click.echo(f"{name}: cannot be loaded, left out: {error}")
     for name, error in damaged.items():
         click.echo(f"{name}: its card: {error}")
+
+
+def _list_available() -> None:
+    """``kedro brainset list --available``."""
+    bootstrap_project(Path.cwd())
+    rows = available_brainsets()
+    if not rows:
+        raise UserError(
+            "Neither torch-brain nor the older brainsets package is installed, so no "
+            "brainsets are shipped to import; install one with: "
+            f"{install_hint()}"
+        )
+    preferred = installed_upstreams()[0]
+    table = [("brainset", "package", "imported")]
+    for row in rows:
+        package = row.packages[0]
+        if len(row.packages) > 1:
+            package += f" (also {', '.join(row.packages[1:])})"
+        table.append((row.brainset_id, package, "yes" if row.imported else "no"))
+    widths = [max(len(line[i]) for line in table) for i in range(2)]
+    for name, package, imported in table:
+        click.echo(f"{name:<{widths[0]}}  {package:<{widths[1]}}  {imported}")
+    hint = "Import one with: kedro brainset import <brainset>"
+    if any(not row.packages[0].startswith(f"{preferred.package} ") for row in rows):
+        others = sorted(
+            {row.packages[0].split()[0] for row in rows} - {preferred.package}
+        )
+        hint += f" (--from={others[0]} for one that {preferred.package} does not ship)"
+    click.echo(f"{hint}.")
 
 
 @brainset.command(name="manifest")

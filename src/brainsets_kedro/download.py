@@ -21,6 +21,7 @@ import os
 import re
 import ssl
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -208,6 +209,7 @@ def _fetch(
             _transfer(url, open_source, partial, size, progress)
             return
         except _Transient as exc:
+            progress.flush()  # the bytes of a cut attempt were fetched all the same
             if exc.restart:
                 partial.unlink(missing_ok=True)
             reached = _size_of(partial)
@@ -282,7 +284,7 @@ def _transfer(
                         f"sent more. Check the size given to download(), or whether "
                         "the file at the URL has changed."
                     )
-                progress(done, source.total)
+                progress(done, source.total, fetched=len(chunk))
     if source.total is not None and done < source.total:
         raise _Transient(f"connection closed after {done} of {source.total} bytes")
     progress(done, done, final=True)
@@ -460,17 +462,49 @@ def _size_of(path: Path) -> int:
         return 0
 
 
+_counters = threading.local()
+
+
+@contextmanager
+def counting_bytes(count: Callable[[int], None]) -> Iterator[None]:
+    """While inside, each :func:`download` of this thread calls ``count(n)`` with
+    the ``n`` bytes it fetched since its last call (a few times per second at most):
+    how the runner's progress line learns the bytes of every asset's downloads.
+
+    Args:
+        count: Called with a number of bytes just fetched.
+    """
+    previous = getattr(_counters, "count", None)
+    _counters.count = count
+    try:
+        yield
+    finally:
+        _counters.count = previous
+
+
 class _Throttled:
-    """Calls ``progress`` at most every ``PROGRESS_INTERVAL`` seconds, and at the end."""
+    """Calls ``progress``, and the byte counter of :func:`counting_bytes`, at most
+    every ``PROGRESS_INTERVAL`` seconds, and at the end."""
 
     def __init__(self, progress: Progress | None):
         self.progress = progress
+        self.count = getattr(_counters, "count", None)
+        self.uncounted = 0
         self.last = float("-inf")
 
-    def __call__(self, done: int, total: int | None, final: bool = False) -> None:
+    def __call__(
+        self, done: int, total: int | None, final: bool = False, fetched: int = 0
+    ) -> None:
+        self.uncounted += fetched
         now = time.monotonic()
-        if self.progress is not None and (
-            final or now - self.last >= PROGRESS_INTERVAL
-        ):
+        if final or now - self.last >= PROGRESS_INTERVAL:
             self.last = now
-            self.progress(done, total)
+            if self.progress is not None:
+                self.progress(done, total)
+            self.flush()
+
+    def flush(self) -> None:
+        """Count the bytes fetched and not counted yet."""
+        if self.count is not None and self.uncounted:
+            self.count(self.uncounted)
+            self.uncounted = 0

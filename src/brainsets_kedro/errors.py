@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import traceback
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -141,3 +142,34 @@ def _wants_hint(error: BaseException) -> bool:
     if isinstance(parts, Mapping) and parts:
         return any(_wants_hint(part) for part in parts.values())
     return getattr(error, "traceback_hint", True)
+
+
+_URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)(\S*?)(?=[\s'\"<>,;)]|[.:]?(?:\s|$))")
+_PATH = re.compile(r"(?<![\w.:/{}])(?:/[^\s/'\"<>:,;)]+)+")
+_NUMBER = re.compile(r"(?<![A-Za-z])\d+(?:\.\d+)?")  # not the 5 of .h5
+
+
+def error_shape(error: str, asset_id: object = None) -> str:
+    """``error`` with what differs from asset to asset generalised: the asset's id
+    as ``{id}``, URLs and absolute paths down to their last part, numbers as ``{n}``.
+    Errors of the same shape are one failure, shown once with their count.
+
+    Args:
+        error: An asset's error message.
+        asset_id: The asset it failed, whose id the message may contain.
+
+    Returns:
+        The shape, e.g. ``ConnectionError: cannot reach https://.../{id}.nwb`` for
+        ``ConnectionError: cannot reach https://dandi.org/x/sess_01.nwb``.
+    """
+    shape = error
+    if asset_id is not None and str(asset_id):
+        shape = re.sub(rf"(?<![\w-]){re.escape(str(asset_id))}(?![\w-])", "{id}", shape)
+
+    def last_part(match: re.Match, prefix: str) -> str:
+        tail = match.group(0).rstrip("/").rsplit("/", 1)[-1]
+        return f"{prefix}.../{tail}"
+
+    shape = _URL.sub(lambda m: last_part(m, m.group(1)), shape)
+    shape = _PATH.sub(lambda m: last_part(m, ""), shape)
+    return _NUMBER.sub("{n}", shape)

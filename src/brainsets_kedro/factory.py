@@ -3,14 +3,17 @@
 Every brainset becomes the same static pipeline of four nodes in the namespace
 ``<brainset_id>``, whatever its manifest holds::
 
-    <id>.raw_dir, parameters -> [<id>.manifest] -> <id>.manifest
-    <id>.manifest, <id>.raw_dir, <id>.processed_dir, parameters
+    <id>.raw_dir, params:<id>, params:brainsets -> [<id>.manifest] -> <id>.manifest
+    <id>.manifest, <id>.raw_dir, <id>.processed_dir, params:<id>, params:brainsets
         -> [<id>.download] -> <id>.downloads
-    <id>.downloads, <id>.raw_dir, <id>.processed_dir, parameters
+    <id>.downloads, <id>.raw_dir, <id>.processed_dir, params:<id>, params:brainsets
         -> [<id>.process] -> <id>.run_report
     <id>.run_report, <id>.processed_dir -> [<id>.describe] -> <id>.card
 
-Building it never calls ``get_manifest``: the manifest is computed at run time.
+A node takes its brainset's own parameters and the run-level ones, never the whole
+``parameters``: kedro-viz shows each brainset with its own, and a node's inputs say
+what it depends on. Building it never calls ``get_manifest``: the manifest is
+computed at run time.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from kedro.pipeline import Pipeline, node
 from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.card import DescribeNode
 from brainsets_kedro.nodes import BRAINSET_TAG, DownloadNode, ManifestNode, ProcessNode
+from brainsets_kedro.run_settings import RUN_OPTIONS
 
 
 def dataset_names(brainset_id: str) -> dict[str, str]:
@@ -42,13 +46,14 @@ def create_brainset_pipeline(pipeline_cls: type[BrainsetPipeline]) -> Pipeline:
     brainset_id = pipeline_cls.brainset_id
     ds = dataset_names(brainset_id)
     manifest = ManifestNode(pipeline_cls)
-    manifest_inputs = {"raw_dir": ds["raw_dir"], "parameters": "parameters"}
+    params = {"params": f"params:{brainset_id}", "run_options": RUN_OPTIONS}
+    manifest_inputs = {"raw_dir": ds["raw_dir"], **params}
     if manifest.takes_processed_dir:
         manifest_inputs["processed_dir"] = ds["processed_dir"]
     asset_inputs = {
         "raw_dir": ds["raw_dir"],
         "processed_dir": ds["processed_dir"],
-        "parameters": "parameters",
+        **params,
     }
     return Pipeline(
         [

@@ -8,7 +8,6 @@ starts its worker processes before it loads pandas (see :mod:`brainsets_kedro.pr
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import threading
 from pathlib import Path
@@ -16,10 +15,10 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 from kedro.io import CatalogProtocol
-from kedro.pipeline import Node
+from kedro.pipeline import Node, Pipeline
 
 from brainsets_kedro.errors import UsageError
-from brainsets_kedro.run_settings import RunSettings
+from brainsets_kedro.run_settings import RUN_OPTIONS, RUN_OPTIONS_KEY, RunSettings
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +63,8 @@ class LockBrainsets:
             # Missing packages or a bad run option stop the run before any work,
             # before the lock makes any directory.
             ensure_requirements(owner.pipeline_cls)
-            if "parameters" in inputs:
-                RunSettings.from_parameters(inputs["parameters"])
+            if RUN_OPTIONS in inputs:
+                RunSettings.from_parameters({RUN_OPTIONS_KEY: inputs[RUN_OPTIONS]})
             dirs = [
                 Path(inputs[name] if name in inputs else catalog.load(name))
                 for name in (f"{brainset_id}.processed_dir", f"{brainset_id}.raw_dir")
@@ -138,10 +137,13 @@ class RerunFailed:
         from brainsets_kedro.selection import shown_ids  # noqa: PLC0415
 
         owner = brainset_node(node)
-        parameters = inputs.get("parameters")
-        if not isinstance(owner, DownloadNode) or parameters is None:
+        if not isinstance(owner, DownloadNode) or RUN_OPTIONS not in inputs:
             return None
-        if str(RunSettings.from_parameters(parameters).only).strip() != "failed":
+        options = dict(inputs[RUN_OPTIONS] or {})
+        if (
+            str(RunSettings.from_parameters({RUN_OPTIONS_KEY: options}).only).strip()
+            != "failed"
+        ):
             return None
         brainset_id = owner.brainset_id
         done = done_assets(inputs[f"{brainset_id}.processed_dir"])
@@ -165,6 +167,21 @@ class RerunFailed:
             shown_ids(not_done),
             extra={"markup": False},
         )
-        parameters = copy.deepcopy(parameters)
-        parameters["brainsets"]["only"] = not_done
-        return {"parameters": parameters}
+        return {RUN_OPTIONS: {**options, "only": not_done}}
+
+
+class BrainsetParameters:
+    """A brainset's nodes take ``params:<id>`` and ``params:brainsets``; a brainset
+    without options in ``conf/`` (or a ``conf/`` without ``brainsets:``) has no such
+    parameter, and Kedro would stop the run for a missing input. Each missing one is
+    an empty mapping: every option at its default. Nodes that are not a brainset's
+    are left as Kedro runs them."""
+
+    @hook_impl
+    def before_pipeline_run(self, pipeline: Pipeline, catalog: CatalogProtocol) -> None:
+        for node in pipeline.nodes:
+            if brainset_node(node) is None:
+                continue
+            for name in node.inputs:
+                if name.startswith("params:") and name not in catalog:
+                    catalog[name] = {}

@@ -13,13 +13,25 @@ newest version that fits (resolved with the clashing packages held at their inst
 versions), and the advice says so; when no version fits, it says which package
 clashes with what. When pip cannot reach the package index, the command is given
 unchecked, with that said.
+
+The resolver takes seconds to minutes and may need the network, so it is asked only
+when packages are missing, and at most once per set of requirements in a given
+environment: the answer is kept in ``install_advice.json`` of the cache folder
+(``$BRAINSETS_KEDRO_CACHE_DIR``, else ``$XDG_CACHE_HOME/brainsets-kedro`` or
+``~/.cache/brainsets-kedro``) under the environment's fingerprint (this Python, its
+installed distributions, pip's ``PIP_*`` settings). ``kedro brainset import`` and
+``kedro run`` so give the same advice, and a later run pays nothing for it. A pin
+the advice relaxed is recorded too: once the relaxed version is installed, the run
+accepts it without a warning.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
+import hashlib
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -77,6 +89,8 @@ class InstallAdvice:
     ``None``: not checked."""
     notes: tuple[str, ...] = ()
     """Relaxed pins, clashes, or why it was not checked."""
+    relaxed: tuple[tuple[str, str], ...] = ()
+    """``(requirement as pinned, as relaxed)`` of each pin the advice relaxed."""
 
     @property
     def command(self) -> str:
@@ -210,9 +224,10 @@ def _relaxed(requirement: Requirement) -> str:
     return f"{requirement.name}{extras}{marker}"
 
 
-@functools.lru_cache(maxsize=64)
 def advise_install(requirements: tuple[str, ...]) -> InstallAdvice:
-    """The command that installs ``requirements`` beside this environment.
+    """The command that installs ``requirements`` beside this environment: pip's
+    resolver is asked once per set of requirements and environment, the answer kept
+    in the cache folder (see the module's docstring).
 
     Args:
         requirements: The missing packages, as the brainset pins them.
@@ -223,6 +238,108 @@ def advise_install(requirements: tuple[str, ...]) -> InstallAdvice:
         notes naming the clash; unchecked (``fits=None``) when pip cannot resolve
         (the package index cannot be reached, say).
     """
+    key = "\n".join(requirements)
+    cache = _read_cache()
+    fingerprint = environment_fingerprint()
+    known = cache["advice"].get(fingerprint, {}).get(key)
+    if known is not None:
+        return InstallAdvice(
+            tuple(known["requirements"]),
+            known["fits"],
+            tuple(known["notes"]),
+            tuple(map(tuple, known["relaxed"])),
+        )
+    advice = _resolve(requirements)
+    answers = cache["advice"].pop(fingerprint, {})  # re-added last: the newest
+    answers[key] = {
+        "requirements": advice.requirements,
+        "fits": advice.fits,
+        "notes": advice.notes,
+        "relaxed": advice.relaxed,
+    }
+    cache["advice"][fingerprint] = answers
+    for old in list(cache["advice"])[:-KEPT_ENVIRONMENTS]:
+        del cache["advice"][old]
+    cache["relaxed"].update(dict(advice.relaxed))
+    _write_cache(cache)
+    return advice
+
+
+def relaxed_pin(requirement: str) -> str | None:
+    """What an earlier advice relaxed ``requirement`` to (``bk-tool==2.0`` for
+    ``bk-tool==1.0``), if it did; read from the cache, no resolver.
+
+    Args:
+        requirement: A requirement as a brainset pins it.
+
+    Returns:
+        The relaxed requirement, or ``None``.
+    """
+    try:
+        text = str(Requirement(requirement))
+    except InvalidRequirement:
+        return None
+    return _read_cache()["relaxed"].get(text)
+
+
+KEPT_ENVIRONMENTS = 20
+"""Environments whose answers the cache keeps (the most recent)."""
+
+
+def cache_dir() -> Path:
+    """Where the project keeps what it computed once for this user: the folder
+    ``$BRAINSETS_KEDRO_CACHE_DIR``, else ``brainsets-kedro`` in ``$XDG_CACHE_HOME``
+    or ``~/.cache``."""
+    if os.environ.get("BRAINSETS_KEDRO_CACHE_DIR"):
+        return Path(os.environ["BRAINSETS_KEDRO_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "brainsets-kedro"
+
+
+def environment_fingerprint() -> str:
+    """A hash of what pip's answer depends on: this Python, the distributions
+    installed in its environment, and pip's settings in ``PIP_*`` variables."""
+    parts = [sys.executable, sys.version]
+    parts += sorted(f"{name} {d.version}" for name, d in _installed().items())
+    parts += sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith("PIP_"))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+def _cache_file() -> Path:
+    return cache_dir() / "install_advice.json"
+
+
+def _read_cache() -> dict:
+    """The cache's content; empty when it is missing or damaged (then rebuilt)."""
+    try:
+        cache = json.loads(_cache_file().read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if not isinstance(cache, dict):
+        cache = {}
+    for part in ("advice", "relaxed"):
+        if not isinstance(cache.get(part), dict):
+            cache[part] = {}
+    return cache
+
+
+def _write_cache(cache: dict) -> None:
+    """Write the cache whole or not at all; a folder that cannot be written only
+    means the resolver is asked again next time."""
+    path = _cache_file()
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary.write_text(json.dumps(cache, indent=1))
+        os.replace(temporary, path)
+    except OSError as error:
+        logger.debug("Cannot write %s: %s", path, error)
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+
+
+def _resolve(requirements: tuple[str, ...]) -> InstallAdvice:
+    """:func:`advise_install`, computed (pip's resolver, once or twice)."""
     logger.info(
         "Checking '%s' against this environment with pip's resolver.",
         install_command(requirements),
@@ -260,7 +377,7 @@ def advise_install(requirements: tuple[str, ...]) -> InstallAdvice:
                 "an environment of its own (see docs/coming-from-brainsets.md).",
             ),
         )
-    final, notes = [], []
+    final, notes, relaxed = [], [], []
     for requirement in parsed:
         if requirement not in culprits:
             final.append(str(requirement))
@@ -270,6 +387,7 @@ def advise_install(requirements: tuple[str, ...]) -> InstallAdvice:
         if requirement.marker:
             chosen += f"; {requirement.marker}"
         final.append(chosen)
+        relaxed.append((str(requirement), chosen))
         why = "; ".join(
             str(c) for c in clashes if canonicalize_name(c.package) in clashing
         )
@@ -277,7 +395,7 @@ def advise_install(requirements: tuple[str, ...]) -> InstallAdvice:
             f"{requirement} as pinned would install {why}; {chosen} is the newest "
             f"version that fits{_older(requirement, version)}"
         )
-    return InstallAdvice(tuple(final), True, tuple(notes))
+    return InstallAdvice(tuple(final), True, tuple(notes), tuple(relaxed))
 
 
 def _older(requirement: Requirement, version: str) -> str:

@@ -12,6 +12,7 @@ import functools
 import inspect
 import logging
 import sys
+import time
 import traceback
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -31,7 +32,7 @@ from brainsets_kedro.assets import (
     row_type,
 )
 from brainsets_kedro.brainset import BrainsetPipeline
-from brainsets_kedro.errors import UserError, shown_path
+from brainsets_kedro.errors import UserError, error_shape, shown_path
 from brainsets_kedro.journal import Journal
 from brainsets_kedro.leftovers import MARKER
 from brainsets_kedro.params import (
@@ -40,7 +41,7 @@ from brainsets_kedro.params import (
     parameter_block,
     parse_params,
 )
-from brainsets_kedro.run_settings import RunSettings
+from brainsets_kedro.run_settings import RUN_OPTIONS_KEY, RunSettings
 from brainsets_kedro.selection import Selection, shown_ids
 from brainsets_kedro.sizes import check_disk_space
 from brainsets_kedro.upstream import ensure_requirements
@@ -103,14 +104,18 @@ class AssetFailures(UserError, RuntimeError):
 
 
 def _grouped_errors(failed: pd.DataFrame) -> list[str]:
-    """One line per distinct error of the failed rows of a run report, the most
-    frequent first."""
+    """One line per shape of error (see :func:`error_shape`) of the failed rows of a
+    run report, the most frequent first: errors that differ only in ids, numbers,
+    paths or URLs are one."""
     errors = failed["error"].fillna(failed["status"])
-    groups = failed.groupby(errors, sort=False).groups  # error -> asset ids
-    ordered = sorted(
-        ((error, sorted(ids, key=str)) for error, ids in groups.items()),
-        key=lambda group: (-len(group[1]), str(group[1][0])),
-    )
+    shapes = [error_shape(e, i) for e, i in zip(errors, failed.index, strict=True)]
+    groups = failed.groupby(pd.Series(shapes, index=failed.index), sort=False).groups
+    ordered = []
+    for shape, unsorted_ids in groups.items():
+        ids = sorted(unsorted_ids, key=str)
+        distinct = errors[ids].unique()
+        ordered.append((distinct[0] if len(distinct) == 1 else shape, ids))
+    ordered.sort(key=lambda group: (-len(group[1]), str(group[1][0])))
     lines = []
     for error, asset_ids in ordered[:SHOWN_ERRORS]:
         log = shown_path(failed.loc[asset_ids[0], "stderr_log"])
@@ -350,6 +355,13 @@ class BrainsetNode:
     def brainset_id(self) -> str:
         return self.pipeline_cls.brainset_id
 
+    def parameters(
+        self, params: Mapping[str, Any] | None, run_options: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        """The parameters a node of this brainset takes (``params:<id>`` and
+        ``params:brainsets``) as the part of Kedro's ``parameters`` they are."""
+        return {self.brainset_id: params, RUN_OPTIONS_KEY: run_options}
+
     def parse_args(self, parameters: Mapping[str, Any]):
         # Before any work: packages the brainset's inline metadata lists are installed.
         ensure_requirements(self.pipeline_cls)
@@ -389,10 +401,13 @@ class ManifestNode(BrainsetNode):
     def get_manifest(
         self,
         raw_dir: Path,
-        parameters: Mapping[str, Any],
+        params: Mapping[str, Any] | None,
+        run_options: Mapping[str, Any] | None,
         processed_dir: Path | None = None,
     ) -> pd.DataFrame:
-        args = self.parse_args(parameters)
+        args = self.parse_args(self.parameters(params, run_options))
+        started = time.perf_counter()
+        logger.info("Brainset '%s': computing the manifest.", self.brainset_id)
         kwargs = {"raw_dir": Path(raw_dir), "args": args}
         if self.takes_processed_dir:
             kwargs["processed_dir"] = Path(processed_dir)
@@ -411,9 +426,10 @@ class ManifestNode(BrainsetNode):
             ) from error
         manifest = validate_manifest(manifest, self.brainset_id)
         logger.info(
-            "Brainset '%s': %d assets in the manifest.",
+            "Brainset '%s': %d assets in the manifest (%.1f s).",
             self.brainset_id,
             len(manifest),
+            time.perf_counter() - started,
         )
         return manifest
 
@@ -459,8 +475,10 @@ class DownloadNode(BrainsetNode):
         manifest: pd.DataFrame,
         raw_dir: Path,
         processed_dir: Path,
-        parameters: Mapping[str, Any],
+        params: Mapping[str, Any] | None,
+        run_options: Mapping[str, Any] | None,
     ) -> Downloads:
+        parameters = self.parameters(params, run_options)
         pool = ASSET_POOL.get()
         if pool is not None:
             return pool.download(self, manifest, raw_dir, processed_dir, parameters)
@@ -493,8 +511,10 @@ class ProcessNode(BrainsetNode):
         downloads: Mapping[Any, tuple[dict[str, Any] | None, AssetResult]],
         raw_dir: Path,
         processed_dir: Path,
-        parameters: Mapping[str, Any],
+        params: Mapping[str, Any] | None,
+        run_options: Mapping[str, Any] | None,
     ) -> pd.DataFrame:
+        parameters = self.parameters(params, run_options)
         pool = ASSET_POOL.get()
         if pool is not None:
             return pool.process(self, downloads, raw_dir, processed_dir, parameters)

@@ -30,6 +30,14 @@ CLUSTER_BACKENDS = {"dask": "dask", "ray": "ray"}
 DOWNLOAD_JOBS = 8
 """The least number of downloads at once by default (``brainsets.download_jobs``)."""
 
+PROGRESS_EVERY = 30.0
+"""The default of ``brainsets.progress_every``, in seconds."""
+
+RUN_OPTIONS_KEY = "brainsets"
+RUN_OPTIONS = f"params:{RUN_OPTIONS_KEY}"
+"""The run-level options (``brainsets:`` in ``conf/``), an input of every brainset
+node."""
+
 RUNNER_PARAMS = ("n_jobs", "download_jobs", "backend", "address", "status_host")
 """The settings ``kedro run --runner-params`` may set (the runner's own)."""
 
@@ -63,6 +71,8 @@ class RunSettings:
             line then says the rest was dropped (``None``: no cap).
         check_disk_space: Before the first download, stop if the manifest's
             ``size_bytes`` do not fit on the raw directory's disk.
+        progress_every: Seconds between two progress records when the output is no
+            terminal (on a terminal, the progress line is live).
     """
 
     n_jobs: int | None = None
@@ -77,6 +87,7 @@ class RunSettings:
     retry_backoff: float = 1.0
     log_max_bytes: int | None = LOG_MAX_BYTES
     check_disk_space: bool = True
+    progress_every: float = PROGRESS_EVERY
 
     @classmethod
     def from_parameters(
@@ -124,6 +135,9 @@ class RunSettings:
                 {"log_max_bytes": log_max_bytes}, "log_max_bytes", int, None, True
             ),
             check_disk_space=_value(options, "check_disk_space", bool, True),
+            progress_every=_value(
+                options, "progress_every", float, PROGRESS_EVERY, positive=True
+            ),
         )
 
     @property

@@ -6,7 +6,9 @@ topological order. The brainset download nodes of a layer (recognised by their
 function, a :class:`~brainsets_kedro.nodes.DownloadNode`) run in threads, each
 followed by its process node; through :data:`~brainsets_kedro.nodes.ASSET_POOL` they
 hand their assets to one shared pool (:mod:`brainsets_kedro.execution`), where
-download and process run as streaming stages.
+download and process run as streaming stages. The other brainset nodes of a layer
+(the manifests of several brainsets, say) run at once in a few threads, while the
+layer's other nodes run one by one in the main thread, in Kedro's order.
 
 A failed node that is not a brainset node stops the run, as in Kedro's runners. A
 failed brainset node fails the run only at the end: one brainset's unreachable
@@ -39,7 +41,7 @@ from brainsets_kedro.nodes import (
     ProcessNode,
     totals_line,
 )
-from brainsets_kedro.run_settings import RunSettings
+from brainsets_kedro.run_settings import RUN_OPTIONS, RUN_OPTIONS_KEY, RunSettings
 
 if TYPE_CHECKING:
     from kedro.io import CatalogProtocol
@@ -48,6 +50,10 @@ if TYPE_CHECKING:
     from pluggy import PluginManager
 
 logger = logging.getLogger(__name__)
+
+BRAINSET_NODE_THREADS = 8
+"""Brainset nodes of one layer (other than downloads, which share the asset pool)
+that run at once: computing manifests mostly waits on archives."""
 
 
 class RunFailures(RuntimeError):
@@ -126,8 +132,10 @@ class BrainsetRunner(SequentialRunner):
         return logging.getLogger("kedro.runner.brainset_runner")
 
     def _settings(self, catalog: CatalogProtocol) -> RunSettings:
-        """The run settings; with no ``parameters`` in the catalog, the defaults."""
-        parameters = catalog.load("parameters") if "parameters" in catalog else {}
+        """The run settings; with no ``params:brainsets`` in the catalog, the
+        defaults."""
+        options = catalog.load(RUN_OPTIONS) if RUN_OPTIONS in catalog else {}
+        parameters = {RUN_OPTIONS_KEY: options}
         return resolve(RunSettings.from_parameters(parameters, self._runner_params))
 
     def _run(
@@ -174,9 +182,17 @@ class BrainsetRunner(SequentialRunner):
                 else:
                     runnable.append(node)
             downloads = [n for n in runnable if isinstance(n.func, DownloadNode)]
-            for node in runnable:
-                if node not in downloads:
-                    run.execute(node)
+            together = [
+                n for n in runnable if _is_brainset_node(n) and n not in downloads
+            ]
+            threads = run.execute_in_threads(together)
+            try:
+                for node in runnable:
+                    if node not in downloads and node not in together:
+                        run.execute(node)
+            finally:
+                for thread in threads:
+                    thread.join()
             if downloads:
                 settings = self._settings(catalog)
                 pool, ran = self._download_together(pipeline, downloads, settings, run)
@@ -295,6 +311,28 @@ class _NodeRun:
         self._completed(node)
         self.released(node)
 
+    def execute_in_threads(self, nodes: list[Node]) -> list[threading.Thread]:
+        """Start running these brainset nodes (their manifests, say) in at most
+        :data:`BRAINSET_NODE_THREADS` threads, so that one brainset's slow or
+        offline archive holds up only that brainset; returns the threads."""
+        todo = list(reversed(nodes))  # popped in Kedro's order
+
+        def work() -> None:
+            while True:
+                try:
+                    node = todo.pop()  # atomic
+                except IndexError:
+                    return
+                self.execute(node)
+
+        threads = [
+            threading.Thread(target=work, name="brainset-nodes", daemon=True)
+            for _ in range(min(BRAINSET_NODE_THREADS, len(nodes)))
+        ]
+        for thread in threads:
+            thread.start()
+        return threads
+
     def execute_brainset_node(self, node: Node) -> None:
         """Run a brainset node; its failure is kept for the end of the run."""
         try:
@@ -322,10 +360,11 @@ class _NodeRun:
     def released(self, node: Node) -> None:
         """Release the datasets no node of the run still needs, as Kedro's runners
         do after each node (only after a node that ran to the end)."""
-        if node in self._done:
-            self._runner._release_datasets(
-                node, self._catalog, self._load_counts, self._pipeline
-            )
+        with self._lock:
+            if node in self._done:
+                self._runner._release_datasets(
+                    node, self._catalog, self._load_counts, self._pipeline
+                )
 
     def skip(self, node: Node) -> None:
         self.skipped.append(node.name)

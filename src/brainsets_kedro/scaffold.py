@@ -15,6 +15,7 @@ the packages it needs to run, and never calls ``get_manifest``.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import json
 import keyword
@@ -463,7 +464,8 @@ def installed_upstreams() -> list[Upstream]:
     return found
 
 
-def _install_hint() -> str:
+def install_hint() -> str:
+    """How to install the upstream packages that ship brainsets."""
     return " or ".join(
         UPSTREAM_EXTRAS[name.replace("-", "_")] for name in UPSTREAM_FOLDERS
     )
@@ -536,15 +538,67 @@ def resolve_source(
         raise ScaffoldError(
             f"{name!r} is not a path, and no package whose brainsets can be "
             f"imported by name (torch-brain, or the older brainsets) is "
-            f"installed; install one with: {_install_hint()}"
+            f"installed; install one with: {install_hint()}"
         )
     pipeline = source.root / name / "pipeline.py"
     if not pipeline.is_file():
-        raise ScaffoldError(
-            f"{name!r} is not a path nor a brainset of {source} ({source.root}). "
-            f"Its brainsets: {', '.join(source.brainsets())}."
-        )
+        raise ScaffoldError(_unknown_name(name, source))
     return pipeline, True, source
+
+
+def _unknown_name(name: str, source: Upstream) -> str:
+    """Why ``name`` cannot be imported from ``source``: the closest names it ships,
+    and the other upstream package when that one ships ``name`` (or close names)."""
+    message = f"{name!r} is not a path nor a brainset of {source} ({source.root})."
+    close = difflib.get_close_matches(name, source.brainsets(), n=3, cutoff=0.6)
+    if close:
+        message += f" Did you mean {' or '.join(close)}?"
+    for other in installed_upstreams():
+        if other.package == source.package:
+            continue
+        if name in other.brainsets():
+            return (
+                f"{message} {other} ships it: kedro brainset import "
+                f"--from={other.package} {name}"
+            )
+        close_there = difflib.get_close_matches(
+            name, other.brainsets(), n=3, cutoff=0.6
+        )
+        if set(close_there) - set(close):
+            message += (
+                f" {other} (--from={other.package}) ships {' and '.join(close_there)}."
+            )
+    return f"{message} kedro brainset list --available lists them all."
+
+
+@dataclass(frozen=True)
+class Available:
+    """A brainset an installed upstream package ships."""
+
+    brainset_id: str
+    """Its folder name (the name ``kedro brainset import`` takes)."""
+    packages: tuple[str, ...]
+    """The upstream packages that ship it, with their versions, the one
+    ``kedro brainset import`` reads by default first."""
+    imported: bool
+    """Whether this project has a brainset of this id."""
+
+
+def available_brainsets() -> list[Available]:
+    """The brainsets that the installed torch-brain and brainsets packages ship.
+
+    Returns:
+        One per brainset, by name; none when neither package is installed.
+    """
+    here = set(pipeline_folders())
+    packages: dict[str, list[str]] = {}
+    for upstream in installed_upstreams():
+        for name in upstream.brainsets():
+            packages.setdefault(name, []).append(str(upstream))
+    return [
+        Available(name, tuple(packages[name]), name in here)
+        for name in sorted(packages)
+    ]
 
 
 @dataclass
@@ -728,7 +782,7 @@ def import_command(
             raise ScaffoldError(
                 f"--all imports the brainsets that torch-brain (or the older "
                 f"brainsets) ships, and neither is installed; install one with: "
-                f"{_install_hint()}"
+                f"{install_hint()}"
             )
         names = (*names, *source.brainsets())
     if not names:

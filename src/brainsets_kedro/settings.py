@@ -3,7 +3,12 @@ https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration""
 
 import warnings
 
-from brainsets_kedro.hooks import LockBrainsets, RerunFailed, SaveReportOnFailure
+from brainsets_kedro.hooks import (
+    BrainsetParameters,
+    LockBrainsets,
+    RerunFailed,
+    SaveReportOnFailure,
+)
 from brainsets_kedro.logs import setup_console
 
 # Kedro 1.7's config loader calls an OmegaConf API that newer OmegaConf releases
@@ -21,7 +26,7 @@ setup_console()
 
 # Hooks are executed in a Last-In-First-Out (LIFO) order: a brainset's lock is
 # taken before its other hooks run.
-HOOKS = (SaveReportOnFailure(), RerunFailed(), LockBrainsets())
+HOOKS = (BrainsetParameters(), SaveReportOnFailure(), RerunFailed(), LockBrainsets())
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -48,6 +49,27 @@ def format_bytes(n: float) -> str:
         if n < KILO or unit == "TB":
             return f"{n:.1f} {unit}"
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def known_size(manifests: Iterable[tuple[pd.DataFrame, str]]) -> int | None:
+    """The bytes to download for these manifests' rows, when every row has a size.
+
+    Args:
+        manifests: ``(rows, brainset_id)`` of each brainset of a run.
+
+    Returns:
+        The sum of their ``size_bytes``; ``None`` if any row has no size.
+    """
+    total = 0
+    for rows, brainset_id in manifests:
+        try:
+            sizes = manifest_sizes(rows, brainset_id)
+        except ValueError:  # the disk-space check says why
+            return None
+        if len(rows) and (sizes is None or sizes.isna().any()):
+            return None
+        total += int(sizes.sum()) if sizes is not None else 0
+    return total
 
 
 def manifest_sizes(manifest: pd.DataFrame, brainset_id: str) -> pd.Series | None:

@@ -4,13 +4,16 @@ Workers call a :class:`StatusSender` (through ``update_status``); it sends
 ``(brainset_id, asset_id, status)`` events in batches over a TCP connection to the
 driver's :class:`StatusChannel`, so statuses arrive the same way from threads, local
 processes and workers on other machines. The driver's :class:`StatusBoard` shows them: a live
-table of the assets in flight and a summary line on a terminal, one log line per
-status change elsewhere. Every update costs O(1); a redraw costs O(assets in flight).
+progress line (:class:`RunProgress`), a table of the assets in flight and a summary line on
+a terminal; one log line per status change elsewhere, and a progress record every
+``brainsets.progress_every`` seconds. Every update costs O(1); a redraw costs O(assets in
+flight).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import pickle
 import secrets
@@ -29,29 +32,46 @@ from brainsets_kedro.assets import (
     Step,
     log_status,
     log_statuses,
+    output_not_captured,
+    status_logger,
 )
 from brainsets_kedro.brainset import status_style
+from brainsets_kedro.run_settings import PROGRESS_EVERY
 
 if TYPE_CHECKING:
     # Rich is imported where the board draws: workers, which unpickle a StatusSender
     # from this module, then need none of it (about 30 ms of CPU each at start-up).
     from rich.console import Console, Group
     from rich.live import Live
+    from rich.progress import Task
+    from rich.table import Table
     from rich.text import Text
 
 SHOWN_IN_FLIGHT = 30  # rows of the live table; the summary line counts the rest
 LOG_INTERVAL = 0.1  # seconds between two writes of the status lines, without a terminal
+RATE_WINDOW = 10.0  # seconds of downloads that the current download rate averages
 
 
 class StatusBoard:
     """The driver's view of every asset's status."""
 
     def __init__(
-        self, total: int, live: bool | None = None, console: Console | None = None
+        self,
+        total: int,
+        live: bool | None = None,
+        console: Console | None = None,
+        *,
+        bytes_total: int | None = None,
+        progress_every: float = PROGRESS_EVERY,
     ):
         from rich.console import Console  # noqa: PLC0415 (see TYPE_CHECKING above)
 
         self._console = console or Console(stderr=False)
+        self._progress = RunProgress(total, bytes_total, progress_every)
+        self._progress_every = progress_every
+        self._progress_records = 0
+        self._recorded = 0
+        """Assets finished at the last progress record."""
         self._live_enabled = self._console.is_terminal if live is None else live
         self._lock = threading.Lock()
         self._in_flight: dict[tuple[str, Any], str] = {}
@@ -92,6 +112,8 @@ class StatusBoard:
             self._writer = None
             lines, self._lines = self._lines, None
             self._write(lines)  # any that came while the writer stopped
+            if self._progress_records and self._recorded != len(self._finished):
+                self._log_progress()  # the last figures of a run that had records
 
     def update(
         self, brainset_id: str, asset_id: Any, status: str, step: Step | None = None
@@ -190,8 +212,31 @@ class StatusBoard:
         status line. The threads that receive statuses and collect results only queue
         them: when they logged themselves, they queued on the log handler's lock
         instead, which cost about a tenth of a run of thousands of quick assets."""
+        due = time.monotonic() + self._progress_every
         while not self._closing.wait(LOG_INTERVAL):
             self._write(self._lines)
+            if time.monotonic() >= due:
+                self._log_progress()
+                due = time.monotonic() + self._progress_every
+
+    def transferred(self, nbytes: int) -> None:
+        """``nbytes`` more bytes downloaded, by any asset."""
+        self._progress.transferred(nbytes)
+
+    def progress(self) -> Task:
+        """The progress figures now (a rich ``Task``: see :class:`RunProgress`)."""
+        with self._lock:
+            finished = len(self._finished)
+            failed = self._final_counts[FAILED]
+        return self._progress.update(finished, failed)
+
+    def _log_progress(self) -> None:
+        self._progress_records += 1
+        task = self.progress()
+        self._recorded = int(task.completed)
+        line = RunProgress.record(task)
+        with output_not_captured():
+            status_logger.info("%s", line, extra={"markup": False})
 
     @staticmethod
     def _write(lines: deque | None) -> None:
@@ -225,7 +270,8 @@ class StatusBoard:
             )
         if len(in_flight) > SHOWN_IN_FLIGHT:
             table.add_row("", f"... {len(in_flight) - SHOWN_IN_FLIGHT} more", "")
-        return Group(table, self.summary())
+        self.progress()
+        return Group(self._progress.line(), table, self.summary())
 
     def summary(self) -> Text:
         from rich.text import Text  # noqa: PLC0415
@@ -241,6 +287,123 @@ class StatusBoard:
             if i < len(parts) - 1:
                 summary.append(" | ")
         return summary
+
+
+class RunProgress:
+    """The figures of a run's progress line: assets finished of the total (and how
+    many failed), bytes downloaded (of the manifests' ``size_bytes`` total when
+    every asset has one) and the current download rate, elapsed time and ETA.
+
+    They live in one task of a rich ``Progress`` (never started: the board draws),
+    whose columns draw the line on a terminal; :meth:`record` writes the same
+    figures as a log record.
+    """
+
+    def __init__(self, total: int, bytes_total: int | None, every: float):
+        from rich.progress import (  # noqa: PLC0415 (see TYPE_CHECKING above)
+            BarColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self._lock = threading.Lock()
+        self._bytes = 0
+        self._samples: deque[tuple[float, int]] = deque()
+        """``(time, bytes)`` of the recent updates, for the download rate."""
+        self._progress = Progress(
+            TextColumn("[bold]Progress"),
+            TextColumn("{task.completed}/{task.total} assets"),
+            TextColumn("{task.fields[failed_text]}", style="red"),
+            BarColumn(bar_width=20),
+            TextColumn("{task.fields[bytes_text]}"),
+            TextColumn("{task.fields[rate_text]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA {task.fields[eta_text]}"),
+            auto_refresh=False,
+            # Off a terminal the figures are updated at each record only: the
+            # rate of finished assets needs two of them.
+            speed_estimate_period=max(30.0, 3 * every),
+        )
+        self._task = self._progress.add_task(
+            "assets",
+            total=total,
+            failed=0,
+            bytes=0,
+            bytes_total=bytes_total,
+            rate=None,
+            failed_text="",
+            bytes_text="",
+            rate_text="",
+            eta_text="-",
+        )
+
+    def transferred(self, nbytes: int) -> None:
+        with self._lock:
+            self._bytes += nbytes
+
+    def update(self, finished: int, failed: int) -> Task:
+        """The figures, with ``finished`` assets of which ``failed`` failed."""
+        from rich.filesize import decimal  # noqa: PLC0415
+
+        now = time.monotonic()
+        with self._lock:
+            downloaded = self._bytes
+            samples = self._samples
+            samples.append((now, downloaded))
+            while len(samples) > 1 and samples[1][0] <= now - RATE_WINDOW:
+                samples.popleft()
+            since, before = samples[0]
+        rate = (downloaded - before) / (now - since) if now > since else None
+        task = self._progress.tasks[0]
+        bytes_total = task.fields["bytes_total"]
+        self._progress.update(
+            self._task,
+            completed=finished,
+            failed=failed,
+            bytes=downloaded,
+            rate=rate,
+            failed_text=f"({failed} failed)" if failed else "",
+            bytes_text=decimal(downloaded)
+            + (f" of {decimal(bytes_total)}" if bytes_total is not None else ""),
+            rate_text=f"{decimal(int(rate))}/s" if rate is not None else "",
+        )
+        self._progress.update(self._task, eta_text=_eta(task))
+        return task
+
+    def line(self) -> Table:
+        """The progress line, drawn by rich's columns (after :meth:`update`)."""
+        return self._progress.make_tasks_table(self._progress.tasks)
+
+    @staticmethod
+    def record(task: Task) -> str:
+        """The progress line as one log record."""
+        fields = task.fields
+        parts = [f"Progress: {int(task.completed)}/{int(task.total or 0)} assets"]
+        if fields["failed"]:
+            parts[0] += f" ({fields['failed']} failed)"
+        downloaded = f"{fields['bytes_text']} downloaded"
+        if fields["rate_text"]:
+            downloaded += f", {fields['rate_text']}"
+        parts.append(downloaded)
+        parts.append(f"elapsed {_clock(task.elapsed)}")
+        parts.append(f"ETA {fields['eta_text']}")
+        return " | ".join(parts)
+
+
+def _eta(task: Task) -> str:
+    """The time left: the assets left at the rate assets finished lately (rich's
+    estimate), or, before it has two samples, at the run's average rate."""
+    remaining = task.time_remaining
+    if remaining is None and task.completed and task.elapsed:
+        left = (task.total or 0) - task.completed
+        remaining = task.elapsed * left / task.completed
+    return _clock(remaining) if remaining is not None else "-"
+
+
+def _clock(seconds: float | None) -> str:
+    """``0:01:05`` for 65 seconds, as rich's time columns show it."""
+    return str(datetime.timedelta(seconds=max(0, int(seconds or 0))))
 
 
 class StatusChannel:
@@ -301,7 +464,10 @@ class StatusChannel:
                     running = (self._round, Running(*message))
                     continue
                 for event in message:
-                    self._board.update(*event)
+                    if type(event) is Transferred:
+                        self._board.transferred(event.nbytes)
+                    else:
+                        self._board.update(*event)
         except Exception:  # the worker went away, or the channel was closed
             if running is not None and not self._closed:
                 with self._lost_changed:
@@ -373,6 +539,11 @@ class StatusSender:
     ) -> None:
         _outbox(self.address, self.authkey).put((brainset_id, asset_id, status, step))
 
+    def transferred(self, brainset_id: str, nbytes: int) -> None:
+        """``nbytes`` more bytes downloaded for an asset of ``brainset_id`` (see
+        :func:`~brainsets_kedro.download.counting_bytes`)."""
+        _outbox(self.address, self.authkey).put(Transferred(brainset_id, nbytes))
+
     def running(self, brainset_id: str, asset_id: Any) -> None:
         """Tell the driver, before the asset starts, that this process prepares it:
         if the process dies, the driver knows which asset was running in it."""
@@ -388,6 +559,13 @@ class StatusSender:
 
     def __hash__(self) -> int:
         return hash(self.address)
+
+
+class Transferred(NamedTuple):
+    """Bytes downloaded, sent among the status events for the progress line."""
+
+    brainset_id: str
+    nbytes: int
 
 
 class Running(NamedTuple):

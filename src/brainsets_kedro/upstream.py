@@ -321,6 +321,8 @@ def _checked(pipeline_cls: type) -> RequirementCheck:
             ".".join(map(str, sys.version_info[:3])),
         )
     for requirement, installed in check.other_versions:
+        if _relaxed_and_installed(requirement, installed):
+            continue
         _warn_once(
             pipeline_cls,
             "Brainset '%s' asks for %s in its inline metadata; %s is installed. It "
@@ -331,6 +333,19 @@ def _checked(pipeline_cls: type) -> RequirementCheck:
             install_command([requirement]),
         )
     return check
+
+
+def _relaxed_and_installed(requirement: str, installed: str) -> bool:
+    """Whether ``installed`` is the version an earlier install advice relaxed
+    ``requirement``'s pin to (see :func:`~brainsets_kedro.installcheck.relaxed_pin`)."""
+    from packaging.requirements import Requirement  # noqa: PLC0415
+
+    from brainsets_kedro.installcheck import relaxed_pin  # noqa: PLC0415
+
+    relaxed = relaxed_pin(requirement)
+    return relaxed is not None and Requirement(relaxed).specifier.contains(
+        installed, prereleases=True
+    )
 
 
 def ensure_requirements(pipeline_cls: type) -> None:

@@ -60,6 +60,7 @@ from brainsets_kedro.nodes import (
 from brainsets_kedro.prestart import wait_for_workers
 from brainsets_kedro.run_settings import CLUSTER_BACKENDS, RunSettings
 from brainsets_kedro.selection import Selection
+from brainsets_kedro.sizes import known_size
 from brainsets_kedro.status import StatusBoard, StatusChannel
 
 logger = logging.getLogger(__name__)
@@ -190,7 +191,15 @@ class SharedAssetPool:
                 where,
                 extra={"markup": False},
             )
-            board = stack.enter_context(StatusBoard(total=total))
+            board = stack.enter_context(
+                StatusBoard(
+                    total=total,
+                    bytes_total=known_size(
+                        (p.rows, p.job.brainset_id) for p in self._plans
+                    ),
+                    progress_every=self._settings.progress_every,
+                )
+            )
             channel = stack.enter_context(StatusChannel(board, status_host))
             # Workers on this machine exit if the driver dies (kill -9, OOM).
             driver_pid = None if self._cluster else os.getpid()

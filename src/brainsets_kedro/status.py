@@ -11,6 +11,7 @@ status change elsewhere. Every update costs O(1); a redraw costs O(assets in fli
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pickle
 import secrets
@@ -19,7 +20,13 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from multiprocessing.connection import Client, Connection, Listener
+from multiprocessing.connection import (
+    Client,
+    Connection,
+    Listener,
+    answer_challenge,
+    deliver_challenge,
+)
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from brainsets_kedro.assets import (
@@ -39,8 +46,17 @@ if TYPE_CHECKING:
     from rich.live import Live
     from rich.text import Text
 
+logger = logging.getLogger(__name__)
+
 SHOWN_IN_FLIGHT = 30  # rows of the live table; the summary line counts the rest
 LOG_INTERVAL = 0.1  # seconds between two writes of the status lines, without a terminal
+AUTH_TIMEOUT = 10.0
+"""Seconds a connection to the status channel has to authenticate (a worker takes
+milliseconds; a loaded machine, more)."""
+MAX_UNAUTHENTICATED = 256
+"""Connections authenticating at once; more are dropped at once (a flood of them
+would otherwise cost a thread and a file descriptor each)."""
+LISTEN_BACKLOG = 128  # connections the kernel queues until the acceptor takes them
 
 
 class StatusBoard:
@@ -253,8 +269,14 @@ class StatusChannel:
     def __init__(self, board: StatusBoard, host: str = "127.0.0.1"):
         self._board = board
         self._authkey = secrets.token_bytes(16)
-        self._listener = Listener((host, 0), authkey=self._authkey)
+        # No authkey here: Listener.accept() would run the handshake in the one
+        # acceptor thread, which any local process could then hang or kill (an idle
+        # connection, a wrong key). Each connection is authenticated in its own
+        # thread instead, within AUTH_TIMEOUT (see _serve).
+        self._listener = Listener((host, 0), backlog=LISTEN_BACKLOG)
         self._connections: list[Connection] = []
+        self._unauthenticated = 0
+        self._dropped = 0
         self._connections_lock = threading.Lock()
         self._closed = False
         self._round = 0
@@ -272,22 +294,93 @@ class StatusChannel:
     def _accept(self) -> None:
         while not self._closed:
             try:
-                connection = self._listener.accept()
-            except (OSError, EOFError):
+                connection = self._listener.accept()  # no handshake: returns at once
+            except OSError:  # out of file descriptors, say: try again shortly
                 if self._closed:
                     return
-                continue  # a client that failed the handshake
+                time.sleep(0.05)
+                continue
             with self._connections_lock:
                 if self._closed:  # while this connection was accepted
                     connection.close()
                     return
-                self._connections.append(connection)
+                crowded = self._unauthenticated >= MAX_UNAUTHENTICATED
+                if not crowded:
+                    self._unauthenticated += 1
+                    self._connections.append(connection)
+            if crowded:
+                self._drop(connection, "too many connections waiting to authenticate")
+                continue
             threading.Thread(
-                target=self._receive,
+                target=self._serve,
                 args=(connection,),
                 daemon=True,
                 name="status-recv",
             ).start()
+
+    def _serve(self, connection: Connection) -> None:
+        """Authenticate ``connection`` within :data:`AUTH_TIMEOUT`, then receive its
+        statuses; a connection that fails to is dropped (and logged)."""
+        authenticated = threading.Event()
+        watchdog = threading.Timer(
+            AUTH_TIMEOUT, self._expire, args=(connection, authenticated)
+        )
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            # What Listener.accept() does with an authkey.
+            deliver_challenge(connection, self._authkey)
+            answer_challenge(connection, self._authkey)
+        except Exception as error:  # a wrong key, random bytes, timed out, closed
+            error_text = f"{type(error).__name__}: {error}".rstrip(": ")
+        else:
+            error_text = None
+        watchdog.cancel()
+        with self._connections_lock:
+            self._unauthenticated -= 1
+            timed_out = authenticated.is_set()  # set by _expire when it gave up
+            authenticated.set()  # from now on, _expire leaves the connection alone
+            if error_text is not None:
+                self._connections.remove(connection)
+            closed = self._closed
+        if error_text is None:
+            self._receive(connection)
+        elif closed:
+            connection.close()
+        else:
+            reason = (
+                f"no handshake within {AUTH_TIMEOUT:g} s" if timed_out else error_text
+            )
+            self._drop(connection, reason)
+
+    def _expire(self, connection: Connection, authenticated: threading.Event) -> None:
+        """A connection that has not authenticated in time: shutting its socket down
+        wakes the handshake, blocked in a read, which then fails."""
+        with self._connections_lock:
+            if not authenticated.is_set():
+                authenticated.set()  # tells _serve why the handshake failed
+                _shutdown(connection)
+
+    def _drop(self, connection: Connection, reason: str) -> None:
+        """Close a connection that did not authenticate; the first is logged with
+        its peer, the others counted and logged at :meth:`close`."""
+        self._dropped += 1
+        if self._dropped == 1:
+            try:
+                with socket.socket(fileno=os.dup(connection.fileno())) as peer:
+                    where = ":".join(map(str, peer.getpeername()[:2]))
+            except OSError:
+                where = "an unknown address"
+            logger.warning(
+                "Status channel: dropped a connection from %s that is not one of "
+                "this run's workers (%s); the run goes on. Another local process "
+                "is probing or misusing the port %s.",
+                where,
+                reason,
+                self._listener.address[1],
+                extra={"markup": False},
+            )
+        connection.close()
 
     def _receive(self, connection: Connection) -> None:
         running: tuple[int, Running] | None = None  # (round, asset) it started last
@@ -346,17 +439,29 @@ class StatusChannel:
         # not), and the reader closes its connection.
         with self._connections_lock:
             for connection in self._connections:
-                with (
-                    contextlib.suppress(OSError),
-                    socket.socket(fileno=os.dup(connection.fileno())) as duplicate,
-                ):
-                    duplicate.shutdown(socket.SHUT_RDWR)
+                _shutdown(connection)
+        if self._dropped > 1:
+            logger.warning(
+                "Status channel: dropped %d connections in all that were not this "
+                "run's workers.",
+                self._dropped,
+            )
 
     def __enter__(self) -> StatusChannel:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _shutdown(connection: Connection) -> None:
+    """Shut ``connection``'s socket down: wakes a thread blocked reading it (closing
+    it would not)."""
+    with (
+        contextlib.suppress(OSError),
+        socket.socket(fileno=os.dup(connection.fileno())) as duplicate,
+    ):
+        duplicate.shutdown(socket.SHUT_RDWR)
 
 
 class StatusSender:

@@ -27,6 +27,10 @@ LOCK_NAME = ".brainsets_kedro.lock"
 class BrainsetLocked(UserError, RuntimeError):
     """Another run is preparing this brainset."""
 
+    by_parent = False
+    """Whether the lock's holder is this process's parent, on this host: the run
+    whose worker this is (Kedro's ``ParallelRunner`` runs nodes in its children)."""
+
 
 @contextlib.contextmanager
 def brainset_lock(processed_dir: Path, brainset_id: str) -> Iterator[None]:
@@ -40,11 +44,15 @@ def brainset_lock(processed_dir: Path, brainset_id: str) -> Iterator[None]:
         except BlockingIOError:
             file.seek(0)
             holder = file.read().strip() or "another process"
-            raise BrainsetLocked(
+            locked = BrainsetLocked(
                 f"Brainset '{brainset_id}' is being prepared by another run: "
                 f"{holder}. Wait for it to end, or stop it; two runs writing "
                 f"{processed_dir} at once would race. (Lock: {path})"
-            ) from None
+            )
+            locked.by_parent = holder.startswith(
+                f"pid {os.getppid()} on {socket.gethostname()},"
+            )
+            raise locked from None
         file.seek(0)
         file.truncate()
         started = time.strftime("%Y-%m-%d %H:%M:%S")

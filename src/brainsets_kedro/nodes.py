@@ -97,6 +97,11 @@ class AssetFailures(UserError, RuntimeError):
         )
         super().__init__(f"{self.details}\n{totals_line(len(failed), len(report))}")
 
+    def __reduce__(self) -> tuple:
+        # Made again from its arguments where it is unpickled: Kedro's
+        # ParallelRunner sends a node's exception from its worker to the driver.
+        return (type(self), (self.brainset_id, self.report))
+
 
 def _grouped_errors(failed: pd.DataFrame) -> list[str]:
     """One line per distinct error of the failed rows of a run report, the most

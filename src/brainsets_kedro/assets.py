@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
 from brainsets_kedro.brainset import BrainsetPipeline
+from brainsets_kedro.isolation import asset_isolated, become_subreaper
 from brainsets_kedro.params import explain_flags
 from brainsets_kedro.run_settings import LOG_MAX_BYTES
 from brainsets_kedro.upstream import TrackerHandle
@@ -104,6 +105,8 @@ class AssetResult:
     call: tuple[int, int] | None = None
     statuses: list[str] = field(default_factory=list)
     """The statuses the asset reported during this call, in order (see :class:`Step`)."""
+    leftover_processes: list[str] = field(default_factory=list)
+    """Processes the asset left running, ended after it (see :func:`asset_isolated`)."""
 
     @property
     def failed(self) -> bool:
@@ -113,6 +116,7 @@ class AssetResult:
         """This result of a ``process`` call, with the stage times of the asset's
         earlier ``download`` call first."""
         self.stage_times = {**download.stage_times, **self.stage_times}
+        self.leftover_processes = download.leftover_processes + self.leftover_processes
         return self
 
 
@@ -200,7 +204,12 @@ class BrainsetJob:
         _running.result = result
         append = "download" not in stages  # process after a separate download
         logs = self.log_path_strings(asset_id)
-        with captured_output(*logs, append, self.log_max_bytes) as written:
+        with (
+            captured_output(*logs, append, self.log_max_bytes) as written,
+            asset_isolated(
+                self.driver_pid not in (None, os.getpid())
+            ) as result.leftover_processes,
+        ):
             try:
                 with deadline(self.timeout), signal_interrupts_marked():
                     pipeline = self._pipeline()
@@ -396,6 +405,7 @@ def become_worker(driver_pid: int) -> None:
     """
     exit_with_driver(driver_pid)
     route_fd_output()
+    become_subreaper()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 

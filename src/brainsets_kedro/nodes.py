@@ -531,6 +531,17 @@ class ProcessNode(BrainsetNode):
             ", ".join(f"{n} {status}" for status, n in counts.items()) or "no assets",
             elapsed,
         )
+        leftovers = {r.asset_id: r.leftover_processes for r in results}
+        leftovers = {a: p for a, p in leftovers.items() if p}
+        if leftovers:
+            logger.warning(
+                "Brainset '%s': %d asset(s) left processes running, ended after them "
+                "(each is named in its .err): %s",
+                self.brainset_id,
+                len(leftovers),
+                "; ".join(f"{a}: {', '.join(p)}" for a, p in leftovers.items()),
+                extra={"markup": False},
+            )
         if (report["status"] != "DONE").any():
             raise AssetFailures(self.brainset_id, report)
         return report

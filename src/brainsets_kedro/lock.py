@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import multiprocessing
 import os
 import socket
 import sys
@@ -28,8 +29,10 @@ class BrainsetLocked(UserError, RuntimeError):
     """Another run is preparing this brainset."""
 
     by_parent = False
-    """Whether the lock's holder is this process's parent, on this host: the run
-    whose worker this is (Kedro's ``ParallelRunner`` runs nodes in its children)."""
+    """Whether the lock's holder is the process that started this one with
+    ``multiprocessing``: the run whose worker this is (Kedro's ``ParallelRunner``
+    runs nodes in such children). A command started by the holder otherwise (a
+    shell, ``subprocess``) is another run."""
 
 
 @contextlib.contextmanager
@@ -49,8 +52,9 @@ def brainset_lock(processed_dir: Path, brainset_id: str) -> Iterator[None]:
                 f"{holder}. Wait for it to end, or stop it; two runs writing "
                 f"{processed_dir} at once would race. (Lock: {path})"
             )
-            locked.by_parent = holder.startswith(
-                f"pid {os.getppid()} on {socket.gethostname()},"
+            parent = multiprocessing.parent_process()
+            locked.by_parent = parent is not None and holder.startswith(
+                f"pid {parent.pid} on {socket.gethostname()},"
             )
             raise locked from None
         file.seek(0)

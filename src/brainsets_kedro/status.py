@@ -80,6 +80,7 @@ class StatusBoard:
         self._lines: deque[tuple[str, Any, str]] | None = None
         """Status lines waiting for the writer thread, while it runs."""
         self._writer: threading.Thread | None = None
+        self._writing = threading.Lock()  # the lines stay in order
         self._closing = threading.Event()
 
     def __enter__(self) -> StatusBoard:
@@ -106,8 +107,9 @@ class StatusBoard:
             self._closing.set()
             self._writer.join()
             self._writer = None
-            lines, self._lines = self._lines, None
-            self._write(lines)  # any that came while the writer stopped
+            with self._writing:
+                lines, self._lines = self._lines, None
+                self._write(lines)  # any that came while the writer stopped
 
     def update(
         self, brainset_id: str, asset_id: Any, status: str, step: Step | None = None
@@ -207,6 +209,12 @@ class StatusBoard:
         them: when they logged themselves, they queued on the log handler's lock
         instead, which cost about a tenth of a run of thousands of quick assets."""
         while not self._closing.wait(LOG_INTERVAL):
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the status lines queued so far, now: before a line that must come
+        after them (a brainset's summary line after its assets' last statuses)."""
+        with self._writing:
             self._write(self._lines)
 
     @staticmethod

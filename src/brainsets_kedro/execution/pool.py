@@ -128,6 +128,7 @@ class SharedAssetPool:
         self._collecting = threading.Lock()
         self.interrupted: RunInterrupted | None = None
         """Set when Ctrl-C or SIGTERM stopped the assets (they are INTERRUPTED)."""
+        self.board: StatusBoard | None = None
 
     def submit(self, plan: _Plan | None) -> None:
         """A download node's plan, or ``None`` when planning failed."""
@@ -190,7 +191,7 @@ class SharedAssetPool:
                 where,
                 extra={"markup": False},
             )
-            board = stack.enter_context(StatusBoard(total=total))
+            board = self.board = stack.enter_context(StatusBoard(total=total))
             channel = stack.enter_context(StatusChannel(board, status_host))
             # Workers on this machine exit if the driver dies (kill -9, OOM).
             driver_pid = None if self._cluster else os.getpid()
@@ -513,6 +514,8 @@ class BrainsetAssets:
         plan = self._plan
         plan.done.wait()
         _raise_stop(plan)
+        if self._pool.board is not None:  # its summary line after its status lines
+            self._pool.board.flush()
         return node.finish(plan.results, plan.job)
 
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from brainsets_kedro.assets import (
     DONE,
     FAILED,
+    INTERRUPTED,
     AssetResult,
     Step,
     log_status,
@@ -73,7 +74,10 @@ class StatusBoard:
         self._in_flight: dict[tuple[str, Any], str] = {}
         self._seen: dict[tuple[str, Any], Step] = {}
         """The last status of each asset in flight that came with a :class:`Step`."""
-        self._finished: set[tuple[str, Any]] = set()
+        self._finished: dict[tuple[str, Any], str] = {}
+        """The final status of each finished asset."""
+        self._since: dict[tuple[str, Any], float] = {}
+        """When each asset in flight reported its first status."""
         self._final_counts: Counter[str] = Counter()
         self._total = total
         self._live: Live | None = None
@@ -129,6 +133,8 @@ class StatusBoard:
                     return  # logged already, from the call's result
                 self._seen[key] = step
             last = self._in_flight.get(key)
+            if last is None:
+                self._since[key] = time.time()
             self._in_flight[key] = status
         if status != last:
             self._log(brainset_id, asset_id, status)
@@ -148,9 +154,10 @@ class StatusBoard:
             if key in self._finished:
                 return
             last = self._in_flight.pop(key, None)
+            self._since.pop(key, None)
             missed = self._missed(key, result)
             self._seen.pop(key, None)
-            self._finished.add(key)
+            self._finished[key] = status
             self._final_counts[status] += 1
         self._log_changes(brainset_id, asset_id, missed, last)
         self._log(brainset_id, asset_id, status)
@@ -166,6 +173,8 @@ class StatusBoard:
             if not missed:
                 return
             last = self._in_flight.get(key)
+            if last is None:
+                self._since[key] = result.start
             self._in_flight[key] = missed[-1]
             self._seen[key] = Step(result.call, len(result.statuses) - 1)
         self._log_changes(result.brainset_id, result.asset_id, missed, last)
@@ -178,6 +187,28 @@ class StatusBoard:
         if seen is None or seen.call != result.call:
             return result.statuses
         return result.statuses[seen.index + 1 :]
+
+    def unfinished_result(
+        self, brainset_id: str, asset_id: Any, cause: object
+    ) -> AssetResult:
+        """The result of an asset whose own result never came, as the run stopped:
+        DONE or FAILED if its worker said so (its files are complete), else
+        INTERRUPTED since its first status (now, if it never started). The report
+        then counts as this board does."""
+        key = (brainset_id, asset_id)
+        now = time.time()
+        with self._lock:
+            status = self._finished.get(key)
+            start = self._since.get(key, now)
+        if status == DONE:
+            return AssetResult(brainset_id, asset_id, DONE, start, now)
+        result = AssetResult(brainset_id, asset_id, status or INTERRUPTED, start, now)
+        result.error = (
+            f"failed; its error was lost when the run was interrupted ({cause})"
+            if status == FAILED
+            else f"interrupted ({cause})"
+        )
+        return result
 
     def in_flight(self) -> set[tuple[str, Any]]:
         """``(brainset_id, asset_id)`` of the assets that reported a status and have

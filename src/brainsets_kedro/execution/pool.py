@@ -14,7 +14,6 @@ import logging
 import multiprocessing
 import os
 import threading
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -25,7 +24,6 @@ import joblib
 import pandas as pd
 
 from brainsets_kedro.assets import (
-    INTERRUPTED,
     AssetResult,
     BrainsetJob,
     route_warnings,
@@ -227,12 +225,10 @@ class SharedAssetPool:
                 stop_run(self._run_id)  # the downloads in the driver's threads
                 if self._cluster is not None:
                     self._cluster.stop()
-            now = time.time()
             for plan, row in list(self._unfinished()):
-                result = AssetResult(
-                    plan.job.brainset_id, row[0], INTERRUPTED, now, now
+                result = board.unfinished_result(
+                    plan.job.brainset_id, row[0], self.interrupted
                 )
-                result.error = f"interrupted ({self.interrupted})"
                 self._collect(board, result)
         logger.info("%s", board.summary(), extra={"markup": False})
 

@@ -408,9 +408,6 @@ def become_worker(driver_pid: int) -> None:
     become_subreaper()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        # Blocked while it started (see prestart): ignored now, and what the
-        # asset starts inherits no blocked signal.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 class AssetTimeout(BaseException):

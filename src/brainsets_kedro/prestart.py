@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import signal
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -64,11 +63,6 @@ def start_workers(
     modules = list(modules)
 
     def start() -> None:
-        # Workers inherit this thread's signal mask (through loky's threads too):
-        # with Ctrl-C blocked, one that comes while they start up (importing joblib,
-        # numpy...) does not print a KeyboardInterrupt traceback from each. Each
-        # ignores it from its first task on (become_worker).
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         tasks = (
             joblib.delayed(import_modules)(modules, os.getpid())
             for _ in range(n_workers)

@@ -1,9 +1,12 @@
 """`kedro run --runner=ParallelRunner`: Kedro's own runner, nodes in worker
 processes, as a user runs it (issue 22, item 8)."""
 
+import os
+
 import pandas as pd
 import pytest
 
+from brainsets_kedro.lock import BrainsetLocked, brainset_lock
 from tests.conftest import TEST_BRAINSETS, add_brainset, kedro
 
 
@@ -74,3 +77,23 @@ def test_brainsets_are_locked_by_the_run_not_by_its_workers(
             project / f"data/08_reporting/{brainset_id}/run_report.parquet"
         )
         assert (report["status"] == "DONE").all() and len(report) == 2
+
+
+def test_a_forked_worker_leaves_its_runs_lock_alone(tmp_path):
+    """A child forked while the lock is held (ParallelRunner's workers copy the
+    hook holding it) and that releases its copy, at exit, keeps the parent's lock."""
+    held = brainset_lock(tmp_path, "toy")
+    held.__enter__()
+    try:
+        child = os.fork()
+        if child == 0:  # pragma: no cover (the child)
+            held.__exit__(None, None, None)
+            os._exit(0)
+        assert os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == 0
+        with pytest.raises(BrainsetLocked, match=f"pid {os.getpid()} "):
+            with brainset_lock(tmp_path, "toy"):
+                pass
+    finally:
+        held.__exit__(None, None, None)
+    with brainset_lock(tmp_path, "toy"):  # released by its holder
+        pass

@@ -344,7 +344,10 @@ class _NodeRun:
             )
         if interrupted:
             raise interrupted  # after the run reports are saved
-        prepared = self._prepared() if self.errors else 0
+        assets_failed = any(
+            isinstance(e, AssetFailures) and e.failed for e in self.errors.values()
+        )
+        prepared = self._prepared() if assets_failed else 0
         if len(self.errors) == 1 and not prepared:
             raise next(iter(self.errors.values()))
         if self.errors:

@@ -51,6 +51,7 @@ def test_strangers_do_not_stop_a_worker_from_reporting(monkeypatch, caplog):
                 assert connection.recv(1 << 16) is not None
                 while connection.recv(1 << 16):
                     pass  # the challenge, then EOF
+            _wait_for(lambda: channel._dropped == 202)  # the others, dropped at once
         finally:
             for connection in idle:
                 connection.close()

@@ -403,8 +403,10 @@ class StatusChannel:
     def _drop(self, connection: Connection, reason: str) -> None:
         """Close a connection that did not authenticate; the first is logged with
         its peer, the others counted and logged at :meth:`close`."""
-        self._dropped += 1
-        if self._dropped == 1:
+        with self._connections_lock:
+            self._dropped += 1
+            first = self._dropped == 1
+        if first:
             try:
                 with socket.socket(fileno=os.dup(connection.fileno())) as peer:
                     where = ":".join(map(str, peer.getpeername()[:2]))

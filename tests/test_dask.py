@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -371,3 +372,35 @@ def test_status_host_reachable_from_the_workers(
         assert "set brainsets.status_host" in caplog.text
     else:
         assert not ipaddress.ip_address(chosen).is_loopback
+
+
+def test_an_unreachable_scheduler_is_one_line_after_a_bounded_wait(project):
+    """A closed port on 127.0.0.1: a line saying what the run waits for, then the
+    error alone, within Dask's connect timeout (set short here)."""
+    import dask  # noqa: PLC0415
+
+    add_brainset(project, "toy", "toy")
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    started = time.monotonic()
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        result = kedro_in_process(
+            project,
+            "run",
+            "--pipeline=toy",
+            f"--runner-params=backend=dask,address={address}",
+        )
+    output = result.stdout + result.stderr
+    assert time.monotonic() - started < 60
+    assert result.returncode == 1, output
+    assert (
+        f"Connecting to the Dask scheduler at {address} (brainsets.address); "
+        f"giving up after 2 s" in output
+    )
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert errors[0].startswith(
+        f"Error: Cannot reach the Dask scheduler at {address} (brainsets.address): "
+    ), output
+    assert errors[1:] == ["(The traceback is in info.log.)"], output
+    assert "Traceback" not in output

@@ -122,8 +122,11 @@ def test_failures_are_isolated(tmp_path):
     ("settings", "message"),
     [
         ({"backend": "spark"}, "Unknown joblib backend 'spark': choose one of"),
-        ({"n_jobs": 0}, "n_jobs must be a whole number of workers"),
-        ({"n_jobs": "four"}, "n_jobs must be a whole number of workers"),
+        ({"n_jobs": 0}, r"n_jobs must be a number of workers \(1 or more\), -1"),
+        ({"n_jobs": -3}, r"n_jobs must be a number of workers \(1 or more\), -1"),
+        ({"n_jobs": -2}, "n_jobs must be a number of workers"),
+        ({"n_jobs": True}, "n_jobs must be a number of workers"),
+        ({"n_jobs": "four"}, "n_jobs must be a number of workers"),
         ({"download_jobs": 0}, "download_jobs must be a positive whole number"),
     ],
 )

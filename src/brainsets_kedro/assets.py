@@ -36,6 +36,7 @@ from typing import Any, NamedTuple, TextIO
 
 from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.download import counting_bytes
+from brainsets_kedro.isolation import asset_isolated, become_subreaper
 from brainsets_kedro.params import explain_flags
 from brainsets_kedro.run_settings import LOG_MAX_BYTES
 from brainsets_kedro.upstream import TrackerHandle
@@ -105,6 +106,8 @@ class AssetResult:
     call: tuple[int, int] | None = None
     statuses: list[str] = field(default_factory=list)
     """The statuses the asset reported during this call, in order (see :class:`Step`)."""
+    leftover_processes: list[str] = field(default_factory=list)
+    """Processes the asset left running, ended after it (see :func:`asset_isolated`)."""
 
     @property
     def failed(self) -> bool:
@@ -114,6 +117,7 @@ class AssetResult:
         """This result of a ``process`` call, with the stage times of the asset's
         earlier ``download`` call first."""
         self.stage_times = {**download.stage_times, **self.stage_times}
+        self.leftover_processes = download.leftover_processes + self.leftover_processes
         return self
 
 
@@ -208,7 +212,12 @@ class BrainsetJob:
             if transferred is not None
             else contextlib.nullcontext()
         )
-        with captured_output(*logs, append, self.log_max_bytes) as written:
+        with (
+            captured_output(*logs, append, self.log_max_bytes) as written,
+            asset_isolated(
+                self.driver_pid not in (None, os.getpid())
+            ) as result.leftover_processes,
+        ):
             try:
                 with deadline(self.timeout), signal_interrupts_marked(), counted:
                     pipeline = self._pipeline()
@@ -404,6 +413,7 @@ def become_worker(driver_pid: int) -> None:
     """
     exit_with_driver(driver_pid)
     route_fd_output()
+    become_subreaper()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 

@@ -32,6 +32,7 @@ from brainsets_kedro.scaffold import (
     installed_upstreams,
     new_command,
 )
+from brainsets_kedro.startup import INTERRUPTED_LINE, run_takes_over
 
 DEFAULT_RUNNER = "brainsets_kedro.runner.BrainsetRunner"
 
@@ -44,6 +45,7 @@ def cli() -> None:
 def _run(**kwargs: Any) -> object:
     exit_without_final_collection()  # the process ends with the run
     try:
+        run_takes_over()  # Ctrl-C is a KeyboardInterrupt again, caught below
         return _run_command(kwargs)
     except KeyboardInterrupt as interrupt:  # Ctrl-C before or while assets ran
         interrupts = sys.modules.get("brainsets_kedro.execution.interrupts")
@@ -61,7 +63,7 @@ def _run(**kwargs: Any) -> object:
         # or under Kedro's own runners. A forwarded Ctrl-C comes twice: the second
         # must not end the wrap-up (waiting for starting workers) with a traceback.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        click.echo("Interrupted (Ctrl-C received).", err=True)
+        click.echo(INTERRUPTED_LINE, err=True, nl=False)
         raise SystemExit(128 + signal.SIGINT) from None
     finally:
         wait_for_workers()  # if the run ended before it needed them

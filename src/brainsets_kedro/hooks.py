@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,22 +35,50 @@ class LockBrainsets:
     """One run at a time per brainset, whatever runner runs the nodes.
 
     A brainset's lock (:func:`brainsets_kedro.lock.brainset_lock`) is taken before
-    its first node runs, the manifest node (so before ``get_manifest``: a second run
-    is refused at once and never overwrites the first run's manifest), and held
-    until the run ends. Holding it, the run removes the temporary files a killed run
-    of the brainset left (:func:`brainsets_kedro.leftovers.remove_stale`).
+    its first node runs (so before ``get_manifest``: a second run is refused at once
+    and never overwrites the first run's manifest), and held until the run ends.
+    The run's own process takes it, before the run's first node: Kedro's
+    ``ParallelRunner`` runs the nodes in worker processes, its children, which find
+    the lock held by their parent and go on. A brainset whose lock another run
+    holds, or whose requirements or run options are wrong, fails at its first node
+    (the project's runner goes on with the other brainsets). Holding the lock, the
+    run removes the temporary files a killed run of the brainset left
+    (:func:`brainsets_kedro.leftovers.remove_stale`).
     """
 
     def __init__(self) -> None:
         self._held: dict[str, contextlib.ExitStack] = {}
+        self._refused: dict[str, Exception] = {}
         self._guard = threading.Lock()  # BrainsetRunner runs download nodes in threads
+
+    @hook_impl
+    def before_pipeline_run(self, pipeline: Pipeline, catalog: CatalogProtocol) -> None:
+        self._release()  # a run of this process that ended without its hooks
+        parameters = catalog.load("parameters") if "parameters" in catalog else None
+        for node in pipeline.nodes:
+            with contextlib.suppress(Exception):  # kept in _refused, raised there
+                self._take(node, catalog.load, parameters)
 
     @hook_impl
     def before_node_run(
         self, node: Node, catalog: CatalogProtocol, inputs: dict[str, Any]
     ) -> None:
+        def load(name: str) -> Any:
+            return inputs[name] if name in inputs else catalog.load(name)
+
+        options = inputs.get(RUN_OPTIONS)
+        self._take(node, load, None if options is None else {RUN_OPTIONS_KEY: options})
+
+    def _take(
+        self,
+        node: Node,
+        load: Callable[[str], Any],
+        parameters: dict[str, Any] | None,
+    ) -> None:
+        """Take the lock of ``node``'s brainset, once per run; raise why it cannot
+        be (again at each of its nodes)."""
         from brainsets_kedro.leftovers import remove_stale  # noqa: PLC0415
-        from brainsets_kedro.lock import brainset_lock  # noqa: PLC0415
+        from brainsets_kedro.lock import BrainsetLocked, brainset_lock  # noqa: PLC0415
         from brainsets_kedro.selection import shown_ids  # noqa: PLC0415
         from brainsets_kedro.upstream import ensure_requirements  # noqa: PLC0415
 
@@ -60,17 +89,32 @@ class LockBrainsets:
         with self._guard:
             if brainset_id in self._held:
                 return
-            # Missing packages or a bad run option stop the run before any work,
-            # before the lock makes any directory.
-            ensure_requirements(owner.pipeline_cls)
-            if RUN_OPTIONS in inputs:
-                RunSettings.from_parameters({RUN_OPTIONS_KEY: inputs[RUN_OPTIONS]})
-            dirs = [
-                Path(inputs[name] if name in inputs else catalog.load(name))
-                for name in (f"{brainset_id}.processed_dir", f"{brainset_id}.raw_dir")
-            ]
-            stack = contextlib.ExitStack()
-            stack.enter_context(brainset_lock(dirs[0], brainset_id))
+            if brainset_id in self._refused:
+                raise self._refused[brainset_id]
+            try:
+                # Missing packages or a bad run option stop the brainset before any
+                # work, before the lock makes any directory.
+                ensure_requirements(owner.pipeline_cls)
+                if parameters is not None:
+                    RunSettings.from_parameters(parameters)
+                dirs = [
+                    Path(load(name))
+                    for name in (
+                        f"{brainset_id}.processed_dir",
+                        f"{brainset_id}.raw_dir",
+                    )
+                ]
+                stack = contextlib.ExitStack()
+                stack.enter_context(brainset_lock(dirs[0], brainset_id))
+            except BrainsetLocked as error:
+                if error.by_parent:  # a worker of ParallelRunner: its run holds it
+                    self._held[brainset_id] = contextlib.ExitStack()
+                    return
+                self._refused[brainset_id] = error
+                raise
+            except Exception as error:
+                self._refused[brainset_id] = error
+                raise
             self._held[brainset_id] = stack
         removed = remove_stale(dirs)
         if removed:
@@ -84,10 +128,6 @@ class LockBrainsets:
             )
 
     @hook_impl
-    def before_pipeline_run(self) -> None:
-        self._release()  # a run of this process that ended without its hooks
-
-    @hook_impl
     def after_pipeline_run(self) -> None:
         self._release()
 
@@ -98,6 +138,7 @@ class LockBrainsets:
     def _release(self) -> None:
         with self._guard:
             held, self._held = self._held, {}
+            self._refused = {}
         for stack in held.values():
             stack.close()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import multiprocessing
 import os
 import socket
 import stat
@@ -27,6 +28,12 @@ LOCK_NAME = ".brainsets_kedro.lock"
 
 class BrainsetLocked(UserError, RuntimeError):
     """Another run is preparing this brainset."""
+
+    by_parent = False
+    """Whether the lock's holder is the process that started this one with
+    ``multiprocessing``: the run whose worker this is (Kedro's ``ParallelRunner``
+    runs nodes in such children). A command started by the holder otherwise (a
+    shell, ``subprocess``) is another run."""
 
 
 class BadLockFile(UserError, OSError):
@@ -52,27 +59,37 @@ def brainset_lock(processed_dir: Path, brainset_id: str) -> Iterator[None]:
         except BlockingIOError:
             file.seek(0)
             holder = file.read().strip() or "another process"
-            raise BrainsetLocked(
+            locked = BrainsetLocked(
                 f"Brainset '{brainset_id}' is being prepared by another run: "
                 f"{holder}. Wait for it to end, or stop it; two runs writing "
                 f"{processed_dir} at once would race. (Lock: {path})"
-            ) from None
+            )
+            parent = multiprocessing.parent_process()
+            locked.by_parent = parent is not None and holder.startswith(
+                f"pid {parent.pid} on {socket.gethostname()},"
+            )
+            raise locked from None
         file.seek(0)
         file.truncate()
         started = time.strftime("%Y-%m-%d %H:%M:%S")
         command = " ".join(
             Path(sys.argv[0]).name if i == 0 else a for i, a in enumerate(sys.argv)
         )
+        holder = os.getpid()
         file.write(
-            f"pid {os.getpid()} on {socket.gethostname()}, since {started}: {command}\n"
+            f"pid {holder} on {socket.gethostname()}, since {started}: {command}\n"
         )
         file.flush()
         try:
             yield
         finally:
-            file.seek(0)
-            file.truncate()
-            fcntl.flock(file, fcntl.LOCK_UN)
+            # Not in a child forked while it was held (a worker of Kedro's
+            # ParallelRunner, finalizing its copy of the hook at exit): the lock is
+            # its parent's, which still runs.
+            if os.getpid() == holder:
+                file.seek(0)
+                file.truncate()
+                fcntl.flock(file, fcntl.LOCK_UN)
 
 
 def _open_lock_file(path: Path, brainset_id: str) -> int:

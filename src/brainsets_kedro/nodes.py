@@ -102,6 +102,11 @@ class AssetFailures(UserError, RuntimeError):
         )
         super().__init__(f"{self.details}\n{totals_line(len(failed), len(report))}")
 
+    def __reduce__(self) -> tuple:
+        # Made again from its arguments where it is unpickled: Kedro's
+        # ParallelRunner sends a node's exception from its worker to the driver.
+        return (type(self), (self.brainset_id, self.report))
+
 
 def _grouped_errors(failed: pd.DataFrame) -> list[str]:
     """One line per shape of error (see :func:`error_shape`) of the failed rows of a
@@ -555,6 +560,17 @@ class ProcessNode(BrainsetNode):
             ", ".join(f"{n} {status}" for status, n in counts.items()) or "no assets",
             elapsed,
         )
+        leftovers = {r.asset_id: r.leftover_processes for r in results}
+        leftovers = {a: p for a, p in leftovers.items() if p}
+        if leftovers:
+            logger.warning(
+                "Brainset '%s': %d asset(s) left processes running, ended after them "
+                "(each is named in its .err): %s",
+                self.brainset_id,
+                len(leftovers),
+                "; ".join(f"{a}: {', '.join(p)}" for a, p in leftovers.items()),
+                extra={"markup": False},
+            )
         if (report["status"] != "DONE").any():
             raise AssetFailures(self.brainset_id, report)
         return report

@@ -48,8 +48,8 @@ class RunSettings:
     each is documented).
 
     Attributes:
-        n_jobs: Parallel workers that process assets; ``None``: one per CPU core
-            (every worker of the cluster for ``dask`` and ``ray``).
+        n_jobs: Parallel workers that process assets, 1 or more; ``None`` (or -1):
+            one per CPU core (every worker of the cluster for ``dask`` and ``ray``).
         download_jobs: Downloads at once, beside the ``n_jobs`` workers, in threads
             of the driver (downloads mostly wait on the network); ``None``: twice
             ``n_jobs``, at least :data:`DOWNLOAD_JOBS`. Not used on a cluster.
@@ -177,13 +177,17 @@ def _value(
 
 def _n_jobs(n_jobs: Any) -> int | None:
     if n_jobs is None or (
-        isinstance(n_jobs, int) and not isinstance(n_jobs, bool) and n_jobs != 0
+        isinstance(n_jobs, int)
+        and not isinstance(n_jobs, bool)
+        and (n_jobs > 0 or n_jobs == -1)
     ):
         return n_jobs
+    # joblib reads n_jobs=-3 as "all cores but two": rejected, as surprising; the
+    # number of workers says the same plainly.
     raise UsageError(
-        f"n_jobs must be a whole number of workers (or -1 for one per core, or "
-        f"null for the default), got {n_jobs!r}. Set brainsets.n_jobs in conf/ or "
-        f'--runner-params="n_jobs=4".'
+        f"n_jobs must be a number of workers (1 or more), -1 for one per CPU core, "
+        f"or null for the default, got {n_jobs!r}. Set brainsets.n_jobs in conf/ "
+        f'or --runner-params="n_jobs=4".'
     )
 
 

@@ -20,6 +20,7 @@ Settings: :class:`~brainsets_kedro.run_settings.RunSettings`, from ``brainsets:`
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import traceback
@@ -61,9 +62,11 @@ class RunFailures(RuntimeError):
     has each brainset's grouped asset failures, each other error once (a user error
     as its message, anything else with its traceback) and a line with the totals."""
 
-    def __init__(self, errors: dict[str, BaseException]):
+    def __init__(self, errors: dict[str, BaseException], prepared: int = 0):
+        """``prepared``: the assets of the run's brainsets that had no failure, for
+        the totals."""
         self.errors = errors
-        parts, failed, total, other = [], 0, 0, 0
+        parts, failed, total, other = [], 0, prepared, 0
         for name, error in errors.items():
             if isinstance(error, AssetFailures):
                 parts.append(error.details)
@@ -380,10 +383,24 @@ class _NodeRun:
             )
         if interrupted:
             raise interrupted  # after the run reports are saved
-        if len(self.errors) == 1:
+        assets_failed = any(
+            isinstance(e, AssetFailures) and e.failed for e in self.errors.values()
+        )
+        prepared = self._prepared() if assets_failed else 0
+        if len(self.errors) == 1 and not prepared:
             raise next(iter(self.errors.values()))
         if self.errors:
-            raise RunFailures(self.errors)
+            raise RunFailures(self.errors, prepared)
+
+    def _prepared(self) -> int:
+        """The assets of the brainsets whose process node completed (no asset
+        failed), counted in their run reports, for a failed run's totals."""
+        total = 0
+        for node in self._done:
+            if isinstance(node.func, ProcessNode):
+                with contextlib.suppress(Exception):  # a report not kept: not counted
+                    total += len(self._catalog.load(node.outputs[0]))
+        return total
 
 
 def _is_brainset_node(node: Node) -> bool:

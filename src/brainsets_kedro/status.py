@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import os
 import pickle
 import secrets
@@ -22,12 +23,19 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from multiprocessing.connection import Client, Connection, Listener
+from multiprocessing.connection import (
+    Client,
+    Connection,
+    Listener,
+    answer_challenge,
+    deliver_challenge,
+)
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from brainsets_kedro.assets import (
     DONE,
     FAILED,
+    INTERRUPTED,
     AssetResult,
     Step,
     log_status,
@@ -47,9 +55,18 @@ if TYPE_CHECKING:
     from rich.table import Table
     from rich.text import Text
 
+logger = logging.getLogger(__name__)
+
 SHOWN_IN_FLIGHT = 30  # rows of the live table; the summary line counts the rest
 LOG_INTERVAL = 0.1  # seconds between two writes of the status lines, without a terminal
 RATE_WINDOW = 10.0  # seconds of downloads that the current download rate averages
+AUTH_TIMEOUT = 10.0
+"""Seconds a connection to the status channel has to authenticate (a worker takes
+milliseconds; a loaded machine, more)."""
+MAX_UNAUTHENTICATED = 256
+"""Connections authenticating at once; more are dropped at once (a flood of them
+would otherwise cost a thread and a file descriptor each)."""
+LISTEN_BACKLOG = 128  # connections the kernel queues until the acceptor takes them
 
 
 class StatusBoard:
@@ -77,13 +94,17 @@ class StatusBoard:
         self._in_flight: dict[tuple[str, Any], str] = {}
         self._seen: dict[tuple[str, Any], Step] = {}
         """The last status of each asset in flight that came with a :class:`Step`."""
-        self._finished: set[tuple[str, Any]] = set()
+        self._finished: dict[tuple[str, Any], str] = {}
+        """The final status of each finished asset."""
+        self._since: dict[tuple[str, Any], float] = {}
+        """When each asset in flight reported its first status."""
         self._final_counts: Counter[str] = Counter()
         self._total = total
         self._live: Live | None = None
         self._lines: deque[tuple[str, Any, str]] | None = None
         """Status lines waiting for the writer thread, while it runs."""
         self._writer: threading.Thread | None = None
+        self._writing = threading.Lock()  # the lines stay in order
         self._closing = threading.Event()
 
     def __enter__(self) -> StatusBoard:
@@ -110,8 +131,9 @@ class StatusBoard:
             self._closing.set()
             self._writer.join()
             self._writer = None
-            lines, self._lines = self._lines, None
-            self._write(lines)  # any that came while the writer stopped
+            with self._writing:
+                lines, self._lines = self._lines, None
+                self._write(lines)  # any that came while the writer stopped
             if self._progress_records and self._recorded != len(self._finished):
                 self._log_progress()  # the last figures of a run that had records
 
@@ -133,6 +155,8 @@ class StatusBoard:
                     return  # logged already, from the call's result
                 self._seen[key] = step
             last = self._in_flight.get(key)
+            if last is None:
+                self._since[key] = time.time()
             self._in_flight[key] = status
         if status != last:
             self._log(brainset_id, asset_id, status)
@@ -152,9 +176,10 @@ class StatusBoard:
             if key in self._finished:
                 return
             last = self._in_flight.pop(key, None)
+            self._since.pop(key, None)
             missed = self._missed(key, result)
             self._seen.pop(key, None)
-            self._finished.add(key)
+            self._finished[key] = status
             self._final_counts[status] += 1
         self._log_changes(brainset_id, asset_id, missed, last)
         self._log(brainset_id, asset_id, status)
@@ -170,6 +195,8 @@ class StatusBoard:
             if not missed:
                 return
             last = self._in_flight.get(key)
+            if last is None:
+                self._since[key] = result.start
             self._in_flight[key] = missed[-1]
             self._seen[key] = Step(result.call, len(result.statuses) - 1)
         self._log_changes(result.brainset_id, result.asset_id, missed, last)
@@ -182,6 +209,28 @@ class StatusBoard:
         if seen is None or seen.call != result.call:
             return result.statuses
         return result.statuses[seen.index + 1 :]
+
+    def unfinished_result(
+        self, brainset_id: str, asset_id: Any, cause: object
+    ) -> AssetResult:
+        """The result of an asset whose own result never came, as the run stopped:
+        DONE or FAILED if its worker said so (its files are complete), else
+        INTERRUPTED since its first status (now, if it never started). The report
+        then counts as this board does."""
+        key = (brainset_id, asset_id)
+        now = time.time()
+        with self._lock:
+            status = self._finished.get(key)
+            start = self._since.get(key, now)
+        if status == DONE:
+            return AssetResult(brainset_id, asset_id, DONE, start, now)
+        result = AssetResult(brainset_id, asset_id, status or INTERRUPTED, start, now)
+        result.error = (
+            f"failed; its error was lost when the run was interrupted ({cause})"
+            if status == FAILED
+            else f"interrupted ({cause})"
+        )
+        return result
 
     def in_flight(self) -> set[tuple[str, Any]]:
         """``(brainset_id, asset_id)`` of the assets that reported a status and have
@@ -214,10 +263,16 @@ class StatusBoard:
         instead, which cost about a tenth of a run of thousands of quick assets."""
         due = time.monotonic() + self._progress_every
         while not self._closing.wait(LOG_INTERVAL):
-            self._write(self._lines)
+            self.flush()
             if time.monotonic() >= due:
                 self._log_progress()
                 due = time.monotonic() + self._progress_every
+
+    def flush(self) -> None:
+        """Write the status lines queued so far, now: before a line that must come
+        after them (a brainset's summary line after its assets' last statuses)."""
+        with self._writing:
+            self._write(self._lines)
 
     def transferred(self, nbytes: int) -> None:
         """``nbytes`` more bytes downloaded, by any asset."""
@@ -416,8 +471,14 @@ class StatusChannel:
     def __init__(self, board: StatusBoard, host: str = "127.0.0.1"):
         self._board = board
         self._authkey = secrets.token_bytes(16)
-        self._listener = Listener((host, 0), authkey=self._authkey)
+        # No authkey here: Listener.accept() would run the handshake in the one
+        # acceptor thread, which any local process could then hang or kill (an idle
+        # connection, a wrong key). Each connection is authenticated in its own
+        # thread instead, within AUTH_TIMEOUT (see _serve).
+        self._listener = Listener((host, 0), backlog=LISTEN_BACKLOG)
         self._connections: list[Connection] = []
+        self._unauthenticated = 0
+        self._dropped = 0
         self._connections_lock = threading.Lock()
         self._closed = False
         self._round = 0
@@ -435,22 +496,95 @@ class StatusChannel:
     def _accept(self) -> None:
         while not self._closed:
             try:
-                connection = self._listener.accept()
-            except (OSError, EOFError):
+                connection = self._listener.accept()  # no handshake: returns at once
+            except OSError:  # out of file descriptors, say: try again shortly
                 if self._closed:
                     return
-                continue  # a client that failed the handshake
+                time.sleep(0.05)
+                continue
             with self._connections_lock:
                 if self._closed:  # while this connection was accepted
                     connection.close()
                     return
-                self._connections.append(connection)
+                crowded = self._unauthenticated >= MAX_UNAUTHENTICATED
+                if not crowded:
+                    self._unauthenticated += 1
+                    self._connections.append(connection)
+            if crowded:
+                self._drop(connection, "too many connections waiting to authenticate")
+                continue
             threading.Thread(
-                target=self._receive,
+                target=self._serve,
                 args=(connection,),
                 daemon=True,
                 name="status-recv",
             ).start()
+
+    def _serve(self, connection: Connection) -> None:
+        """Authenticate ``connection`` within :data:`AUTH_TIMEOUT`, then receive its
+        statuses; a connection that fails to is dropped (and logged)."""
+        authenticated = threading.Event()
+        watchdog = threading.Timer(
+            AUTH_TIMEOUT, self._expire, args=(connection, authenticated)
+        )
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            # What Listener.accept() does with an authkey.
+            deliver_challenge(connection, self._authkey)
+            answer_challenge(connection, self._authkey)
+        except Exception as error:  # a wrong key, random bytes, timed out, closed
+            error_text = f"{type(error).__name__}: {error}".rstrip(": ")
+        else:
+            error_text = None
+        watchdog.cancel()
+        with self._connections_lock:
+            self._unauthenticated -= 1
+            timed_out = authenticated.is_set()  # set by _expire when it gave up
+            authenticated.set()  # from now on, _expire leaves the connection alone
+            if error_text is not None:
+                self._connections.remove(connection)
+            closed = self._closed
+        if error_text is None:
+            self._receive(connection)
+        elif closed:
+            connection.close()
+        else:
+            reason = (
+                f"no handshake within {AUTH_TIMEOUT:g} s" if timed_out else error_text
+            )
+            self._drop(connection, reason)
+
+    def _expire(self, connection: Connection, authenticated: threading.Event) -> None:
+        """A connection that has not authenticated in time: shutting its socket down
+        wakes the handshake, blocked in a read, which then fails."""
+        with self._connections_lock:
+            if not authenticated.is_set():
+                authenticated.set()  # tells _serve why the handshake failed
+                _shutdown(connection)
+
+    def _drop(self, connection: Connection, reason: str) -> None:
+        """Close a connection that did not authenticate; the first is logged with
+        its peer, the others counted and logged at :meth:`close`."""
+        with self._connections_lock:
+            self._dropped += 1
+            first = self._dropped == 1
+        if first:
+            try:
+                with socket.socket(fileno=os.dup(connection.fileno())) as peer:
+                    where = ":".join(map(str, peer.getpeername()[:2]))
+            except OSError:
+                where = "an unknown address"
+            logger.warning(
+                "Status channel: dropped a connection from %s that is not one of "
+                "this run's workers (%s); the run goes on. Another local process "
+                "is probing or misusing the port %s.",
+                where,
+                reason,
+                self._listener.address[1],
+                extra={"markup": False},
+            )
+        connection.close()
 
     def _receive(self, connection: Connection) -> None:
         running: tuple[int, Running] | None = None  # (round, asset) it started last
@@ -512,17 +646,29 @@ class StatusChannel:
         # not), and the reader closes its connection.
         with self._connections_lock:
             for connection in self._connections:
-                with (
-                    contextlib.suppress(OSError),
-                    socket.socket(fileno=os.dup(connection.fileno())) as duplicate,
-                ):
-                    duplicate.shutdown(socket.SHUT_RDWR)
+                _shutdown(connection)
+        if self._dropped > 1:
+            logger.warning(
+                "Status channel: dropped %d connections in all that were not this "
+                "run's workers.",
+                self._dropped,
+            )
 
     def __enter__(self) -> StatusChannel:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _shutdown(connection: Connection) -> None:
+    """Shut ``connection``'s socket down: wakes a thread blocked reading it (closing
+    it would not)."""
+    with (
+        contextlib.suppress(OSError),
+        socket.socket(fileno=os.dup(connection.fileno())) as duplicate,
+    ):
+        duplicate.shutdown(socket.SHUT_RDWR)
 
 
 class StatusSender:

@@ -14,7 +14,6 @@ import logging
 import multiprocessing
 import os
 import threading
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -25,7 +24,6 @@ import joblib
 import pandas as pd
 
 from brainsets_kedro.assets import (
-    INTERRUPTED,
     AssetResult,
     BrainsetJob,
     route_warnings,
@@ -129,6 +127,7 @@ class SharedAssetPool:
         self._collecting = threading.Lock()
         self.interrupted: RunInterrupted | None = None
         """Set when Ctrl-C or SIGTERM stopped the assets (they are INTERRUPTED)."""
+        self.board: StatusBoard | None = None
 
     def submit(self, plan: _Plan | None) -> None:
         """A download node's plan, or ``None`` when planning failed."""
@@ -191,7 +190,7 @@ class SharedAssetPool:
                 where,
                 extra={"markup": False},
             )
-            board = stack.enter_context(
+            board = self.board = stack.enter_context(
                 StatusBoard(
                     total=total,
                     bytes_total=known_size(
@@ -235,12 +234,10 @@ class SharedAssetPool:
                 stop_run(self._run_id)  # the downloads in the driver's threads
                 if self._cluster is not None:
                     self._cluster.stop()
-            now = time.time()
             for plan, row in list(self._unfinished()):
-                result = AssetResult(
-                    plan.job.brainset_id, row[0], INTERRUPTED, now, now
+                result = board.unfinished_result(
+                    plan.job.brainset_id, row[0], self.interrupted
                 )
-                result.error = f"interrupted ({self.interrupted})"
                 self._collect(board, result)
         logger.info("%s", board.summary(), extra={"markup": False})
 
@@ -522,6 +519,8 @@ class BrainsetAssets:
         plan = self._plan
         plan.done.wait()
         _raise_stop(plan)
+        if self._pool.board is not None:  # its summary line after its status lines
+            self._pool.board.flush()
         return node.finish(plan.results, plan.job)
 
 

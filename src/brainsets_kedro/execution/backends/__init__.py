@@ -90,7 +90,7 @@ def resolve(settings: RunSettings) -> RunSettings:
     Raises:
         UsageError: The backend's package is not installed (naming the extra).
     """
-    if settings.n_jobs is None:
+    if settings.n_jobs is None or (settings.n_jobs == -1 and not settings.on_cluster):
         settings = dataclasses.replace(
             settings, n_jobs=-1 if settings.on_cluster else joblib.cpu_count()
         )

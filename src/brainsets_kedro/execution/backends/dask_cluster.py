@@ -9,11 +9,16 @@ import logging
 import os
 from typing import Any
 
+from brainsets_kedro.errors import UserError
 from brainsets_kedro.execution.backends.cluster import Cluster, host_of
 from brainsets_kedro.execution.backends.workers import import_errors, stop_run
 from brainsets_kedro.run_settings import RunSettings
 
 logger = logging.getLogger(__name__)
+
+
+class SchedulerUnreachable(UserError, ConnectionError):
+    """The Dask scheduler at ``brainsets.address`` did not answer in time."""
 
 
 class DaskCluster(Cluster):
@@ -52,14 +57,29 @@ class DaskCluster(Cluster):
                 settings.n_jobs,
             )
         self.address = address
+        if self.local is None:
+            wait = dask.utils.parse_timedelta(
+                dask.config.get("distributed.comm.timeouts.connect"), "s"
+            )
+            logger.info(
+                "Connecting to the Dask scheduler at %s (brainsets.address); giving "
+                "up after %g s (Dask's distributed.comm.timeouts.connect).",
+                address,
+                wait,
+                extra={"markup": False},
+            )
         try:
             self.client = Client(address, set_as_default=False)
         except OSError as error:
             self.close()
-            raise ConnectionError(
+            # One line: what distributed raises chains two more errors, of no use
+            # here (the traceback goes to the log file all the same).
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise SchedulerUnreachable(
                 f"Cannot reach the Dask scheduler at {address} (brainsets.address): "
-                f"{error}"
-            ) from error
+                f"{reason}. Check that the scheduler runs and that this address "
+                f"reaches it, or set brainsets.address to null for a local cluster."
+            ) from None
         try:
             if not self.client.nthreads():
                 logger.info(

@@ -85,8 +85,9 @@ class LockBrainsets:
             )
 
     @hook_impl
-    def before_pipeline_run(self) -> None:
+    def before_pipeline_run(self, pipeline: Any, catalog: CatalogProtocol) -> None:
         self._release()  # a run of this process that ended without its hooks
+        check_own_processed_dirs(pipeline, catalog)
 
     @hook_impl
     def after_pipeline_run(self) -> None:
@@ -101,6 +102,35 @@ class LockBrainsets:
             held, self._held = self._held, {}
         for stack in held.values():
             stack.close()
+
+
+def check_own_processed_dirs(pipeline: Any, catalog: CatalogProtocol) -> None:
+    """Refuse, before any node runs, a run of brainsets that share a processed
+    directory (their outputs, ledgers and cards would mix).
+
+    Raises:
+        SharedProcessedDir: Naming both brainsets, the directory and the fix.
+    """
+    from brainsets_kedro.ledger import (  # noqa: PLC0415
+        SharedProcessedDir,
+        shared_dir_message,
+    )
+
+    owners: dict[Path, str] = {}
+    for node in pipeline.nodes:
+        owner = brainset_node(node)
+        name = f"{owner.brainset_id}.processed_dir" if owner else None
+        if owner is None or owner.brainset_id in owners.values():
+            continue
+        try:
+            folder = Path(catalog.load(name))
+        except Exception:  # noqa: BLE001 (the node that needs it says why)
+            continue
+        other = owners.setdefault(folder.resolve(), owner.brainset_id)
+        if other != owner.brainset_id:
+            raise SharedProcessedDir(
+                shared_dir_message(owner.brainset_id, other, folder)
+            )
 
 
 class SaveReportOnFailure:
@@ -125,15 +155,15 @@ class RerunFailed:
     """``brainsets.only=failed``: each brainset's download node gets, instead, the
     list of its manifest's assets that are not done: not DONE in the last run that
     selected them (failed, interrupted, or never finished because that run was
-    killed). What is done comes from the brainset's journal
-    (:mod:`brainsets_kedro.journal`), written as assets finish; without one (a
-    run report from before it existed), from the last run report."""
+    killed, or only downloaded). What is done comes from the brainset's ledger
+    (:mod:`brainsets_kedro.ledger`), written as assets finish; without one (a run
+    report from before it existed), from the last run report."""
 
     @hook_impl
     def before_node_run(
         self, node: Node, catalog: CatalogProtocol, inputs: dict[str, Any]
     ) -> dict[str, Any] | None:
-        from brainsets_kedro.journal import done_assets  # noqa: PLC0415
+        from brainsets_kedro.ledger import done_assets  # noqa: PLC0415
         from brainsets_kedro.nodes import DownloadNode  # noqa: PLC0415
         from brainsets_kedro.selection import shown_ids  # noqa: PLC0415
 
@@ -144,7 +174,7 @@ class RerunFailed:
         if str(RunSettings.from_parameters(parameters).only).strip() != "failed":
             return None
         brainset_id = owner.brainset_id
-        done = done_assets(inputs[f"{brainset_id}.processed_dir"])
+        done = done_assets(inputs[f"{brainset_id}.processed_dir"], brainset_id)
         report_name = f"{brainset_id}.run_report"
         if done is None:
             if not catalog.exists(report_name):

@@ -59,6 +59,10 @@ class RunSettings:
         log_max_bytes: The cap of each per-asset log; ``None``: no cap.
         check_disk_space: Whether the run checks, before downloading, that the
             assets' ``size_bytes`` fit on the raw directory's disk.
+        rerun_on: The fingerprint parts whose change makes a DONE asset stale (see
+            :mod:`brainsets_kedro.rerun`); ``()`` trusts every DONE asset.
+        delete_raw: Whether what an asset's ``download`` returned is removed from
+            the raw directory once the asset is DONE and in the ledger.
     """
 
     n_jobs: int | None = None
@@ -73,6 +77,8 @@ class RunSettings:
     retry_backoff: float = 1.0
     log_max_bytes: int | None = LOG_MAX_BYTES
     check_disk_space: bool = True
+    rerun_on: tuple[str, ...] = ("version", "params", "input")
+    delete_raw: bool = False
 
     @classmethod
     def from_parameters(
@@ -120,6 +126,8 @@ class RunSettings:
                 {"log_max_bytes": log_max_bytes}, "log_max_bytes", int, None, True
             ),
             check_disk_space=_value(options, "check_disk_space", bool, True),
+            rerun_on=_rerun_on(options.get("rerun_on", cls.rerun_on)),
+            delete_raw=_value(options, "delete_raw", bool, False),
         )
 
     @property
@@ -154,6 +162,22 @@ def _value(
     bound = "above 0" if positive else "(0 or more)"
     raise UsageError(
         f"brainsets.{name} must be {expected} {bound} or null, got {value!r}."
+    )
+
+
+def _rerun_on(rerun_on: Any) -> tuple[str, ...]:
+    from brainsets_kedro.fingerprint import PARTS as parts  # noqa: PLC0415, N811
+
+    if rerun_on is None:
+        return ()
+    if isinstance(rerun_on, str):  # --params="brainsets.rerun_on=version|params"
+        rerun_on = [p.strip() for p in rerun_on.split("|") if p.strip()]
+    if isinstance(rerun_on, list | tuple) and all(p in parts for p in rerun_on):
+        return tuple(rerun_on)
+    raise UsageError(
+        f"brainsets.rerun_on must be a list of {', '.join(parts)} (or [] to trust "
+        f"every output that is done), got {rerun_on!r}. Set it in conf/ or "
+        f'--params="brainsets.rerun_on=version|params|input|code".'
     )
 
 

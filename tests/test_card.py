@@ -23,6 +23,7 @@ from kedro_datasets.pandas import ParquetDataset
 from temporaldata import ArrayDict, Data, IrregularTimeSeries
 
 from brainsets_kedro.card import CARD_COLUMNS, UnreadableFiles
+from brainsets_kedro.ledger import PROVENANCE_COLUMNS
 from brainsets_kedro.datasets import BrainsetDirectory, TemporalDataDataset
 from brainsets_kedro.errors import exit_code
 from brainsets_kedro.factory import create_brainset_pipeline
@@ -185,7 +186,8 @@ def test_card_describes_every_processed_file(tmp_path, runner, caplog):
     caplog.set_level(logging.INFO, logger="brainsets_kedro.card")
     catalog = _run(tmp_path, RUNNERS[runner](), {"n_assets": 3})
     card = catalog.load("sized.card")
-    assert list(card.columns) == CARD_COLUMNS
+    assert list(card.columns) == [*CARD_COLUMNS, "asset_id", *PROVENANCE_COLUMNS]
+    assert card["asset_id"].tolist() == ["s_00", "s_01", "s_02"]
     assert list(card.index) == ["s_00", "s_01", "s_02"]
     assert card.index.name == "file"
     files = tmp_path / "processed"

@@ -18,7 +18,7 @@ from kedro_datasets.pandas import ParquetDataset
 from brainsets_kedro.datasets import BrainsetDirectory
 from brainsets_kedro.factory import create_brainset_pipeline
 from brainsets_kedro.hooks import LockBrainsets, RerunFailed
-from brainsets_kedro.journal import JOURNAL_NAME, done_assets
+from brainsets_kedro.ledger import LEDGER_NAME, done_assets
 from brainsets_kedro.leftovers import atomic_temporary
 from brainsets_kedro.lock import BrainsetLocked, brainset_lock
 from brainsets_kedro.nodes import AssetFailures
@@ -172,7 +172,7 @@ def test_only_failed_after_a_killed_run_reruns_what_it_did_not_finish(
         *runner,
     )
     _wait_for(lambda: len(list(processed.glob(".a_0*.txt.*.tmp"))) == writing)
-    _wait_for(lambda: len(done_assets(processed) or ()) == 4)
+    _wait_for(lambda: len(done_assets(processed, "toy") or ()) == 4)
     os.killpg(run.pid, signal.SIGKILL)
     run.wait(timeout=10)
     assert sorted(p.name for p in processed.glob("*.txt")) == [
@@ -201,11 +201,11 @@ def test_only_failed_after_a_killed_run_reruns_what_it_did_not_finish(
     assert (report["status"] == "DONE").all()
     after = {p.name: p.stat().st_mtime_ns for p in processed.glob("*.txt")}
     assert sorted(n for n in after if after[n] != before[n]) == ["a_04.txt", "a_05.txt"]
-    assert done_assets(processed) == {f"a_0{i}" for i in range(6)}
+    assert done_assets(processed, "toy") == {f"a_0{i}" for i in range(6)}
 
 
 @pytest.mark.parametrize("runner", ["sequential", "brainset"])
-def test_the_journal_lists_what_is_done_as_it_finishes(tmp_path, runner):
+def test_the_ledger_lists_what_is_done_as_it_finishes(tmp_path, runner):
     def run(params, brainsets=None):
         catalog = _catalog(tmp_path)
         catalog["parameters"] = {"toy": params, "brainsets": brainsets or {}}
@@ -218,17 +218,18 @@ def test_the_journal_lists_what_is_done_as_it_finishes(tmp_path, runner):
     processed = tmp_path / "proc" / "toy"
     with pytest.raises(AssetFailures):
         run({"n_assets": 5, "fail": "a_01|a_03"})
-    assert done_assets(processed) == {"a_00", "a_02", "a_04"}
+    assert done_assets(processed, "toy") == {"a_00", "a_02", "a_04"}
     # A run of some assets keeps what the others were.
     with pytest.raises(AssetFailures):
         run({"n_assets": 5, "fail": "a_03"}, {"only": "a_01|a_03"})
-    assert done_assets(processed) == {"a_00", "a_01", "a_02", "a_04"}
+    assert done_assets(processed, "toy") == {"a_00", "a_01", "a_02", "a_04"}
     report = run({"n_assets": 5}, {"only": "failed"}).load("toy.run_report")
     assert list(report.index) == ["a_03"]
-    assert done_assets(processed) == {f"a_0{i}" for i in range(5)}
-    lines = (processed / JOURNAL_NAME).read_text().splitlines()
-    assert [json.loads(line) for line in lines][-1] == "a_03"  # appended
+    assert done_assets(processed, "toy") == {f"a_0{i}" for i in range(5)}
+    lines = (processed / LEDGER_NAME).read_text().splitlines()
+    assert json.loads(lines[-1])["a"] == "a_03"  # appended
+    assert json.loads(lines[-1])["e"] == "done"
     # A line cut short (a full disk) counts as not done.
-    with (processed / JOURNAL_NAME).open("a") as journal:
-        journal.write('"a_0')
-    assert done_assets(processed) == {f"a_0{i}" for i in range(5)}
+    with (processed / LEDGER_NAME).open("a") as ledger:
+        ledger.write('{"e": "done", "a": "a_0')
+    assert done_assets(processed, "toy") == {f"a_0{i}" for i in range(5)}

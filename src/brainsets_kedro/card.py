@@ -21,6 +21,7 @@ import pandas as pd
 from brainsets_kedro.assets import LOG_DIR_NAME
 from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.datasets import field_length, read_contents
+from brainsets_kedro.ledger import with_provenance
 from brainsets_kedro.nodes import AssetFailures
 from brainsets_kedro.sizes import format_bytes
 
@@ -38,7 +39,9 @@ CARD_COLUMNS = [
     "error",
 ]
 """The card's columns; its index, ``file``, is the file's partition id in
-``<id>.processed`` (its path under the processed directory, without ``.h5``)."""
+``<id>.processed`` (its path under the processed directory, without ``.h5``). The
+``<id>.describe`` node adds the asset each file is named after and the fingerprint
+it was prepared with (:func:`brainsets_kedro.ledger.with_provenance`)."""
 
 
 class UnreadableFiles(AssetFailures):
@@ -159,7 +162,9 @@ class DescribeNode:
         Raises:
             UnreadableFiles: A file could not be read (the card carries it).
         """
-        card = build_card(processed_dir)
+        card = with_provenance(
+            build_card(processed_dir), processed_dir, self.brainset_id
+        )
         logger.info("Brainset '%s': %s.", self.brainset_id, card_totals(card))
         if card["error"].notna().any():
             raise UnreadableFiles(self.brainset_id, card)

@@ -229,6 +229,35 @@ PROVENANCE_COLUMNS = [
 ]
 
 
+def with_provenance(
+    card: pd.DataFrame, processed_dir: Path, brainset_id: str
+) -> pd.DataFrame:
+    """The card with, per file, the asset it is named after (its path under the
+    processed directory without ``.h5``, or its stem, is the asset id) and that
+    asset's fingerprint from the ledger (see :func:`provenance`); empty for a file
+    named after no asset. The files themselves are never touched.
+
+    Args:
+        card: A card (see :func:`brainsets_kedro.card.build_card`).
+        processed_dir: The brainset's processed directory.
+        brainset_id: The brainset.
+
+    Returns:
+        The card with the columns ``asset_id`` and :data:`PROVENANCE_COLUMNS`.
+    """
+    prepared = provenance(processed_dir, brainset_id)
+    assets = []
+    for file in card.index:
+        stem = str(file).rsplit("/", 1)[-1]
+        assets.append(file if file in prepared else stem if stem in prepared else None)
+    unknown = dict.fromkeys(PROVENANCE_COLUMNS)
+    card = card.assign(asset_id=pd.Series(assets, index=card.index, dtype=object))
+    for column in PROVENANCE_COLUMNS:
+        values = [prepared.get(a, unknown)[column] for a in assets]
+        card[column] = pd.Series(values, index=card.index, dtype=object)
+    return card
+
+
 def _iso(timestamp: float) -> str:
     return pd.Timestamp(timestamp, unit="s", tz="UTC").isoformat()
 

@@ -36,13 +36,20 @@ from typing import Any
 import pandas as pd
 
 from brainsets_kedro.assets import ADOPT, DECISION_COLUMN, SKIP, BrainsetJob
+from brainsets_kedro.errors import UsageError
 from brainsets_kedro.fingerprint import (
     ADVISORY,
     Fingerprint,
     canonical_row,
     changes,
 )
-from brainsets_kedro.ledger import AssetRecord, LedgerState, read_ledger
+from brainsets_kedro.ledger import (
+    AssetRecord,
+    LedgerState,
+    SharedProcessedDir,
+    read_ledger,
+    shared_dir_message,
+)
 from brainsets_kedro.params import parser_defaults
 from brainsets_kedro.selection import shown_ids
 
@@ -285,3 +292,96 @@ def _on_disk(files: Mapping[str, int | None], raw_dir: Path) -> bool:
         if size is not None and info.st_size != size:
             return False
     return True
+
+
+SHOWN_NOTES = 3  # distinct advisory notes listed per brainset by --explain
+
+
+def brainset_states(
+    brainset_ids: list[str],
+    catalog: Any,
+    parameters: Mapping[str, Any],
+    offline: bool = False,
+) -> tuple[pd.DataFrame, list[str]]:
+    """``kedro brainset status``: one row per brainset, and the ``--explain`` lines.
+
+    Args:
+        brainset_ids: The brainsets to report.
+        catalog: The project's catalog (directories, saved manifests).
+        parameters: The run's parameters, as ``kedro run`` would have them.
+        offline: Read each brainset's last saved manifest instead of computing it.
+
+    Returns:
+        The table (a column per state, ``to run``, ``to download``) and the lines
+        naming each asset that would run with its reason, then advisory changes.
+
+    Raises:
+        UsageError: ``offline`` and a brainset has no saved manifest.
+    """
+    from brainsets_kedro.discovery import load_brainset_class  # noqa: PLC0415
+    from brainsets_kedro.nodes import ManifestNode  # noqa: PLC0415
+    from brainsets_kedro.run_settings import RunSettings  # noqa: PLC0415
+    from brainsets_kedro.sizes import format_bytes  # noqa: PLC0415
+
+    triggers = RunSettings.from_parameters(parameters).rerun_on
+    rows, lines, owners = [], [], {}
+    for brainset_id in brainset_ids:
+        pipeline_cls = load_brainset_class(brainset_id)
+        node = ManifestNode(pipeline_cls)
+        raw_dir, processed_dir = (
+            Path(catalog.load(f"{brainset_id}.{name}"))
+            for name in ("raw_dir", "processed_dir")
+        )
+        other = owners.setdefault(processed_dir.resolve(), brainset_id)
+        if other != brainset_id:
+            raise SharedProcessedDir(
+                shared_dir_message(brainset_id, other, processed_dir)
+            )
+        args = node.parse_args(parameters)
+        if offline:
+            if not catalog.exists(f"{brainset_id}.manifest"):
+                raise UsageError(
+                    f"--offline: brainset '{brainset_id}' has no saved manifest "
+                    f"yet; run without --offline (or kedro brainset manifest "
+                    f"{brainset_id}) once."
+                )
+            manifest = catalog.load(f"{brainset_id}.manifest")
+        else:
+            manifest = node.get_manifest(raw_dir, parameters, processed_dir)
+        state = read_ledger(processed_dir, brainset_id)
+        decisions = decide(
+            pipeline_cls,
+            args,
+            manifest,
+            processed_dir=processed_dir,
+            raw_dir=raw_dir,
+            triggers=triggers,
+            state=state,
+        )
+        counted = counts(decisions)
+        to_download = raw_bytes_to_download(manifest, decisions, state, raw_dir)
+        rows.append(
+            [brainset_id, len(manifest), *(counted[s] for s in STATES)]
+            + [sum(d.runs for d in decisions.values())]
+            + ["-" if to_download is None else format_bytes(to_download)]
+        )
+        lines += _explained(brainset_id, decisions)
+    columns = ["brainset", "assets", *STATES, "to run", "to download"]
+    return pd.DataFrame(rows, columns=columns), lines
+
+
+def _explained(brainset_id: str, decisions: Mapping[Any, Decision]) -> list[str]:
+    """``<brainset> <asset>: stale: params gain 1.0 -> 2.0`` per asset that would
+    run, then each advisory change once with the number of assets it concerns."""
+    lines = [
+        f"{brainset_id} {asset_id}: {d.state}: {d.reason}".rstrip(": ")
+        for asset_id, d in decisions.items()
+        if d.runs
+    ]
+    notes = Counter(d.notes for d in decisions.values() if d.notes)
+    for note, n in notes.most_common(SHOWN_NOTES):
+        lines.append(
+            f"{brainset_id}: {note} ({n} assets; advisory: brainsets.rerun_on does "
+            f"not list it, so they are not stale)"
+        )
+    return lines

@@ -7,12 +7,13 @@ final path, one dataset after another, and skips an asset whose output exists un
 built in ``process``; ``--gain`` changes what it writes. The manifest's ``n_units``
 come from ``<raw_dir>/units.json`` when that file exists (a source whose catalog
 changed). Each call of ``download`` and ``process`` appends a line to
-``<raw_dir>/calls.log``.
+``<raw_dir>/calls.log``; ``$LEDGERED_WRITE_DELAY`` slows its writes down.
 
 Copied into a temporary project as src/brainsets_kedro/pipelines/ledgered/pipeline.py.
 """
 
 import json
+import os
 import time
 from argparse import ArgumentParser
 
@@ -29,9 +30,10 @@ parser.add_argument("--reprocess", action="store_true")
 parser.add_argument("--n-sessions", type=int, default=4)
 parser.add_argument("--gain", type=float, default=1.0)
 parser.add_argument("--n-datasets", type=int, default=20)
-parser.add_argument("--write-delay", type=float, default=0.0, help="s per dataset")
 
 N_DATASETS = 20
+WRITE_DELAY = float(os.environ.get("LEDGERED_WRITE_DELAY", "0"))
+"""Seconds between two datasets: a run slow enough to be killed mid-file."""
 
 
 class Pipeline(BrainsetPipeline):
@@ -82,4 +84,4 @@ class Pipeline(BrainsetPipeline):
             for i in range(self.args.n_datasets):
                 file.create_dataset(f"d{i:02d}", data=units * self.args.gain)
                 file.flush()
-                time.sleep(self.args.write_delay)
+                time.sleep(WRITE_DELAY)

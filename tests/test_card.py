@@ -23,11 +23,11 @@ from kedro_datasets.pandas import ParquetDataset
 from temporaldata import ArrayDict, Data, IrregularTimeSeries
 
 from brainsets_kedro.card import CARD_COLUMNS, UnreadableFiles
-from brainsets_kedro.ledger import PROVENANCE_COLUMNS
 from brainsets_kedro.datasets import BrainsetDirectory, TemporalDataDataset
 from brainsets_kedro.errors import exit_code
 from brainsets_kedro.factory import create_brainset_pipeline
 from brainsets_kedro.hooks import SaveReportOnFailure
+from brainsets_kedro.ledger import PROVENANCE_COLUMNS
 from brainsets_kedro.nodes import AssetFailures
 from brainsets_kedro.runner import BrainsetRunner, RunFailures
 from brainsets_kedro.sizes import (

@@ -53,7 +53,9 @@ def processed(project):
 
 
 def report(project):
-    return pd.read_parquet(project / "data" / "08_reporting" / ID / "run_report.parquet")
+    return pd.read_parquet(
+        project / "data" / "08_reporting" / ID / "run_report.parquet"
+    )
 
 
 def calls(root):
@@ -176,8 +178,9 @@ def test_a_comment_only_edit_reprocesses_nothing(project):
     text = source.read_text()
     source.write_text(
         "# A comment on top.\n"
-        + text.replace("    def download(", "    # Fetch one asset.\n\n    def download(")
-        .replace('"""A brainset written', '"""Another docstring. A brainset written')
+        + text.replace(
+            "    def download(", "    # Fetch one asset.\n\n    def download("
+        ).replace('"""A brainset written', '"""Another docstring. A brainset written')
     )
     run(project)
     assert set(statuses(project).values()) == {"UP TO DATE"}

@@ -274,8 +274,9 @@ def brainset_status(  # click passes the options by name
                 f"Unknown brainset(s) {', '.join(map(repr, unknown))}. Registered "
                 f"brainsets: {', '.join(known) or '(none)'}."
             )
+        classes = {i: load_brainset_class(i) for i in ids or known}
         table, explained = brainset_states(
-            list(ids) or known, context.catalog, context.params, offline=offline
+            classes, context.catalog, context.params, offline=offline
         )
     click.echo(table.to_string(index=False) if len(table) else "No brainsets.")
     for line in explained if explain else ():

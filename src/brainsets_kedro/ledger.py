@@ -44,6 +44,7 @@ from brainsets_kedro.assets import (
     DONE,
     DOWNLOADED,
     FAILED,
+    LOG_DIR_NAME,
     UP_TO_DATE,
     AssetResult,
     BrainsetJob,
@@ -56,6 +57,26 @@ logger = logging.getLogger(__name__)
 LEDGER_NAME = ".brainsets_kedro.ledger"
 JOURNAL_NAME = ".brainsets_kedro.journal"
 """The file of DONE asset ids that runs wrote before the ledger: read to adopt them."""
+
+
+SUFFIX = ".h5"
+"""The processed files' suffix (temporaldata's HDF5 files)."""
+
+
+def processed_files(processed_dir: Path) -> list[Path]:
+    """The processed ``.h5`` files under ``processed_dir``, sorted; hidden ones (a
+    file being written) and the run's logs left out."""
+    found = []
+    for root, folders, files in os.walk(processed_dir):
+        folders[:] = sorted(
+            f for f in folders if not f.startswith(".") and f != LOG_DIR_NAME
+        )
+        found += [
+            Path(root, name)
+            for name in files
+            if name.endswith(SUFFIX) and not name.startswith(".")
+        ]
+    return sorted(found)
 
 
 class DamagedState(UserError, OSError):

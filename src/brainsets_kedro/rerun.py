@@ -44,9 +44,11 @@ from brainsets_kedro.fingerprint import (
     changes,
 )
 from brainsets_kedro.ledger import (
+    SUFFIX,
     AssetRecord,
     LedgerState,
     SharedProcessedDir,
+    processed_files,
     read_ledger,
     shared_dir_message,
 )
@@ -170,8 +172,6 @@ def _when(timestamp: float | None) -> str:
 def _output_names(processed_dir: Path) -> set[str]:
     """The names an output made before the ledger may carry: each ``.h5`` file's
     path under ``processed_dir`` without the suffix, and its stem."""
-    from brainsets_kedro.card import SUFFIX, processed_files  # noqa: PLC0415
-
     if not processed_dir.is_dir():
         return set()
     names = set()
@@ -298,7 +298,7 @@ SHOWN_NOTES = 3  # distinct advisory notes listed per brainset by --explain
 
 
 def brainset_states(
-    brainset_ids: list[str],
+    brainsets: Mapping[str, type],
     catalog: Any,
     parameters: Mapping[str, Any],
     offline: bool = False,
@@ -306,7 +306,7 @@ def brainset_states(
     """``kedro brainset status``: one row per brainset, and the ``--explain`` lines.
 
     Args:
-        brainset_ids: The brainsets to report.
+        brainsets: The Pipeline class of each brainset to report, by id.
         catalog: The project's catalog (directories, saved manifests).
         parameters: The run's parameters, as ``kedro run`` would have them.
         offline: Read each brainset's last saved manifest instead of computing it.
@@ -318,15 +318,13 @@ def brainset_states(
     Raises:
         UsageError: ``offline`` and a brainset has no saved manifest.
     """
-    from brainsets_kedro.discovery import load_brainset_class  # noqa: PLC0415
     from brainsets_kedro.nodes import ManifestNode  # noqa: PLC0415
     from brainsets_kedro.run_settings import RunSettings  # noqa: PLC0415
     from brainsets_kedro.sizes import format_bytes  # noqa: PLC0415
 
     triggers = RunSettings.from_parameters(parameters).rerun_on
     rows, lines, owners = [], [], {}
-    for brainset_id in brainset_ids:
-        pipeline_cls = load_brainset_class(brainset_id)
+    for brainset_id, pipeline_cls in brainsets.items():
         node = ManifestNode(pipeline_cls)
         raw_dir, processed_dir = (
             Path(catalog.load(f"{brainset_id}.{name}"))

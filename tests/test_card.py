@@ -418,7 +418,7 @@ def test_kedro_run_on_a_too_small_disk_and_the_manifest_sizes(project):
     assert shown.returncode == 0, shown.stderr
     # The manifest the run saved, with each asset's size and the total.
     assert re.search(rf"s_00\s+3\s+{huge}\n", shown.stdout), shown.stdout
-    total = f"3 assets, 3000000.0 TB ({3 * huge} bytes) to download."
+    total = f"3 assets, 3000000.0 TB ({3 * huge} bytes) in all. Still to download:"
     assert total in shown.stdout
 
 

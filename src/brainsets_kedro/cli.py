@@ -225,8 +225,9 @@ def show_manifest(
     unknown = int(sizes.isna().sum())
     click.echo(
         f"{len(manifest)} assets, {format_bytes(sizes.sum())} "
-        f"({int(sizes.sum())} bytes) to download"
-        + (f"; {unknown} of unknown size." if unknown else ".")
+        f"({int(sizes.sum())} bytes) in all"
+        + (f"; {unknown} of unknown size" if unknown else "")
+        + f". Still to download: kedro brainset status {brainset_id}"
     )
 
 

@@ -219,17 +219,22 @@ def provenance(processed_dir: Path, brainset_id: str) -> dict[str, dict[str, Any
     ``{asset id: {"version", "params", "code", "packages", "input", "prepared_at",
     "run_id", "adopted"}}`` (values JSON-encoded where they are not strings)."""
     state = read_ledger(processed_dir, brainset_id)
-    shown = {}
+    shown, runs = {}, {}
     for asset_id, record in state.assets.items():
         done = record.done
         if record.event != "done" or done is None:
             continue
+        run = runs.get(done.get("r"))
+        if run is None:  # the parts of a run, encoded once for all its assets
+            run = runs[done.get("r")] = {
+                "version": done.get("version"),
+                "params": json.dumps(done.get("params"), sort_keys=True),
+                "code": done.get("code"),
+                "packages": json.dumps(done.get("packages"), sort_keys=True),
+            }
         when = done.get("t1")
         shown[asset_id] = {
-            "version": done.get("version"),
-            "params": json.dumps(done.get("params"), sort_keys=True),
-            "code": done.get("code"),
-            "packages": json.dumps(done.get("packages"), sort_keys=True),
+            **run,
             "input": json.dumps(done.get("in"), sort_keys=True),
             "prepared_at": _iso(when) if when else None,
             "run_id": done.get("r"),

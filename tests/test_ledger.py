@@ -393,3 +393,32 @@ def test_two_brainsets_sharing_a_processed_folder_are_refused(project):
     assert alone.returncode == 1
     assert "Brainsets 'twin' and 'ledgered' share" in " ".join(alone.stderr.split())
     assert kedro_in_process(project, "brainset", "status").returncode == 1
+
+
+def test_a_brainset_without_reprocess_gets_a_warning_naming_its_assets(project):
+    add_brainset(project, "sized", "sized")
+    command = ["run", "--pipeline=sized", THREADS]
+    assert kedro_in_process(project, *command).returncode == 0
+    changed = kedro_in_process(project, *command, "--params=sized.corrupt=none")
+    output = " ".join((changed.stdout + changed.stderr).split())
+    assert changed.returncode == 0, output
+    assert "Brainset 'sized': 3 stale (params corrupt '' -> none)" in output
+    assert (
+        "Brainset 'sized' has no 'reprocess' option: its process may skip the "
+        "existing outputs of s_00, s_01, s_02"
+    ) in output
+
+
+def test_the_brainsets_own_reprocess_prepares_the_selected_assets_again(project):
+    run(project)
+    forget_calls(raw(project))
+    run(project, "--params=ledgered.reprocess=true,brainsets.only=s0|s2")
+    assert statuses(project) == {"s0": "DONE", "s2": "DONE"}
+    assert calls(raw(project)) == [
+        "download s0",
+        "download s2",
+        "process s0",
+        "process s2",
+    ]
+    run(project)  # reprocess is not part of the fingerprint
+    assert set(statuses(project).values()) == {"UP TO DATE"}

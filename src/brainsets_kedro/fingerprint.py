@@ -230,21 +230,17 @@ def changes(
     Returns:
         A short description per part that changed.
     """
+    return {**run_changes(recorded, current), **input_changes(recorded, row, raw_dir)}
+
+
+def run_changes(recorded: Mapping[str, Any], current: Fingerprint) -> dict[str, str]:
+    """The parts of :func:`changes` that are the same for every asset of a run."""
     found: dict[str, str] = {}
     if recorded.get("version") != current.version:
         found["version"] = f"version {recorded.get('version')} -> {current.version}"
     params = _differences(recorded.get("params") or {}, current.params)
     if params:
         found["params"] = f"params {params}"
-    inputs = recorded.get("in") or {}
-    if row is not None:
-        differences = _differences(inputs.get("row") or {}, row)
-        if differences:
-            found["input"] = f"input {differences}"
-    if "input" not in found and raw_dir is not None:
-        changed = _changed_files(inputs.get("files") or {}, raw_dir)
-        if changed:
-            found["input"] = f"input file {changed}"
     if recorded.get("code") != current.code:
         found["code"] = "code changed since it was prepared"
     packages = _differences(recorded.get("packages") or {}, current.packages)
@@ -253,17 +249,43 @@ def changes(
     return found
 
 
+def input_changes(
+    recorded: Mapping[str, Any], row: Mapping[str, Any] | None, raw_dir: Path | None
+) -> dict[str, str]:
+    """The ``input`` part of :func:`changes`: the manifest row, else the size of a
+    file ``download`` returned."""
+    inputs = recorded.get("in") or {}
+    if row is not None:
+        differences = _differences(inputs.get("row") or {}, row)
+        if differences:
+            return {"input": f"input {differences}"}
+    if raw_dir is not None:
+        changed = _changed_files(inputs.get("files") or {}, raw_dir)
+        if changed:
+            return {"input": f"input file {changed}"}
+    return {}
+
+
 SHOWN_CHANGES = 2
 
 
 def _differences(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
     """``gain 1.0 -> 2.0, n 3 -> 4`` (a few), or ``""`` when they are equal."""
+    if before == after:
+        return ""
     keys = [
         k for k in dict.fromkeys([*before, *after]) if before.get(k) != after.get(k)
     ]
-    shown = [f"{k} {before.get(k)} -> {after.get(k)}" for k in keys[:SHOWN_CHANGES]]
+    shown = [
+        f"{k} {_shown(before.get(k))} -> {_shown(after.get(k))}"
+        for k in keys[:SHOWN_CHANGES]
+    ]
     more = len(keys) - SHOWN_CHANGES
     return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+
+
+def _shown(value: Any) -> str:
+    return repr(value) if value == "" else str(value)
 
 
 def _changed_files(files: Mapping[str, int | None], raw_dir: Path) -> str:

@@ -138,12 +138,17 @@ def _lines(path: Path, what: str) -> Iterable[Any] | None:
             f"Cannot read the brainset's {what} {path} ({error.strerror or error}): "
             f"fix its permissions, or move it away."
         ) from None
+    lines = [line for line in data.splitlines() if line.strip()]
+    try:  # all at once: about three times faster than line by line
+        return json.loads(b"[" + b",".join(lines) + b"]")
+    except ValueError:
+        pass
     values, damaged = [], 0
-    for line in data.splitlines():
+    for line in lines:
         try:
             values.append(json.loads(line))
         except ValueError:  # also UnicodeDecodeError: bytes that are not UTF-8
-            damaged += line.strip() != b""
+            damaged += 1
     if damaged:
         logger.warning(
             "%s: %d damaged line(s) skipped (cut short, or not written by a run); "

@@ -41,7 +41,8 @@ from brainsets_kedro.fingerprint import (
     ADVISORY,
     Fingerprint,
     canonical_row,
-    changes,
+    input_changes,
+    run_changes,
 )
 from brainsets_kedro.ledger import (
     SUFFIX,
@@ -116,7 +117,7 @@ def decide(
     triggers = set(triggers)
     columns = tuple(map(str, rows.columns))
     outputs: set[str] | None = None
-    decisions = {}
+    decisions, by_run = {}, {}
     for asset_id, values in zip(
         rows.index, rows.itertuples(index=False, name=None), strict=True
     ):
@@ -125,8 +126,11 @@ def decide(
         if record is not None:
             changed = {}
             if record.done is not None:
+                run = record.done.get("r")
+                if run not in by_run:  # the same for every asset of that run
+                    by_run[run] = run_changes(record.done, current)
                 row = canonical_row(columns, values)
-                changed = changes(record.done, current, row, raw_dir)
+                changed = {**by_run[run], **input_changes(record.done, row, raw_dir)}
             decisions[asset_id] = _from_record(record, changed, triggers)
             continue
         if outputs is None and not (state.journal and key in state.journal):

@@ -142,7 +142,10 @@ def test_reruns_skip_what_is_up_to_date_and_redo_what_is_stale(tmp_path, runner)
 # -- re-runs -------------------------------------------------------------------------
 
 
-def test_a_killed_run_then_a_rerun_leaves_every_file_complete(project, monkeypatch):
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT])
+def test_a_killed_run_then_a_rerun_leaves_every_file_complete(
+    project, monkeypatch, stop
+):
     ledger = processed(project) / LEDGER_NAME
     # Slow writes: each .h5 takes 20 x 0.3 s, so the kill lands mid-file.
     monkeypatch.setenv("LEDGERED_WRITE_DELAY", "0.3")
@@ -156,8 +159,8 @@ def test_a_killed_run_then_a_rerun_leaves_every_file_complete(project, monkeypat
     while not list(processed(project).glob("s*.h5")):
         assert kedro.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
-    os.killpg(kedro.pid, signal.SIGKILL)
-    kedro.wait(timeout=30)
+    os.killpg(kedro.pid, stop)  # kill -9, or Ctrl-C (to the whole group)
+    kedro.wait(timeout=60)
     started = {a for a, r in read_ledger(processed(project), ID).assets.items()}
     assert started and all(
         r.event == "start" for r in read_ledger(processed(project), ID).assets.values()

@@ -425,3 +425,18 @@ def test_the_brainsets_own_reprocess_prepares_the_selected_assets_again(project)
     ]
     run(project)  # reprocess is not part of the fingerprint
     assert set(statuses(project).values()) == {"UP TO DATE"}
+
+
+def test_the_readmes_status_commands(tmp_path):
+    project = copy_project(tmp_path / "example")
+    for command in (["brainset", "status"], ["brainset", "status", "my_brainset"]):
+        shown = kedro_in_process(project, *command, "--explain")
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        assert "my_brainset sess_01: missing: no output yet" in shown.stdout
+    offline = kedro_in_process(project, "brainset", "status", "--offline", "--check")
+    assert offline.returncode == 2  # no saved manifest yet: a usage error
+    assert "has no saved manifest yet" in offline.stderr
+    ran = kedro_in_process(project, "run", "--pipeline=my_brainset", THREADS)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    checked = kedro_in_process(project, "brainset", "status", "--offline", "--check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr

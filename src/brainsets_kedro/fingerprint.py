@@ -44,8 +44,6 @@ from brainsets_kedro.upstream import _module_file, _requirement_name, inline_met
 
 PARTS = ("version", "params", "input", "code", "packages")
 """The parts of a fingerprint, as ``brainsets.rerun_on`` names them."""
-DEFAULT_TRIGGERS = ("version", "params", "input")
-ADVISORY = ("code", "packages")
 NOT_PARAMETERS = {"reprocess", "redownload"}
 """Options that say how to run, not what to make: never part of the fingerprint."""
 PACKAGES = ("brainsets_kedro", "torch_brain", "brainsets", "temporaldata")

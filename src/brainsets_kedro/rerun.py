@@ -38,7 +38,6 @@ import pandas as pd
 from brainsets_kedro.assets import ADOPT, DECISION_COLUMN, SKIP, BrainsetJob
 from brainsets_kedro.errors import UsageError
 from brainsets_kedro.fingerprint import (
-    ADVISORY,
     Fingerprint,
     canonical_row,
     input_changes,
@@ -76,7 +75,8 @@ class Decision:
     reason: str = ""
     """For ``kedro brainset status --explain``: ``params gain 1.0 -> 2.0``."""
     notes: str = ""
-    """Advisory parts that changed (code, packages), which do not make it stale."""
+    """Parts that changed and that ``brainsets.rerun_on`` does not list (by default
+    code, packages): shown, they do not make it stale."""
     options: tuple[str, ...] = ()
     """The brainset options it needs for itself: ``reprocess``, ``redownload``."""
     adopt: bool = False
@@ -157,11 +157,7 @@ def _from_record(
     if record.event == "downloaded":
         return Decision(DOWNLOADED, "not processed", "", options)
     stale = "; ".join(why for part, why in changed.items() if part in triggers)
-    notes = "; ".join(
-        why
-        for part, why in changed.items()
-        if part not in triggers and part in ADVISORY
-    )
+    notes = "; ".join(why for part, why in changed.items() if part not in triggers)
     if stale:
         return Decision(STALE, stale, notes, options)
     return Decision(UP_TO_DATE, "", notes)
@@ -170,7 +166,8 @@ def _from_record(
 def _when(timestamp: float | None) -> str:
     if timestamp is None:
         return "at an unknown time"
-    return pd.Timestamp(timestamp, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M:%S")
+    when = pd.Timestamp(timestamp, unit="s", tz="UTC")
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _output_names(processed_dir: Path) -> set[str]:

@@ -210,29 +210,18 @@ def package_versions(pipeline_cls: type) -> dict[str, str]:
     return versions
 
 
-def changes(
-    recorded: Mapping[str, Any],
-    current: Fingerprint,
-    row: Mapping[str, Any] | None,
-    raw_dir: Path | None,
-) -> dict[str, str]:
-    """What changed since an asset was prepared, by part: ``{"params": "gain 1.0 ->
-    2.0", ...}``. ``recorded`` is the asset's ledger record merged with its run's.
+def run_changes(recorded: Mapping[str, Any], current: Fingerprint) -> dict[str, str]:
+    """What changed since a run prepared its assets, by part: ``{"params": "gain
+    1.0 -> 2.0", ...}`` (version, params, code, packages: the same for every asset
+    of that run).
 
     Args:
-        recorded: The fingerprint it was prepared with.
-        current: The run's fingerprint parts now.
-        row: Its canonical manifest row now (``None``: not compared).
-        raw_dir: Where the files ``download`` returned are (``None``: not looked at).
+        recorded: The run's line in the ledger (the parts it prepared with).
+        current: The fingerprint parts now.
 
     Returns:
         A short description per part that changed.
     """
-    return {**run_changes(recorded, current), **input_changes(recorded, row, raw_dir)}
-
-
-def run_changes(recorded: Mapping[str, Any], current: Fingerprint) -> dict[str, str]:
-    """The parts of :func:`changes` that are the same for every asset of a run."""
     found: dict[str, str] = {}
     if recorded.get("version") != current.version:
         found["version"] = f"version {recorded.get('version')} -> {current.version}"
@@ -250,8 +239,18 @@ def run_changes(recorded: Mapping[str, Any], current: Fingerprint) -> dict[str, 
 def input_changes(
     recorded: Mapping[str, Any], row: Mapping[str, Any] | None, raw_dir: Path | None
 ) -> dict[str, str]:
-    """The ``input`` part of :func:`changes`: the manifest row, else the size of a
-    file ``download`` returned."""
+    """What changed in an asset's input since it was prepared: its manifest row,
+    else the size of a file its ``download`` returned (``{"input": "input n_units
+    12 -> 17"}``, or empty).
+
+    Args:
+        recorded: The asset's ``done`` line in the ledger.
+        row: Its canonical manifest row now (``None``: not compared).
+        raw_dir: Where the files ``download`` returned are (``None``: not looked at).
+
+    Returns:
+        ``{"input": description}`` when it changed, else ``{}``.
+    """
     inputs = recorded.get("in") or {}
     if row is not None:
         differences = _differences(inputs.get("row") or {}, row)

@@ -96,18 +96,20 @@ def shared_dir_message(brainset_id: str, other: str, processed_dir: Path) -> str
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class AssetRecord:
     """What the ledger says of one asset."""
 
     event: str
     """Its last line's: ``start``, ``done``, ``failed`` or ``downloaded``."""
     time: float | None = None
-    done: dict[str, Any] | None = None
-    """Its last ``done`` line, merged with that line's run (its fingerprint)."""
     error: str | None = None
     inputs: dict[str, Any] | None = None
     """The input of its last ``done`` or ``downloaded`` line."""
+    done: dict[str, Any] | None = None
+    """Its last ``done`` line (its input, times, run id)."""
+    run: dict[str, Any] = field(default_factory=dict)
+    """The ``run`` line of that ``done`` line: the fingerprint parts of its run."""
 
 
 @dataclass
@@ -199,7 +201,7 @@ def read_ledger(processed_dir: Path, brainset_id: str) -> LedgerState:
                 if "in" in line:
                     record.inputs = line["in"]
                 if event == "done":
-                    record.done = {**runs.get(str(line.get("r")), {}), **line}
+                    record.done, record.run = line, runs.get(str(line.get("r")), {})
     journal = _lines(processed_dir / JOURNAL_NAME, "journal")
     if journal is not None:
         state.journal = {v for v in journal if isinstance(v, str)}
@@ -232,10 +234,10 @@ def provenance(processed_dir: Path, brainset_id: str) -> dict[str, dict[str, Any
         run = runs.get(done.get("r"))
         if run is None:  # the parts of a run, encoded once for all its assets
             run = runs[done.get("r")] = {
-                "version": done.get("version"),
-                "params": json.dumps(done.get("params"), sort_keys=True),
-                "code": done.get("code"),
-                "packages": json.dumps(done.get("packages"), sort_keys=True),
+                "version": record.run.get("version"),
+                "params": json.dumps(record.run.get("params"), sort_keys=True),
+                "code": record.run.get("code"),
+                "packages": json.dumps(record.run.get("packages"), sort_keys=True),
             }
         when = done.get("t1")
         shown[asset_id] = {

@@ -128,7 +128,7 @@ def decide(
             if record.done is not None:
                 run = record.done.get("r")
                 if run not in by_run:  # the same for every asset of that run
-                    by_run[run] = run_changes(record.done, current)
+                    by_run[run] = run_changes(record.run, current)
                 row = canonical_row(columns, values)
                 changed = {**by_run[run], **input_changes(record.done, row, raw_dir)}
             decisions[asset_id] = _from_record(record, changed, triggers)

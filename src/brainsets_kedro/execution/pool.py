@@ -111,8 +111,7 @@ class _Plan:
 
     def cluster_task(self, row: tuple) -> Any:
         """The task of an asset on a cluster (both stages): recorded as started."""
-        if row[-1] not in (SKIP, ADOPT):  # its DECISION_COLUMN: not up to date
-            self.journal.started(row[0])
+        self.journal.started(row[0])
         return self.task(row)
 
     def process_task(self, row: tuple, download: AssetResult) -> Any:
@@ -277,7 +276,7 @@ class SharedAssetPool:
                 if self._streams is not None:
                     tasks = self._streams.tasks()
                 else:  # on a cluster: one task per asset, both stages
-                    tasks = (plan.cluster_task(row) for plan, row in self._unfinished())
+                    tasks = self._cluster_tasks(board)
                 for result in self._parallel()(tasks):
                     self._collect(board, result)
                 return
@@ -312,6 +311,15 @@ class SharedAssetPool:
                 self._collect(board, worker_died(plan.job, lost[0].asset_id, cause))
                 continue
             self._run_suspects_alone(board, cause)
+
+    def _cluster_tasks(self, board: StatusBoard) -> Iterator[Any]:
+        """The cluster's tasks; an asset that is UP TO DATE is done with here, as
+        nothing of it runs (no task to send)."""
+        for plan, row in self._unfinished():
+            if row[-1] in (SKIP, ADOPT):  # its DECISION_COLUMN
+                self._collect(board, plan.job.run(row))
+            else:
+                yield plan.cluster_task(row)
 
     def _stop_cluster_round(self) -> None:
         """Stop the round's tasks still on the cluster. A stopped run id also stops

@@ -354,11 +354,16 @@ def test_a_damaged_ledger_is_recovered_from(project):
     assert "Traceback" not in result.stdout + result.stderr
 
 
-def test_a_folder_in_place_of_the_ledger_is_one_short_message(project):
-    (processed(project) / LEDGER_NAME).mkdir(parents=True)
+@pytest.mark.parametrize(
+    ("name", "what"), [(LEDGER_NAME, "ledger"), (".brainsets_kedro.journal", "journal")]
+)
+def test_a_folder_in_place_of_the_ledger_is_one_short_message(project, name, what):
+    (processed(project) / name).mkdir(parents=True)
     result = run(project, code=1)
-    output = result.stdout + result.stderr
-    assert "is a folder, not the brainset's ledger" in output
+    output = " ".join((result.stdout + result.stderr).split())
+    assert (
+        f"{processed(project) / name} is a folder, not the brainset's {what}" in output
+    )
     assert "Traceback" not in output
     assert status(project).returncode == 1
 

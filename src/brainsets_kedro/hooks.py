@@ -153,8 +153,8 @@ class SaveReportOnFailure:
 
 class RerunFailed:
     """``brainsets.only=failed``: each brainset's download node gets, instead, the
-    list of its manifest's assets that are not done: not DONE in the last run that
-    selected them (failed, interrupted, or never finished because that run was
+    list of its manifest's assets that are not done: whose last record is not DONE
+    (failed, interrupted, or never finished because a run was
     killed, or only downloaded). What is done comes from the brainset's ledger
     (:mod:`brainsets_kedro.ledger`), written as assets finish; without one (a run
     report from before it existed), from the last run report."""
@@ -188,8 +188,8 @@ class RerunFailed:
         manifest = inputs[f"{brainset_id}.manifest"]
         not_done = [str(i) for i in manifest.index if str(i) not in done]
         logger.info(
-            "brainsets.only=failed: %d asset(s) of '%s' are not done (not DONE in "
-            "the last run that selected them): %s.",
+            "brainsets.only=failed: %d asset(s) of '%s' are not done (failed, "
+            "interrupted, never finished, or only downloaded): %s.",
             len(not_done),
             brainset_id,
             shown_ids(not_done),

@@ -154,7 +154,7 @@ def _lines(path: Path, what: str) -> Iterable[Any] | None:
     if damaged:
         logger.warning(
             "%s: %d damaged line(s) skipped (cut short, or not written by a run); "
-            "the assets they were about count as not prepared and run again.",
+            "each asset they were about keeps its record from before them.",
             path,
             damaged,
         )

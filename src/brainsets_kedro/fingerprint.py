@@ -30,6 +30,7 @@ stale only when ``brainsets.rerun_on`` lists them (their changes are still shown
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import math
 import os
@@ -69,15 +70,20 @@ class Fingerprint:
         Returns:
             The version, parameters, code hash and package versions.
         """
-        return cls(
-            version=processing_version(pipeline_cls),
-            params=canonical_params(args),
-            code=code_hash(pipeline_cls),
-            packages=package_versions(pipeline_cls),
-        )
+        version, code, packages = _static_parts(pipeline_cls)
+        return cls(version, canonical_params(args), code, dict(packages))
 
     def as_record(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@functools.cache
+def _static_parts(pipeline_cls: type) -> tuple[str | None, str | None, tuple]:
+    """The parts that depend on the class alone, read once per class and process (a
+    run plans, then records: each asks; a changed file is a new class, imported by
+    the next command)."""
+    packages = tuple(package_versions(pipeline_cls).items())
+    return processing_version(pipeline_cls), code_hash(pipeline_cls), packages
 
 
 def processing_version(pipeline_cls: type) -> str | None:

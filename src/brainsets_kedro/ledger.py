@@ -33,6 +33,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -242,7 +243,7 @@ def provenance(processed_dir: Path, brainset_id: str) -> dict[str, dict[str, Any
         when = done.get("t1")
         shown[asset_id] = {
             **run,
-            "input": json.dumps(done.get("in"), sort_keys=True),
+            "input": json.dumps(done.get("in")),
             "prepared_at": _iso(when) if when else None,
             "run_id": done.get("r"),
             "adopted": bool(done.get("adopted")),
@@ -292,7 +293,7 @@ def with_provenance(
 
 
 def _iso(timestamp: float) -> str:
-    return pd.Timestamp(timestamp, unit="s", tz="UTC").isoformat()
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat()
 
 
 def new_run_id() -> str:
@@ -361,7 +362,11 @@ class Ledger:
             )
 
     def _put(self, record: dict[str, Any]) -> None:
-        os.write(self._fd, (json.dumps(record, default=str) + "\n").encode())
+        try:  # without default=, json's C encoder: three times faster
+            line = json.dumps(record)
+        except TypeError:  # an error message's odd object, say
+            line = json.dumps(record, default=str)
+        os.write(self._fd, (line + "\n").encode())
 
     def _input(self, asset_id: str, result: AssetResult) -> dict[str, Any]:
         values = self._rows.get(asset_id)

@@ -129,6 +129,7 @@ def main() -> None:
     parser.add_argument(
         "--case", choices=["rerun-2000", "status-10000", "cost-2000"], action="append"
     )
+    parser.add_argument("--rounds", type=int, help="rounds per figure (default 5)")
     parser.add_argument(
         "--baseline-rev",
         default="main",
@@ -136,7 +137,7 @@ def main() -> None:
     )
     options = parser.parse_args()
     cases = options.case or ["rerun-2000", "status-10000", "cost-2000"]
-    rounds = 3 if options.quick else 5
+    rounds = options.rounds or (3 if options.quick else 5)
     print(f"# brainsets-kedro ledger benchmark ({os.cpu_count()} CPUs)")
     assert TRIVIAL.exists()
     with tempfile.TemporaryDirectory() as tmp:

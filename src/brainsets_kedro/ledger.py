@@ -279,7 +279,7 @@ def with_provenance(
     Returns:
         The card with the columns ``asset_id`` and :data:`PROVENANCE_COLUMNS`.
     """
-    prepared = provenance(processed_dir, brainset_id)
+    prepared = provenance(processed_dir, brainset_id) if len(card) else {}
     assets = []
     for file in card.index:
         stem = str(file).rsplit("/", 1)[-1]

@@ -16,7 +16,9 @@ Cases (the targets of the runner issue):
                  in the run: flat if an event costs O(1).
 
 Each run is a fresh process in a temporary copy of the project; figures are wall-clock
-seconds from time.perf_counter and peak RSS from os.wait4.
+seconds from time.perf_counter and peak RSS from os.wait4. Each `kedro run` prepares
+every asset: the brainset's ledger is removed before it (else a run after the first
+would find every asset up to date; benchmarks/bench_ledger.py measures that case).
 """
 
 from __future__ import annotations
@@ -74,13 +76,18 @@ with parallel_config(backend=backend):  # registers joblib's dask backend
 """
 
 
-def make_project(root: Path) -> Path:
+LEDGER = Path("data/02_processed/trivial/.brainsets_kedro.ledger")
+
+
+def make_project(root: Path, source: Path = REPO) -> Path:
+    """A copy of the project at ``source`` (this checkout by default) with the
+    trivial brainset, in ``root/project``."""
     project = root / "project"
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
     for name in ("conf", "src"):
-        shutil.copytree(REPO / name, project / name, ignore=ignore)
+        shutil.copytree(source / name, project / name, ignore=ignore)
     for name in ("pyproject.toml", ".telemetry"):
-        shutil.copy(REPO / name, project / name)
+        shutil.copy(source / name, project / name)
     (project / "conf" / "local").mkdir(exist_ok=True)
     folder = project / "src" / "brainsets_kedro" / "pipelines" / "trivial"
     folder.mkdir()
@@ -90,8 +97,13 @@ def make_project(root: Path) -> Path:
     return project
 
 
-def start(project: Path, command: list[str]) -> subprocess.Popen:
-    """``command`` started in ``project``, its stdout discarded, its stderr piped."""
+def start(
+    project: Path, command: list[str], keep_ledger: bool = False
+) -> subprocess.Popen:
+    """``command`` started in ``project``, its stdout discarded, its stderr piped;
+    the trivial brainset's ledger removed first unless ``keep_ledger``."""
+    if not keep_ledger:
+        (project / LEDGER).unlink(missing_ok=True)
     env = {
         **os.environ,
         "KEDRO_DISABLE_TELEMETRY": "1",
@@ -105,10 +117,12 @@ def start(project: Path, command: list[str]) -> subprocess.Popen:
     )
 
 
-def timed(project: Path, command: list[str]) -> tuple[float, float]:
+def timed(
+    project: Path, command: list[str], keep_ledger: bool = False
+) -> tuple[float, float]:
     """Run ``command`` in ``project``; (wall seconds, peak RSS in MB)."""
     started = time.perf_counter()
-    process = start(project, command)
+    process = start(project, command, keep_ledger)
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:

@@ -88,6 +88,7 @@ def test_update_status_goes_to_the_tracker(tmp_path, capsys):
     ("status", "style"),
     [
         ("DONE", "green"),
+        ("UP TO DATE", "green"),
         ("FAILED", "red"),
         ("DOWNLOADING", "blue"),
         ("Extracting spikes", "yellow"),

@@ -28,6 +28,7 @@ from brainsets_kedro.datasets import BrainsetDirectory, TemporalDataDataset
 from brainsets_kedro.errors import exit_code
 from brainsets_kedro.factory import create_brainset_pipeline
 from brainsets_kedro.hooks import SaveReportOnFailure
+from brainsets_kedro.ledger import PROVENANCE_COLUMNS
 from brainsets_kedro.nodes import AssetFailures
 from brainsets_kedro.runner import BrainsetRunner, RunFailures
 from brainsets_kedro.sizes import (
@@ -186,7 +187,8 @@ def test_card_describes_every_processed_file(tmp_path, runner, caplog):
     caplog.set_level(logging.INFO, logger="brainsets_kedro.card")
     catalog = _run(tmp_path, RUNNERS[runner](), {"n_assets": 3})
     card = catalog.load("sized.card")
-    assert list(card.columns) == CARD_COLUMNS
+    assert list(card.columns) == [*CARD_COLUMNS, "asset_id", *PROVENANCE_COLUMNS]
+    assert card["asset_id"].tolist() == ["s_00", "s_01", "s_02"]
     assert list(card.index) == ["s_00", "s_01", "s_02"]
     assert card.index.name == "file"
     files = tmp_path / "processed"
@@ -421,7 +423,7 @@ def test_kedro_run_on_a_too_small_disk_and_the_manifest_sizes(project):
     assert shown.returncode == 0, shown.stderr
     # The manifest the run saved, with each asset's size and the total.
     assert re.search(rf"s_00\s+3\s+{huge}\n", shown.stdout), shown.stdout
-    total = f"3 assets, 3000000.0 TB ({3 * huge} bytes) to download."
+    total = f"3 assets, 3000000.0 TB ({3 * huge} bytes) in all. Still to download:"
     assert total in shown.stdout
 
 

@@ -205,6 +205,15 @@ def test_a_brainset_on_a_dask_cluster(project, cluster):
     assert (logs / "a_00.out").read_text() == "downloading a_00\nprocessing a_00\n"
     assert "Traceback" in (logs / "a_02.err").read_text()
 
+    # Again: the assets the ledger holds as done are not sent to the cluster.
+    (logs / "a_00.out").unlink()
+    again = kedro_in_process(project, *result.args[1:])
+    assert again.returncode == 1, again.stdout + again.stderr
+    report = _report(project)
+    assert report.loc["a_02", "status"] == "FAILED"
+    assert (report.drop("a_02")["status"] == "UP TO DATE").all()
+    assert not (logs / "a_00.out").exists()
+
 
 def test_a_worker_that_dies_fails_its_asset_only(project, cluster):
     result = kedro_in_process(

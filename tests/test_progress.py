@@ -100,7 +100,7 @@ def test_the_bytes_download_fetches_reach_the_board(tmp_path):
             reporter=channel.sender,
         )
         row = namedtuple("Row", ["Index", "url"])("a_00", source.as_uri())
-        assert job.run(row).status == "DONE"
+        assert job.run(row).status == "DOWNLOADED"  # download_only: not done
         deadline = time.monotonic() + 30
         while board.progress().fields["bytes"] < 2_500_000:
             assert time.monotonic() < deadline, board.progress().fields

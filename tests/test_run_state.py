@@ -18,7 +18,7 @@ from kedro_datasets.pandas import ParquetDataset
 from brainsets_kedro.datasets import BrainsetDirectory
 from brainsets_kedro.factory import create_brainset_pipeline
 from brainsets_kedro.hooks import LockBrainsets, RerunFailed
-from brainsets_kedro.journal import JOURNAL_NAME, done_assets
+from brainsets_kedro.ledger import LEDGER_NAME, done_assets
 from brainsets_kedro.leftovers import atomic_temporary
 from brainsets_kedro.lock import BrainsetLocked, brainset_lock
 from brainsets_kedro.nodes import AssetFailures
@@ -146,7 +146,8 @@ def _write_with_atomic_write(source: str) -> str:
     [
         # a_04 and a_05 in parallel, processed last (downloads one at a time, in order)
         (["--runner-params=n_jobs=2,download_jobs=1"], 2),
-        (["--runner=SequentialRunner"], 1),  # a_04; a_05 is downloaded only
+        # a_04; a_05 is downloaded only: its record from the complete run stands
+        (["--runner=SequentialRunner"], 1),
     ],
 )
 def test_only_failed_after_a_killed_run_reruns_what_it_did_not_finish(
@@ -173,7 +174,8 @@ def test_only_failed_after_a_killed_run_reruns_what_it_did_not_finish(
         *runner,
     )
     _wait_for(lambda: len(list(processed.glob(".~bk.*.a_0*.txt.tmp"))) == writing)
-    _wait_for(lambda: len(done_assets(processed) or ()) == 4)
+    # The assets it started are not done; those it never reached keep their record.
+    _wait_for(lambda: len(done_assets(processed, "toy") or ()) == 6 - writing)
     os.killpg(run.pid, signal.SIGKILL)
     run.wait(timeout=10)
     assert sorted(p.name for p in processed.glob("*.txt")) == [
@@ -191,22 +193,23 @@ def test_only_failed_after_a_killed_run_reruns_what_it_did_not_finish(
     )
     output = again.stdout + again.stderr
     assert again.returncode == 0, output
-    assert "2 asset(s) of 'toy' are not done" in " ".join(output.split())
+    assert f"{writing} asset(s) of 'toy' are not done" in " ".join(output.split())
     assert (
         f"removed {writing} temporary file(s) that an earlier, killed run left"
         in " ".join(output.split())
     )
     assert not list(processed.glob(".*.tmp"))
     report = pd.read_parquet(project / "data/08_reporting/toy/run_report.parquet")
-    assert sorted(report.index) == ["a_04", "a_05"]
+    assert sorted(report.index) == ["a_04", "a_05"][:writing]
     assert (report["status"] == "DONE").all()
     after = {p.name: p.stat().st_mtime_ns for p in processed.glob("*.txt")}
-    assert sorted(n for n in after if after[n] != before[n]) == ["a_04.txt", "a_05.txt"]
-    assert done_assets(processed) == {f"a_0{i}" for i in range(6)}
+    rewritten = sorted(n for n in after if after[n] != before[n])
+    assert rewritten == ["a_04.txt", "a_05.txt"][:writing]
+    assert done_assets(processed, "toy") == {f"a_0{i}" for i in range(6)}
 
 
 @pytest.mark.parametrize("runner", ["sequential", "brainset"])
-def test_the_journal_lists_what_is_done_as_it_finishes(tmp_path, runner):
+def test_the_ledger_lists_what_is_done_as_it_finishes(tmp_path, runner):
     def run(params, brainsets=None):
         catalog = _catalog(tmp_path)
         set_parameters(catalog, {"toy": params, "brainsets": brainsets or {}})
@@ -219,17 +222,18 @@ def test_the_journal_lists_what_is_done_as_it_finishes(tmp_path, runner):
     processed = tmp_path / "proc" / "toy"
     with pytest.raises(AssetFailures):
         run({"n_assets": 5, "fail": "a_01|a_03"})
-    assert done_assets(processed) == {"a_00", "a_02", "a_04"}
+    assert done_assets(processed, "toy") == {"a_00", "a_02", "a_04"}
     # A run of some assets keeps what the others were.
     with pytest.raises(AssetFailures):
         run({"n_assets": 5, "fail": "a_03"}, {"only": "a_01|a_03"})
-    assert done_assets(processed) == {"a_00", "a_01", "a_02", "a_04"}
+    assert done_assets(processed, "toy") == {"a_00", "a_01", "a_02", "a_04"}
     report = run({"n_assets": 5}, {"only": "failed"}).load("toy.run_report")
     assert list(report.index) == ["a_03"]
-    assert done_assets(processed) == {f"a_0{i}" for i in range(5)}
-    lines = (processed / JOURNAL_NAME).read_text().splitlines()
-    assert [json.loads(line) for line in lines][-1] == "a_03"  # appended
+    assert done_assets(processed, "toy") == {f"a_0{i}" for i in range(5)}
+    lines = (processed / LEDGER_NAME).read_text().splitlines()
+    assert json.loads(lines[-1])["a"] == "a_03"  # appended
+    assert json.loads(lines[-1])["e"] == "done"
     # A line cut short (a full disk) counts as not done.
-    with (processed / JOURNAL_NAME).open("a") as journal:
-        journal.write('"a_0')
-    assert done_assets(processed) == {f"a_0{i}" for i in range(5)}
+    with (processed / LEDGER_NAME).open("a") as ledger:
+        ledger.write('{"e": "done", "a": "a_0')
+    assert done_assets(processed, "toy") == {f"a_0{i}" for i in range(5)}

@@ -201,7 +201,9 @@ def test_only_pattern_matching_nothing_is_an_error(tmp_path):
 
 def test_download_only(tmp_path):
     catalog = _run(tmp_path, {"n_assets": 3}, brainsets={"download_only": True})
-    assert (catalog.load("toy.run_report")["status"] == "DONE").all()
+    assert (
+        catalog.load("toy.run_report")["status"] == "DOWNLOADED"
+    ).all()  # not processed: not done
     assert len(list((tmp_path / "raw" / "toy").glob("*.txt"))) == 3
     assert not list((tmp_path / "proc" / "toy").glob("*.txt"))
 

@@ -25,6 +25,7 @@ import pytest
 from PIL import Image
 
 from brainsets_kedro.card import CARD_COLUMNS
+from brainsets_kedro.ledger import PROVENANCE_COLUMNS
 from brainsets_kedro.nodes import REPORT_COLUMNS
 from tests.conftest import REPO, add_brainset, start_kedro
 
@@ -248,7 +249,7 @@ def test_manifest_run_report_and_card_previews_after_a_run(after_a_run):
     assert len(report["index"]) == 5 and set(report["index"]) <= set(sessions)
     assert {row[0] for row in report["data"]} == {"DONE"}
     card = preview("my_brainset.card")
-    assert card["columns"] == CARD_COLUMNS
+    assert card["columns"] == [*CARD_COLUMNS, "asset_id", *PROVENANCE_COLUMNS]
     assert card["index"] == sessions[:5]
     rows = [dict(zip(card["columns"], row, strict=True)) for row in card["data"]]
     assert all(row["size_bytes"] > 100_000 and row["error"] is None for row in rows)

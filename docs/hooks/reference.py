@@ -90,8 +90,10 @@ def report_columns() -> str:
 
 def card_columns() -> str:
     from brainsets_kedro.card import CARD_COLUMN_MEANINGS  # noqa: PLC0415
+    from brainsets_kedro.ledger import PROVENANCE_COLUMN_MEANINGS  # noqa: PLC0415
 
-    return _columns(CARD_COLUMN_MEANINGS)
+    asset = {"asset_id": "the asset the file is named after, if any"}
+    return _columns({**CARD_COLUMN_MEANINGS, **asset, **PROVENANCE_COLUMN_MEANINGS})
 
 
 TABLES: dict[str, Callable[[], str]] = {

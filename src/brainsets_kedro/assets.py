@@ -48,6 +48,23 @@ DONE = "DONE"
 FAILED = "FAILED"
 INTERRUPTED = "INTERRUPTED"
 """Not finished because the run was stopped (Ctrl-C, SIGTERM)."""
+UP_TO_DATE = "UP TO DATE"
+"""Prepared by an earlier run, with what this run would prepare it with: neither
+``download`` nor ``process`` is called (see :mod:`brainsets_kedro.rerun`)."""
+DOWNLOADED = "DOWNLOADED"
+"""Downloaded by a ``brainsets.download_only`` run: not processed, so not done."""
+FINISHED = (DONE, FAILED, INTERRUPTED, UP_TO_DATE, DOWNLOADED)
+"""The statuses an asset ends a run with."""
+
+DECISION_COLUMN = "__brainsets_kedro_rerun__"
+"""The last column of the manifest rows a run hands to :meth:`BrainsetJob.run`: what
+the run decided for the asset (:mod:`brainsets_kedro.rerun`), stripped before the
+brainset sees the row. :data:`SKIP` or :data:`ADOPT`: the asset is UP TO DATE;
+otherwise the names of the brainset's options set for this asset alone (``reprocess``,
+``redownload``, separated by spaces), or empty. It travels with the row, so that
+per-asset options cost nothing where rows already go (threads, processes, clusters)."""
+SKIP = "skip"
+ADOPT = "adopt"
 LOG_DIR_NAME = "pipeline_logs"
 
 StatusReporter = Callable[[str, Any, str, "Step | None"], None]
@@ -108,6 +125,9 @@ class AssetResult:
     """The statuses the asset reported during this call, in order (see :class:`Step`)."""
     leftover_processes: list[str] = field(default_factory=list)
     """Processes the asset left running, ended after it (see :func:`asset_isolated`)."""
+    inputs: dict[str, int | None] | None = None
+    """What ``download`` returned that is a file or folder under the raw directory:
+    its path relative to it and, for a file, its size (a ``stat``, never a read)."""
 
     @property
     def failed(self) -> bool:
@@ -118,6 +138,8 @@ class AssetResult:
         earlier ``download`` call first."""
         self.stage_times = {**download.stage_times, **self.stage_times}
         self.leftover_processes = download.leftover_processes + self.leftover_processes
+        if self.inputs is None:
+            self.inputs = download.inputs
         return self
 
 
@@ -142,6 +164,9 @@ class BrainsetJob:
     """Seconds before the first retry; doubled before each next one."""
     log_max_bytes: int | None = LOG_MAX_BYTES
     """Bytes each of an asset's logs may hold; the rest is dropped. ``None``: no cap."""
+    delete_raw: bool = False
+    """``brainsets.delete_raw``: the driver removes what ``download`` returned once the
+    asset is DONE and in the ledger (see :class:`brainsets_kedro.ledger.Ledger`)."""
     driver_pid: int | None = None
     """The driver's process id, when workers are processes of its machine: they exit
     when it is gone (see :func:`exit_with_driver`)."""
@@ -181,15 +206,19 @@ class BrainsetJob:
         stages: tuple[str, ...] = STAGES,
         download_output: Any = None,
         start: float | None = None,
+        decision: str | None = None,
     ) -> AssetResult:
         """Run ``stages`` of one manifest row back to back; never raises for the asset's
-        own errors. The asset is DONE when its last stage is (``process``, or
-        ``download`` in a download-only run), and DONE or FAILED is reported."""
+        own errors. The asset is DONE when its last stage is (``process``; DOWNLOADED
+        for ``download`` in a download-only run), and that or FAILED is reported.
+        ``decision`` (else the row's :data:`DECISION_COLUMN`) may make it UP TO DATE
+        at once, or set the brainset's ``reprocess``/``redownload`` for it alone."""
         if self.driver_pid is not None and self.driver_pid != os.getpid():
             become_worker(self.driver_pid)  # a worker process of this machine
-        if not hasattr(item, "_fields"):
-            item = row_type(("Index", *self.columns))(*item)
+        item, decision = _split_decision(item, self.columns, decision)
         asset_id = item.Index
+        if decision in (SKIP, ADOPT):
+            return self._up_to_date(asset_id, start)
         if self.download_only:
             stages = tuple(s for s in stages if s != "process")
         final = self.download_only or "process" in stages
@@ -220,13 +249,14 @@ class BrainsetJob:
         ):
             try:
                 with deadline(self.timeout), signal_interrupts_marked(), counted:
-                    pipeline = self._pipeline()
+                    pipeline = self._pipeline(decision.split())
                     pipeline._asset_id = asset_id
                     for stage in stages:
                         began = time.time()
                         try:
                             if stage == "download":
                                 result.output = self._download(pipeline, item)
+                                result.inputs = raw_inputs(result.output, self.raw_dir)
                             else:
                                 pipeline.process(result.output)
                         finally:
@@ -242,7 +272,11 @@ class BrainsetJob:
                     self.brainset_id,
                 )
             else:
-                result.status = DONE if final else f"{stages[-1]} done"
+                result.status = (
+                    (DOWNLOADED if self.download_only else DONE)
+                    if final
+                    else f"{stages[-1]} done"
+                )
         if written.error is not None:  # the asset's outputs may be fine, its log not
             result.error = "; ".join(filter(None, [result.error, written.error]))
             result.status = FAILED
@@ -271,14 +305,27 @@ class BrainsetJob:
                 time.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _pipeline(self) -> BrainsetPipeline:
-        """This worker's instance of the Pipeline class, reused across its assets."""
+    def _up_to_date(self, asset_id: Any, start: float | None) -> AssetResult:
+        """The result of an asset that is not prepared again: nothing is called."""
+        now = time.time()
+        result = AssetResult(
+            self.brainset_id, asset_id, UP_TO_DATE, now if start is None else start, now
+        )
+        self.reporter(self.brainset_id, asset_id, UP_TO_DATE, None)
+        return result
+
+    def _pipeline(self, options: list[str] | None = None) -> BrainsetPipeline:
+        """This worker's instance of the Pipeline class, reused across its assets;
+        ``options``: the brainset's flags set for this asset alone (``reprocess``)."""
+        args = self.args
+        if options:
+            args = Namespace(**{**vars(args), **dict.fromkeys(options, True)})
         key = (
             threading.get_ident(),  # threads of one process each need their own
             self.pipeline_cls,
             self.raw_dir,
             self.processed_dir,
-            repr(sorted(vars(self.args).items())) if self.args else None,
+            repr(sorted(vars(args).items())) if args else None,
             self.download_only,
             self.reporter,
         )
@@ -289,7 +336,7 @@ class BrainsetJob:
             pipeline = self.pipeline_cls(
                 raw_dir=self.raw_dir,
                 processed_dir=self.processed_dir,
-                args=self.args,
+                args=args,
                 tracker_handle=TrackerHandle(self._on_status),
                 download_only=self.download_only,
             )
@@ -303,6 +350,48 @@ class BrainsetJob:
             step = Step(result.call, len(result.statuses))
             result.statuses.append(status)
         self.reporter(self.brainset_id, asset_id, status, step)
+
+
+def _split_decision(
+    item: NamedTuple | tuple, columns: tuple[str, ...], decision: str | None
+) -> tuple[NamedTuple, str]:
+    """``(row, decision)``: the manifest row as the brainset sees it (a named tuple
+    whose ``Index`` is the asset id) and the run's decision for the asset, given, or
+    else the row's :data:`DECISION_COLUMN` when it is a plain tuple that has one."""
+    if hasattr(item, "_fields"):
+        return item, decision or ""
+    if columns and columns[-1] == DECISION_COLUMN:
+        *values, last = item
+        return row_type(("Index", *columns[:-1]))(*values), decision or last or ""
+    return row_type(("Index", *columns))(*item), decision or ""
+
+
+def raw_inputs(output: Any, raw_dir: Path) -> dict[str, int | None] | None:
+    """What ``download`` returned that is a path under ``raw_dir`` (a path object or
+    an absolute path string, alone or in a list, tuple or dict): ``{path relative to
+    raw_dir: size}``, the size ``None`` for a folder. A ``stat`` each; nothing read."""
+    root = os.path.abspath(raw_dir)
+    found: dict[str, int | None] = {}
+    stack = [output]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple | set | frozenset):
+            stack.extend(value)
+        elif isinstance(value, os.PathLike) or (
+            isinstance(value, str) and os.path.isabs(value)
+        ):
+            path = os.path.abspath(os.path.join(root, os.fspath(value)))
+            if not path.startswith(root + os.sep):
+                continue
+            try:
+                info = os.stat(path)
+            except OSError:
+                continue
+            relative = Path(os.path.relpath(path, root)).as_posix()
+            found[relative] = None if os.path.isdir(path) else info.st_size
+    return found or None
 
 
 _instances: dict[tuple, BrainsetPipeline] = {}

@@ -21,12 +21,18 @@ from brainsets_kedro.leftovers import atomic_temporary, check_output_name
 if TYPE_CHECKING:
     import pandas as pd
 
-STATUS_STYLES = {"DONE": "green", "FAILED": "red", "DOWNLOADING": "blue"}
+STATUS_STYLES = {
+    "DONE": "green",
+    "UP TO DATE": "green",
+    "FAILED": "red",
+    "DOWNLOADING": "blue",
+}
 
 
 def status_style(status: str) -> str:
     """The colour a status is shown in, as upstream: DONE green, FAILED red,
-    DOWNLOADING blue, anything else yellow."""
+    DOWNLOADING blue, anything else yellow; and UP TO DATE (not prepared again,
+    since it is) green."""
     for word, style in STATUS_STYLES.items():
         if word in status:
             return style

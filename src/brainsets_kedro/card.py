@@ -12,21 +12,19 @@ saved (see :class:`UnreadableFiles`).
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from brainsets_kedro.assets import LOG_DIR_NAME
 from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.datasets import field_length, read_contents
+from brainsets_kedro.ledger import SUFFIX, processed_files, with_provenance
 from brainsets_kedro.nodes import AssetFailures
 from brainsets_kedro.sizes import format_bytes
 
 logger = logging.getLogger(__name__)
 
-SUFFIX = ".h5"
 CARD_COLUMN_MEANINGS = {
     "size_bytes": "size on disk",
     "start": "the start of the file's time domain, in seconds",
@@ -61,22 +59,6 @@ class UnreadableFiles(AssetFailures):
         self.brainset_id = brainset_id
         self.report = card
         self.failed = self.total = 0  # files, not assets: not in the assets' totals
-
-
-def processed_files(processed_dir: Path) -> list[Path]:
-    """The processed ``.h5`` files under ``processed_dir``, sorted; hidden ones (a
-    file being written) and the run's logs left out."""
-    found = []
-    for root, folders, files in os.walk(processed_dir):
-        folders[:] = sorted(
-            f for f in folders if not f.startswith(".") and f != LOG_DIR_NAME
-        )
-        found += [
-            Path(root, name)
-            for name in files
-            if name.endswith(SUFFIX) and not name.startswith(".")
-        ]
-    return sorted(found)
 
 
 def describe_file(path: Path) -> dict[str, Any]:
@@ -164,7 +146,9 @@ class DescribeNode:
         Raises:
             UnreadableFiles: A file could not be read (the card carries it).
         """
-        card = build_card(processed_dir)
+        card = with_provenance(
+            build_card(processed_dir), processed_dir, self.brainset_id
+        )
         logger.info("Brainset '%s': %s.", self.brainset_id, card_totals(card))
         if card["error"].notna().any():
             raise UnreadableFiles(self.brainset_id, card)

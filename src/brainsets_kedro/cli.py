@@ -281,6 +281,64 @@ def show_manifest(
     unknown = int(sizes.isna().sum())
     click.echo(
         f"{len(manifest)} assets, {format_bytes(sizes.sum())} "
-        f"({int(sizes.sum())} bytes) to download"
-        + (f"; {unknown} of unknown size." if unknown else ".")
+        f"({int(sizes.sum())} bytes) in all"
+        + (f"; {unknown} of unknown size" if unknown else "")
+        + f". Still to download: kedro brainset status {brainset_id}"
     )
+
+
+@brainset.command(name="status")
+@click.argument("ids", nargs=-1, metavar="[BRAINSET_ID]...")
+@click.option("--params", default="", help="Parameter overrides, as for kedro run.")
+@click.option(
+    "--explain", is_flag=True, help="List each asset that would run, and why."
+)
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Read the last saved manifest instead of computing it (no network).",
+)
+@click.option(
+    "--check", is_flag=True, help="Exit with code 1 when any asset would run."
+)
+@env_option
+def brainset_status(  # click passes the options by name
+    *,
+    ids: tuple[str, ...],
+    params: str,
+    explain: bool,
+    offline: bool,
+    check: bool,
+    env: str | None,
+) -> None:
+    """What is prepared: per brainset, how many assets are up to date, stale,
+    incomplete, failed, downloaded only or missing, and the bytes still to download
+    (all brainsets without an id). Reads the ledger and stats files, never the data.
+    """
+    from brainsets_kedro.rerun import brainset_states  # noqa: PLC0415
+
+    runtime_params = _split_params(None, None, params) if params else {}
+    bootstrap_project(Path.cwd())
+    with KedroSession.create(
+        project_path=Path.cwd(), env=env, runtime_params=runtime_params
+    ) as session:
+        context = session.load_context()
+        broken: dict[str, str] = {}
+        known = brainset_ids(broken)
+        unknown = [i for i in ids if i not in known]
+        if unknown:
+            raise UsageError(
+                f"Unknown brainset(s) {', '.join(map(repr, unknown))}. Registered "
+                f"brainsets: {', '.join(known) or '(none)'}."
+            )
+        classes = {i: load_brainset_class(i) for i in ids or known}
+        table, explained = brainset_states(
+            classes, context.catalog, context.params, offline=offline
+        )
+    click.echo(table.to_string(index=False) if len(table) else "No brainsets.")
+    for line in explained if explain else ():
+        click.echo(line)
+    for name, error in broken.items():
+        click.echo(f"{name}: cannot be loaded, left out: {error}")
+    if check and (table["to run"] > 0).any():
+        raise SystemExit(1)

@@ -54,6 +54,7 @@ class LockBrainsets:
     @hook_impl
     def before_pipeline_run(self, pipeline: Pipeline, catalog: CatalogProtocol) -> None:
         self._release()  # a run of this process that ended without its hooks
+        check_own_processed_dirs(pipeline, catalog)
         parameters = catalog.load("parameters") if "parameters" in catalog else None
         for node in pipeline.nodes:
             with contextlib.suppress(Exception):  # kept in _refused, raised there
@@ -143,6 +144,35 @@ class LockBrainsets:
             stack.close()
 
 
+def check_own_processed_dirs(pipeline: Any, catalog: CatalogProtocol) -> None:
+    """Refuse, before any node runs, a run of brainsets that share a processed
+    directory (their outputs, ledgers and cards would mix).
+
+    Raises:
+        SharedProcessedDir: Naming both brainsets, the directory and the fix.
+    """
+    from brainsets_kedro.ledger import (  # noqa: PLC0415
+        SharedProcessedDir,
+        shared_dir_message,
+    )
+
+    owners: dict[Path, str] = {}
+    for node in pipeline.nodes:
+        owner = brainset_node(node)
+        name = f"{owner.brainset_id}.processed_dir" if owner else None
+        if owner is None or owner.brainset_id in owners.values():
+            continue
+        try:
+            folder = Path(catalog.load(name))
+        except Exception:  # noqa: BLE001 (the node that needs it says why)
+            continue
+        other = owners.setdefault(folder.resolve(), owner.brainset_id)
+        if other != owner.brainset_id:
+            raise SharedProcessedDir(
+                shared_dir_message(owner.brainset_id, other, folder)
+            )
+
+
 class SaveReportOnFailure:
     """Save a brainset's run report even when some of its assets failed.
 
@@ -163,17 +193,17 @@ class SaveReportOnFailure:
 
 class RerunFailed:
     """``brainsets.only=failed``: each brainset's download node gets, instead, the
-    list of its manifest's assets that are not done: not DONE in the last run that
-    selected them (failed, interrupted, or never finished because that run was
-    killed). What is done comes from the brainset's journal
-    (:mod:`brainsets_kedro.journal`), written as assets finish; without one (a
-    run report from before it existed), from the last run report."""
+    list of its manifest's assets that are not done: whose last record is not DONE
+    (failed, interrupted, or never finished because a run was
+    killed, or only downloaded). What is done comes from the brainset's ledger
+    (:mod:`brainsets_kedro.ledger`), written as assets finish; without one (a run
+    report from before it existed), from the last run report."""
 
     @hook_impl
     def before_node_run(
         self, node: Node, catalog: CatalogProtocol, inputs: dict[str, Any]
     ) -> dict[str, Any] | None:
-        from brainsets_kedro.journal import done_assets  # noqa: PLC0415
+        from brainsets_kedro.ledger import done_assets  # noqa: PLC0415
         from brainsets_kedro.nodes import DownloadNode  # noqa: PLC0415
         from brainsets_kedro.selection import shown_ids  # noqa: PLC0415
 
@@ -187,7 +217,7 @@ class RerunFailed:
         ):
             return None
         brainset_id = owner.brainset_id
-        done = done_assets(inputs[f"{brainset_id}.processed_dir"])
+        done = done_assets(inputs[f"{brainset_id}.processed_dir"], brainset_id)
         report_name = f"{brainset_id}.run_report"
         if done is None:
             if not catalog.exists(report_name):
@@ -201,8 +231,8 @@ class RerunFailed:
         manifest = inputs[f"{brainset_id}.manifest"]
         not_done = [str(i) for i in manifest.index if str(i) not in done]
         logger.info(
-            "brainsets.only=failed: %d asset(s) of '%s' are not done (not DONE in "
-            "the last run that selected them): %s.",
+            "brainsets.only=failed: %d asset(s) of '%s' are not done (failed, "
+            "interrupted, never finished, or only downloaded): %s.",
             len(not_done),
             brainset_id,
             shown_ids(not_done),

@@ -24,16 +24,25 @@ from typing import Any, NamedTuple, Protocol
 import pandas as pd
 
 from brainsets_kedro.assets import (
+    ADOPT,
+    DECISION_COLUMN,
     DONE,
-    FAILED,
-    INTERRUPTED,
+    DOWNLOADED,
+    FINISHED,
+    SKIP,
+    UP_TO_DATE,
     AssetResult,
     BrainsetJob,
     row_type,
 )
 from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.errors import UserError, error_shape, shown_path
-from brainsets_kedro.journal import Journal
+from brainsets_kedro.ledger import (
+    PROVENANCE_COLUMN_MEANINGS,
+    PROVENANCE_COLUMNS,
+    Ledger,
+    provenance,
+)
 from brainsets_kedro.leftovers import MARKER
 from brainsets_kedro.params import (
     BrainsetParameterError,
@@ -41,6 +50,7 @@ from brainsets_kedro.params import (
     parameter_block,
     parse_params,
 )
+from brainsets_kedro.rerun import with_decisions
 from brainsets_kedro.run_settings import RUN_OPTIONS_KEY, RunSettings
 from brainsets_kedro.selection import Selection, shown_ids
 from brainsets_kedro.sizes import check_disk_space
@@ -48,7 +58,9 @@ from brainsets_kedro.upstream import ensure_requirements
 
 logger = logging.getLogger(__name__)
 
-FINAL = (DONE, FAILED, INTERRUPTED)
+FINAL = FINISHED
+PREPARED = (DONE, UP_TO_DATE, DOWNLOADED)
+"""The statuses of assets that did not fail."""
 
 BRAINSET_TAG = "brainset"
 """The tag of every node of a brainset pipeline: by it the project's runner knows the
@@ -56,7 +68,8 @@ nodes whose failures stay within their brainset (``kedro run --tags=brainset`` r
 just the brainsets)."""
 
 REPORT_COLUMN_MEANINGS = {
-    "status": "the asset's final status: `DONE`, `FAILED` or `INTERRUPTED`",
+    "status": "the asset's final status: `DONE`, `UP TO DATE`, `DOWNLOADED`, "
+    "`FAILED` or `INTERRUPTED`",
     "start": "when the asset started (ISO 8601, UTC)",
     "end": "when it ended, both stages done",
     "duration_s": "seconds from start to end",
@@ -69,9 +82,12 @@ REPORT_COLUMN_MEANINGS = {
     "process_start": "when its process started",
     "process_end": "when its process ended",
     "process_s": "seconds its process took",
+    **PROVENANCE_COLUMN_MEANINGS,
 }
 """What each column of the run report (``<id>.run_report``, one row per asset) holds;
-a stage's columns are empty for a stage that did not run. The reference page of the
+a stage's columns are empty for a stage that did not run; the fingerprint columns
+(from the ledger, see :func:`brainsets_kedro.ledger.provenance`) are set for DONE
+and UP TO DATE assets. The reference page of the
 documentation is made from it."""
 
 REPORT_COLUMNS = list(REPORT_COLUMN_MEANINGS)
@@ -93,7 +109,7 @@ class AssetFailures(UserError, RuntimeError):
     def __init__(self, brainset_id: str, report: pd.DataFrame):
         self.brainset_id = brainset_id
         self.report = report
-        failed = report[report["status"] != "DONE"]
+        failed = report[~report["status"].isin(PREPARED)]
         self.failed = len(failed)
         self.total = len(report)
         self.details = (
@@ -246,6 +262,12 @@ class Downloads(dict):
     returned reaches ``process`` unchanged and 100,000 results are not copied.
     """
 
+    rows: pd.DataFrame | None = None
+    """Under Kedro's own runners: the rows the download node planned (with their
+    decisions), for the process node's ledger."""
+    run_id: str | None = None
+    """Under Kedro's own runners: the run's id in the ledger."""
+
     def __deepcopy__(self, memo: dict) -> Downloads:
         return self
 
@@ -275,6 +297,8 @@ def build_report(results: Iterable[AssetResult], job: BrainsetJob) -> pd.DataFra
         return (iso(times[0]), iso(times[1]), round(times[1] - times[0], 3))
 
     log_dir = str(job.log_dir)
+    prepared = provenance(job.processed_dir, job.brainset_id)
+    unknown = dict.fromkeys(PROVENANCE_COLUMNS)
     rows = {
         r.asset_id: (
             r.status,
@@ -285,6 +309,7 @@ def build_report(results: Iterable[AssetResult], job: BrainsetJob) -> pd.DataFra
             *job.log_path_strings(r.asset_id, log_dir),
             *stage(r, "download"),
             *stage(r, "process"),
+            *prepared.get(str(r.asset_id), unknown).values(),
         )
         for r in results
     }
@@ -389,6 +414,7 @@ class BrainsetNode:
             retries=settings.retries,
             retry_backoff=settings.retry_backoff,
             log_max_bytes=settings.log_max_bytes,
+            delete_raw=settings.delete_raw,
         )
 
 
@@ -458,10 +484,12 @@ class DownloadNode(BrainsetNode):
         processed_dir: Path,
         parameters: Mapping[str, Any],
     ) -> tuple[BrainsetJob, pd.DataFrame, Selection | None, set[str]]:
-        """The job for this brainset, the manifest rows this run prepares, the run's
-        selection and its unqualified patterns that matched nothing here. Raises
-        :class:`~brainsets_kedro.sizes.NotEnoughDiskSpace` when these rows do not
-        fit in the raw directory's disk: every runner plans before any download."""
+        """The job for this brainset, the manifest rows this run hands out (each with
+        its decision: see :mod:`brainsets_kedro.rerun`), the run's selection and its
+        unqualified patterns that matched nothing here. Raises
+        :class:`~brainsets_kedro.sizes.NotEnoughDiskSpace` when the rows to prepare
+        do not fit in the raw directory's disk: every runner plans before any
+        download."""
         job = self.job(raw_dir, processed_dir, parameters)
         settings = RunSettings.from_parameters(parameters)
         selection = Selection.parse(settings.only)
@@ -470,8 +498,12 @@ class DownloadNode(BrainsetNode):
             if selection is None
             else selection.select(manifest, self.brainset_id)
         )
+        selected = with_decisions(job, selected, settings.rerun_on)
         check_disk_space(
-            selected, job.raw_dir, self.brainset_id, settings.check_disk_space
+            selected[~selected[DECISION_COLUMN].isin((SKIP, ADOPT))],
+            job.raw_dir,
+            self.brainset_id,
+            settings.check_disk_space,
         )
         return job, selected, selection, unmatched
 
@@ -496,11 +528,14 @@ class DownloadNode(BrainsetNode):
                 {self.brainset_id: unmatched}, {self.brainset_id: manifest.index}
             )
         downloads = Downloads()
-        with Journal(job.processed_dir, selected.index) as journal:
-            for item in manifest_items(selected):
-                result = job.run(item, stages=("download",))
-                journal.record(result)  # DONE in a download-only run
+        rows = selected.drop(columns=DECISION_COLUMN)
+        with Ledger(job, selected) as ledger:
+            decisions = selected[DECISION_COLUMN].tolist()
+            for item, decision in zip(manifest_items(rows), decisions, strict=True):
+                result = job.run(item, stages=("download",), decision=decision)
+                ledger.record(result)  # DOWNLOADED in a download-only run
                 downloads[item.Index] = (portable_row(item), result)
+        downloads.rows, downloads.run_id = selected, ledger.run_id
         return downloads
 
     __call__ = download
@@ -527,17 +562,21 @@ class ProcessNode(BrainsetNode):
         results = [downloaded for _, downloaded in downloads.values()]
         if any(result.status not in FINAL for result in results):
             results = []
-            with Journal(job.processed_dir) as journal:
+            planned = downloads.rows
+            decisions = dict(zip(planned.index, planned[DECISION_COLUMN], strict=True))
+            with Ledger(job, planned, downloads.run_id) as ledger:
                 for row, downloaded in downloads.values():
                     result = downloaded
                     if downloaded.status not in FINAL:
+                        ledger.started(downloaded.asset_id)
                         result = job.run(
                             restored_row(row),
                             stages=("process",),
                             download_output=downloaded.output,
                             start=downloaded.start,
+                            decision=decisions[downloaded.asset_id],
                         ).after(downloaded)
-                        journal.record(result)
+                        ledger.record(result)
                     results.append(result)
         return self.finish(results, job)
 
@@ -571,6 +610,6 @@ class ProcessNode(BrainsetNode):
                 "; ".join(f"{a}: {', '.join(p)}" for a, p in leftovers.items()),
                 extra={"markup": False},
             )
-        if (report["status"] != "DONE").any():
+        if (~report["status"].isin(PREPARED)).any():
             raise AssetFailures(self.brainset_id, report)
         return report

@@ -73,6 +73,10 @@ class RunSettings:
             ``size_bytes`` do not fit on the raw directory's disk.
         progress_every: Seconds between two progress records when the output is no
             terminal (on a terminal, the progress line is live).
+        rerun_on: The fingerprint parts whose change makes a DONE asset stale (see
+            :mod:`brainsets_kedro.rerun`); ``()`` trusts every DONE asset.
+        delete_raw: Whether what an asset's ``download`` returned is removed from
+            the raw directory once the asset is DONE and in the ledger.
     """
 
     n_jobs: int | None = None
@@ -88,6 +92,8 @@ class RunSettings:
     log_max_bytes: int | None = LOG_MAX_BYTES
     check_disk_space: bool = True
     progress_every: float = PROGRESS_EVERY
+    rerun_on: tuple[str, ...] = ("version", "params", "input")
+    delete_raw: bool = False
 
     @classmethod
     def from_parameters(
@@ -138,6 +144,8 @@ class RunSettings:
             progress_every=_value(
                 options, "progress_every", float, PROGRESS_EVERY, positive=True
             ),
+            rerun_on=_rerun_on(options.get("rerun_on", cls.rerun_on)),
+            delete_raw=_value(options, "delete_raw", bool, False),
         )
 
     @property
@@ -172,6 +180,22 @@ def _value(
     bound = "above 0" if positive else "(0 or more)"
     raise UsageError(
         f"brainsets.{name} must be {expected} {bound} or null, got {value!r}."
+    )
+
+
+def _rerun_on(rerun_on: Any) -> tuple[str, ...]:
+    from brainsets_kedro.fingerprint import PARTS as parts  # noqa: PLC0415, N811
+
+    if rerun_on is None:
+        return ()
+    if isinstance(rerun_on, str):  # --params="brainsets.rerun_on=version|params"
+        rerun_on = [p.strip() for p in rerun_on.split("|") if p.strip()]
+    if isinstance(rerun_on, list | tuple) and all(p in parts for p in rerun_on):
+        return tuple(rerun_on)
+    raise UsageError(
+        f"brainsets.rerun_on must be a list of {', '.join(parts)} (or [] to trust "
+        f"every output that is done), got {rerun_on!r}. Set it in conf/ or "
+        f'--params="brainsets.rerun_on=version|params|input|code".'
     )
 
 

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from brainsets_kedro.assets import (
     DONE,
     FAILED,
+    FINISHED,
     INTERRUPTED,
     AssetResult,
     Step,
@@ -142,7 +143,7 @@ class StatusBoard:
     ) -> None:
         """A status from a worker. One that arrives after the asset finished is late
         and dropped: the asset's result brought it (see :meth:`finish`)."""
-        if status in (DONE, FAILED):
+        if status in FINISHED:
             self.finish(brainset_id, asset_id, status)
             return
         key = (brainset_id, asset_id)

@@ -24,6 +24,8 @@ import joblib
 import pandas as pd
 
 from brainsets_kedro.assets import (
+    ADOPT,
+    SKIP,
     AssetResult,
     BrainsetJob,
     route_warnings,
@@ -47,7 +49,7 @@ from brainsets_kedro.execution.interrupts import (
     signals_interrupt,
 )
 from brainsets_kedro.execution.stages import DownloadStage, Streams, show_downloaded
-from brainsets_kedro.journal import Journal
+from brainsets_kedro.ledger import Ledger
 from brainsets_kedro.nodes import (
     FINAL,
     DownloadNode,
@@ -83,8 +85,8 @@ class _Plan:
     task: Any = None
     """``joblib.delayed`` of the function that processes one asset, given its row,
     ``download_output`` and ``start``."""
-    journal: Journal | None = None
-    """Where the assets that are DONE are written as they arrive."""
+    journal: Ledger | None = None
+    """Where the assets are recorded: as their process starts, as they finish."""
     download: Any = None
     """What downloads one asset given its row, in a thread of the driver (not on a
     cluster, where ``task`` runs both stages)."""
@@ -101,8 +103,15 @@ class _Plan:
     def returned(self, download: AssetResult) -> None:
         """An asset's download returned (under the pool's lock)."""
         self.downloads.append(download)
+        if download.status not in FINAL and self.processes:
+            self.journal.started(download.asset_id)
         if len(self.downloads) == len(self.rows):
             self.downloaded.set()
+
+    def cluster_task(self, row: tuple) -> Any:
+        """The task of an asset on a cluster (both stages): recorded as started."""
+        self.journal.started(row[0])
+        return self.task(row)
 
     def process_task(self, row: tuple, download: AssetResult) -> Any:
         """The process task of an asset, given its download's result."""
@@ -211,9 +220,7 @@ class SharedAssetPool:
                     driver_pid=driver_pid,
                 )
                 plan.task = self._task_function(plan)
-                plan.journal = stack.enter_context(
-                    Journal(plan.job.processed_dir, plan.rows.index)
-                )
+                plan.journal = stack.enter_context(Ledger(plan.job, plan.rows))
             try:
                 with signals_interrupt(), collector_spared():
                     wait_for_workers()  # started early by the run command
@@ -275,7 +282,7 @@ class SharedAssetPool:
                 if self._streams is not None:
                     tasks = self._streams.tasks()
                 else:  # on a cluster: one task per asset, both stages
-                    tasks = (plan.task(row) for plan, row in self._unfinished())
+                    tasks = self._cluster_tasks(board)
                 for result in self._parallel()(tasks):
                     self._collect(board, result)
                 return
@@ -310,6 +317,15 @@ class SharedAssetPool:
                 self._collect(board, worker_died(plan.job, lost[0].asset_id, cause))
                 continue
             self._run_suspects_alone(board, cause)
+
+    def _cluster_tasks(self, board: StatusBoard) -> Iterator[Any]:
+        """The cluster's tasks; an asset that is UP TO DATE is done with here, as
+        nothing of it runs (no task to send)."""
+        for plan, row in self._unfinished():
+            if row[-1] in (SKIP, ADOPT):  # its DECISION_COLUMN
+                self._collect(board, plan.job.run(row))
+            else:
+                yield plan.cluster_task(row)
 
     def _stop_cluster_round(self) -> None:
         """Stop the round's tasks still on the cluster. A stopped run id also stops

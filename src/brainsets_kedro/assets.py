@@ -21,6 +21,7 @@ import io
 import itertools
 import logging
 import os
+import pickle
 import select
 import signal
 import sys
@@ -31,7 +32,7 @@ import warnings
 from argparse import Namespace
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, NamedTuple, TextIO
 
 from brainsets_kedro.brainset import BrainsetPipeline
@@ -116,6 +117,10 @@ class AssetResult:
         return self
 
 
+def _no_clock(stage: str, began: float) -> None:
+    """The stage clock of a job that nobody times from outside."""
+
+
 @dataclass(frozen=True)
 class BrainsetJob:
     """What a worker needs to prepare the assets of one brainset."""
@@ -140,6 +145,12 @@ class BrainsetJob:
     driver_pid: int | None = None
     """The driver's process id, when workers are processes of its machine: they exit
     when it is gone (see :func:`exit_with_driver`)."""
+    clock: Callable[[str, float], None] = field(default=_no_clock, compare=False)
+    portable_output: bool = False
+    """Whether what ``download`` returns must cross processes (it may run apart
+    from ``process``): an output that cannot be pickled fails its asset."""
+    """Called with ``(stage, time.monotonic())`` as each stage starts: the driver's
+    watchdog times each stage from it (see ``execution.scheduler``)."""
 
     @property
     def brainset_id(self) -> str:
@@ -206,10 +217,12 @@ class BrainsetJob:
                     pipeline = self._pipeline()
                     pipeline._asset_id = asset_id
                     for stage in stages:
+                        self.clock(stage, time.monotonic())
                         began = time.time()
                         try:
                             if stage == "download":
                                 result.output = self._download(pipeline, item)
+                                self._check_portable(result.output)
                             else:
                                 pipeline.process(result.output)
                         finally:
@@ -235,6 +248,18 @@ class BrainsetJob:
             result.output = None
             self.reporter(self.brainset_id, asset_id, result.status, None)
         return result
+
+    def _check_portable(self, output: Any) -> None:
+        """With ``portable_output``: raise if ``output`` cannot be pickled, in the
+        download's own task too, so that a brainset fails alike whether its
+        download runs in the process worker's task or apart."""
+        why = unpicklable(output) if self.portable_output else None
+        if why:
+            raise TypeError(
+                f"download returned an object that cannot be pickled ({why}); it is "
+                f"sent to the worker that runs process, so download must return "
+                f"picklable data (paths, numbers, strings, plain containers)"
+            )
 
     def _download(self, pipeline: BrainsetPipeline, item: NamedTuple) -> Any:
         """``pipeline.download(item)``, tried again ``retries`` times on errors."""
@@ -286,6 +311,28 @@ class BrainsetJob:
             step = Step(result.call, len(result.statuses))
             result.statuses.append(status)
         self.reporter(self.brainset_id, asset_id, status, step)
+
+
+_ATOMS = (type(None), bool, int, float, str, bytes, PurePath)
+"""What always pickles: the usual download outputs (a path, an id), not tried."""
+
+
+def unpicklable(output: Any) -> str | None:
+    """Why ``output`` cannot be pickled (by cloudpickle when installed, else by
+    pickle), or ``None``."""
+    if isinstance(output, _ATOMS):
+        return None
+    try:
+        import cloudpickle  # noqa: PLC0415 (installed with joblib 1.5+)
+
+        dumps = cloudpickle.dumps
+    except ImportError:
+        dumps = pickle.dumps
+    try:
+        dumps(output)
+    except Exception as error:  # noqa: BLE001 (any error of pickling says it)
+        return f"{type(error).__name__}: {error}"
+    return None
 
 
 _instances: dict[tuple, BrainsetPipeline] = {}

@@ -23,7 +23,7 @@ from brainsets_kedro.discovery import (
     pipeline_folders,
 )
 from brainsets_kedro.errors import UsageError, UserError, short_errors
-from brainsets_kedro.prestart import start_workers, wait_for_workers
+from brainsets_kedro.prestart import start_workers, stop_workers
 from brainsets_kedro.scaffold import import_command, new_command
 
 DEFAULT_RUNNER = "brainsets_kedro.runner.BrainsetRunner"
@@ -57,7 +57,7 @@ def _run(**kwargs: Any) -> object:
         click.echo("Interrupted (Ctrl-C received).", err=True)
         raise SystemExit(128 + signal.SIGINT) from None
     finally:
-        wait_for_workers()  # if the run ended before it needed them
+        stop_workers()  # if the run ended before it needed them
 
 
 def _run_command(kwargs: dict[str, Any]) -> object:

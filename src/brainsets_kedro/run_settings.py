@@ -42,9 +42,11 @@ class RunSettings:
     Attributes:
         n_jobs: Parallel workers; ``None``: one per CPU core (every worker of the
             cluster for ``dask`` and ``ray``).
-        download_jobs: Downloads at once, in threads of the driver (a download
-            mostly waits on the network); ``None``: twice the workers, at least
-            :data:`DOWNLOAD_JOBS`.
+        download_jobs: Downloads at once, in download processes (a download
+            mostly waits on the network), once downloads prove slow; ``None``:
+            twice the workers, at least :data:`DOWNLOAD_JOBS`.
+        max_downloaded: Assets downloaded and waiting for a process worker at
+            most: no new download starts past it; ``None``: ``n_jobs``.
         backend: The joblib backend: ``loky``, ``threading``, ``multiprocessing``,
             ``dask`` or ``ray``.
         address: With ``dask``/``ray``, the cluster's scheduler; ``None``: a local
@@ -63,6 +65,7 @@ class RunSettings:
 
     n_jobs: int | None = None
     download_jobs: int | None = None
+    max_downloaded: int | None = None
     backend: str = "loky"
     address: str | None = None
     status_host: str = "127.0.0.1"
@@ -108,6 +111,7 @@ class RunSettings:
         return cls(
             n_jobs=_n_jobs(options.get("n_jobs")),
             download_jobs=_download_jobs(options.get("download_jobs")),
+            max_downloaded=_value(options, "max_downloaded", int, None, True),
             backend=_backend(options.get("backend") or cls.backend),
             address=_address(options.get("address")),
             status_host=options.get("status_host") or cls.status_host,

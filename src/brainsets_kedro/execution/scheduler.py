@@ -1,0 +1,438 @@
+"""The driver's scheduler for assets prepared on this machine (``loky``,
+``multiprocessing`` and ``threading`` backends).
+
+Event-driven: tasks go to worker *slots* (a process, or a thread under
+``threading``), and the driver's main thread waits on all of them at once
+(``select.poll`` over each worker's result pipe and its pidfd), handling each result
+or death the moment it happens; a result is journaled and shown as it arrives.
+
+- **Two stages, adaptively.** An asset's download runs inside its worker's task
+  (download then process, one message each way) while downloads prove cheap; once
+  a brainset's download takes longer than :data:`CHEAP_DOWNLOAD`, its downloads move
+  to a pool of up to ``download_jobs`` download processes, and each downloaded asset
+  goes to the first free process worker. At most ``max_downloaded`` assets wait
+  downloaded (no new download starts past it); a download's output is dropped by
+  the driver once its process task is sent.
+- **The driver owns time.** Each worker writes the start of each stage into a page
+  shared with the driver (no message); a stage past ``brainsets.timeout`` fails its
+  asset, and the driver kills the process running it (whatever it is doing: C code,
+  blocked signals, SIGSTOP). Time while the driver itself was stopped (Ctrl-Z of the
+  run) does not count.
+- **Deaths are the driver's to see**: each worker's pidfd wakes the driver when it
+  exits; the asset it was running fails with the cause, the ones queued to it start
+  again elsewhere. An asset whose task or result cannot be unpickled fails alone.
+
+Why not loky's executor for this: a worker killed or dead breaks it as a whole
+(every task in flight fails), and it cannot say which process runs a task, so the
+driver could neither kill a stuck stage nor keep a death to its own asset. Workers
+are plain ``python -c`` processes of this interpreter, started as loky starts its
+own (no fork of the threaded driver).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import select
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+from brainsets_kedro.assets import DONE, FAILED, INTERRUPTED, AssetResult
+from brainsets_kedro.execution.deaths import worker_died
+from brainsets_kedro.execution.slots import ProcessSlot, Task, ThreadSlot, _Slot
+from brainsets_kedro.run_settings import RunSettings
+from brainsets_kedro.status import StatusBoard
+
+FINAL = (DONE, FAILED, INTERRUPTED)
+logger = logging.getLogger(__name__)
+
+CHEAP_DOWNLOAD = 0.1
+"""Seconds: a brainset whose download takes longer runs its downloads as a stage of
+their own, in download processes (a cheap one stays in the worker's task, where it
+costs no second message)."""
+FIRST_DOWNLOAD = 0.5
+"""Seconds: the same, for a worker's first download of a brainset, which may pay
+for what the brainset's code does once per process (imports, a first connection)."""
+TICK = 0.1
+"""Seconds between two checks of the stages' deadlines (and the longest wait)."""
+QUEUED = 3
+"""Tasks sent ahead to a worker whose assets are quick (the one running included)."""
+QUICK = 0.02
+"""Seconds: assets quicker than this on average get tasks sent ahead."""
+
+
+class Scheduler:
+    """Prepares the assets of ``plans`` on this machine; see the module's docstring.
+
+    Args:
+        plans: The brainsets' plans (``execution.pool._Plan``).
+        settings: The run's settings, resolved.
+        collect: Records a result: final, or of the last stage a plan runs.
+        board: The status board (shows an asset downloaded, waiting for a worker).
+        workers: Process workers started early (``prestart``), to use first.
+    """
+
+    def __init__(
+        self,
+        plans: list[Any],
+        settings: RunSettings,
+        collect: Callable[[AssetResult], None],
+        board: StatusBoard,
+        workers: list[ProcessSlot] | None = None,
+    ):
+        self._plans = plans
+        self._collect = collect
+        self._board = board
+        self._threads = settings.backend == "threading"
+        n_jobs = settings.n_jobs or 1
+        self._n_workers = n_jobs if n_jobs > 0 else max(1, os.cpu_count() + 1 + n_jobs)
+        self._download_jobs = settings.download_jobs or 1
+        self._max_downloaded = settings.max_downloaded or self._n_workers
+        self._timeout = settings.timeout
+        self._driver_pid = os.getpid()
+        self._rows = {id(p): p.rows.itertuples(name=None) for p in plans}
+        self._left = deque(plans)  # plans with rows not handed out yet
+        # The driver times the stages: the workers' own timers would count time
+        # the run spent stopped (Ctrl-Z), and cannot stop C code.
+        self._jobs = {
+            id(p): replace(p.job, timeout=None, portable_output=not self._threads)
+            for p in plans
+        }
+        for plan in plans:
+            plan.split = False
+        self._ready: deque[Task] = deque()
+        self._again: deque[Task] = deque()
+        self._again_downloads: deque[Task] = deque()
+        self._workers: list[_Slot] = []
+        self._downloaders: list[_Slot] = []
+        self._started = list(workers or [])
+        self._poll = select.poll()
+        self._by_fd: dict[int, tuple[Callable, _Slot]] = {}
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        self._poll.register(self._wake_read, select.POLLIN)
+        self._thread_results: deque[tuple[ThreadSlot, AssetResult]] = deque()
+        self._average = 1.0  # seconds per task, smoothed
+        self._pauses: list[tuple[float, float]] = []  # (resumed at, seconds stopped)
+        self._continued = False
+        self._last_tick = time.monotonic()
+
+    # -- the loop ----------------------------------------------------------------
+
+    def run(self) -> None:
+        """Prepare every asset; raises what interrupts the driver (Ctrl-C, SIGTERM)
+        after stopping every worker."""
+        previous = signal.getsignal(signal.SIGCONT)
+        in_main = threading.current_thread() is threading.main_thread()
+        if in_main:
+            signal.signal(signal.SIGCONT, self._on_continue)
+        try:
+            next_check = time.monotonic() + TICK
+            while self._dispatch():
+                self._wait(next_check)
+                now = time.monotonic()
+                if now >= next_check:
+                    self._watch(now)
+                    next_check = now + TICK
+        finally:
+            if in_main:
+                signal.signal(signal.SIGCONT, previous)
+            self._stop()
+
+    def _wait(self, next_check: float) -> None:
+        timeout = max(0.0, next_check - time.monotonic())
+        events = self._poll.poll(timeout * 1000)
+        now = time.monotonic()
+        if self._continued:  # the run was stopped (Ctrl-Z) since the last wake
+            self._continued = False
+            self._pauses.append((now, max(0.0, now - self._last_tick - TICK)))
+        self._last_tick = now
+        for fd, _ in events:
+            if fd == self._wake_read:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_read, 4096)
+                continue
+            handler = self._by_fd.get(fd)
+            if handler is not None:
+                handler[0](handler[1])
+        while self._thread_results:
+            slot, result = self._thread_results.popleft()
+            if not slot.abandoned and slot.tasks:
+                self._returned(slot, result)
+
+    def _on_continue(self, signum: int, frame: Any) -> None:
+        self._continued = True
+
+    # -- handing out tasks --------------------------------------------------------
+
+    def _dispatch(self) -> bool:
+        """Send what can be sent; whether anything is left to do."""
+        queued = QUEUED if self._average < QUICK else 1
+        while len(self._workers) < self._n_workers:
+            self._workers.append(self._new_slot())
+        for slot in self._workers:
+            while slot.room(queued):
+                task = self._next_process_task()
+                if task is None:
+                    break
+                self._send(slot, task)
+        in_flight = sum(len(s.tasks) for s in self._downloaders)
+        while in_flight < self._download_jobs and len(self._ready) < max(
+            1, self._max_downloaded
+        ):
+            task = self._next_download()
+            if task is None:
+                break
+            slot = next((s for s in self._downloaders if not s.tasks), None)
+            if slot is None:
+                slot = self._new_slot()
+                self._downloaders.append(slot)
+            self._send(slot, task)
+            in_flight += 1
+        busy = any(s.tasks for s in self._workers) or in_flight
+        return bool(busy or self._ready or self._again or self._left)
+
+    def _next_process_task(self) -> Task | None:
+        if self._ready:
+            return self._ready.popleft()
+        if self._again:
+            return self._again.popleft()
+        return self._next_row(split=False)
+
+    def _next_download(self) -> Task | None:
+        if self._again_downloads:
+            return self._again_downloads.popleft()
+        return self._next_row(split=True)
+
+    def _next_row(self, split: bool) -> Task | None:
+        """A new asset of the next plan (in turn) whose downloads are ``split`` or
+        not."""
+        for _ in range(len(self._left)):
+            plan = self._left[0]
+            self._left.rotate(-1)
+            if plan.split != split:
+                continue
+            row = next(self._rows[id(plan)], None)
+            if row is None:
+                self._left.remove(plan)
+                continue
+            return Task(plan, row, ("download",) if split else plan.stages)
+        return None
+
+    def _new_slot(self) -> _Slot:
+        if self._threads:
+            return ThreadSlot(self._thread_returned)
+        slot = self._started.pop() if self._started else ProcessSlot(self._driver_pid)
+        self._by_fd[slot.read_fd] = (self._readable, slot)
+        self._by_fd[slot.pidfd] = (self._exited, slot)
+        self._poll.register(slot.read_fd, select.POLLIN)
+        self._poll.register(slot.pidfd, select.POLLIN)
+        return slot
+
+    def _send(self, slot: _Slot, task: Task) -> None:
+        plan = task.plan
+        job = None
+        if id(plan) not in slot.jobs:  # each worker gets a brainset's job once
+            slot.jobs.add(id(plan))
+            job = self._jobs[id(plan)]
+            task.first = True
+        download = task.download
+        output = download.output if download is not None else None
+        start = download.start if download is not None else None
+        slot.sent += 1
+        task.number = slot.sent
+        if not slot.tasks:
+            task.began = time.monotonic()
+        slot.tasks.append(task)
+        message = (id(plan), job, task.row, task.stages, output, start)
+        if not self._threads:
+            message = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        slot.send(message)
+        if download is not None:
+            download.output = None  # the worker has it now
+
+    # -- what comes back ----------------------------------------------------------
+
+    def _thread_returned(self, slot: ThreadSlot, result: AssetResult) -> None:
+        """In the slot's thread: hand its result to the driver's loop."""
+        self._thread_results.append((slot, result))
+        with contextlib.suppress(OSError):
+            os.write(self._wake_write, b"!")
+
+    def _readable(self, slot: ProcessSlot) -> None:
+        for message in slot.receive():
+            if slot.tasks:
+                self._returned(slot, message)
+
+    def _returned(self, slot: _Slot, message: Any) -> None:
+        task = slot.tasks.popleft()
+        now = time.monotonic()
+        self._average += (now - task.began - self._average) / 8
+        if slot.tasks:
+            slot.tasks[0].began = now
+        if isinstance(message, bytes):
+            try:
+                message = pickle.loads(message)
+            except Exception as error:  # noqa: BLE001 (the asset's own)
+                message = ("error", f"its result cannot be unpickled ({error!r})")
+        if isinstance(message, tuple):
+            message = self._failed(task, message[1])
+        self._finished(task, message)
+
+    def _failed(self, task: Task, error: str) -> AssetResult:
+        job, asset_id = task.plan.job, task.row[0]
+        job.note(asset_id, error)
+        now = time.time()
+        start = task.download.start if task.download is not None else now
+        return AssetResult(job.brainset_id, asset_id, FAILED, start, now, error=error)
+
+    def _finished(self, task: Task, result: AssetResult) -> None:
+        plan = task.plan
+        if "download" in task.stages:
+            plan.returned()
+        download = result.stage_times.get("download")
+        threshold = FIRST_DOWNLOAD if task.first else CHEAP_DOWNLOAD
+        if download and download[1] - download[0] > threshold:
+            plan.split = True  # the next downloads run as a stage of their own
+        if task.stages == ("download",) and plan.processes:
+            if result.status not in FINAL:
+                show_downloaded(self._board, result)
+                self._ready.append(Task(plan, task.row, ("process",), result))
+                return
+        elif task.download is not None:
+            result = result.after(task.download)
+        self._collect(result)
+
+    def _exited(self, slot: ProcessSlot) -> None:
+        """A worker process is gone: the asset it ran fails with the cause; the ones
+        sent after it start again."""
+        self._readable(slot)  # what it sent before it went
+        self._forget(slot)
+        cause = slot.cause()
+        slot.close()
+        if not slot.tasks:
+            return
+        task = slot.tasks.popleft()
+        job = task.plan.job
+        logger.warning(
+            "A worker died (%s) while preparing %s:%s, which fails; the assets it "
+            "interrupted start again.",
+            cause,
+            job.brainset_id,
+            task.row[0],
+            extra={"markup": False},
+        )
+        result = worker_died(job, task.row[0], cause)
+        if task.download is not None:
+            result = result.after(task.download)
+        self._collect(result)
+        self._requeue(slot)
+
+    def _forget(self, slot: _Slot) -> None:
+        """Take ``slot`` out of the pools and out of the wait."""
+        for pool in (self._workers, self._downloaders):
+            if slot in pool:
+                pool.remove(slot)
+        if isinstance(slot, ProcessSlot):
+            for fd in (slot.read_fd, slot.pidfd):
+                self._by_fd.pop(fd, None)
+                with contextlib.suppress(KeyError, ValueError):
+                    self._poll.unregister(fd)
+
+    def _requeue(self, slot: _Slot) -> None:
+        """The tasks ``slot`` had not started go to other workers. A process task
+        whose download output the driver dropped runs both stages again."""
+        while slot.tasks:
+            task = slot.tasks.popleft()
+            if task.stages == ("download",):
+                self._again_downloads.append(Task(task.plan, task.row, task.stages))
+            else:
+                self._again.append(Task(task.plan, task.row, task.plan.stages))
+
+    # -- the watchdog -------------------------------------------------------------
+
+    def _watch(self, now: float) -> None:
+        """Fail each stage past ``brainsets.timeout``, killing its worker; and move
+        a brainset's downloads to their own stage as soon as one, in a worker's
+        task, runs longer than :data:`CHEAP_DOWNLOAD`."""
+        for slot in [*self._workers, *self._downloaders]:
+            if not slot.tasks:
+                continue
+            task = slot.tasks[0]
+            stage = slot.stage()
+            if stage is None or not stage[0]:  # not taken yet, or being unpickled
+                continue  # (importing a brainset's modules is not its stage's time)
+            stage, began = stage
+            threshold = FIRST_DOWNLOAD if task.first else CHEAP_DOWNLOAD
+            if stage == "download" and now - began > threshold:
+                task.plan.split = True
+            if not self._timeout:
+                continue
+            stopped = sum(seconds for at, seconds in self._pauses if at > began)
+            if now - began - stopped >= self._timeout:
+                self._time_out(slot, task, stage, now - began)
+
+    def _time_out(self, slot: _Slot, task: Task, stage: str, ran: float) -> None:
+        self._forget(slot)
+        if isinstance(slot, ThreadSlot):
+            slot.kill(self._timeout)
+            where = "raised AssetTimeout in its thread"
+        else:
+            slot.kill()
+            slot.process.wait()
+            slot.close()
+            where = f"killed its worker (pid {slot.process.pid})"
+        slot.tasks.popleft()
+        error = f"timed out after {self._timeout:g} s (brainsets.timeout)"
+        result = self._failed(
+            task, f"AssetTimeout: {error}, in {stage}; the driver {where}"
+        )
+        result.error = error
+        end = time.time()
+        result.stage_times[stage] = (end - ran, end)
+        if task.download is None:
+            result.start = end - ran
+        else:
+            result = result.after(task.download)
+        self._collect(result)
+        self._requeue(slot)
+
+    # -- the end ------------------------------------------------------------------
+
+    def _stop(self) -> None:
+        """Stop every worker (the run is over, or interrupted)."""
+        slots = [*self._workers, *self._downloaders, *self._started]
+        for slot in slots:
+            slot.kill() if isinstance(slot, ProcessSlot) else slot.close()
+        for slot in slots:
+            if isinstance(slot, ProcessSlot):
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    slot.process.wait(timeout=2)
+                slot.close()
+        self._workers, self._downloaders, self._started = [], [], []
+        for fd in (self._wake_read, self._wake_write):
+            os.close(fd)
+
+    def in_flight(self) -> Iterator[Task]:
+        for slot in [*self._workers, *self._downloaders]:
+            yield from slot.tasks
+
+
+def show_downloaded(board: StatusBoard, result: AssetResult) -> None:
+    """Show an asset whose download returned, and that waits for a process worker,
+    as :data:`DOWNLOADED` (after the statuses its download's result overtook)."""
+    board.catch_up(result)
+    board.update(result.brainset_id, result.asset_id, DOWNLOADED)
+    result.statuses = []  # the board has them
+
+
+DOWNLOADED = "downloaded"
+"""The status of an asset downloaded and waiting for a process worker."""

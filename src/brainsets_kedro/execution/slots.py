@@ -1,0 +1,224 @@
+"""Worker slots of the driver's scheduler (:mod:`.scheduler`): a local worker
+process (:class:`ProcessSlot`) or a thread of the driver (:class:`ThreadSlot`), with
+the tasks sent to it. Light (no pandas), as ``prestart`` starts workers with it while
+Kedro loads the project."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import mmap
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from brainsets_kedro.assets import AssetResult, AssetTimeout
+from brainsets_kedro.execution.local_worker import (
+    CLOCK,
+    FRAME,
+    STAGE_CODES,
+    write_frame,
+)
+
+SMALL = 8192
+"""Bytes: a task up to this size is written to its worker's pipe directly. A worker
+holds at most ``scheduler.QUEUED`` of them unread, well under a pipe's 64 KiB, so the
+write never blocks, even to a stopped worker; a larger one is written by a thread."""
+
+STAGE_NAMES = {code: name for name, code in STAGE_CODES.items()}
+
+
+@dataclass(slots=True, eq=False)
+class Task:
+    """An asset's stages to run on a worker."""
+
+    plan: Any
+    row: tuple
+    stages: tuple[str, ...]
+    download: AssetResult | None = None
+    """Its download's result, when it was downloaded apart."""
+    number: int = 0
+    """Its number on its worker (the worker's stage clock names it)."""
+    began: float = 0.0
+    """``time.monotonic()`` when its worker started it, as far as the driver knows."""
+    first: bool = False
+    """Whether it is its worker's first task of its brainset."""
+
+
+class _Slot:
+    """A worker: the tasks it was sent and has not returned, the first running."""
+
+    def __init__(self) -> None:
+        self.tasks: deque[Task] = deque()
+        self.sent = 0
+        self.jobs: set[int] = set()
+        self.busy_writing: threading.Thread | None = None
+
+    def room(self, queued: int) -> bool:
+        writing = self.busy_writing is not None and self.busy_writing.is_alive()
+        return not writing and len(self.tasks) < queued
+
+    def stage(self) -> tuple[str, float] | None:
+        """The stage the first task runs and when it started, once the worker took
+        it (``""`` for its first, not begun yet); ``None`` before."""
+        return None
+
+
+class ProcessSlot(_Slot):
+    """A worker process of this machine (see ``workers.serve``).
+
+    Args:
+        driver_pid: The driver's process id (the worker exits when it is gone).
+        modules: Modules the worker imports before its first task.
+    """
+
+    def __init__(self, driver_pid: int, modules: tuple[str, ...] = ()):
+        super().__init__()
+        task_read, self.write_fd = os.pipe()
+        self.read_fd, result_write = os.pipe()
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        fd, self._clock_path = tempfile.mkstemp(prefix="brainsets-clock-", dir=shm)
+        os.ftruncate(fd, mmap.PAGESIZE)
+        self._page = mmap.mmap(fd, CLOCK.size)
+        os.close(fd)
+        code = (
+            "from brainsets_kedro.execution.local_worker import serve; "
+            f"serve({task_read}, {result_write}, {self._clock_path!r}, {driver_pid}, "
+            f"{modules!r})"
+        )
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, sys.path))}
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", code],
+            pass_fds=(task_read, result_write),
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+        os.close(task_read)
+        os.close(result_write)
+        os.set_blocking(self.read_fd, False)
+        self.pidfd = os.pidfd_open(self.process.pid)
+        self._buffer = bytearray()
+
+    def send(self, data: bytes) -> None:
+        if len(data) <= SMALL:
+            with contextlib.suppress(OSError):  # it died: its pidfd says so
+                write_frame(self.write_fd, data)
+            return
+
+        def write() -> None:
+            with contextlib.suppress(OSError):
+                write_frame(self.write_fd, data)
+
+        self.busy_writing = threading.Thread(target=write, daemon=True)
+        self.busy_writing.start()
+
+    def receive(self) -> list[bytes]:
+        """The whole messages that arrived (never blocks)."""
+        try:
+            while chunk := os.read(self.read_fd, 1 << 24):
+                self._buffer += chunk
+                if len(chunk) < 1 << 24:
+                    break
+        except BlockingIOError:
+            pass
+        messages, buffer, at = [], self._buffer, 0
+        while len(buffer) - at >= FRAME.size:
+            size = FRAME.unpack_from(buffer, at)[0]
+            if len(buffer) - at - FRAME.size < size:
+                break
+            messages.append(bytes(buffer[at + FRAME.size : at + FRAME.size + size]))
+            at += FRAME.size + size
+        del buffer[:at]
+        return messages
+
+    def stage(self) -> tuple[str, float] | None:
+        number, code, began = CLOCK.unpack_from(self._page)
+        if self.tasks and number == self.tasks[0].number:
+            return STAGE_NAMES[code], began
+        return None
+
+    def cause(self) -> str:
+        code = self.process.wait()
+        if code < 0:
+            return f"signal {-code} ({signal.Signals(-code).name})"
+        return f"exit code {code}"
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.process.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        """Once the process is gone or killed: its pipes, pidfd and clock."""
+        for fd in (self.write_fd, self.read_fd, self.pidfd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._page.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._clock_path)
+
+
+class ThreadSlot(_Slot):
+    """A worker thread of the driver (``threading`` backend): it cannot be killed;
+    stopping one raises :class:`AssetTimeout` in it and abandons it."""
+
+    def __init__(self, returned: Callable[[ThreadSlot, AssetResult], None]):
+        super().__init__()
+        self._returned = returned
+        self._queue: deque = deque()
+        self._wake = threading.Semaphore(0)
+        self._jobs: dict[int, Any] = {}
+        self._stage: tuple[int, str, float] | None = None
+        self._number = 0
+        self.abandoned = False
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="asset")
+        self._thread.start()
+
+    def send(self, message: tuple) -> None:
+        self._queue.append(message)
+        self._wake.release()
+
+    def _loop(self) -> None:
+        number = 0
+        while True:
+            self._wake.acquire()
+            if self.abandoned:
+                return
+            job_id, job, row, stages, output, start = self._queue.popleft()
+            number += 1
+            self._number = number
+            self._clock("", time.monotonic())
+            if job is not None:
+                self._jobs[job_id] = replace(job, clock=self._clock)
+            result = self._jobs[job_id].run(
+                row, stages, download_output=output, start=start
+            )
+            if not self.abandoned:
+                self._returned(self, result)
+
+    def _clock(self, stage: str, began: float) -> None:
+        self._stage = (self._number, stage, began)
+
+    def stage(self) -> tuple[str, float] | None:
+        stage = self._stage
+        if stage and self.tasks and stage[0] == self.tasks[0].number:
+            return stage[1], stage[2]
+        return None
+
+    def kill(self, seconds: float = 0) -> None:
+        self.abandoned = True
+        timeout = type("AssetTimeout", (AssetTimeout,), {"seconds": seconds})
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(self._thread.ident), ctypes.py_object(timeout)
+        )
+
+    def close(self) -> None:
+        self.abandoned = True
+        self._wake.release()

@@ -684,7 +684,7 @@ class _FdRouter:
     Not under the threading backend: a process's descriptors are shared by all
     its threads, so output there cannot be told apart by asset."""
 
-    def __init__(self) -> None:
+    def __init__(self, pipes: tuple[int, int, int, int] | None = None) -> None:
         self.logs: tuple[_LogFile, _LogFile] | None = None
         self._lock = threading.Lock()
         self._pipes: dict[int, int] = {}  # read end -> the descriptor it replaces
@@ -693,7 +693,7 @@ class _FdRouter:
         sys.stderr.flush()
         for fd in (1, 2):
             self._originals[fd] = os.dup(fd)
-            read, write = os.pipe()
+            read, write = pipes[2 * fd - 2 : 2 * fd] if pipes else os.pipe()
             os.set_blocking(read, False)
             os.dup2(write, fd)
             os.close(write)
@@ -717,8 +717,9 @@ class _FdRouter:
             if not data:
                 return
             fd = self._pipes[read]
-            if self.logs is not None:
+            if self.logs is not None:  # flushed: the process may die any time
                 self.logs[fd - 1].write_bytes(data)
+                self.logs[fd - 1].flush()
             else:
                 with contextlib.suppress(OSError):
                     os.write(self._originals[fd], data)
@@ -737,12 +738,18 @@ class _FdRouter:
 _fd_router: _FdRouter | None = None
 
 
-@functools.cache
-def route_fd_output() -> None:
+def route_fd_output(pipes: tuple[int, int, int, int] | None = None) -> None:
     """In a worker process: send output of file descriptors 1 and 2 to the logs of
-    the asset running (see :class:`_FdRouter`), from now on."""
+    the asset running (see :class:`_FdRouter`), from now on; once per process.
+
+    Args:
+        pipes: ``(read 1, write 1, read 2, write 2)``: pipes made by the driver,
+            which keeps their read ends to save what a worker that dies leaves
+            in them; ``None``: new ones.
+    """
     global _fd_router  # noqa: PLW0603 (one per process, made once)
-    _fd_router = _FdRouter()
+    if _fd_router is None:
+        _fd_router = _FdRouter(pipes)
 
 
 def route_warnings() -> None:

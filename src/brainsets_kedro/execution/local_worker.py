@@ -21,6 +21,7 @@ from brainsets_kedro.assets import (
     BrainsetJob,
     become_worker,
     exit_without_final_collection,
+    route_fd_output,
 )
 
 FRAME = struct.Struct("<Q")
@@ -78,12 +79,13 @@ class _StageClock:
         CLOCK.pack_into(self._page, 0, self.task, STAGE_CODES[stage], began)
 
 
-def serve(
+def serve(  # noqa: PLR0913, PLR0917 (the worker's command line)
     read_fd: int,
     write_fd: int,
     clock_path: str,
     driver_pid: int,
     modules: tuple[str, ...] = (),
+    output_pipes: tuple[int, int, int, int] | None = None,
 ) -> None:
     """The main loop of a local worker process (``execution.scheduler``): run each
     task the driver sends, one at a time, and send back its result.
@@ -98,8 +100,11 @@ def serve(
         clock_path: The file of the page shared with the driver (see :data:`CLOCK`).
         driver_pid: The driver's process id: the worker exits when it is gone.
         modules: What to import before the first task (a brainset's module).
+        output_pipes: The pipes of file descriptors 1 and 2 (see
+            ``assets.route_fd_output``).
     """
     exit_without_final_collection()
+    route_fd_output(output_pipes)
     become_worker(driver_pid)  # exit with the driver; fd 1 and 2 to the asset's logs
     # SIGTERM sent to the process group (as Ctrl-C is) is the driver's to handle: it
     # stops the workers once it has saved the reports. A handler, not SIG_IGN, so

@@ -317,11 +317,13 @@ class Scheduler:
         self._readable(slot)  # what it sent before it went
         self._forget(slot)
         cause = slot.cause()
+        left = slot.left_output()
         slot.close()
         if not slot.tasks:
             return
         task = slot.tasks.popleft()
         job = task.plan.job
+        _append_logs(job, task.row[0], left)
         logger.warning(
             "A worker died (%s) while preparing %s:%s, which fails; the assets it "
             "interrupted start again.",
@@ -388,6 +390,7 @@ class Scheduler:
         else:
             slot.kill()
             slot.process.wait()
+            _append_logs(task.plan.job, task.row[0], slot.left_output())
             slot.close()
             where = f"killed its worker (pid {slot.process.pid})"
         slot.tasks.popleft()
@@ -424,6 +427,14 @@ class Scheduler:
     def in_flight(self) -> Iterator[Task]:
         for slot in [*self._workers, *self._downloaders]:
             yield from slot.tasks
+
+
+def _append_logs(job: Any, asset_id: Any, output: tuple[bytes, bytes]) -> None:
+    """Append what a dead worker left on its fd 1 and 2 to its asset's logs."""
+    for path, data in zip(job.log_paths(asset_id), output, strict=True):
+        if data:
+            with contextlib.suppress(OSError), path.open("ab") as log:
+                log.write(data)
 
 
 def show_downloaded(board: StatusBoard, result: AssetResult) -> None:

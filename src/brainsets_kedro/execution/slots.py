@@ -89,20 +89,28 @@ class ProcessSlot(_Slot):
         os.ftruncate(fd, mmap.PAGESIZE)
         self._page = mmap.mmap(fd, CLOCK.size)
         os.close(fd)
+        # The worker's fd 1 and 2: pipes whose read ends the driver keeps too, to
+        # move what a worker that dies left in them to its asset's logs.
+        out_read, out_write = os.pipe()
+        err_read, err_write = os.pipe()
+        pipes = (out_read, out_write, err_read, err_write)
         code = (
             "from brainsets_kedro.execution.local_worker import serve; "
             f"serve({task_read}, {result_write}, {self._clock_path!r}, {driver_pid}, "
-            f"{modules!r})"
+            f"{modules!r}, {pipes!r})"
         )
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, sys.path))}
         self.process = subprocess.Popen(
             [sys.executable, "-c", code],
-            pass_fds=(task_read, result_write),
+            pass_fds=(task_read, result_write, *pipes),
             stdin=subprocess.DEVNULL,
             env=env,
         )
-        os.close(task_read)
-        os.close(result_write)
+        for fd in (task_read, result_write, out_write, err_write):
+            os.close(fd)
+        self.output = (out_read, err_read)
+        for fd in self.output:
+            os.set_blocking(fd, False)
         os.set_blocking(self.read_fd, False)
         self.pidfd = os.pidfd_open(self.process.pid)
         self._buffer = bytearray()
@@ -155,9 +163,21 @@ class ProcessSlot(_Slot):
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.process.pid, signal.SIGKILL)
 
+    def left_output(self) -> tuple[bytes, bytes]:
+        """Once the process is gone: what it wrote to fd 1 and 2 that its own
+        reader had not moved to its asset's logs yet."""
+        left = []
+        for fd in self.output:
+            chunks = []
+            with contextlib.suppress(OSError):
+                while chunk := os.read(fd, 1 << 16):
+                    chunks.append(chunk)
+            left.append(b"".join(chunks))
+        return left[0], left[1]
+
     def close(self) -> None:
         """Once the process is gone or killed: its pipes, pidfd and clock."""
-        for fd in (self.write_fd, self.read_fd, self.pidfd):
+        for fd in (self.write_fd, self.read_fd, self.pidfd, *self.output):
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._page.close()

@@ -45,8 +45,6 @@ class RunSettings:
         download_jobs: Downloads at once, in download processes (a download
             mostly waits on the network), once downloads prove slow; ``None``:
             twice the workers, at least :data:`DOWNLOAD_JOBS`.
-        max_downloaded: Assets downloaded and waiting for a process worker at
-            most: no new download starts past it; ``None``: ``n_jobs``.
         backend: The joblib backend: ``loky``, ``threading``, ``multiprocessing``,
             ``dask`` or ``ray``.
         address: With ``dask``/``ray``, the cluster's scheduler; ``None``: a local
@@ -61,11 +59,12 @@ class RunSettings:
         log_max_bytes: The cap of each per-asset log; ``None``: no cap.
         check_disk_space: Whether the run checks, before downloading, that the
             assets' ``size_bytes`` fit on the raw directory's disk.
+        max_downloaded: Assets downloaded and waiting for a process worker at
+            most: no new download starts past it; ``None``: ``n_jobs``.
     """
 
     n_jobs: int | None = None
     download_jobs: int | None = None
-    max_downloaded: int | None = None
     backend: str = "loky"
     address: str | None = None
     status_host: str = "127.0.0.1"
@@ -76,6 +75,7 @@ class RunSettings:
     retry_backoff: float = 1.0
     log_max_bytes: int | None = LOG_MAX_BYTES
     check_disk_space: bool = True
+    max_downloaded: int | None = None
 
     @classmethod
     def from_parameters(

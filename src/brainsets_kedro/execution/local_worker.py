@@ -14,7 +14,7 @@ import signal
 import struct
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, BinaryIO
 
 from brainsets_kedro.assets import (
     FAILED,
@@ -50,21 +50,15 @@ def _write_all(fd: int, view: memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
-def read_frame(fd: int) -> bytes | None:
-    """Read one message (blocking) from ``fd``; ``None`` at its end."""
-    header = _read_exactly(fd, FRAME.size)
-    return None if header is None else _read_exactly(fd, FRAME.unpack(header)[0])
-
-
-def _read_exactly(fd: int, size: int) -> bytes | None:
-    chunks, left = [], size
-    while left:
-        chunk = os.read(fd, min(left, 1 << 24))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
+def read_frame(stream: BinaryIO) -> bytes | None:
+    """Read one message (blocking) from a buffered ``stream``: the tasks of a chunk
+    arrive in one read; ``None`` at its end."""
+    header = stream.read(FRAME.size)
+    if len(header) < FRAME.size:
+        return None
+    size = FRAME.unpack(header)[0]
+    data = stream.read(size)
+    return data if len(data) == size else None
 
 
 class _StageClock:
@@ -115,7 +109,8 @@ def serve(  # noqa: PLR0913, PLR0917 (the worker's command line)
             importlib.import_module(module)
     clock = _StageClock(clock_path)
     jobs: dict[int, BrainsetJob] = {}
-    while (data := read_frame(read_fd)) is not None:
+    tasks = open(read_fd, "rb", buffering=1 << 16)  # noqa: SIM115 (for the process)
+    while (data := read_frame(tasks)) is not None:
         clock.task += 1
         clock("", time.monotonic())  # the task's first stage starts with its receipt
         try:

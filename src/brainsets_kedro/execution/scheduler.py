@@ -63,8 +63,11 @@ FIRST_DOWNLOAD = 0.5
 for what the brainset's code does once per process (imports, a first connection)."""
 TICK = 0.1
 """Seconds between two checks of the stages' deadlines (and the longest wait)."""
-QUEUED = 3
-"""Tasks sent ahead to a worker whose assets are quick (the one running included)."""
+CHUNK = 0.01
+"""Seconds of work in a chunk of tasks sent at once to a worker whose assets are
+quick."""
+MAX_QUEUED = 64
+"""Tasks at most queued to a worker (the one running included)."""
 QUICK = 0.02
 """Seconds: assets quicker than this on average get tasks sent ahead."""
 
@@ -175,15 +178,25 @@ class Scheduler:
 
     def _dispatch(self) -> bool:
         """Send what can be sent; whether anything is left to do."""
-        queued = QUEUED if self._average < QUICK else 1
+        # Quick assets: tasks go to a worker in chunks of about CHUNK seconds of
+        # work, one write each, and a chunk is sent when half the last is done.
+        queued = 1
+        if self._average < QUICK:
+            queued = max(2, min(MAX_QUEUED, int(CHUNK / max(self._average, 1e-5))))
         while len(self._workers) < self._n_workers:
             self._workers.append(self._new_slot())
         for slot in self._workers:
-            while slot.room(queued):
+            room = slot.room(queued)
+            if slot.tasks and room < queued // 2:
+                continue
+            messages = []
+            while len(messages) < room:
                 task = self._next_process_task()
                 if task is None:
                     break
-                self._send(slot, task)
+                messages.append(self._message(slot, task))
+            if messages:
+                slot.send(messages)
         in_flight = sum(len(s.tasks) for s in self._downloaders)
         while in_flight < self._download_jobs and len(self._ready) < max(
             1, self._max_downloaded
@@ -195,7 +208,7 @@ class Scheduler:
             if slot is None:
                 slot = self._new_slot()
                 self._downloaders.append(slot)
-            self._send(slot, task)
+            slot.send([self._message(slot, task)])
             in_flight += 1
         busy = any(s.tasks for s in self._workers) or in_flight
         return bool(busy or self._ready or self._again or self._left)
@@ -237,7 +250,8 @@ class Scheduler:
         self._poll.register(slot.pidfd, select.POLLIN)
         return slot
 
-    def _send(self, slot: _Slot, task: Task) -> None:
+    def _message(self, slot: _Slot, task: Task) -> Any:
+        """``task`` as sent to ``slot`` (pickled for a process), now its own."""
         plan = task.plan
         job = None
         if id(plan) not in slot.jobs:  # each worker gets a brainset's job once
@@ -255,9 +269,9 @@ class Scheduler:
         message = (id(plan), job, task.row, task.stages, output, start)
         if not self._threads:
             message = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
-        slot.send(message)
         if download is not None:
             download.output = None  # the worker has it now
+        return message
 
     # -- what comes back ----------------------------------------------------------
 

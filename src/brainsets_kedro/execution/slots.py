@@ -9,6 +9,7 @@ import contextlib
 import ctypes
 import mmap
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -25,13 +26,7 @@ from brainsets_kedro.execution.local_worker import (
     CLOCK,
     FRAME,
     STAGE_CODES,
-    write_frame,
 )
-
-SMALL = 8192
-"""Bytes: a task up to this size is written to its worker's pipe directly. A worker
-holds at most ``scheduler.QUEUED`` of them unread, well under a pipe's 64 KiB, so the
-write never blocks, even to a stopped worker; a larger one is written by a thread."""
 
 STAGE_NAMES = {code: name for name, code in STAGE_CODES.items()}
 
@@ -62,9 +57,11 @@ class _Slot:
         self.jobs: set[int] = set()
         self.busy_writing: threading.Thread | None = None
 
-    def room(self, queued: int) -> bool:
+    def room(self, queued: int) -> int:
+        """How many more tasks it takes to hold ``queued``; none while a large send
+        is still being written."""
         writing = self.busy_writing is not None and self.busy_writing.is_alive()
-        return not writing and len(self.tasks) < queued
+        return 0 if writing else max(0, queued - len(self.tasks))
 
     def stage(self) -> tuple[str, float] | None:
         """The stage the first task runs and when it started, once the worker took
@@ -112,18 +109,30 @@ class ProcessSlot(_Slot):
         for fd in self.output:
             os.set_blocking(fd, False)
         os.set_blocking(self.read_fd, False)
+        os.set_blocking(self.write_fd, False)
         self.pidfd = os.pidfd_open(self.process.pid)
         self._buffer = bytearray()
 
-    def send(self, data: bytes) -> None:
-        if len(data) <= SMALL:
-            with contextlib.suppress(OSError):  # it died: its pidfd says so
-                write_frame(self.write_fd, data)
+    def send(self, messages: list[bytes]) -> None:
+        """Write ``messages`` (pickled tasks) in one system call, without ever
+        blocking the driver: what the pipe cannot take now (a large download
+        output, a worker that stopped reading) is written by a thread, and the
+        worker gets nothing more until it is done."""
+        payload = b"".join(FRAME.pack(len(m)) + m for m in messages)
+        try:
+            written = os.write(self.write_fd, payload)
+        except BlockingIOError:
+            written = 0
+        except OSError:  # it died: its pidfd says so
             return
+        if written == len(payload):
+            return
+        rest = memoryview(payload)[written:]
+        del payload
 
         def write() -> None:
-            with contextlib.suppress(OSError):
-                write_frame(self.write_fd, data)
+            with contextlib.suppress(OSError, ValueError):
+                _write_when_writable(self.write_fd, rest)
 
         self.busy_writing = threading.Thread(target=write, daemon=True)
         self.busy_writing.start()
@@ -185,6 +194,18 @@ class ProcessSlot(_Slot):
             os.unlink(self._clock_path)
 
 
+def _write_when_writable(fd: int, view: memoryview) -> None:
+    """Write ``view`` to the non-blocking ``fd``, waiting while it is full."""
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    while view:
+        poller.poll()
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            continue
+
+
 class ThreadSlot(_Slot):
     """A worker thread of the driver (``threading`` backend): it cannot be killed;
     stopping one raises :class:`AssetTimeout` in it and abandons it."""
@@ -201,9 +222,10 @@ class ThreadSlot(_Slot):
         self._thread = threading.Thread(target=self._loop, daemon=True, name="asset")
         self._thread.start()
 
-    def send(self, message: tuple) -> None:
-        self._queue.append(message)
-        self._wake.release()
+    def send(self, messages: list[tuple]) -> None:
+        for message in messages:
+            self._queue.append(message)
+            self._wake.release()
 
     def _loop(self) -> None:
         number = 0

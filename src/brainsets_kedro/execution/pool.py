@@ -1,9 +1,8 @@
-"""The scheduler of ``BrainsetRunner``: one :class:`SharedAssetPool` per layer of
-download nodes prepares the assets of all their brainsets, interleaved, in one
-``joblib.Parallel`` call fed by the streaming stages (:mod:`.stages`); each brainset's
-nodes see their share of it as a :class:`BrainsetAssets`. A worker that dies breaks
-the pool: the asset it ran fails with the cause (:mod:`.deaths`), and the others go on
-in a new pool."""
+"""The pool of ``BrainsetRunner``: one :class:`SharedAssetPool` per layer of download
+nodes prepares the assets of all their brainsets, interleaved: on this machine
+through the driver's :class:`~.scheduler.Scheduler`, on a cluster through joblib's
+Dask or Ray backend (both stages per task). Each brainset's nodes see their share of
+it as a :class:`BrainsetAssets`; results are journaled and shown as they arrive."""
 
 from __future__ import annotations
 

@@ -64,9 +64,9 @@ def read_frame(stream: BinaryIO) -> bytes | None:
 class _StageClock:
     """The worker's end of its stage clock (see :data:`CLOCK`)."""
 
-    def __init__(self, path: str):
-        with open(path, "r+b") as file:
-            self._page = mmap.mmap(file.fileno(), CLOCK.size)
+    def __init__(self, fd: int):
+        self._page = mmap.mmap(fd, CLOCK.size)
+        os.close(fd)
         self.task = 0.0
 
     def __call__(self, stage: str, began: float) -> None:
@@ -76,7 +76,7 @@ class _StageClock:
 def serve(  # noqa: PLR0913, PLR0917 (the worker's command line)
     read_fd: int,
     write_fd: int,
-    clock_path: str,
+    clock_fd: int,
     driver_pid: int,
     modules: tuple[str, ...] = (),
     output_pipes: tuple[int, int, int, int] | None = None,
@@ -91,7 +91,7 @@ def serve(  # noqa: PLR0913, PLR0917 (the worker's command line)
     Args:
         read_fd: Where tasks arrive.
         write_fd: Where results go.
-        clock_path: The file of the page shared with the driver (see :data:`CLOCK`).
+        clock_fd: The file of the page shared with the driver (see :data:`CLOCK`).
         driver_pid: The driver's process id: the worker exits when it is gone.
         modules: What to import before the first task (a brainset's module).
         output_pipes: The pipes of file descriptors 1 and 2 (see
@@ -107,7 +107,7 @@ def serve(  # noqa: PLR0913, PLR0917 (the worker's command line)
     for module in modules:
         with contextlib.suppress(Exception):  # the asset that needs it reports it
             importlib.import_module(module)
-    clock = _StageClock(clock_path)
+    clock = _StageClock(clock_fd)
     jobs: dict[int, BrainsetJob] = {}
     tasks = open(read_fd, "rb", buffering=1 << 16)  # noqa: SIM115 (for the process)
     while (data := read_frame(tasks)) is not None:

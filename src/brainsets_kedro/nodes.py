@@ -246,8 +246,9 @@ def restored_row(row: Mapping[str, Any]) -> NamedTuple:
 
 def build_report(results: Iterable[AssetResult], job: BrainsetJob) -> pd.DataFrame:
     """The run report: one row per asset, indexed by asset id. Built column by
-    column (a list each), not row by row: a tuple per row and the frame made from
-    them held about 110 MB more at the peak of a run of 100,000 assets."""
+    column, each column of strings made a pandas array at once, so that only one
+    column's Python strings live at a time: a tuple per row and the frame made
+    from them held about 165 MB more at the peak of a run of 100,000 assets."""
     results = list(results)
 
     def iso(timestamp: float | None) -> str | None:
@@ -255,22 +256,27 @@ def build_report(results: Iterable[AssetResult], job: BrainsetJob) -> pd.DataFra
             return None
         return datetime.fromtimestamp(timestamp, timezone.utc).isoformat()
 
-    columns: dict[str, list] = {
-        "status": [r.status for r in results],
-        "start": [iso(r.start) for r in results],
-        "end": [iso(r.end) for r in results],
-        "duration_s": [round(r.end - r.start, 3) for r in results],
-        "error": [r.error for r in results],
-    }
+    def text(values: Iterable[Any]) -> Any:
+        return pd.array(list(values), dtype="str")
+
     log_dir = str(job.log_dir)
-    logs = [job.log_path_strings(r.asset_id, log_dir) for r in results]
-    columns["stdout_log"] = [out for out, _ in logs]
-    columns["stderr_log"] = [err for _, err in logs]
-    del logs
+    columns: dict[str, Any] = {
+        "status": text(r.status for r in results),
+        "start": text(iso(r.start) for r in results),
+        "end": text(iso(r.end) for r in results),
+        "duration_s": [round(r.end - r.start, 3) for r in results],
+        "error": text(r.error for r in results),
+        "stdout_log": text(
+            job.log_path_strings(r.asset_id, log_dir)[0] for r in results
+        ),
+        "stderr_log": text(
+            job.log_path_strings(r.asset_id, log_dir)[1] for r in results
+        ),
+    }
     for stage in STAGES:
         times = [r.stage_times.get(stage) for r in results]
-        columns[f"{stage}_start"] = [iso(t and t[0]) for t in times]
-        columns[f"{stage}_end"] = [iso(t and t[1]) for t in times]
+        columns[f"{stage}_start"] = text(iso(t and t[0]) for t in times)
+        columns[f"{stage}_end"] = text(iso(t and t[1]) for t in times)
         columns[f"{stage}_s"] = [t and round(t[1] - t[0], 3) for t in times]
     index = pd.Index([r.asset_id for r in results], name="asset_id")
     return pd.DataFrame(columns, index=index, columns=REPORT_COLUMNS)

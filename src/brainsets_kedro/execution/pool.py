@@ -316,8 +316,13 @@ class SharedAssetPool:
             board.finish(result.brainset_id, result.asset_id, result.status, result)
         else:
             board.catch_up(result)
-        result.statuses = []  # the board has them; 100,000 results add up
+        # Kept to the end for the report: what it no longer needs goes, and its
+        # strings are the run's own, not one copy per result (100,000 add up).
         plan = self._by_brainset[result.brainset_id]
+        result.brainset_id = plan.job.brainset_id
+        result.status = _STATUSES.get(result.status, result.status)
+        result.statuses = ()  # the board has them
+        result.call = None
         with self._collecting:
             plan.journal.record(result)
             plan.results.append(result)
@@ -325,6 +330,9 @@ class SharedAssetPool:
             if len(plan.finished) == len(plan.rows):
                 plan.downloaded.set()
                 plan.done.set()
+
+
+_STATUSES = {status: status for status in FINAL}
 
 
 class BrainsetAssets:

@@ -310,6 +310,7 @@ class Scheduler:
 
     def _finished(self, task: Task, result: AssetResult) -> None:
         plan = task.plan
+        result.asset_id = task.row[0]  # the manifest's, not a copy per result
         if "download" in task.stages:
             plan.returned()
         download = result.stage_times.get("download")

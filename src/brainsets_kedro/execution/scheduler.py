@@ -41,7 +41,7 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -439,10 +439,6 @@ class Scheduler:
         for fd in (self._wake_read, self._wake_write):
             os.close(fd)
 
-    def in_flight(self) -> Iterator[Task]:
-        for slot in [*self._workers, *self._downloaders]:
-            yield from slot.tasks
-
 
 def _append_logs(job: Any, asset_id: Any, output: tuple[bytes, bytes]) -> None:
     """Append what a dead worker left on its fd 1 and 2 to its asset's logs."""
@@ -454,7 +450,7 @@ def _append_logs(job: Any, asset_id: Any, output: tuple[bytes, bytes]) -> None:
 
 def show_downloaded(board: StatusBoard, result: AssetResult) -> None:
     """Show an asset whose download returned, and that waits for a process worker,
-    as :data:`DOWNLOADED` (after the statuses its download's result overtook)."""
+    as ``downloaded`` (after the statuses its download's result overtook)."""
     board.catch_up(result)
     board.update(result.brainset_id, result.asset_id, DOWNLOADED)
     result.statuses = []  # the board has them

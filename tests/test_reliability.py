@@ -109,7 +109,10 @@ def test_process_errors_are_not_retried(tmp_path):
         ({"retries": -1}, "brainsets.retries must be a whole number"),
         ({"download_only": "yes"}, "brainsets.download_only must be true or false"),
         ({"log_max_bytes": 0}, "brainsets.log_max_bytes must be a whole number above"),
-        ({"max_downloaded": 0}, "brainsets.max_downloaded must be a whole number above"),
+        (
+            {"max_downloaded": 0},
+            "brainsets.max_downloaded must be a whole number above",
+        ),
     ],
 )
 def test_bad_run_options(tmp_path, options, message):

@@ -14,7 +14,7 @@ import signal
 import struct
 import time
 from dataclasses import replace
-from typing import Any, BinaryIO
+from typing import Any
 
 from brainsets_kedro.assets import (
     FAILED,
@@ -31,34 +31,13 @@ CLOCK = struct.Struct("<ddd")
 code, time.monotonic() when the stage started)``; written as stages start, read by
 the driver's watchdog only (no message, no system call per stage)."""
 COPIED = 1 << 16
-"""Bytes: a message shorter than this is copied behind its length, and written in
-one system call."""
+"""Bytes: a result this large is sent at once, not held to go with others."""
 STAGE_CODES = {"": -1.0, "download": 1.0, "process": 2.0}
-
-
-def write_frame(fd: int, data: bytes) -> None:
-    """Write one message (blocking) to ``fd``."""
-    if len(data) < COPIED:  # one system call
-        _write_all(fd, memoryview(FRAME.pack(len(data)) + data))
-        return
-    _write_all(fd, memoryview(FRAME.pack(len(data))))
-    _write_all(fd, memoryview(data))
 
 
 def _write_all(fd: int, view: memoryview) -> None:
     while view:
         view = view[os.write(fd, view) :]
-
-
-def read_frame(stream: BinaryIO) -> bytes | None:
-    """Read one message (blocking) from a buffered ``stream``: the tasks of a chunk
-    arrive in one read; ``None`` at its end."""
-    header = stream.read(FRAME.size)
-    if len(header) < FRAME.size:
-        return None
-    size = FRAME.unpack(header)[0]
-    data = stream.read(size)
-    return data if len(data) == size else None
 
 
 class _StageClock:
@@ -109,8 +88,9 @@ def serve(  # noqa: PLR0913, PLR0917 (the worker's command line)
             importlib.import_module(module)
     clock = _StageClock(clock_fd)
     jobs: dict[int, BrainsetJob] = {}
-    tasks = open(read_fd, "rb", buffering=1 << 16)  # noqa: SIM115 (for the process)
-    while (data := read_frame(tasks)) is not None:
+    tasks = _Frames(read_fd)
+    results = _Results(write_fd)
+    while (data := tasks.next(before_waiting=results.flush)) is not None:
         clock.task += 1
         clock("", time.monotonic())  # the task's first stage starts with its receipt
         try:
@@ -124,9 +104,63 @@ def serve(  # noqa: PLR0913, PLR0917 (the worker's command line)
         else:
             reply = job.run(row, stages, download_output=output, start=start)
             del output
-        write_frame(write_fd, _dumps(reply))
+        results.add(_dumps(reply))
         del reply
+    results.flush()
     os._exit(0)
+
+
+FLUSH_AFTER = 0.005
+"""Seconds a worker holds results of quick assets, to send them together (the
+driver finds the one running from the stage clock, not from the results)."""
+
+
+class _Results:
+    """Results waiting to be written: sent together before the worker waits for a
+    task, after :data:`FLUSH_AFTER`, or at once when large."""
+
+    def __init__(self, fd: int):
+        self._fd = fd
+        self._pending: list[bytes] = []
+        self._since = 0.0
+
+    def add(self, data: bytes) -> None:
+        if not self._pending:
+            self._since = time.monotonic()
+        self._pending.append(FRAME.pack(len(data)))
+        self._pending.append(data)
+        if len(data) >= COPIED or time.monotonic() - self._since > FLUSH_AFTER:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            _write_all(self._fd, memoryview(b"".join(self._pending)))
+            self._pending.clear()
+
+
+class _Frames:
+    """The tasks arriving on ``fd``, read in large chunks."""
+
+    def __init__(self, fd: int):
+        self._fd = fd
+        self._buffer = bytearray()
+
+    def next(self, before_waiting: Any) -> bytes | None:
+        """The next task; ``before_waiting()`` is called before blocking for one.
+        ``None`` once the driver closed the pipe."""
+        while True:
+            if len(self._buffer) >= FRAME.size:
+                size = FRAME.unpack_from(self._buffer)[0]
+                end = FRAME.size + size
+                if len(self._buffer) >= end:
+                    data = bytes(memoryview(self._buffer)[FRAME.size : end])
+                    del self._buffer[:end]
+                    return data
+            before_waiting()
+            chunk = os.read(self._fd, 1 << 20)
+            if not chunk:
+                return None
+            self._buffer += chunk
 
 
 def _dumps(reply: Any) -> bytes:

@@ -333,10 +333,10 @@ class Scheduler:
         self._forget(slot)
         cause = slot.cause()
         left = slot.left_output()
+        task = self._take_running(slot)
         slot.close()
-        if not slot.tasks:
+        if task is None:
             return
-        task = slot.tasks.popleft()
         job = task.plan.job
         _append_logs(job, task.row[0], left)
         logger.warning(
@@ -351,7 +351,19 @@ class Scheduler:
         if task.download is not None:
             result = result.after(task.download)
         self._collect(result)
+
+    def _take_running(self, slot: _Slot) -> Task | None:
+        """Out of a stopped worker's tasks: the one it was running (by its stage
+        clock; else the first), the others requeued (those before it finished,
+        but their results, held to be sent together, were lost)."""
+        found = slot.running()
+        index = found[0] if found else 0
+        if not slot.tasks:
+            return None
+        slot.tasks.rotate(-index)
+        task = slot.tasks.popleft()
         self._requeue(slot)
+        return task
 
     def _forget(self, slot: _Slot) -> None:
         """Take ``slot`` out of the pools and out of the wait."""
@@ -381,13 +393,11 @@ class Scheduler:
         a brainset's downloads to their own stage as soon as one, in a worker's
         task, runs longer than :data:`CHEAP_DOWNLOAD`."""
         for slot in [*self._workers, *self._downloaders]:
-            if not slot.tasks:
-                continue
-            task = slot.tasks[0]
-            stage = slot.stage()
-            if stage is None or not stage[0]:  # not taken yet, or being unpickled
-                continue  # (importing a brainset's modules is not its stage's time)
-            stage, began = stage
+            found = slot.running()
+            if found is None or not found[1]:  # none, or being unpickled (importing
+                continue  # a brainset's modules is not its stage's time)
+            index, stage, began = found
+            task = slot.tasks[index]
             threshold = FIRST_DOWNLOAD if task.first else CHEAP_DOWNLOAD
             if stage == "download" and now - began > threshold:
                 task.plan.split = True
@@ -395,20 +405,23 @@ class Scheduler:
                 continue
             stopped = sum(seconds for at, seconds in self._pauses if at > began)
             if now - began - stopped >= self._timeout:
-                self._time_out(slot, task, stage, now - began)
+                self._time_out(slot, stage, now - began)
 
-    def _time_out(self, slot: _Slot, task: Task, stage: str, ran: float) -> None:
-        self._forget(slot)
+    def _time_out(self, slot: _Slot, stage: str, ran: float) -> None:
         if isinstance(slot, ThreadSlot):
+            self._forget(slot)
             slot.kill(self._timeout)
             where = "raised AssetTimeout in its thread"
+            task = self._take_running(slot)
         else:
             slot.kill()
             slot.process.wait()
+            self._readable(slot)  # the results it sent before
+            self._forget(slot)
+            task = self._take_running(slot)
             _append_logs(task.plan.job, task.row[0], slot.left_output())
             slot.close()
             where = f"killed its worker (pid {slot.process.pid})"
-        slot.tasks.popleft()
         error = f"timed out after {self._timeout:g} s (brainsets.timeout)"
         result = self._failed(
             task, f"AssetTimeout: {error}, in {stage}; the driver {where}"
@@ -421,7 +434,6 @@ class Scheduler:
         else:
             result = result.after(task.download)
         self._collect(result)
-        self._requeue(slot)
 
     # -- the end ------------------------------------------------------------------
 

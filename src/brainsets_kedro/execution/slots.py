@@ -63,9 +63,10 @@ class _Slot:
         writing = self.busy_writing is not None and self.busy_writing.is_alive()
         return 0 if writing else max(0, queued - len(self.tasks))
 
-    def stage(self) -> tuple[str, float] | None:
-        """The stage the first task runs and when it started, once the worker took
-        it (``""`` for its first, not begun yet); ``None`` before."""
+    def running(self) -> tuple[int, str, float] | None:
+        """Which of :attr:`tasks` runs (its index), its stage and when that started
+        (``""``: its first, not begun yet); ``None`` if the worker runs none of
+        them (starting, or between tasks)."""
         return None
 
 
@@ -149,19 +150,21 @@ class ProcessSlot(_Slot):
         except BlockingIOError:
             pass
         messages, buffer, at = [], self._buffer, 0
-        while len(buffer) - at >= FRAME.size:
-            size = FRAME.unpack_from(buffer, at)[0]
-            if len(buffer) - at - FRAME.size < size:
-                break
-            messages.append(bytes(buffer[at + FRAME.size : at + FRAME.size + size]))
-            at += FRAME.size + size
+        with memoryview(buffer) as view:  # one copy of each message, not two
+            while len(buffer) - at >= FRAME.size:
+                size = FRAME.unpack_from(buffer, at)[0]
+                if len(buffer) - at - FRAME.size < size:
+                    break
+                messages.append(bytes(view[at + FRAME.size : at + FRAME.size + size]))
+                at += FRAME.size + size
         del buffer[:at]
         return messages
 
-    def stage(self) -> tuple[str, float] | None:
+    def running(self) -> tuple[int, str, float] | None:
         number, code, began = CLOCK.unpack_from(self._page)
-        if self.tasks and number == self.tasks[0].number:
-            return STAGE_NAMES[code], began
+        index = int(number) - self.tasks[0].number if self.tasks else -1
+        if 0 <= index < len(self.tasks):
+            return index, STAGE_NAMES[code], began
         return None
 
     def cause(self) -> str:
@@ -248,10 +251,10 @@ class ThreadSlot(_Slot):
     def _clock(self, stage: str, began: float) -> None:
         self._stage = (self._number, stage, began)
 
-    def stage(self) -> tuple[str, float] | None:
+    def running(self) -> tuple[int, str, float] | None:
         stage = self._stage
         if stage and self.tasks and stage[0] == self.tasks[0].number:
-            return stage[1], stage[2]
+            return 0, stage[1], stage[2]
         return None
 
     def kill(self, seconds: float = 0) -> None:

@@ -12,8 +12,7 @@ from kedro.framework.startup import bootstrap_project
 
 from brainsets_kedro.assets import STAGES, BrainsetJob
 from brainsets_kedro.brainset import BrainsetPipeline
-from brainsets_kedro.execution.backends.workers import AnnouncedRun
-from brainsets_kedro.prestart import start_workers, wait_for_workers
+from brainsets_kedro.prestart import start_workers, stop_workers
 from brainsets_kedro.status import StatusSender
 
 
@@ -44,11 +43,13 @@ def test_a_worker_unpickles_its_task_without_kedro_or_rich():
     sender = StatusSender(("127.0.0.1", 1), b"key")
     job = BrainsetJob(BrainsetPipeline, Path("raw"), Path("out"), None, reporter=sender)
     code = (
-        "import pickle, sys; pickle.loads(sys.stdin.buffer.read()); print(*sys.modules)"
+        "import pickle, sys; import brainsets_kedro.execution.local_worker; "
+        "pickle.loads(sys.stdin.buffer.read()); print(*sys.modules)"
     )
+    task = (1, job, ("a_00", 1), STAGES, None, None)  # as the scheduler sends it
     result = subprocess.run(
         [sys.executable, "-c", code],
-        input=pickle.dumps(AnnouncedRun(job, STAGES)),
+        input=pickle.dumps(task),
         check=True,
         capture_output=True,
     )
@@ -88,5 +89,5 @@ def test_only_local_process_runs_start_early(
     try:
         count = start_workers(runner_params, None, None, params, ["json"])
     finally:
-        wait_for_workers()
+        stop_workers()
     assert count == started

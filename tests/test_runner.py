@@ -137,19 +137,23 @@ def test_bad_settings_are_named(settings, message):
 
 
 def test_download_and_process_stream_into_each_other(tmp_path):
-    """Downloads run beyond n_jobs at once, in the driver's threads; an asset's
-    process starts as soon as its download returns, before the last download
-    ends; the report has each stage's times."""
+    """Downloads that prove slow run as a stage of their own, beyond n_jobs at once,
+    in download processes; an asset's process starts as soon as its download
+    returns, before the last download ends; the report has each stage's times."""
     runner = BrainsetRunner(n_jobs=2, download_jobs=3)
     _run(tmp_path / "warm", {"n_assets": 2}, runner)  # workers started, as in kedro run
-    catalog = _run(tmp_path, {"n_assets": 6, "sleep": 0.3}, runner)
+    catalog = _run(tmp_path, {"n_assets": 10, "sleep": 0.3}, runner)
     report = catalog.load("toy.run_report")
     assert (report["status"] == "DONE").all()
     assert list(report.columns) == REPORT_COLUMNS
     times = report.filter(regex="start|end$").apply(pd.to_datetime)
     downloads = times.sort_values("download_start")
-    # The first three downloads overlap: more than n_jobs at once.
-    assert downloads["download_start"].iloc[2] < downloads["download_end"].iloc[0]
+    # Three downloads overlap: more than n_jobs at once.
+    at_once = [
+        ((downloads["download_start"] <= t) & (downloads["download_end"] > t)).sum()
+        for t in downloads["download_start"]
+    ]
+    assert max(at_once) == 3
     assert times["process_start"].min() < times["download_end"].max()
     assert (times["process_start"] >= times["download_end"]).all()
     assert (times["start"] <= times["download_start"]).all()
@@ -172,7 +176,7 @@ def test_a_download_output_that_cannot_be_pickled_fails_its_asset(tmp_path):
         "a_02": "DONE",
     }
     message = report.loc["a_01", "error"]
-    assert message.startswith("download returned an object that cannot be pickled (")
+    assert "download returned an object that cannot be pickled (" in message
     assert "_thread.lock" in message
     assert "download must return picklable data" in message
     assert pd.isna(report.loc["a_01", "process_start"])
@@ -286,8 +290,11 @@ def _status_lines(output: str) -> dict[str, list[str]]:
 
 
 EXPECTED_STATUSES = ["DOWNLOADING", "downloaded", "Processing", "DONE"]
-"""An asset's status lines ("downloaded": waiting for a process worker, once its
-download returned)."""
+"""An asset's status lines when its download ran as a stage of its own
+("downloaded": waiting for a process worker, once its download returned)."""
+IN_ONE_TASK = ["DOWNLOADING", "Processing", "DONE"]
+"""An asset's status lines when its download ran in the process worker's task (a
+quick download, or one of the first before downloads proved slow)."""
 
 
 def test_every_status_change_is_logged_once_in_threads(project):
@@ -304,7 +311,10 @@ def test_every_status_change_is_logged_once_in_threads(project):
     )
     assert result.returncode == 0, result.stderr
     lines = _status_lines(result.stdout + result.stderr)
-    assert lines == {f"a_{i:02d}": EXPECTED_STATUSES for i in range(8)}
+    assert sorted(lines) == [f"a_{i:02d}" for i in range(8)]
+    assert all(line in (EXPECTED_STATUSES, IN_ONE_TASK) for line in lines.values())
+    # Downloads of 0.1 s prove slow at once: most run as a stage of their own.
+    assert sum(line == EXPECTED_STATUSES for line in lines.values()) >= 4
 
 
 def test_live_table_on_a_terminal():
@@ -370,10 +380,13 @@ def test_kedro_run_end_to_end(project):
     # Without a terminal: one plain log line per status change, no control characters;
     # every change once, also of assets quicker than the statuses' trip to the driver.
     assert "\x1b" not in output
-    assert _status_lines(output) == {
-        **{f"a_{i:02d}": EXPECTED_STATUSES for i in (0, 1, 3, 4, 5)},
-        "a_02": [*EXPECTED_STATUSES[:3], "FAILED"],
-    }
+    assert (
+        _status_lines(output)
+        == {  # downloads that return at once
+            **{f"a_{i:02d}": IN_ONE_TASK for i in (0, 1, 3, 4, 5)},
+            "a_02": [*IN_ONE_TASK[:2], "FAILED"],
+        }
+    )
 
     report = pd.read_parquet(project / "data/08_reporting/toy/run_report.parquet")
     assert report.loc["a_02", "status"] == "FAILED"

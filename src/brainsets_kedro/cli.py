@@ -24,7 +24,7 @@ from brainsets_kedro.discovery import (
     pipeline_folders,
 )
 from brainsets_kedro.errors import UsageError, UserError, exit_code, short_errors
-from brainsets_kedro.prestart import start_workers, wait_for_workers
+from brainsets_kedro.prestart import start_workers, stop_workers
 from brainsets_kedro.scaffold import (
     available_brainsets,
     import_command,
@@ -66,7 +66,7 @@ def _run(**kwargs: Any) -> object:
         click.echo(INTERRUPTED_LINE, err=True, nl=False)
         raise SystemExit(128 + signal.SIGINT) from None
     finally:
-        wait_for_workers()  # if the run ended before it needed them
+        stop_workers()  # if the run ended before it needed them
 
 
 def _run_command(kwargs: dict[str, Any]) -> object:

@@ -1,13 +1,13 @@
 """Start the worker processes of a ``kedro run`` while Kedro loads the project.
 
 Before the runner hands out its first asset, ``kedro run`` spends about half a second
-importing pandas, reading ``conf/`` and building the pipelines, and joblib's loky
-workers take about as long to start and import the project. The run command calls
+importing pandas, reading ``conf/`` and building the pipelines, and the local worker
+processes take about as long to start and import the project. The run command calls
 :func:`start_workers` first, so the two overlap: the workers import the brainsets while
-the driver does. joblib keeps its loky executor between ``Parallel`` calls that ask for
-the same number of workers, so the runner's call gets these workers.
+the driver does; the runner's scheduler takes them (:func:`take_workers`).
 
-Only the default backend (loky) with more than one worker starts early. This module
+Only local process backends (loky, the default) with more than one worker start
+early. This module
 must stay light (no pandas): it runs before the project's heavier imports.
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,9 @@ from brainsets_kedro.run_settings import RunSettings
 
 logger = logging.getLogger(__name__)
 
-_starting: list[threading.Thread] = []
-"""The thread starting the workers, while it may run."""
+_started: list[Any] = []
+"""The worker processes started early (``execution.slots.ProcessSlot``), until the
+run takes them."""
 
 
 def start_workers(
@@ -49,39 +49,47 @@ def start_workers(
         logger.debug("Workers not started early: %s", error)
         return 0
     n_jobs = chosen.n_jobs
-    if chosen.backend != "loky":
+    if chosen.backend not in LOCAL_PROCESSES:
         return 0
-    # Imported here, in the main thread: importing it in the thread below while the
-    # main thread imports the project could deadlock on the modules both need.
-    import joblib  # noqa: PLC0415
-
+    cores = os.cpu_count() or 1
     if n_jobs is None:  # as the runner's default
-        n_jobs = joblib.cpu_count()
-    n_workers = joblib.effective_n_jobs(n_jobs)
+        n_jobs = cores
+    n_workers = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
     if n_workers <= 1:
         return 0
-    modules = list(modules)
+    # Not at the top: the workers' module, light, is still more than the CLI needs
+    # for a run that starts none.
+    from brainsets_kedro.execution.slots import ProcessSlot  # noqa: PLC0415
 
-    def start() -> None:
-        tasks = (
-            joblib.delayed(import_modules)(modules, os.getpid())
-            for _ in range(n_workers)
-        )
-        try:
-            joblib.Parallel(n_jobs=n_jobs, backend="loky")(tasks)
-        except BaseException as error:  # the assets' own tasks fail and report it,
-            logger.debug("Workers started early failed: %r", error)  # Ctrl-C included
-
-    thread = threading.Thread(target=start, name="start-workers", daemon=True)
-    thread.start()
-    _starting.append(thread)
+    modules = tuple(modules)
+    _started.extend(ProcessSlot(os.getpid(), modules) for _ in range(n_workers))
     return n_workers
 
 
-def wait_for_workers() -> None:
-    """Return once the workers started by :func:`start_workers` (if any) are ready."""
-    while _starting:
-        _starting.pop().join()
+LOCAL_PROCESSES = ("loky", "multiprocessing")
+"""The backends whose workers are processes of this machine."""
+
+
+def take_workers(settings: RunSettings) -> list[Any]:
+    """The workers :func:`start_workers` started, for a run of ``settings``; none
+    (they are stopped) when its backend runs no local process."""
+    started = list(_started)
+    _started.clear()
+    if settings.backend in LOCAL_PROCESSES:
+        return started
+    stop_workers(started)
+    return []
+
+
+def stop_workers(workers: Iterable[Any] | None = None) -> None:
+    """Stop ``workers`` (by default those started early that no run took)."""
+    if workers is None:
+        workers = list(_started)
+        _started.clear()
+    for worker in workers:
+        worker.kill()
+        worker.process.wait()
+        worker.close()
 
 
 def import_modules(modules: list[str], driver_pid: int | None = None) -> None:

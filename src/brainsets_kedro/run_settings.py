@@ -50,9 +50,10 @@ class RunSettings:
     Attributes:
         n_jobs: Parallel workers that process assets, 1 or more; ``None`` (or -1):
             one per CPU core (every worker of the cluster for ``dask`` and ``ray``).
-        download_jobs: Downloads at once, beside the ``n_jobs`` workers, in threads
-            of the driver (downloads mostly wait on the network); ``None``: twice
-            ``n_jobs``, at least :data:`DOWNLOAD_JOBS`. Not used on a cluster.
+        download_jobs: Downloads at once, in download processes (a download
+            mostly waits on the network), once downloads prove slow; ``None``:
+            twice the workers, at least :data:`DOWNLOAD_JOBS`. Not used on a
+            cluster.
         backend: The joblib backend: ``loky`` (processes), ``threading``,
             ``multiprocessing``; on a cluster ``dask``, ``ray``.
         address: With ``dask``/``ray``, the scheduler (``tcp://host:8786``,
@@ -77,6 +78,8 @@ class RunSettings:
             :mod:`brainsets_kedro.rerun`); ``()`` trusts every DONE asset.
         delete_raw: Whether what an asset's ``download`` returned is removed from
             the raw directory once the asset is DONE and in the ledger.
+        max_downloaded: Assets downloaded and waiting for a process worker at
+            most: no new download starts past it; ``None``: ``n_jobs``.
     """
 
     n_jobs: int | None = None
@@ -94,6 +97,7 @@ class RunSettings:
     progress_every: float = PROGRESS_EVERY
     rerun_on: tuple[str, ...] = ("version", "params", "input")
     delete_raw: bool = False
+    max_downloaded: int | None = None
 
     @classmethod
     def from_parameters(
@@ -129,6 +133,7 @@ class RunSettings:
         return cls(
             n_jobs=_n_jobs(options.get("n_jobs")),
             download_jobs=_download_jobs(options.get("download_jobs")),
+            max_downloaded=_value(options, "max_downloaded", int, None, True),
             backend=_backend(options.get("backend") or cls.backend),
             address=_address(options.get("address")),
             status_host=options.get("status_host") or cls.status_host,

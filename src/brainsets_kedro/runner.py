@@ -5,8 +5,8 @@ Nodes run as Kedro runs them (a ``Task`` each, hooks included), layer by layer i
 topological order. The brainset download nodes of a layer (recognised by their
 function, a :class:`~brainsets_kedro.nodes.DownloadNode`) run in threads, each
 followed by its process node; through :data:`~brainsets_kedro.nodes.ASSET_POOL` they
-hand their assets to one shared pool (:mod:`brainsets_kedro.execution`), where
-download and process run as streaming stages. The other brainset nodes of a layer
+hand their assets to one shared pool (:mod:`brainsets_kedro.execution`), where the
+driver's scheduler runs download and process as two stages. The other brainset nodes of a layer
 (the manifests of several brainsets, say) run at once in a few threads, while the
 layer's other nodes run one by one in the main thread, in Kedro's order.
 

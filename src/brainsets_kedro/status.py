@@ -16,7 +16,6 @@ import contextlib
 import datetime
 import logging
 import os
-import pickle
 import secrets
 import socket
 import sys
@@ -482,9 +481,6 @@ class StatusChannel:
         self._dropped = 0
         self._connections_lock = threading.Lock()
         self._closed = False
-        self._round = 0
-        self._lost: list[tuple[int, Running]] = []
-        self._lost_changed = threading.Condition()
         self._acceptor = threading.Thread(
             target=self._accept, daemon=True, name="status-accept"
         )
@@ -588,47 +584,19 @@ class StatusChannel:
         connection.close()
 
     def _receive(self, connection: Connection) -> None:
-        running: tuple[int, Running] | None = None  # (round, asset) it started last
         try:
             while True:
-                # Blocking: a worker that dies is seen at once, before the pool
-                # kills the others, so the first to go is the one that died (reading
-                # in bursts, to wake less often, lost that order under load).
-                message = connection.recv()
-                if isinstance(message, tuple):  # a worker starts an asset
-                    running = (self._round, Running(*message))
-                    continue
-                for event in message:
+                for event in connection.recv():
                     if type(event) is Transferred:
                         self._board.transferred(event.nbytes)
                     else:
                         self._board.update(*event)
-        except Exception:  # the worker went away, or the channel was closed
-            if running is not None and not self._closed:
-                with self._lost_changed:
-                    self._lost.append(running)
-                    self._lost_changed.notify_all()
+        except Exception:  # noqa: BLE001, S110 (the worker went away, or the channel closed)
+            pass
         finally:
             with self._connections_lock:
                 self._connections.remove(connection)
                 connection.close()
-
-    def lost(self, wait: float) -> list[Running]:
-        """The assets that workers were running when they went away (died, or were
-        killed by the pool one of them broke), in the order they went, this round
-        (see :meth:`new_round`). Waits up to ``wait`` seconds for the first."""
-        with self._lost_changed:
-            self._lost_changed.wait_for(
-                lambda: any(r == self._round for r, _ in self._lost), timeout=wait
-            )
-            return [asset for r, asset in self._lost if r == self._round]
-
-    def new_round(self) -> None:
-        """Forget the workers lost so far: a new pool starts (the workers that the
-        broken one kills may still be going away, and do not count)."""
-        with self._lost_changed:
-            self._round += 1
-            self._lost.clear()
 
     def close(self) -> None:
         with self._connections_lock:
@@ -691,16 +659,6 @@ class StatusSender:
         :func:`~brainsets_kedro.download.counting_bytes`)."""
         _outbox(self.address, self.authkey).put(Transferred(brainset_id, nbytes))
 
-    def running(self, brainset_id: str, asset_id: Any) -> None:
-        """Tell the driver, before the asset starts, that this process prepares it:
-        if the process dies, the driver knows which asset was running in it."""
-        # A plain tuple: cheaper to pickle than a Running, and told apart from the
-        # lists of statuses. Pickled with pickle.dumps, which costs a few microseconds
-        # less per asset than the Connection's own pickler; the driver's recv()
-        # unpickles it the same.
-        message = pickle.dumps((brainset_id, asset_id), pickle.HIGHEST_PROTOCOL)
-        _outbox(self.address, self.authkey).send_now(message)
-
     def __eq__(self, other: object) -> bool:
         return isinstance(other, StatusSender) and other.address == self.address
 
@@ -713,13 +671,6 @@ class Transferred(NamedTuple):
 
     brainset_id: str
     nbytes: int
-
-
-class Running(NamedTuple):
-    """An asset a worker process started (it says so just before)."""
-
-    brainset_id: str
-    asset_id: Any
 
 
 SEND_INTERVAL = 0.1
@@ -746,14 +697,6 @@ class _Outbox:
         with self._lock:
             self._pending.append(event)
 
-    def send_now(self, message: bytes) -> None:
-        """Send ``message``, a pickle, before returning, if the driver can be
-        reached."""
-        with self._connecting:
-            connection = self._connect()
-            if connection is not None:
-                self._send(connection, message, raw=True)
-
     def _send_loop(self) -> None:
         # Connect at once, not after the first interval: the first status comes while
         # its asset runs, when the driver listens for sure. (A quick last asset could
@@ -779,14 +722,10 @@ class _Outbox:
             if self._connection is not None:
                 self._connection.close()
 
-    def _send(self, connection: Connection, message: Any, raw: bool = False) -> None:
-        """Send ``message`` (``raw``: already pickled); on an error, drop the
-        connection."""
+    def _send(self, connection: Connection, message: Any) -> None:
+        """Send ``message``; on an error, drop the connection."""
         try:
-            if raw:
-                connection.send_bytes(message)
-            else:
-                connection.send(message)
+            connection.send(message)
         except (OSError, EOFError):
             self._connection = None
 

@@ -3,6 +3,7 @@
 Copied into a temporary project as src/brainsets_kedro/pipelines/toy/pipeline.py.
 """
 
+import ctypes
 import gc
 import json
 import os
@@ -59,6 +60,37 @@ parser.add_argument("--print-bytes", type=int, default=0, help="bytes to print")
 parser.add_argument(
     "--fd-output", action="store_true", help="write to fds 1 and 2, and a subprocess"
 )
+parser.add_argument("--fd-download", action="store_true", help="the same, in download")
+parser.add_argument(
+    "--block-download", default="", help="asset ids whose download blocks in a call"
+)
+parser.add_argument(
+    "--deadlock", default="", help="asset ids whose process deadlocks in C, by |"
+)
+parser.add_argument(
+    "--stop", default="", help="asset ids whose process SIGSTOPs its worker, by |"
+)
+parser.add_argument(
+    "--block-alarm", default="", help="asset ids whose process blocks SIGALRM, by |"
+)
+parser.add_argument("--download-mb", type=int, default=0, help="MB download returns")
+parser.add_argument(
+    "--unloadable", default="", help="asset ids whose download output cannot load"
+)
+parser.add_argument(
+    "--spacing", type=float, default=0.0, help="asset i's download waits i * this"
+)
+
+
+def _cannot_load() -> None:
+    raise RuntimeError("this object cannot be unpickled")
+
+
+class Unloadable:
+    """Pickles, and raises when unpickled."""
+
+    def __reduce__(self):
+        return (_cannot_load, ())
 
 
 class Pipeline(BrainsetPipeline):
@@ -80,7 +112,15 @@ class Pipeline(BrainsetPipeline):
     def download(self, manifest_item):
         self.update_status("DOWNLOADING")
         print(f"downloading {manifest_item.Index}")
-        time.sleep(self.args.sleep)
+        time.sleep(self.args.sleep + self.args.spacing * manifest_item.value)
+        if self.args.fd_download:
+            os.write(1, f"fd 1 download of {manifest_item.Index}\n".encode())
+            os.write(2, f"fd 2 download of {manifest_item.Index}\n".encode())
+            subprocess.run(
+                ["echo", f"download subprocess of {manifest_item.Index}"], check=True
+            )
+        if manifest_item.Index in self.args.block_download.split("|"):
+            time.sleep(600)  # one blocking call, as a stalled socket read
         if manifest_item.Index in self.args.hang_download.split("|"):
             for _ in range(6000):  # ten minutes of Python-level waiting
                 time.sleep(0.1)
@@ -95,6 +135,10 @@ class Pipeline(BrainsetPipeline):
         path.write_text(str(manifest_item.value))
         if manifest_item.Index in self.args.unpicklable.split("|"):
             return path, threading.Lock()
+        if manifest_item.Index in self.args.unloadable.split("|"):
+            return path, Unloadable()
+        if self.args.download_mb:
+            return path, bytes(self.args.download_mb << 20)
         return path
 
     def process(self, download_output):
@@ -103,18 +147,12 @@ class Pipeline(BrainsetPipeline):
             download_output = download_output[0]
         asset_id = download_output.stem
         print(f"processing {asset_id}")
+        if self.args.fd_output:
+            os.write(1, f"fd 1 of {asset_id}\n".encode())
+            os.write(2, f"fd 2 of {asset_id}\n".encode())
+            subprocess.run(["echo", f"subprocess of {asset_id}"], check=True)
         self._maybe_fail(asset_id, "process")
-        if asset_id in self.args.hang.split("|"):
-            for _ in range(6000):  # ten minutes of Python-level work, sleeping
-                time.sleep(0.1)
-        if asset_id in self.args.die.split("|"):
-            os.kill(os.getpid(), signal.SIGKILL)
-        if asset_id in self.args.exit.split("|"):
-            os._exit(3)
-        if asset_id in self.args.sys_exit.split("|"):
-            sys.exit(3)
-        if asset_id in self.args.interrupt.split("|"):
-            raise KeyboardInterrupt
+        self._misbehave(asset_id)
         if asset_id in self.args.full_disk.split("|"):
             err = self.processed_dir / "pipeline_logs" / f"{asset_id}.err"
             err.unlink(missing_ok=True)
@@ -122,10 +160,6 @@ class Pipeline(BrainsetPipeline):
             raise RuntimeError(f"{asset_id} fails with its .err on a full disk")
         if self.args.print_bytes:
             print("x" * self.args.print_bytes)
-        if self.args.fd_output:
-            os.write(1, f"fd 1 of {asset_id}\n".encode())
-            os.write(2, f"fd 2 of {asset_id}\n".encode())
-            subprocess.run(["echo", f"subprocess of {asset_id}"], check=True)
         started = time.time()
         time.sleep(self.args.sleep)
         value = int(download_output.read_text())
@@ -142,6 +176,31 @@ class Pipeline(BrainsetPipeline):
             "process_started": process_started_at(),
         }
         (self.processed_dir / f"{asset_id}.json").write_text(json.dumps(worker))
+
+    def _misbehave(self, asset_id):
+        """What --deadlock, --stop, --block-alarm, --hang, --die, --exit, --sys-exit
+        and --interrupt ask of this asset's process."""
+        if asset_id in self.args.deadlock.split("|"):
+            mutex = ctypes.create_string_buffer(64)  # a default pthread mutex
+            libc = ctypes.CDLL(None)
+            libc.pthread_mutex_lock(mutex)
+            libc.pthread_mutex_lock(mutex)  # never returns: no signal stops it
+        if asset_id in self.args.stop.split("|"):
+            os.kill(os.getpid(), signal.SIGSTOP)
+        if asset_id in self.args.block_alarm.split("|"):
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+            time.sleep(600)
+        if asset_id in self.args.hang.split("|"):
+            for _ in range(6000):  # ten minutes of Python-level work, sleeping
+                time.sleep(0.1)
+        if asset_id in self.args.die.split("|"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        if asset_id in self.args.exit.split("|"):
+            os._exit(3)
+        if asset_id in self.args.sys_exit.split("|"):
+            sys.exit(3)
+        if asset_id in self.args.interrupt.split("|"):
+            raise KeyboardInterrupt
 
     def _maybe_fail(self, asset_id, stage):
         if asset_id in self.args.fail.split("|") and self.args.fail_stage == stage:

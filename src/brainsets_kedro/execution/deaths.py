@@ -15,10 +15,6 @@ from brainsets_kedro.assets import (
     BrainsetJob,
 )
 
-LOST_WORKER_WAIT = 2.0
-"""Seconds the driver waits, once the pool broke, to hear which asset the dead worker
-was running (its connection's end usually arrives first)."""
-
 
 def worker_died(job: BrainsetJob, asset_id: Any, cause: str) -> AssetResult:
     """The result of an asset whose worker died: FAILED, with the cause in its

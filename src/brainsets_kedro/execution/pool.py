@@ -1,9 +1,8 @@
-"""The scheduler of ``BrainsetRunner``: one :class:`SharedAssetPool` per layer of
-download nodes prepares the assets of all their brainsets, interleaved, in one
-``joblib.Parallel`` call fed by the streaming stages (:mod:`.stages`); each brainset's
-nodes see their share of it as a :class:`BrainsetAssets`. A worker that dies breaks
-the pool: the asset it ran fails with the cause (:mod:`.deaths`), and the others go on
-in a new pool."""
+"""The pool of ``BrainsetRunner``: one :class:`SharedAssetPool` per layer of download
+nodes prepares the assets of all their brainsets, interleaved: on this machine
+through the driver's :class:`~.scheduler.Scheduler`, on a cluster through joblib's
+Dask or Ray backend (both stages per task). Each brainset's nodes see their share of
+it as a :class:`BrainsetAssets`; results are journaled and shown as they arrive."""
 
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ import contextlib
 import functools
 import itertools
 import logging
-import multiprocessing
 import os
 import threading
 import uuid
@@ -28,17 +26,13 @@ from brainsets_kedro.assets import (
     SKIP,
     AssetResult,
     BrainsetJob,
-    route_warnings,
 )
 from brainsets_kedro.execution.backends import connect
 from brainsets_kedro.execution.backends.cluster import Cluster
 from brainsets_kedro.execution.backends.workers import (
-    AnnouncedRun,
     StoppableRun,
-    stop_run,
 )
 from brainsets_kedro.execution.deaths import (
-    LOST_WORKER_WAIT,
     death_causes,
     worker_death_errors,
     worker_died,
@@ -48,7 +42,7 @@ from brainsets_kedro.execution.interrupts import (
     collector_spared,
     signals_interrupt,
 )
-from brainsets_kedro.execution.stages import DownloadStage, Streams, show_downloaded
+from brainsets_kedro.execution.scheduler import Scheduler
 from brainsets_kedro.ledger import Ledger
 from brainsets_kedro.nodes import (
     FINAL,
@@ -57,7 +51,7 @@ from brainsets_kedro.nodes import (
     ProcessNode,
     portable_row,
 )
-from brainsets_kedro.prestart import wait_for_workers
+from brainsets_kedro.prestart import take_workers
 from brainsets_kedro.run_settings import CLUSTER_BACKENDS, RunSettings
 from brainsets_kedro.selection import Selection
 from brainsets_kedro.sizes import known_size
@@ -83,15 +77,13 @@ class _Plan:
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
     task: Any = None
-    """``joblib.delayed`` of the function that processes one asset, given its row,
-    ``download_output`` and ``start``."""
+    """On a cluster: ``joblib.delayed`` of the function that runs an asset's stages,
+    given its row."""
     journal: Ledger | None = None
     """Where the assets are recorded: as their process starts, as they finish."""
-    download: Any = None
-    """What downloads one asset given its row, in a thread of the driver (not on a
-    cluster, where ``task`` runs both stages)."""
-    downloads: list[AssetResult] = field(default_factory=list)
-    """The result of each asset's download, as it returned."""
+    split: bool = False
+    """Whether its downloads run as a stage of their own (see ``.scheduler``)."""
+    returned_downloads: int = 0
     downloaded: threading.Event = field(default_factory=threading.Event)
     """Set once every asset returned from its download (or the run stopped)."""
 
@@ -100,22 +92,16 @@ class _Plan:
         """Whether its assets run the process stage after their download."""
         return "process" in self.stages and not self.job.download_only
 
-    def returned(self, download: AssetResult) -> None:
-        """An asset's download returned (under the pool's lock)."""
-        self.downloads.append(download)
-        if download.status not in FINAL and self.processes:
-            self.journal.started(download.asset_id)
-        if len(self.downloads) == len(self.rows):
+    def returned(self) -> None:
+        """An asset's download returned (in the driver's main thread)."""
+        self.returned_downloads += 1
+        if self.returned_downloads >= len(self.rows):
             self.downloaded.set()
 
     def cluster_task(self, row: tuple) -> Any:
         """The task of an asset on a cluster (both stages): recorded as started."""
         self.journal.started(row[0])
         return self.task(row)
-
-    def process_task(self, row: tuple, download: AssetResult) -> Any:
-        """The process task of an asset, given its download's result."""
-        return self.task(row, download_output=download.output, start=download.start)
 
 
 class SharedAssetPool:
@@ -132,7 +118,6 @@ class SharedAssetPool:
         self._by_brainset: dict[str, _Plan] = {}
         self._cluster: Cluster | None = None
         self._run_id = uuid.uuid4().hex
-        self._streams: Streams | None = None
         self._collecting = threading.Lock()
         self.interrupted: RunInterrupted | None = None
         """Set when Ctrl-C or SIGTERM stopped the assets (they are INTERRUPTED)."""
@@ -219,14 +204,21 @@ class SharedAssetPool:
                     columns=columns,
                     driver_pid=driver_pid,
                 )
-                plan.task = self._task_function(plan)
+                if self._cluster is not None:
+                    plan.task = self._task_function(plan)
                 plan.journal = stack.enter_context(Ledger(plan.job, plan.rows))
             try:
                 with signals_interrupt(), collector_spared():
-                    wait_for_workers()  # started early by the run command
-                    if self._cluster is None:  # see _task_function
-                        self._streams = self._start_streams(board)
-                    self._prepare_all(board, channel)
+                    if self._cluster is None:
+                        Scheduler(
+                            self._plans,
+                            self._settings,
+                            functools.partial(self._collect, board),
+                            board,
+                            take_workers(self._settings),
+                        ).run()
+                    else:  # see _task_function
+                        self._prepare_all(board)
             except RunInterrupted as interrupt:
                 self.interrupted = interrupt
                 logger.warning("%s: the workers are stopped.", interrupt)
@@ -236,9 +228,6 @@ class SharedAssetPool:
                     raise explained from error
                 raise
             finally:
-                if self._streams is not None:
-                    self._streams.downloads.stop()
-                stop_run(self._run_id)  # the downloads in the driver's threads
                 if self._cluster is not None:
                     self._cluster.stop()
             for plan, row in list(self._unfinished()):
@@ -248,74 +237,19 @@ class SharedAssetPool:
                 self._collect(board, result)
         logger.info("%s", board.summary(), extra={"markup": False})
 
-    def _start_streams(self, board: StatusBoard) -> Streams:
-        """Start the download stage, in threads of the driver; the process stage
-        consumes the returned :class:`Streams`."""
-
-        def returned(download: AssetResult) -> None:
-            show_downloaded(board, download)
-            with self._collecting:
-                self._by_brainset[download.brainset_id].returned(download)
-
-        route_warnings()  # a download's warnings go to its .err
-        downloads = DownloadStage(
-            self._unfinished(),
-            download=lambda plan, row: plan.download(row),
-            jobs=self._settings.download_jobs,
-            returned=returned,
-        )
-        downloads.start()
-        return Streams(
-            downloads,
-            functools.partial(self._collect, board),
-            portable=self._settings.backend != "threading",
-        )
-
-    def _prepare_all(self, board: StatusBoard, channel: StatusChannel) -> None:
-        """Every asset, in rounds. A worker that dies breaks the pool (whose other
-        workers are killed): the asset it was running fails with the cause, and
-        the others start again in a new pool. Each worker tells the driver which
-        asset it starts before starting it (:meth:`StatusSender.running`), so the
-        driver knows which one was running in the worker that went first."""
+    def _prepare_all(self, board: StatusBoard) -> None:
+        """On a cluster: one joblib task per asset, both stages, in rounds. A worker
+        lost too often raises: the assets that may have killed it run one at a
+        time to find the one that does; the others start again."""
         while True:
             try:
-                if self._streams is not None:
-                    tasks = self._streams.tasks()
-                else:  # on a cluster: one task per asset, both stages
-                    tasks = self._cluster_tasks(board)
+                tasks = self._cluster_tasks(board)
                 for result in self._parallel()(tasks):
                     self._collect(board, result)
                 return
             except worker_death_errors() as error:
-                causes = death_causes(error)
-                cause, ambiguous = ", ".join(causes), len(causes) > 1
-            if self._cluster is not None:  # its other tasks go on: stop them
-                self._stop_cluster_round()
-            wait = 0 if self._cluster else LOST_WORKER_WAIT  # no AnnouncedRun there
-            lost = [
-                asset
-                for asset in channel.lost(wait=wait)
-                if asset.asset_id not in self._by_brainset[asset.brainset_id].finished
-            ]
-            channel.new_round()
-            if lost and ambiguous:
-                # Workers died at once with different causes (the pool names them
-                # together, not whose was whose): the first asset runs alone to
-                # find its own; the others start again.
-                self._run_lost_alone(board, lost[0], cause)
-                continue
-            if lost:
-                plan = self._by_brainset[lost[0].brainset_id]
-                logger.warning(
-                    "A worker died (%s) while preparing %s:%s, which fails; the "
-                    "assets it interrupted start again.",
-                    cause,
-                    plan.job.brainset_id,
-                    lost[0].asset_id,
-                    extra={"markup": False},
-                )
-                self._collect(board, worker_died(plan.job, lost[0].asset_id, cause))
-                continue
+                cause = ", ".join(death_causes(error))
+            self._stop_cluster_round()
             self._run_suspects_alone(board, cause)
 
     def _cluster_tasks(self, board: StatusBoard) -> Iterator[Any]:
@@ -335,85 +269,46 @@ class SharedAssetPool:
         for plan in self._plans:
             plan.task = self._task_function(plan)
 
-    def _run_lost_alone(self, board: StatusBoard, lost: Any, cause: str) -> None:
-        plan = self._by_brainset[lost.brainset_id]
-        key = (lost.brainset_id, lost.asset_id)
-        entry = self._streams.waiting.get(key) if self._streams else None
-        if entry is None:  # not downloaded by the stages: both stages again
-            entry = next((p, r, None) for p, r in self._unfinished() if r[0] == key[1])
-        logger.warning(
-            "Workers died (%s) while preparing %s:%s and others; running it alone "
-            "to find its cause; the others start again.",
-            cause,
-            plan.job.brainset_id,
-            lost.asset_id,
-            extra={"markup": False},
-        )
-        self._collect(board, self._run_alone(*entry))
-
     def _run_suspects_alone(self, board: StatusBoard, cause: str) -> None:
-        """When no worker said what it was running (on a cluster, or when the status
-        channel could not be reached): run the assets that may have killed it one
-        at a time, to find the one that does."""
+        """On a cluster, which does not say what a lost worker was running: run the
+        assets that may have killed it one at a time, to find the one that does."""
         in_flight = board.in_flight()
-        if self._streams is not None:  # the assets downloaded, not processed
-            candidates = [
-                entry
-                for entry in list(self._streams.waiting.values())
-                if entry[1][0] not in entry[0].finished
-            ]
-        else:
-            candidates = [(plan, row, None) for plan, row in self._unfinished()]
+        candidates = [(plan, row) for plan, row in self._unfinished()]
         suspects = [
             entry
             for entry in candidates
             if (entry[0].job.brainset_id, entry[1][0]) in in_flight
-        ] or candidates[: 2 * max(1, self._n_workers())]
+        ] or candidates[: 2 * max(1, self._cluster.n_workers())]
         logger.warning(
             "A worker died (%s) while preparing %s; running them one at a time "
             "to find the cause.",
             cause,
-            ", ".join(f"{plan.job.brainset_id}:{row[0]}" for plan, row, _ in suspects),
+            ", ".join(f"{plan.job.brainset_id}:{row[0]}" for plan, row in suspects),
             extra={"markup": False},
         )
-        for plan, row, download in suspects:
-            self._collect(board, self._run_alone(plan, row, download))
-
-    def _n_workers(self) -> int:
-        if self._cluster is not None:
-            return self._cluster.n_workers()
-        return self._settings.n_jobs
+        for plan, row in suspects:
+            self._collect(board, self._run_alone(plan, row))
 
     def _parallel(self, n_jobs: int | None = None) -> joblib.Parallel:
-        if self._cluster is not None:
-            backend = self._cluster.joblib_backend()
-        else:
-            backend = self._settings.backend
-        # Results stream back as assets finish; the multiprocessing and ray backends
-        # return them all at the end (their statuses, DONE included, stream anyway).
+        """joblib's ``Parallel`` on the cluster."""
+        backend = self._cluster.joblib_backend()
+        # Results stream back as assets finish; the ray backend returns them all at
+        # the end (their statuses, DONE included, stream anyway).
         if isinstance(backend, str):
             streams = joblib.parallel.BACKENDS[backend]().supports_return_generator
         else:
             streams = backend.supports_return_generator
-        if backend == "multiprocessing":
-            # The driver runs threads (status channel, download nodes): forking it
-            # can copy a held lock into a worker, which then hangs. A forkserver
-            # forks workers from a clean, single-threaded process instead.
-            backend = multiprocessing.get_context("forkserver")
         return joblib.Parallel(
-            n_jobs=n_jobs or self._n_workers(),
+            n_jobs=n_jobs or self._cluster.n_workers(),
             backend=backend,
             return_as="generator_unordered" if streams else "list",
         )
 
-    def _run_alone(
-        self, plan: _Plan, row: tuple, download: AssetResult | None
-    ) -> AssetResult:
-        """One asset's process (given its ``download``, else both stages) in a pool
-        of its own: FAILED with the cause if its worker dies."""
+    def _run_alone(self, plan: _Plan, row: tuple) -> AssetResult:
+        """One asset's stages alone on the cluster: FAILED with the cause if its
+        worker is lost."""
         try:
-            task = plan.process_task(row, download) if download else plan.task(row)
-            return next(iter(self._parallel(n_jobs=2)([task])))
+            return next(iter(self._parallel(n_jobs=2)([plan.task(row)])))
         except worker_death_errors() as error:
             return worker_died(plan.job, row[0], death_causes(error)[0])
 
@@ -429,28 +324,25 @@ class SharedAssetPool:
                     yield pair
 
     def _task_function(self, plan: _Plan) -> Any:
-        """``joblib.delayed`` of what processes an asset of ``plan`` given its row,
-        made once (it wraps the function anew at each call); and ``plan.download``,
-        what downloads one in a thread of the driver. On a cluster, a task runs both
-        stages of an asset."""
-        if self._cluster is not None:
-            return joblib.delayed(StoppableRun(plan.job, plan.stages, self._run_id))
-        plan.download = StoppableRun(plan.job, ("download",), self._run_id)
-        if self._settings.backend == "threading":  # no worker dies alone
-            return joblib.delayed(functools.partial(plan.job.run, stages=("process",)))
-        return joblib.delayed(AnnouncedRun(plan.job, ("process",)))
+        """On a cluster: ``joblib.delayed`` of what runs both stages of an asset of
+        ``plan`` given its row, made once (it wraps the function anew at each
+        call)."""
+        return joblib.delayed(StoppableRun(plan.job, plan.stages, self._run_id))
 
     def _collect(self, board: StatusBoard, result: AssetResult) -> None:
         """Record an asset's result: final, or of its download when nothing
         processes it. Called from the driver's threads."""
         if result.status in FINAL:
-            if self._streams is not None:
-                result = self._streams.joined(result)
             board.finish(result.brainset_id, result.asset_id, result.status, result)
         else:
             board.catch_up(result)
-        result.statuses = []  # the board has them; 100,000 results add up
+        # Kept to the end for the report: what it no longer needs goes, and its
+        # strings are the run's own, not one copy per result (100,000 add up).
         plan = self._by_brainset[result.brainset_id]
+        result.brainset_id = plan.job.brainset_id
+        result.status = _STATUSES.get(result.status, result.status)
+        result.statuses = ()  # the board has them
+        result.call = None
         with self._collecting:
             plan.journal.record(result)
             plan.results.append(result)
@@ -458,6 +350,9 @@ class SharedAssetPool:
             if len(plan.finished) == len(plan.rows):
                 plan.downloaded.set()
                 plan.done.set()
+
+
+_STATUSES = {status: status for status in FINAL}
 
 
 class BrainsetAssets:
@@ -512,7 +407,7 @@ class BrainsetAssets:
         _raise_stop(plan)
         downloads = Downloads()
         if plan.processes:  # the pool processes them: the process node waits
-            for result in list(plan.downloads or plan.results):  # results: cluster
+            for result in list(plan.results):
                 downloads[result.asset_id] = (None, result)
             return downloads
         for result in plan.results:

@@ -1,10 +1,11 @@
 """The code that runs on the workers, apart from the driver's (light imports, as each
-worker unpickles it): an asset's run, announced to the driver on this machine's
-workers, stoppable on a cluster's; and the import check of a cluster's workers."""
+worker unpickles it): an asset's run stoppable on a cluster's workers, and the import
+check of a cluster's workers. (This machine's workers: ``execution.local_worker``.)"""
 
 from __future__ import annotations
 
 import ctypes
+import importlib
 import threading
 import time
 from dataclasses import dataclass
@@ -17,26 +18,8 @@ from brainsets_kedro.assets import (
 )
 
 
-@dataclass(frozen=True, eq=False)  # hashed by identity, as joblib hashes functions
-class AnnouncedRun:
-    """``job.run(row, stages)`` in a worker process, once the driver knows (through
-    the status channel) that this process starts that asset. A worker that unpickles
-    it imports this module, light, not the runner's (Kedro's runners, the project's
-    nodes), which took each local worker about 0.1 s of CPU at every run's start."""
-
-    job: BrainsetJob
-    stages: tuple[str, ...]
-
-    def __call__(self, row: tuple, **kwargs: Any) -> AssetResult:
-        running = getattr(self.job.reporter, "running", None)
-        if running is not None:
-            running(self.job.brainset_id, row[0])
-        return self.job.run(row, self.stages, **kwargs)
-
-
 def import_errors(modules: list[str]) -> str:
     """On a worker: why these modules cannot be imported, or ``""``."""
-    import importlib  # noqa: PLC0415
 
     errors = []
     for module in modules:
@@ -62,8 +45,7 @@ _stoppable_lock = threading.Lock()
 @dataclass(frozen=True, eq=False)  # hashed by identity, as joblib hashes functions
 class StoppableRun:
     """``job.run(row, stages)`` on a cluster worker, in a thread that
-    :func:`stop_run` can stop. (It does not announce its asset as
-    :class:`AnnouncedRun` does: a cluster worker's process runs several at once.)"""
+    :func:`stop_run` can stop."""
 
     job: BrainsetJob
     stages: tuple[str, ...]

@@ -13,6 +13,7 @@ from collections import Counter
 import pandas as pd
 import pytest
 
+from brainsets_kedro.ledger import read_ledger
 from tests.conftest import REPO, add_brainset, start_kedro
 from tests.test_reliability import _wait_for
 
@@ -21,6 +22,11 @@ def _counts(text: str) -> Counter:
     return Counter(
         {status: int(n) for n, status in re.findall(r"(\d+) ([A-Z]+)", text)}
     )
+
+
+def _in_process(processed) -> bool:
+    assets = read_ledger(processed, "toy").assets.values()
+    return any(record.event == "start" for record in assets)
 
 
 def test_ctrl_c_counts_agree_and_interrupted_assets_keep_their_start(project):
@@ -33,8 +39,10 @@ def test_ctrl_c_counts_agree_and_interrupted_assets_keep_their_start(project):
         "--runner-params=n_jobs=2",
     )
     processed = project / "data" / "02_processed" / "toy"
-    _wait_for(lambda: len(list(processed.glob("*.txt"))) >= 2)
-    time.sleep(0.5)  # assets in flight for a while
+    # Two assets done, and one sent to its process (the ledger's start record).
+    _wait_for(
+        lambda: len(list(processed.glob("*.txt"))) >= 2 and _in_process(processed)
+    )
     interrupted_at = time.time()
     os.killpg(run.pid, signal.SIGINT)
     output, _ = run.communicate(timeout=60)

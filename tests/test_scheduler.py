@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from brainsets_kedro.journal import done_assets
 
+from brainsets_kedro.ledger import done_assets
 from brainsets_kedro.nodes import AssetFailures
 from brainsets_kedro.runner import BrainsetRunner
 from tests.conftest import add_brainset, start_kedro
@@ -207,7 +207,7 @@ def test_a_signal_ends_a_run_stuck_in_downloads_with_its_report(project, signum,
     _wait_for(lambda: len(list(processed.glob("a_0[01].txt"))) == 2)
     logs = processed / "pipeline_logs"
     _wait_for(lambda: (logs / "a_02.out").exists() and (logs / "a_03.out").exists())
-    _wait_for(lambda: done_assets(processed) == {"a_00", "a_01"})  # journaled
+    _wait_for(lambda: done_assets(processed, "toy") == {"a_00", "a_01"})  # journaled
     started = time.monotonic()
     os.killpg(run.pid, signum)
     output, _ = run.communicate(timeout=30)
@@ -222,7 +222,7 @@ def test_a_signal_ends_a_run_stuck_in_downloads_with_its_report(project, signum,
         "a_02": "INTERRUPTED",
         "a_03": "INTERRUPTED",
     }
-    assert done_assets(processed) == {"a_00", "a_01"}
+    assert done_assets(processed, "toy") == {"a_00", "a_01"}
     _wait_for(lambda: not _group_alive(run.pid), timeout=5)
 
 

@@ -476,6 +476,7 @@ class StatusChannel:
         # connection, a wrong key). Each connection is authenticated in its own
         # thread instead, within AUTH_TIMEOUT (see _serve).
         self._listener = Listener((host, 0), backlog=LISTEN_BACKLOG)
+        self._port = self._listener.address[1]  # for messages once it is closed
         self._connections: list[Connection] = []
         self._unauthenticated = 0
         self._dropped = 0
@@ -578,7 +579,7 @@ class StatusChannel:
                 "is probing or misusing the port %s.",
                 where,
                 reason,
-                self._listener.address[1],
+                self._port,
                 extra={"markup": False},
             )
         connection.close()

@@ -98,6 +98,15 @@ def _cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
+def two(project: Path) -> Path:
+    """A project with two brainsets, ``toy`` and ``toy2`` (the same code)."""
+    add_brainset(project, "toy", "toy")
+    toy2 = (TEST_BRAINSETS / "toy.py").read_text()
+    add_brainset(project, toy2.replace('"toy"', '"toy2"'), "toy2")
+    return project
+
+
+@pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A copy of the project to run kedro in."""
     return copy_project(tmp_path / "project")

@@ -10,14 +10,6 @@ from brainsets_kedro.lock import BrainsetLocked, brainset_lock
 from tests.conftest import TEST_BRAINSETS, add_brainset, kedro
 
 
-@pytest.fixture
-def two(project):
-    add_brainset(project, "toy", "toy")
-    toy2 = (TEST_BRAINSETS / "toy.py").read_text()
-    add_brainset(project, toy2.replace('"toy"', '"toy2"'), "toy2")
-    return project
-
-
 def _error_block(output: str) -> list[str]:
     """The lines from ``Error:`` on: the message the run ends with."""
     lines = output.splitlines()

@@ -6,15 +6,7 @@ import re
 import pandas as pd
 import pytest
 
-from tests.conftest import TEST_BRAINSETS, add_brainset, kedro_in_process
-
-
-@pytest.fixture
-def two(project):
-    add_brainset(project, "toy", "toy")
-    toy2 = (TEST_BRAINSETS / "toy.py").read_text()
-    add_brainset(project, toy2.replace('"toy"', '"toy2"'), "toy2")
-    return project
+from tests.conftest import add_brainset, kedro_in_process
 
 
 def _starts(project, brainset_id):

@@ -4,15 +4,14 @@ ended the parent alone and left the server answering)."""
 
 from __future__ import annotations
 
-import random
 import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
 
 from tests.conftest import REPO, start_kedro
+from tests.test_viz import free_port
 
 
 def _stop_command() -> str:
@@ -24,18 +23,6 @@ def _stop_command() -> str:
     ]
     assert len(lines) == 1, lines
     return lines[0].split("#")[0].strip()
-
-
-def _free_port() -> int:
-    """A free port that kedro-viz accepts: it refuses ports above 49151."""
-    for port in random.sample(range(20000, 40000), 200):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port between 20000 and 40000")
 
 
 def _answers(port: int) -> bool:
@@ -55,7 +42,7 @@ def _wait(condition, seconds: float, what: str) -> None:
 
 
 def test_stopping_kedro_viz_run_by_its_pid_stops_its_server(project):
-    port = _free_port()
+    port = free_port()
     log = project / "viz.log"
     with log.open("w") as output:
         viz = start_kedro(

@@ -15,9 +15,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from subprocess import Popen
 from typing import IO, Any
@@ -95,6 +96,17 @@ def _cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "cache"
     monkeypatch.setenv("BRAINSETS_KEDRO_CACHE_DIR", str(folder))
     return folder
+
+
+def wait_for(
+    condition: Callable[[], Any], timeout: float = 60.0, interval: float = 0.05
+) -> None:
+    """Wait until ``condition()`` is true, polling every ``interval`` seconds; fail
+    the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(interval)
 
 
 @pytest.fixture

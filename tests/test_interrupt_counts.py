@@ -14,8 +14,7 @@ import pandas as pd
 import pytest
 
 from brainsets_kedro.ledger import read_ledger
-from tests.conftest import REPO, add_brainset, start_kedro
-from tests.test_reliability import _wait_for
+from tests.conftest import REPO, add_brainset, start_kedro, wait_for
 
 
 def _counts(text: str) -> Counter:
@@ -41,7 +40,7 @@ def test_ctrl_c_counts_agree_and_interrupted_assets_keep_their_start(project):
     processed = project / "data" / "02_processed" / "toy"
     # Two assets done and one sent to its process, as the ledger has it (a file on
     # disk is not yet a DONE asset: its worker may not have returned).
-    _wait_for(lambda: _in_process(processed))
+    wait_for(lambda: _in_process(processed))
     interrupted_at = time.time()
     os.killpg(run.pid, signal.SIGINT)
     output, _ = run.communicate(timeout=60)

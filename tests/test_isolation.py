@@ -5,12 +5,11 @@ import contextlib
 import json
 import os
 import stat
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import add_brainset, kedro
+from tests.conftest import add_brainset, kedro, wait_for
 
 RUNNERS = {
     "loky": ["--runner-params=n_jobs=2"],  # the project's runner, worker processes
@@ -87,10 +86,7 @@ def _check_ended(records, output, project, runner):
     # Kedro's runner runs assets in its own process, not a worker: it ends the
     # asset's children; a daemon that left its parent is found in workers only.
     ended = [child, daemon] if runner == "loky" else [child]
-    deadline = time.monotonic() + 30
-    while any(_alive(pid) for pid in ended):
-        assert time.monotonic() < deadline, "still running"
-        time.sleep(0.05)
+    wait_for(lambda: not any(_alive(pid) for pid in ended), timeout=30)
     err = (project / "data/02_processed/meddler/pipeline_logs/a_00.err").read_text()
     for pid in ended:
         assert f"pid {pid}: sleep 300" in err

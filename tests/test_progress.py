@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from argparse import Namespace
 from collections import namedtuple
 
@@ -18,7 +17,7 @@ from brainsets_kedro.assets import BrainsetJob
 from brainsets_kedro.errors import UsageError
 from brainsets_kedro.run_settings import RunSettings
 from brainsets_kedro.status import StatusBoard, StatusChannel
-from tests.conftest import add_brainset, kedro_in_process
+from tests.conftest import add_brainset, kedro_in_process, wait_for
 
 RECORD = re.compile(
     r"Progress: (\d+)/(\d+) assets( \(\d+ failed\))? \| (.+?) downloaded(, .+/s)? "
@@ -50,10 +49,7 @@ def test_a_progress_record_every_progress_every_seconds_off_a_terminal(caplog):
     board = StatusBoard(total=4, live=False, bytes_total=None, progress_every=0.05)
     _figures(board)
     with board:
-        deadline = time.monotonic() + 30
-        while not [r for r in caplog.messages if r.startswith("Progress")]:
-            assert time.monotonic() < deadline, caplog.messages
-            time.sleep(0.01)
+        wait_for(lambda: any(m.startswith("Progress") for m in caplog.messages))
         board.finish("toy", "a_00", "DONE")
         board.finish("toy", "a_03", "DONE")
     records = [m for m in caplog.messages if m.startswith("Progress")]
@@ -101,10 +97,7 @@ def test_the_bytes_download_fetches_reach_the_board(tmp_path):
         )
         row = namedtuple("Row", ["Index", "url"])("a_00", source.as_uri())
         assert job.run(row).status == "DOWNLOADED"  # download_only: not done
-        deadline = time.monotonic() + 30
-        while board.progress().fields["bytes"] < 2_500_000:
-            assert time.monotonic() < deadline, board.progress().fields
-            time.sleep(0.01)
+        wait_for(lambda: board.progress().fields["bytes"] >= 2_500_000)
     assert board.progress().fields["bytes"] == 2_500_000
     assert board.progress().completed == 1
 

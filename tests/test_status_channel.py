@@ -14,14 +14,8 @@ import pytest
 from brainsets_kedro import status
 from brainsets_kedro.execution import pool
 from brainsets_kedro.status import StatusBoard, StatusChannel
+from tests.conftest import wait_for
 from tests.test_reliability import _run
-
-
-def _wait_for(condition, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def _attack(address, many=200):
@@ -44,14 +38,14 @@ def test_strangers_do_not_stop_a_worker_from_reporting(monkeypatch, caplog):
             sender = channel.sender
             with Client(sender.address, authkey=sender.authkey) as worker:
                 worker.send([("toy", "a_00", "DOWNLOADING")])
-                _wait_for(lambda: board.in_flight() == {("toy", "a_00")})
+                wait_for(lambda: board.in_flight() == {("toy", "a_00")})
             # The idle ones are dropped once their time is up.
             for connection in idle:
                 connection.settimeout(10)
                 assert connection.recv(1 << 16) is not None
                 while connection.recv(1 << 16):
                     pass  # the challenge, then EOF
-            _wait_for(lambda: channel._dropped == 202)  # the others, dropped at once
+            wait_for(lambda: channel._dropped == 202)  # the others, dropped at once
         finally:
             for connection in idle:
                 connection.close()

@@ -104,7 +104,7 @@ def baseline_tree(root: Path, revision: str) -> Path:
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
     # This environment's Kedro loads the CLI hook the installed project declares
-    # (brainsets_kedro.cli_hooks): a revision from before it gets today's.
+    # (brainsets_kedro.framework.cli_hooks): a revision from before it gets today's.
     hooks = Path("src", "brainsets_kedro", "cli_hooks.py")
     if not (root / hooks).exists():
         shutil.copy(REPO / hooks, root / hooks)

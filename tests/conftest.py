@@ -31,7 +31,7 @@ TEST_BRAINSETS = Path(__file__).resolve().parent / "brainsets"
 
 os.environ["KEDRO_DISABLE_TELEMETRY"] = "1"
 # Tests never reach a package index: the check of printed pip commands
-# (brainsets_kedro.installcheck) resolves against local wheels, or reports "not checked".
+# (brainsets_kedro.upstream.installcheck) resolves against local wheels, or reports "not checked".
 os.environ.setdefault("PIP_NO_INDEX", "1")
 
 
@@ -326,7 +326,7 @@ def _project_logging(project: Path) -> Iterator[None]:
     handlers fitted by settings.py) on the current stdout; then as it was."""
     from kedro.framework.project import LOGGING  # noqa: PLC0415
 
-    from brainsets_kedro.logs import setup_console  # noqa: PLC0415
+    from brainsets_kedro.framework.logs import setup_console  # noqa: PLC0415
 
     manager = logging.Logger.manager
     loggers = [logging.getLogger()] + [

@@ -46,8 +46,8 @@ def _default(field: dataclasses.Field) -> Any:
 
 
 def run_settings() -> str:
-    from brainsets_kedro import run_settings as module  # noqa: PLC0415
-    from brainsets_kedro.run_settings import RUNNER_PARAMS, RunSettings  # noqa: PLC0415
+    from brainsets_kedro.pipeline import run_settings as module  # noqa: PLC0415
+    from brainsets_kedro.pipeline.run_settings import RUNNER_PARAMS, RunSettings  # noqa: PLC0415
 
     sections = Docstring(inspect.cleandoc(RunSettings.__doc__), lineno=1).parse(
         "google"
@@ -83,14 +83,14 @@ def _columns(meanings: dict[str, str]) -> str:
 
 
 def report_columns() -> str:
-    from brainsets_kedro.nodes import REPORT_COLUMN_MEANINGS  # noqa: PLC0415
+    from brainsets_kedro.pipeline.nodes import REPORT_COLUMN_MEANINGS  # noqa: PLC0415
 
     return _columns(REPORT_COLUMN_MEANINGS)
 
 
 def card_columns() -> str:
-    from brainsets_kedro.card import CARD_COLUMN_MEANINGS  # noqa: PLC0415
-    from brainsets_kedro.ledger import PROVENANCE_COLUMN_MEANINGS  # noqa: PLC0415
+    from brainsets_kedro.pipeline.card import CARD_COLUMN_MEANINGS  # noqa: PLC0415
+    from brainsets_kedro.pipeline.ledger import PROVENANCE_COLUMN_MEANINGS  # noqa: PLC0415
 
     asset = {"asset_id": "the asset the file is named after, if any"}
     return _columns({**CARD_COLUMN_MEANINGS, **asset, **PROVENANCE_COLUMN_MEANINGS})

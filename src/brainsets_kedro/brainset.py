@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from brainsets_kedro.leftovers import atomic_temporary, check_output_name
+from brainsets_kedro.io.leftovers import atomic_temporary, check_output_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -67,7 +67,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         FileNotFoundError: the block wrote nothing at the temporary path (naming
             what it wrote instead, when a writer appended its own suffix).
         ValueError: ``path``'s name starts with ``.~bk.``, which temporary names
-            start with (see :mod:`brainsets_kedro.leftovers`).
+            start with (see :mod:`brainsets_kedro.io.leftovers`).
     """
     path = Path(path)
     check_output_name(path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from brainsets_kedro.discovery import find_pipelines
+from brainsets_kedro.pipeline.discovery import find_pipelines
 
 
 def register_pipelines() -> dict[str, Pipeline]:

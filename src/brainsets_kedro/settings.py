@@ -3,19 +3,19 @@ https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration""
 
 import warnings
 
-from brainsets_kedro.startup import exit_on_ctrl_c_until_run
+from brainsets_kedro.framework.startup import exit_on_ctrl_c_until_run
 
 # First: Ctrl-C from here until the run command's own code is one line, not a
-# traceback (see brainsets_kedro.startup).
+# traceback (see brainsets_kedro.framework.startup).
 exit_on_ctrl_c_until_run()
 
-from brainsets_kedro.hooks import (  # noqa: E402
+from brainsets_kedro.framework.hooks import (  # noqa: E402
     BrainsetParameters,
     LockBrainsets,
     RerunFailed,
     SaveReportOnFailure,
 )
-from brainsets_kedro.logs import setup_console  # noqa: E402
+from brainsets_kedro.framework.logs import setup_console  # noqa: E402
 
 # Kedro 1.7's config loader calls an OmegaConf API that newer OmegaConf releases
 # deprecate; the warning is Kedro's to fix and says nothing about this project.
@@ -27,7 +27,7 @@ warnings.filterwarnings(
 warnings.filterwarnings("ignore", message=r".* is deprecated", module=r"kedro_viz\.")
 
 # The console handlers of conf/logging.yml: Rich on a terminal, one line per record
-# elsewhere (see brainsets_kedro.logs).
+# elsewhere (see brainsets_kedro.framework.logs).
 setup_console()
 
 # Hooks are executed in a Last-In-First-Out (LIFO) order: a brainset's lock is

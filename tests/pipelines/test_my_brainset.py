@@ -13,7 +13,7 @@ import pytest
 from pynwb import NWBHDF5IO
 from temporaldata import Data
 
-from brainsets_kedro.params import parse_params
+from brainsets_kedro.pipeline.params import parse_params
 from brainsets_kedro.pipelines.my_brainset.pipeline import Pipeline
 from tests.conftest import THREADS, kedro_in_process
 

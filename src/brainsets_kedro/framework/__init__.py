@@ -1,0 +1,1 @@
+"""Kedro glue: project hooks, the lock, logging, start-up, and the ``kedro brainset`` commands."""

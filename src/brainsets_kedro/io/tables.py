@@ -1,0 +1,147 @@
+"""``TableDataset``: a brainset's manifest, run report and card, as Parquet files.
+
+Kedro's ``pandas.ParquetDataset`` (same arguments), made safe for files that runs
+rewrite and commands read back:
+
+- saved all at once: the Parquet bytes are made in memory, then written under a
+  temporary name and renamed into place (:func:`~brainsets_kedro.brainset.atomic_write`),
+  so a failed save leaves the previous file as it was, never a 0-byte or
+  half-written one;
+- paths (any ``os.PathLike`` value, e.g. a ``pathlib.Path`` column of a manifest) are
+  stored as strings, and come back as strings; a column that Parquet cannot store
+  otherwise is named in the error, with the types that work;
+- a file that cannot be read back (truncated, garbage, a directory) is one message
+  naming it and the way out, not pyarrow's traceback.
+
+A separate module from :mod:`brainsets_kedro.io.datasets`, which every ``kedro`` command
+imports: this one imports pandas.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+from kedro.io import DatasetError
+from kedro.io.core import get_filepath_str
+from kedro_datasets.pandas import ParquetDataset
+
+from brainsets_kedro.brainset import atomic_write
+from brainsets_kedro.errors import UserError, shown_path
+
+STORABLE = (
+    "strings, numbers, booleans, dates and times, or lists and dicts of these "
+    "(paths are stored as strings)"
+)
+
+
+class UnstorableTable(UserError, DatasetError):
+    """A table with a column Parquet cannot store."""
+
+
+class DamagedTable(UserError, DatasetError):
+    """A saved table that cannot be read back."""
+
+
+class TableDataset(ParquetDataset):
+    """A Parquet file of a brainset (``<id>.manifest``, ``<id>.run_report``,
+    ``<id>.card``): ``pandas.ParquetDataset`` saved atomically, with paths stored
+    as strings, and short errors for what cannot be saved or read (see the module's
+    docstring).
+
+    Example::
+
+        "{brainset}.card":
+          type: brainsets_kedro.io.tables.TableDataset
+          filepath: ${globals:reporting_root}/{brainset}/card.parquet
+    """
+
+    def load(self) -> pd.DataFrame:
+        path = get_filepath_str(self._get_load_path(), self._protocol)
+        try:
+            if self._protocol == "file" and Path(path).is_dir():
+                raise IsADirectoryError(f"{path} is a directory")
+            return super().load()
+        except Exception as error:
+            # ParquetDataset's own load is wrapped by Kedro in a DatasetError
+            cause = error.__cause__ if isinstance(error, DatasetError) else None
+            cause = cause or error
+            text = (str(cause).strip().splitlines() or [""])[0]
+            shown = shown_path(path)
+            raise DamagedTable(
+                f"{shown} cannot be read: it is damaged or not a Parquet file "
+                f"({type(cause).__name__}{': ' if text else ''}{text}). Delete it "
+                f"(rm -r '{shown}'): the brainset's next `kedro run` writes it again."
+            ) from error
+
+    def save(self, data: pd.DataFrame) -> None:
+        if not isinstance(data, pd.DataFrame):
+            raise DatasetError(
+                f"{self._filepath} stores a pandas DataFrame, not "
+                f"{type(data).__name__}."
+            )
+        data = with_paths_as_strings(data)
+        buffer = io.BytesIO()
+        try:
+            data.to_parquet(buffer, **self._save_args)
+        except (pa.ArrowException, TypeError, ValueError) as error:
+            raise UnstorableTable(
+                f"Cannot save {self._filepath}: {_unstorable(data) or error}. Use "
+                f"{STORABLE}."
+            ) from error
+        save_path = get_filepath_str(self._get_save_path(), self._protocol)
+        if self._protocol == "file":
+            if Path(save_path).is_dir():
+                raise DatasetError(
+                    f"Cannot save {save_path}: it is a directory. Remove it "
+                    f"(rm -r '{save_path}') and run again."
+                )
+            with atomic_write(save_path) as tmp:
+                tmp.write_bytes(buffer.getvalue())
+        else:  # an object store replaces an object in one step
+            with self._fs.open(save_path, "wb") as file:
+                file.write(buffer.getvalue())
+        self._invalidate_cache()
+
+
+def with_paths_as_strings(data: pd.DataFrame) -> pd.DataFrame:
+    """``data`` with every ``os.PathLike`` value (in its columns and index) as a
+    string; ``data`` itself if it holds none."""
+
+    def as_strings(values: pd.Index | pd.Series) -> pd.Index | pd.Series | None:
+        if values.dtype != object or not any(
+            isinstance(v, os.PathLike) for v in values
+        ):
+            return None
+        return values.map(lambda v: os.fspath(v) if isinstance(v, os.PathLike) else v)
+
+    changed = {name: as_strings(data[name]) for name in data.columns}
+    changed = {name: values for name, values in changed.items() if values is not None}
+    index = (
+        as_strings(data.index) if not isinstance(data.index, pd.MultiIndex) else None
+    )
+    if not changed and index is None:
+        return data
+    data = data.copy(deep=False)
+    for name, values in changed.items():
+        data[name] = values
+    if index is not None:
+        data.index = index
+    return data
+
+
+def _unstorable(data: pd.DataFrame) -> str | None:
+    """Which columns Parquet cannot store, and the types of their values."""
+    problems = []
+    named = [(f"column {name!r}", data[name]) for name in data.columns]
+    named.append(("the index", data.index.to_series()))
+    for label, values in named:
+        try:
+            pa.array(values, from_pandas=True)
+        except (pa.ArrowException, TypeError, ValueError):
+            types = sorted({type(v).__name__ for v in values if v is not None})
+            problems.append(f"{label} holds {', '.join(types)} values")
+    return "; ".join(problems) or None

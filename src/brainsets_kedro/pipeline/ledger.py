@@ -1,0 +1,433 @@
+"""The ledger: what each asset of a brainset was prepared with, in one file that
+travels with the data.
+
+``<processed_dir>/.brainsets_kedro.pipeline.ledger`` holds one JSON object per line, appended
+as a run goes (one ``write`` call each, no ``fsync``: it survives the run being
+killed with ``kill -9``, not the machine losing power):
+
+- ``{"e": "run", "b": <brainset>, "r": <run id>, "t": ..., "version": ..., "params":
+  {...}, "code": ..., "packages": {...}}``: a run's fingerprint parts, written before
+  the run's first line about an asset;
+- ``{"e": "start", "a": <asset id>, "r": ..., "t": ...}``: its ``process`` is about
+  to be called;
+- ``{"e": "done", "a": ..., "r": ..., "t0": ..., "t1": ..., "in": {"row": {...},
+  "files": {...}}}``: DONE, with its input (the manifest row, the files ``download``
+  returned and their sizes); ``"adopted": true`` for an output made before the ledger
+  (recorded as it is, see :mod:`brainsets_kedro.pipeline.rerun`);
+- ``{"e": "failed", ...}``, ``{"e": "downloaded", ...}``: FAILED, or downloaded by a
+  ``download_only`` run.
+
+An asset's state is its last line: ``start`` with nothing after it is an asset that
+started and never finished. Paths are relative to the raw directory and times are
+recorded, not taken from the files, so a copy of the processed directory (elsewhere,
+with new mtimes) keeps its assets up to date. The driver writes it, holding the
+brainset's lock; workers never do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from brainsets_kedro.errors import UserError
+from brainsets_kedro.pipeline.fingerprint import Fingerprint, canonical_row
+from brainsets_kedro.worker.assets import (
+    ADOPT,
+    DECISION_COLUMN,
+    DONE,
+    DOWNLOADED,
+    FAILED,
+    LOG_DIR_NAME,
+    UP_TO_DATE,
+    AssetResult,
+    BrainsetJob,
+)
+
+logger = logging.getLogger(__name__)
+
+LEDGER_NAME = ".brainsets_kedro.pipeline.ledger"
+JOURNAL_NAME = ".brainsets_kedro.journal"
+"""The file of DONE asset ids that runs wrote before the ledger: read to adopt them."""
+
+
+SUFFIX = ".h5"
+"""The processed files' suffix (temporaldata's HDF5 files)."""
+
+
+def processed_files(processed_dir: Path) -> list[Path]:
+    """The processed ``.h5`` files under ``processed_dir``, sorted; hidden ones (a
+    file being written) and the run's logs left out."""
+    found = []
+    for root, folders, files in os.walk(processed_dir):
+        folders[:] = sorted(
+            f for f in folders if not f.startswith(".") and f != LOG_DIR_NAME
+        )
+        found += [
+            Path(root, name)
+            for name in files
+            if name.endswith(SUFFIX) and not name.startswith(".")
+        ]
+    return sorted(found)
+
+
+class DamagedState(UserError, OSError):
+    """A state file of a brainset that cannot be read or written."""
+
+
+class SharedProcessedDir(UserError, ValueError):
+    """Two brainsets set to one processed directory."""
+
+
+def shared_dir_message(brainset_id: str, other: str, processed_dir: Path) -> str:
+    return (
+        f"Brainsets '{brainset_id}' and '{other}' share the processed directory "
+        f"{processed_dir}: their outputs, ledgers and cards would mix. Give each "
+        f"its own: set {brainset_id}.processed_dir (or {other}.processed_dir) to "
+        f"another folder in conf/<env>/catalog.yml."
+    )
+
+
+@dataclass(slots=True)
+class AssetRecord:
+    """What the ledger says of one asset."""
+
+    event: str
+    """Its last line's: ``start``, ``done``, ``failed`` or ``downloaded``."""
+    time: float | None = None
+    error: str | None = None
+    inputs: dict[str, Any] | None = None
+    """The input of its last ``done`` or ``downloaded`` line."""
+    done: dict[str, Any] | None = None
+    """Its last ``done`` line (its input, times, run id)."""
+    run: dict[str, Any] = field(default_factory=dict)
+    """The ``run`` line of that ``done`` line: the fingerprint parts of its run."""
+
+
+@dataclass
+class LedgerState:
+    """A ledger as read: each asset's record, by asset id (a string)."""
+
+    assets: dict[str, AssetRecord] = field(default_factory=dict)
+    exists: bool = False
+    journal: set[str] | None = None
+    """The asset ids of a journal from before the ledger, or ``None``."""
+
+
+def _lines(path: Path, what: str) -> Iterable[Any] | None:
+    """The JSON values of ``path``'s lines (``None`` if there is no file). Lines that
+    are not JSON (cut short by a full disk, edited) are skipped, with one warning."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise DamagedState(
+            f"{path} is a folder, not the brainset's {what}: move it away or remove "
+            f"it (rm -r '{path}'); the outputs already prepared are adopted by the "
+            f"next run."
+        ) from None
+    except OSError as error:
+        raise DamagedState(
+            f"Cannot read the brainset's {what} {path} ({error.strerror or error}): "
+            f"fix its permissions, or move it away."
+        ) from None
+    lines = [line for line in data.splitlines() if line.strip()]
+    try:  # all at once: about three times faster than line by line
+        return json.loads(b"[" + b",".join(lines) + b"]")
+    except ValueError:
+        pass
+    values, damaged = [], 0
+    for line in lines:
+        try:
+            values.append(json.loads(line))
+        except ValueError:  # also UnicodeDecodeError: bytes that are not UTF-8
+            damaged += 1
+    if damaged:
+        logger.warning(
+            "%s: %d damaged line(s) skipped (cut short, or not written by a run); "
+            "each asset they were about keeps its record from before them.",
+            path,
+            damaged,
+        )
+    return values
+
+
+def read_ledger(processed_dir: Path, brainset_id: str) -> LedgerState:
+    """Read a brainset's ledger (and a journal from before it).
+
+    Args:
+        processed_dir: The brainset's processed directory.
+        brainset_id: The brainset whose ledger it must be.
+
+    Returns:
+        Each asset's record.
+
+    Raises:
+        DamagedState: The file cannot be read (a folder in its place, say).
+        SharedProcessedDir: The ledger is another brainset's.
+    """
+    processed_dir = Path(processed_dir)
+    state = LedgerState()
+    lines = _lines(processed_dir / LEDGER_NAME, "ledger")
+    if lines is not None:
+        state.exists = True
+        runs: dict[str, dict] = {}
+        assets = state.assets
+        for line in lines:
+            if not isinstance(line, dict):
+                continue
+            event, asset_id = line.get("e"), line.get("a")
+            if event == "run":
+                if line.get("b") not in (None, brainset_id):
+                    raise SharedProcessedDir(
+                        shared_dir_message(brainset_id, line["b"], processed_dir)
+                    )
+                runs[str(line.get("r"))] = line
+            elif isinstance(asset_id, str) and event in _EVENTS:
+                record = assets.get(asset_id)
+                if record is None:
+                    record = assets[asset_id] = AssetRecord(event)
+                record.event, record.time = event, line.get("t", line.get("t1"))
+                record.error = line.get("error")
+                if "in" in line:
+                    record.inputs = line["in"]
+                if event == "done":
+                    record.done, record.run = line, runs.get(str(line.get("r")), {})
+    journal = _lines(processed_dir / JOURNAL_NAME, "journal")
+    if journal is not None:
+        state.journal = {v for v in journal if isinstance(v, str)}
+    return state
+
+
+_EVENTS = {"start", "done", "failed", "downloaded"}
+
+
+def done_assets(processed_dir: Path, brainset_id: str) -> set[str] | None:
+    """The ids of the brainset's assets whose last record is DONE (the journal's, for
+    assets the ledger does not know); ``None`` when neither file exists yet."""
+    state = read_ledger(processed_dir, brainset_id)
+    if not state.exists and state.journal is None:
+        return None
+    done = {a for a, r in state.assets.items() if r.event == "done"}
+    return done | {a for a in state.journal or () if a not in state.assets}
+
+
+def provenance(processed_dir: Path, brainset_id: str) -> dict[str, dict[str, Any]]:
+    """Each DONE asset's fingerprint, as the run report and the card show it:
+    ``{asset id: {"version", "params", "code", "packages", "input", "prepared_at",
+    "run_id", "adopted"}}`` (values JSON-encoded where they are not strings)."""
+    state = read_ledger(processed_dir, brainset_id)
+    shown, runs = {}, {}
+    for asset_id, record in state.assets.items():
+        done = record.done
+        if record.event != "done" or done is None:
+            continue
+        run = runs.get(done.get("r"))
+        if run is None:  # the parts of a run, encoded once for all its assets
+            run = runs[done.get("r")] = {
+                "version": record.run.get("version"),
+                "params": json.dumps(record.run.get("params"), sort_keys=True),
+                "code": record.run.get("code"),
+                "packages": json.dumps(record.run.get("packages"), sort_keys=True),
+            }
+        when = done.get("t1")
+        shown[asset_id] = {
+            **run,
+            "input": json.dumps(done.get("in")),
+            "prepared_at": _iso(when) if when else None,
+            "run_id": done.get("r"),
+            "adopted": bool(done.get("adopted")),
+        }
+    return shown
+
+
+PROVENANCE_COLUMN_MEANINGS = {
+    "version": "the brainset's declared processing version (`derived_version`) it was "
+    "prepared with",
+    "params": "the brainset's own parameter values it was prepared with (JSON)",
+    "code": "the hash of the brainset's code (comments and formatting aside)",
+    "packages": "the versions of the packages it was prepared with (JSON)",
+    "input": "its input: the manifest row and the files `download` returned (JSON)",
+    "prepared_at": "when it was prepared (ISO 8601, UTC)",
+    "run_id": "the run that prepared it",
+    "adopted": "whether the output was there before the ledger, and recorded as it was",
+}
+"""What each fingerprint column of the run report and the card holds."""
+
+PROVENANCE_COLUMNS = list(PROVENANCE_COLUMN_MEANINGS)
+
+
+def with_provenance(
+    card: pd.DataFrame, processed_dir: Path, brainset_id: str
+) -> pd.DataFrame:
+    """The card with, per file, the asset it is named after (its path under the
+    processed directory without ``.h5``, or its stem, is the asset id) and that
+    asset's fingerprint from the ledger (see :func:`provenance`); empty for a file
+    named after no asset. The files themselves are never touched.
+
+    Args:
+        card: A card (see :func:`brainsets_kedro.pipeline.card.build_card`).
+        processed_dir: The brainset's processed directory.
+        brainset_id: The brainset.
+
+    Returns:
+        The card with the columns ``asset_id`` and :data:`PROVENANCE_COLUMNS`.
+    """
+    prepared = provenance(processed_dir, brainset_id) if len(card) else {}
+    assets = []
+    for file in card.index:
+        stem = str(file).rsplit("/", 1)[-1]
+        assets.append(file if file in prepared else stem if stem in prepared else None)
+    unknown = dict.fromkeys(PROVENANCE_COLUMNS)
+    card = card.assign(asset_id=pd.Series(assets, index=card.index, dtype=object))
+    for column in PROVENANCE_COLUMNS:
+        values = [prepared.get(a, unknown)[column] for a in assets]
+        card[column] = pd.Series(values, index=card.index, dtype=object)
+    return card
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat()
+
+
+def new_run_id() -> str:
+    """A run's id in the ledger: when and where it started, and a random tail."""
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Ledger:
+    """A brainset's ledger open for appending while a run prepares its assets.
+
+    Args:
+        job: The brainset's job (its processed directory, Pipeline class and args).
+        rows: The manifest rows the run hands out, with their
+            :data:`~brainsets_kedro.worker.assets.DECISION_COLUMN`: the input of each
+            asset it records.
+        run_id: The run's id (a node that continues a run gives the first's).
+    """
+
+    def __init__(self, job: BrainsetJob, rows: pd.DataFrame, run_id: str | None = None):
+        self._job = job
+        self.path = Path(job.processed_dir) / LEDGER_NAME
+        self.run_id = run_id or new_run_id()
+        columns = [c for c in rows.columns if c != DECISION_COLUMN]
+        self._columns = tuple(map(str, columns))
+        self._rows = dict(
+            zip(
+                map(str, rows.index),
+                rows[columns].itertuples(index=False, name=None),
+                strict=True,
+            )
+        )
+        self._adopt = (
+            set(map(str, rows.index[rows[DECISION_COLUMN] == ADOPT]))
+            if DECISION_COLUMN in rows.columns
+            else set()
+        )
+        self._fd = -1
+        self._failed = False
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self._failed:
+            return
+        try:
+            if self._fd < 0:
+                self._fd = os.open(
+                    self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
+                )
+                run = Fingerprint.of(self._job.pipeline_cls, self._job.args)
+                self._put(
+                    {
+                        "e": "run",
+                        "b": self._job.brainset_id,
+                        "r": self.run_id,
+                        "t": time.time(),
+                        **run.as_record(),
+                    }
+                )
+            self._put(record)
+        except OSError as error:  # a full disk: the run goes on
+            self._failed = True
+            logger.warning(
+                "Cannot write the ledger %s (%s): the assets this run finishes from "
+                "now on are not recorded, and run again next time.",
+                self.path,
+                error.strerror or error,
+            )
+
+    def _put(self, record: dict[str, Any]) -> None:
+        try:  # without default=, json's C encoder: three times faster
+            line = json.dumps(record)
+        except TypeError:  # an error message's odd object, say
+            line = json.dumps(record, default=str)
+        os.write(self._fd, (line + "\n").encode())
+
+    def _input(self, asset_id: str, result: AssetResult) -> dict[str, Any]:
+        values = self._rows.get(asset_id)
+        row = canonical_row(self._columns, values) if values is not None else None
+        return {"row": row, "files": result.inputs or {}}
+
+    def started(self, asset_id: Any) -> None:
+        """The asset is about to be processed."""
+        self._write({"e": "start", "a": str(asset_id), "r": self.run_id,
+                     "t": time.time()})  # fmt: skip
+
+    def record(self, result: AssetResult) -> None:
+        """Record an asset's final result (an unfinished one is left as it is)."""
+        asset_id = str(result.asset_id)
+        status = result.status
+        if status == UP_TO_DATE and asset_id in self._adopt:
+            self._write({"e": "done", "a": asset_id, "r": self.run_id, "t0": None,
+                         "t1": None, "adopted": True,
+                         "in": self._input(asset_id, result)})  # fmt: skip
+        elif status == DONE:
+            self._write({"e": "done", "a": asset_id, "r": self.run_id,
+                         "t0": result.start, "t1": result.end,
+                         "in": self._input(asset_id, result)})  # fmt: skip
+            if self._job.delete_raw and not self._failed:
+                self._delete_raw(result)
+        elif status == DOWNLOADED:
+            self._write({"e": "downloaded", "a": asset_id, "r": self.run_id,
+                         "t": result.end, "in": self._input(asset_id, result)})  # fmt: skip
+        elif status == FAILED:
+            self._write({"e": "failed", "a": asset_id, "r": self.run_id,
+                         "t": result.end, "error": result.error})  # fmt: skip
+
+    def _delete_raw(self, result: AssetResult) -> None:
+        """``brainsets.delete_raw``: remove what the asset's ``download`` returned
+        under the raw directory, now that the ledger holds its identity."""
+        import shutil  # noqa: PLC0415
+
+        for name in result.inputs or {}:
+            path = Path(self._job.raw_dir, name)
+            try:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+            except OSError as error:
+                logger.warning(
+                    "brainsets.delete_raw: cannot remove %s (%s).", path, error
+                )
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,90 @@
+"""``backend=ray``: a Ray cluster (``brainsets.address``, ``RAY_ADDRESS``, or a local one)
+and joblib's Ray backend."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from brainsets_kedro.pipeline.run_settings import RunSettings
+from brainsets_kedro.runner.backends import RAY_ON_LOOPBACK
+from brainsets_kedro.runner.backends.cluster import Cluster, host_of, is_loopback
+
+logger = logging.getLogger(__name__)
+
+
+class RayCluster(Cluster):
+    """``ray.init(address)``, or a local Ray when ``brainsets.address`` is null (and
+    ``RAY_ADDRESS`` is not set); joblib prepares the assets in a pool of ``n_jobs`` Ray
+    actors, every CPU of the cluster by default."""
+
+    name = "Ray"
+    who = "Ray's workers"
+
+    def __init__(self, settings: RunSettings, run_id: str, modules: set[str]):
+        super().__init__(settings, run_id, modules)
+        import ray  # noqa: PLC0415
+
+        n_jobs = settings.n_jobs
+        address = settings.address or os.environ.get("RAY_ADDRESS")
+        self.started = not ray.is_initialized()
+        self.local = self.started and not address
+        if self.local:  # a new one, with as many CPUs as n_jobs asks for
+            cpus = n_jobs if n_jobs > 0 else None
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False)
+            self._check_local_access()
+        elif self.started:
+            ray.init(address=address)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.n_jobs = cpus if n_jobs < 0 else min(n_jobs, cpus)
+
+    def _check_local_access(self) -> None:
+        """A local Ray listens on 127.0.0.1 only (see :data:`RAY_ON_LOOPBACK`). Where
+        it cannot (Ray was imported before the runner set that, by a brainset's
+        module, say), it listens on every interface, and its token authentication
+        is what keeps other machines out: it must stay on."""
+        import ray  # noqa: PLC0415
+
+        address = ray.get_runtime_context().gcs_address
+        if is_loopback(host_of(address)):
+            return
+        if os.environ.get("RAY_AUTH_MODE", "").strip().lower() == "disabled":
+            ray.shutdown()
+            raise ValueError(
+                f"The local Ray listens on every network interface ({address}), and "
+                f"RAY_AUTH_MODE=disabled turns off the token authentication that keeps "
+                f"other machines out. Unset RAY_AUTH_MODE, or start Ray yourself and "
+                f"give its address (brainsets.address)."
+            )
+        logger.warning(
+            "The local Ray listens on every network interface (%s), protected by its "
+            "token authentication: set %s=0 in the environment of kedro run to keep "
+            "it on 127.0.0.1.",
+            address,
+            RAY_ON_LOOPBACK,
+        )
+
+    def n_workers(self) -> int:
+        return self.n_jobs
+
+    def worker_hosts(self) -> set[str]:
+        import ray  # noqa: PLC0415
+
+        if self.local:  # this machine, whatever address Ray gives it
+            return set()
+        return {node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]}
+
+    def describe(self) -> str:
+        import ray  # noqa: PLC0415
+
+        where = "a local Ray" if self.local else "the Ray cluster"
+        address = ray.get_runtime_context().gcs_address
+        return f"{self.n_jobs} workers of {where} at {address}"
+
+    # stop(): joblib terminates the pool of actors, which stops their tasks.
+
+    def close(self) -> None:
+        if self.started:
+            import ray  # noqa: PLC0415
+
+            ray.shutdown()

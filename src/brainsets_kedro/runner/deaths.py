@@ -1,0 +1,68 @@
+"""Dead workers: what each backend raises when a worker dies, the cause it gives,
+and the result of the asset that was running in it."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from concurrent.futures import BrokenExecutor
+from typing import Any
+
+from brainsets_kedro.worker.assets import (
+    FAILED,
+    AssetResult,
+    BrainsetJob,
+)
+
+
+def worker_died(job: BrainsetJob, asset_id: Any, cause: str) -> AssetResult:
+    """The result of an asset whose worker died: FAILED, with the cause in its
+    ``.err``."""
+    error = f"worker died, {cause}"
+    job.note(asset_id, error)
+    now = time.time()
+    return AssetResult(job.brainset_id, asset_id, FAILED, now, now, error=error)
+
+
+def worker_death_errors() -> tuple[type[BaseException], ...]:
+    """What joblib raises when a worker died: loky's pool breaks; Dask reschedules the
+    task, then raises ``KilledWorker`` when it killed too many workers; Ray raises
+    ``RayActorError`` for an actor of its pool."""
+    errors: list[type[BaseException]] = [BrokenExecutor]
+    if "distributed" in sys.modules:
+        from distributed import KilledWorker  # noqa: PLC0415
+
+        errors.append(KilledWorker)
+    if "ray" in sys.modules:
+        from ray.exceptions import RayActorError  # noqa: PLC0415
+
+        errors.append(RayActorError)
+    return tuple(errors)
+
+
+def death_causes(error: BaseException) -> list[str]:
+    """The distinct causes of the deaths ``error`` reports: ``signal 9 (SIGKILL)``
+    or ``exit code 3`` from loky's TerminatedWorkerError (several when workers died
+    at once, without saying whose was whose); the workers lost, from Dask's
+    KilledWorker; Ray's word for a dead actor."""
+    if type(error).__name__ == "KilledWorker":
+        return [
+            f"the task lost {error.allowed_failures + 1} Dask workers, the last "
+            f"{error.last_worker.address}"
+        ]
+    if "RayActorError" in {cls.__name__ for cls in type(error).__mro__}:
+        detail = re.search(r"Worker exit detail: ([^.]*)", str(error))
+        return [
+            f"its Ray actor died ({detail.group(1) if detail else type(error).__name__})"
+        ]
+    causes = []
+    for name, code in re.findall(r"\b(SIG\w+|EXIT)\((-?\d+)\)", str(error)):
+        cause = (
+            f"exit code {code}"
+            if name == "EXIT"
+            else f"signal {abs(int(code))} ({name})"
+        )
+        if cause not in causes:
+            causes.append(cause)
+    return causes or [f"{type(error).__name__}: {error}"]

@@ -1,0 +1,492 @@
+"""The driver's scheduler for assets prepared on this machine (``loky``,
+``multiprocessing`` and ``threading`` backends).
+
+Event-driven: tasks go to worker *slots* (a process, or a thread under
+``threading``), and the driver's main thread waits on all of them at once
+(``select.poll`` over each worker's result pipe and its pidfd), handling each result
+or death the moment it happens; a result is journaled and shown as it arrives.
+
+- **Two stages, adaptively.** An asset's download runs inside its worker's task
+  (download then process, one message each way) while downloads prove cheap; once
+  a brainset's download takes longer than :data:`CHEAP_DOWNLOAD`, its downloads move
+  to a pool of up to ``download_jobs`` download processes, and each downloaded asset
+  goes to the first free process worker. At most ``max_downloaded`` assets wait
+  downloaded (no new download starts past it); a download's output is dropped by
+  the driver once its process task is sent.
+- **The driver owns time.** Each worker writes the start of each stage into a page
+  shared with the driver (no message); a stage past ``brainsets.timeout`` fails its
+  asset, and the driver kills the process running it (whatever it is doing: C code,
+  blocked signals, SIGSTOP). Time while the driver itself was stopped (Ctrl-Z of the
+  run) does not count.
+- **Deaths are the driver's to see**: each worker's pidfd wakes the driver when it
+  exits; the asset it was running fails with the cause, the ones queued to it start
+  again elsewhere. An asset whose task or result cannot be unpickled fails alone.
+
+Why not loky's executor for this: a worker killed or dead breaks it as a whole
+(every task in flight fails), and it cannot say which process runs a task, so the
+driver could neither kill a stuck stage nor keep a death to its own asset. Workers
+are plain ``python -c`` processes of this interpreter, started as loky starts its
+own (no fork of the threaded driver).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import select
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from brainsets_kedro.pipeline.run_settings import RunSettings
+from brainsets_kedro.runner.deaths import worker_died
+from brainsets_kedro.runner.slots import ProcessSlot, Task, ThreadSlot, _Slot
+from brainsets_kedro.runner.status import StatusBoard
+from brainsets_kedro.worker.assets import (
+    ADOPT,
+    DONE,
+    FAILED,
+    INTERRUPTED,
+    SKIP,
+    AssetResult,
+)
+
+FINAL = (DONE, FAILED, INTERRUPTED)
+logger = logging.getLogger(__name__)
+
+CHEAP_DOWNLOAD = 0.1
+"""Seconds: a brainset whose download takes longer runs its downloads as a stage of
+their own, in download processes (a cheap one stays in the worker's task, where it
+costs no second message)."""
+FIRST_DOWNLOAD = 0.5
+"""Seconds: the same, for a worker's first download of a brainset, which may pay
+for what the brainset's code does once per process (imports, a first connection)."""
+TICK = 0.1
+"""Seconds between two checks of the stages' deadlines (and the longest wait)."""
+CHUNK = 0.01
+"""Seconds of work in a chunk of tasks sent at once to a worker whose assets are
+quick."""
+MAX_QUEUED = 64
+"""Tasks at most queued to a worker (the one running included)."""
+QUICK = 0.02
+"""Seconds: assets quicker than this on average get tasks sent ahead."""
+
+
+class Scheduler:
+    """Prepares the assets of ``plans`` on this machine; see the module's docstring.
+
+    Args:
+        plans: The brainsets' plans (``execution.pool._Plan``).
+        settings: The run's settings, resolved.
+        collect: Records a result: final, or of the last stage a plan runs.
+        board: The status board (shows an asset downloaded, waiting for a worker).
+        workers: Process workers started early (``prestart``), to use first.
+    """
+
+    def __init__(
+        self,
+        plans: list[Any],
+        settings: RunSettings,
+        collect: Callable[[AssetResult], None],
+        board: StatusBoard,
+        workers: list[ProcessSlot] | None = None,
+    ):
+        self._plans = plans
+        self._collect = collect
+        self._board = board
+        self._threads = settings.backend == "threading"
+        n_jobs = settings.n_jobs or 1
+        self._n_workers = n_jobs if n_jobs > 0 else max(1, os.cpu_count() + 1 + n_jobs)
+        self._download_jobs = settings.download_jobs or 1
+        self._max_downloaded = settings.max_downloaded or self._n_workers
+        self._timeout = settings.timeout
+        self._driver_pid = os.getpid()
+        self._rows = {id(p): p.rows.itertuples(name=None) for p in plans}
+        self._left = deque(plans)  # plans with rows not handed out yet
+        # The driver times the stages: the workers' own timers would count time
+        # the run spent stopped (Ctrl-Z), and cannot stop C code.
+        self._jobs = {
+            id(p): replace(p.job, timeout=None, portable_output=not self._threads)
+            for p in plans
+        }
+        for plan in plans:
+            plan.split = False
+        self._ready: deque[Task] = deque()
+        self._again: deque[Task] = deque()
+        self._again_downloads: deque[Task] = deque()
+        self._workers: list[_Slot] = []
+        self._downloaders: list[_Slot] = []
+        self._started = list(workers or [])
+        self._poll = select.poll()
+        self._by_fd: dict[int, tuple[Callable, _Slot]] = {}
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        self._poll.register(self._wake_read, select.POLLIN)
+        self._thread_results: deque[tuple[ThreadSlot, AssetResult]] = deque()
+        self._average = 1.0  # seconds per task, smoothed
+        self._pauses: list[tuple[float, float]] = []  # (resumed at, seconds stopped)
+        self._continued = False
+        self._last_tick = time.monotonic()
+
+    # -- the loop ----------------------------------------------------------------
+
+    def run(self) -> None:
+        """Prepare every asset; raises what interrupts the driver (Ctrl-C, SIGTERM)
+        after stopping every worker."""
+        previous = signal.getsignal(signal.SIGCONT)
+        in_main = threading.current_thread() is threading.main_thread()
+        if in_main:
+            signal.signal(signal.SIGCONT, self._on_continue)
+        try:
+            next_check = time.monotonic() + TICK
+            while self._dispatch():
+                self._wait(next_check)
+                now = time.monotonic()
+                if now >= next_check:
+                    self._watch(now)
+                    next_check = now + TICK
+        finally:
+            if in_main:
+                signal.signal(signal.SIGCONT, previous)
+            self._stop()
+
+    def _wait(self, next_check: float) -> None:
+        timeout = max(0.0, next_check - time.monotonic())
+        events = self._poll.poll(timeout * 1000)
+        now = time.monotonic()
+        if self._continued:  # the run was stopped (Ctrl-Z) since the last wake
+            self._continued = False
+            self._pauses.append((now, max(0.0, now - self._last_tick - TICK)))
+        self._last_tick = now
+        for fd, _ in events:
+            if fd == self._wake_read:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_read, 4096)
+                continue
+            handler = self._by_fd.get(fd)
+            if handler is not None:
+                handler[0](handler[1])
+        while self._thread_results:
+            slot, result = self._thread_results.popleft()
+            if not slot.abandoned and slot.tasks:
+                self._returned(slot, result)
+
+    def _on_continue(self, signum: int, frame: Any) -> None:
+        self._continued = True
+
+    # -- handing out tasks --------------------------------------------------------
+
+    def _dispatch(self) -> bool:
+        """Send what can be sent; whether anything is left to do."""
+        # Quick assets: tasks go to a worker in chunks of about CHUNK seconds of
+        # work, one write each, and a chunk is sent when half the last is done.
+        queued = 1
+        if self._average < QUICK:
+            queued = max(2, min(MAX_QUEUED, int(CHUNK / max(self._average, 1e-5))))
+        while len(self._workers) < self._n_workers:
+            self._workers.append(self._new_slot())
+        for slot in self._workers:
+            room = slot.room(queued)
+            if slot.tasks and room < queued // 2:
+                continue
+            messages = []
+            while len(messages) < room:
+                task = self._next_process_task()
+                if task is None:
+                    break
+                messages.append(self._message(slot, task))
+            if messages:
+                slot.send(messages)
+        in_flight = sum(len(s.tasks) for s in self._downloaders)
+        while in_flight < self._download_jobs and len(self._ready) < max(
+            1, self._max_downloaded
+        ):
+            task = self._next_download()
+            if task is None:
+                break
+            slot = next((s for s in self._downloaders if not s.tasks), None)
+            if slot is None:
+                slot = self._new_slot()
+                self._downloaders.append(slot)
+            slot.send([self._message(slot, task)])
+            in_flight += 1
+        busy = any(s.tasks for s in self._workers) or in_flight
+        return bool(busy or self._ready or self._again or self._left)
+
+    def _next_process_task(self) -> Task | None:
+        if self._ready:
+            return self._ready.popleft()
+        if self._again:
+            return self._again.popleft()
+        return self._next_row(split=False)
+
+    def _next_download(self) -> Task | None:
+        if self._again_downloads:
+            return self._again_downloads.popleft()
+        return self._next_row(split=True)
+
+    def _next_row(self, split: bool) -> Task | None:
+        """A new asset of the next plan (in turn) whose downloads are ``split`` or
+        not."""
+        for _ in range(len(self._left)):
+            plan = self._left[0]
+            self._left.rotate(-1)
+            if plan.split != split:
+                continue
+            rows = self._rows[id(plan)]
+            row = next(rows, None)
+            while row is not None and row[-1] in (SKIP, ADOPT):  # its DECISION_COLUMN
+                self._up_to_date(plan, row)
+                row = next(rows, None)
+            if row is None:
+                self._left.remove(plan)
+                continue
+            return Task(plan, row, ("download",) if split else plan.stages)
+        return None
+
+    def _up_to_date(self, plan: Any, row: tuple) -> None:
+        """An asset the ledger finds UP TO DATE: nothing of it runs, the driver
+        reports it at once."""
+        result = plan.job.run(row)
+        plan.returned()
+        self._collect(result)
+
+    def _new_slot(self) -> _Slot:
+        if self._threads:
+            return ThreadSlot(self._thread_returned)
+        slot = self._started.pop() if self._started else ProcessSlot(self._driver_pid)
+        self._by_fd[slot.read_fd] = (self._readable, slot)
+        self._by_fd[slot.pidfd] = (self._exited, slot)
+        self._poll.register(slot.read_fd, select.POLLIN)
+        self._poll.register(slot.pidfd, select.POLLIN)
+        return slot
+
+    def _message(self, slot: _Slot, task: Task) -> Any:
+        """``task`` as sent to ``slot`` (pickled for a process), now its own."""
+        plan = task.plan
+        job = None
+        if id(plan) not in slot.jobs:  # each worker gets a brainset's job once
+            slot.jobs.add(id(plan))
+            job = self._jobs[id(plan)]
+            task.first = True
+        download = task.download
+        output = download.output if download is not None else None
+        start = download.start if download is not None else None
+        if "process" in task.stages and plan.processes:
+            plan.journal.started(task.row[0])  # before its process can be called
+        slot.sent += 1
+        task.number = slot.sent
+        if not slot.tasks:
+            task.began = time.monotonic()
+        slot.tasks.append(task)
+        message = (id(plan), job, task.row, task.stages, output, start)
+        if not self._threads:
+            message = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        if download is not None:
+            download.output = None  # the worker has it now
+        return message
+
+    # -- what comes back ----------------------------------------------------------
+
+    def _thread_returned(self, slot: ThreadSlot, result: AssetResult) -> None:
+        """In the slot's thread: hand its result to the driver's loop."""
+        self._thread_results.append((slot, result))
+        with contextlib.suppress(OSError):
+            os.write(self._wake_write, b"!")
+
+    def _readable(self, slot: ProcessSlot) -> None:
+        for message in slot.receive():
+            if slot.tasks:
+                self._returned(slot, message)
+
+    def _returned(self, slot: _Slot, message: Any) -> None:
+        task = slot.tasks.popleft()
+        now = time.monotonic()
+        self._average += (now - task.began - self._average) / 8
+        if slot.tasks:
+            slot.tasks[0].began = now
+        if isinstance(message, bytes):
+            try:
+                message = pickle.loads(message)
+            except Exception as error:  # noqa: BLE001 (the asset's own)
+                message = ("error", f"its result cannot be unpickled ({error!r})")
+        if isinstance(message, tuple):
+            message = self._failed(task, message[1])
+        self._finished(task, message)
+
+    def _failed(self, task: Task, error: str) -> AssetResult:
+        job, asset_id = task.plan.job, task.row[0]
+        job.note(asset_id, error)
+        now = time.time()
+        start = task.download.start if task.download is not None else now
+        return AssetResult(job.brainset_id, asset_id, FAILED, start, now, error=error)
+
+    def _finished(self, task: Task, result: AssetResult) -> None:
+        plan = task.plan
+        result.asset_id = task.row[0]  # the manifest's, not a copy per result
+        if "download" in task.stages:
+            plan.returned()
+        download = result.stage_times.get("download")
+        threshold = FIRST_DOWNLOAD if task.first else CHEAP_DOWNLOAD
+        if download and download[1] - download[0] > threshold:
+            plan.split = True  # the next downloads run as a stage of their own
+        if task.stages == ("download",) and plan.processes:
+            if result.status not in FINAL:
+                show_downloaded(self._board, result)
+                self._ready.append(Task(plan, task.row, ("process",), result))
+                return
+        elif task.download is not None:
+            result = result.after(task.download)
+        self._collect(result)
+
+    def _exited(self, slot: ProcessSlot) -> None:
+        """A worker process is gone: the asset it ran fails with the cause; the ones
+        sent after it start again."""
+        self._readable(slot)  # what it sent before it went
+        self._forget(slot)
+        cause = slot.cause()
+        left = slot.left_output()
+        task = self._take_running(slot)
+        slot.close()
+        if task is None:
+            return
+        job = task.plan.job
+        _append_logs(job, task.row[0], left)
+        logger.warning(
+            "A worker died (%s) while preparing %s:%s, which fails; the assets it "
+            "interrupted start again.",
+            cause,
+            job.brainset_id,
+            task.row[0],
+            extra={"markup": False},
+        )
+        result = worker_died(job, task.row[0], cause)
+        if task.download is not None:
+            result = result.after(task.download)
+        self._collect(result)
+
+    def _take_running(self, slot: _Slot) -> Task | None:
+        """Out of a stopped worker's tasks: the one it was running (by its stage
+        clock; else the first), the others requeued (those before it finished,
+        but their results, held to be sent together, were lost)."""
+        found = slot.running()
+        index = found[0] if found else 0
+        if not slot.tasks:
+            return None
+        slot.tasks.rotate(-index)
+        task = slot.tasks.popleft()
+        self._requeue(slot)
+        return task
+
+    def _forget(self, slot: _Slot) -> None:
+        """Take ``slot`` out of the pools and out of the wait."""
+        for pool in (self._workers, self._downloaders):
+            if slot in pool:
+                pool.remove(slot)
+        if isinstance(slot, ProcessSlot):
+            for fd in (slot.read_fd, slot.pidfd):
+                self._by_fd.pop(fd, None)
+                with contextlib.suppress(KeyError, ValueError):
+                    self._poll.unregister(fd)
+
+    def _requeue(self, slot: _Slot) -> None:
+        """The tasks ``slot`` had not started go to other workers. A process task
+        whose download output the driver dropped runs both stages again."""
+        while slot.tasks:
+            task = slot.tasks.popleft()
+            if task.stages == ("download",):
+                self._again_downloads.append(Task(task.plan, task.row, task.stages))
+            else:
+                self._again.append(Task(task.plan, task.row, task.plan.stages))
+
+    # -- the watchdog -------------------------------------------------------------
+
+    def _watch(self, now: float) -> None:
+        """Fail each stage past ``brainsets.timeout``, killing its worker; and move
+        a brainset's downloads to their own stage as soon as one, in a worker's
+        task, runs longer than :data:`CHEAP_DOWNLOAD`."""
+        for slot in [*self._workers, *self._downloaders]:
+            found = slot.running()
+            if found is None or not found[1]:  # none, or being unpickled (importing
+                continue  # a brainset's modules is not its stage's time)
+            index, stage, began = found
+            task = slot.tasks[index]
+            threshold = FIRST_DOWNLOAD if task.first else CHEAP_DOWNLOAD
+            if stage == "download" and now - began > threshold:
+                task.plan.split = True
+            if not self._timeout:
+                continue
+            stopped = sum(seconds for at, seconds in self._pauses if at > began)
+            if now - began - stopped >= self._timeout:
+                self._time_out(slot, stage, now - began)
+
+    def _time_out(self, slot: _Slot, stage: str, ran: float) -> None:
+        if isinstance(slot, ThreadSlot):
+            self._forget(slot)
+            slot.kill(self._timeout)
+            where = "raised AssetTimeout in its thread"
+            task = self._take_running(slot)
+        else:
+            slot.kill()
+            slot.process.wait()
+            self._readable(slot)  # the results it sent before
+            self._forget(slot)
+            task = self._take_running(slot)
+            _append_logs(task.plan.job, task.row[0], slot.left_output())
+            slot.close()
+            where = f"killed its worker (pid {slot.process.pid})"
+        error = f"timed out after {self._timeout:g} s (brainsets.timeout)"
+        result = self._failed(
+            task, f"AssetTimeout: {error}, in {stage}; the driver {where}"
+        )
+        result.error = error
+        end = time.time()
+        result.stage_times[stage] = (end - ran, end)
+        if task.download is None:
+            result.start = end - ran
+        else:
+            result = result.after(task.download)
+        self._collect(result)
+
+    # -- the end ------------------------------------------------------------------
+
+    def _stop(self) -> None:
+        """Stop every worker (the run is over, or interrupted)."""
+        slots = [*self._workers, *self._downloaders, *self._started]
+        for slot in slots:
+            slot.kill() if isinstance(slot, ProcessSlot) else slot.close()
+        for slot in slots:
+            if isinstance(slot, ProcessSlot):
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    slot.process.wait(timeout=2)
+                slot.close()
+        self._workers, self._downloaders, self._started = [], [], []
+        for fd in (self._wake_read, self._wake_write):
+            os.close(fd)
+
+
+def _append_logs(job: Any, asset_id: Any, output: tuple[bytes, bytes]) -> None:
+    """Append what a dead worker left on its fd 1 and 2 to its asset's logs."""
+    for path, data in zip(job.log_paths(asset_id), output, strict=True):
+        if data:
+            with contextlib.suppress(OSError), path.open("ab") as log:
+                log.write(data)
+
+
+def show_downloaded(board: StatusBoard, result: AssetResult) -> None:
+    """Show an asset whose download returned, and that waits for a process worker,
+    as ``downloaded`` (after the statuses its download's result overtook)."""
+    board.catch_up(result)
+    board.update(result.brainset_id, result.asset_id, DOWNLOADED)
+    result.statuses = []  # the board has them
+
+
+DOWNLOADED = "downloaded"
+"""The status of an asset downloaded and waiting for a process worker."""

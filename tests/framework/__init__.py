@@ -1,0 +1,1 @@
+"""Tests of brainsets_kedro.framework: Kedro glue and the kedro brainset commands."""

@@ -1,0 +1,1 @@
+"""Tests of brainsets_kedro.io: files on disk."""

@@ -1,0 +1,1 @@
+"""Tests of brainsets_kedro.pipeline: what runs under any Kedro runner."""

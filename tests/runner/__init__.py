@@ -1,0 +1,1 @@
+"""Tests of brainsets_kedro.runner: BrainsetRunner and its scheduler."""

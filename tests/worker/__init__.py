@@ -1,0 +1,1 @@
+"""Tests of brainsets_kedro.worker: what runs in a worker."""

@@ -98,7 +98,7 @@ def _cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-def wait_for(
+def poll_for(
     condition: Callable[[], Any], timeout: float = 60.0, interval: float = 0.05
 ) -> None:
     """Wait until ``condition()`` is true, polling every ``interval`` seconds; fail

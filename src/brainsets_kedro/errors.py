@@ -29,7 +29,19 @@ TRACEBACK_LOGGER = "brainsets_kedro.traceback"
 ``conf/logging.yml`` to write to the log file only."""
 
 
-class UserError(Exception):
+class BrainsetsKedroError(Exception):
+    """The base of every error the project raises. Its type says how a command ends:
+    :attr:`exit_code`, and whether it is shown as its message alone."""
+
+    exit_code: int | None = None
+    """The exit code of a command this error ends; ``None``: a bug, shown with its
+    traceback."""
+
+
+# -- User mistakes: a bad parameter, a missing package, a damaged file... -------------
+
+
+class UserError(BrainsetsKedroError):
     """A problem the user can fix, named with its fix in the message: shown without
     a traceback, the command exits with :attr:`exit_code`."""
 
@@ -43,6 +55,27 @@ class UsageError(UserError, ValueError):
     """A bad command-line option or ``conf/`` value (exit code 2, as click's)."""
 
     exit_code = 2
+
+
+# -- Asset failures: what one asset's preparation raised, as its worker saw it ---------
+
+
+class AssetError(BrainsetsKedroError):
+    """One asset could not be prepared (its own error is in the message)."""
+
+
+# -- Run failures: a run that ended with failed assets or stopped -------------------------
+
+
+class RunError(BrainsetsKedroError):
+    """A run that did not prepare everything it was asked to."""
+
+
+# -- Cluster errors: a Dask or Ray cluster that cannot run the assets -----------------------
+
+
+class ClusterError(UserError):
+    """A cluster (Dask, Ray) that cannot be reached or cannot import the project."""
 
 
 def exit_code(error: BaseException) -> int | None:

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from brainsets_kedro.pipeline.ledger import read_ledger
-from tests.conftest import REPO, add_brainset, start_kedro, wait_for
+from tests.conftest import REPO, add_brainset, poll_for, start_kedro
 
 
 def _counts(text: str) -> Counter:
@@ -45,7 +45,7 @@ def test_ctrl_c_counts_agree_and_interrupted_assets_keep_their_start(project):
     # Two assets done and one sent to its process, as the ledger has it (a file on
     # disk is not yet a DONE asset: its worker may not have returned).
     in_process: set[str] = set()
-    wait_for(lambda: in_process.update(_sent_to_process(processed)) or in_process)
+    poll_for(lambda: in_process.update(_sent_to_process(processed)) or in_process)
     interrupted_at = time.time()
     os.killpg(run.pid, signal.SIGINT)
     output, _ = run.communicate(timeout=60)

@@ -17,7 +17,7 @@ from brainsets_kedro.errors import UsageError
 from brainsets_kedro.pipeline.run_settings import RunSettings
 from brainsets_kedro.runner.status import StatusBoard, StatusChannel
 from brainsets_kedro.worker.assets import BrainsetJob
-from tests.conftest import add_brainset, kedro_in_process, wait_for
+from tests.conftest import add_brainset, kedro_in_process, poll_for
 
 RECORD = re.compile(
     r"Progress: (\d+)/(\d+) assets( \(\d+ failed\))? \| (.+?) downloaded(, .+/s)? "
@@ -49,7 +49,7 @@ def test_a_progress_record_every_progress_every_seconds_off_a_terminal(caplog):
     board = StatusBoard(total=4, live=False, bytes_total=None, progress_every=0.05)
     _figures(board)
     with board:
-        wait_for(lambda: any(m.startswith("Progress") for m in caplog.messages))
+        poll_for(lambda: any(m.startswith("Progress") for m in caplog.messages))
         board.finish("toy", "a_00", "DONE")
         board.finish("toy", "a_03", "DONE")
     records = [m for m in caplog.messages if m.startswith("Progress")]
@@ -97,7 +97,7 @@ def test_the_bytes_download_fetches_reach_the_board(tmp_path):
         )
         row = namedtuple("Row", ["Index", "url"])("a_00", source.as_uri())
         assert job.run(row).status == "DOWNLOADED"  # download_only: not done
-        wait_for(lambda: board.progress().fields["bytes"] >= 2_500_000)
+        poll_for(lambda: board.progress().fields["bytes"] >= 2_500_000)
     assert board.progress().fields["bytes"] == 2_500_000
     assert board.progress().completed == 1
 

@@ -22,9 +22,9 @@ from tests.conftest import (
     THREADS,
     add_brainset,
     kedro_in_process,
+    poll_for,
     set_parameters,
     start_kedro,
-    wait_for,
 )
 
 
@@ -263,13 +263,13 @@ def test_interrupt_stops_workers_and_marks_the_report(project, signum, code):
         project, "run", "--pipeline=toy", "--params=toy.n_assets=8,toy.sleep=3"
     )
     logs = project / "data" / "02_processed" / "toy" / "pipeline_logs"
-    wait_for(lambda: len(list(logs.glob("*.out"))) >= 2)
+    poll_for(lambda: len(list(logs.glob("*.out"))) >= 2)
     started = time.monotonic()
     os.killpg(run.pid, signum)  # as a terminal's Ctrl-C: the whole group
     output, _ = run.communicate(timeout=10)
     assert time.monotonic() - started < 10
     assert run.returncode == code, output
-    wait_for(lambda: not _group_alive(run.pid), timeout=5)  # no worker left behind
+    poll_for(lambda: not _group_alive(run.pid), timeout=5)  # no worker left behind
     report = pd.read_parquet(
         project / "data" / "08_reporting" / "toy" / "run_report.parquet"
     )
@@ -295,7 +295,7 @@ def test_a_forwarded_ctrl_c_still_saves_the_report(project):
         project, "run", "--pipeline=toy", "--params=toy.n_assets=2,toy.hang=a_00|a_01"
     )  # every asset hangs: none can be DONE, whichever is downloaded first
     logs = project / "data" / "02_processed" / "toy" / "pipeline_logs"
-    wait_for(lambda: len(list(logs.glob("*.out"))) >= 2)
+    poll_for(lambda: len(list(logs.glob("*.out"))) >= 2)
     os.killpg(run.pid, signal.SIGINT)
     os.kill(run.pid, signal.SIGINT)
     output, _ = run.communicate(timeout=10)
@@ -303,7 +303,7 @@ def test_a_forwarded_ctrl_c_still_saves_the_report(project):
     assert "brainsets.only=failed" in output
     report = project / "data" / "08_reporting" / "toy" / "run_report.parquet"
     assert set(pd.read_parquet(report)["status"]) == {"INTERRUPTED"}
-    wait_for(lambda: not _group_alive(run.pid), timeout=10)
+    poll_for(lambda: not _group_alive(run.pid), timeout=10)
 
 
 SIGNALS_TWICE = """
@@ -344,7 +344,7 @@ def test_ctrl_c_before_the_assets_start_exits_130(project):
         project, "run", "--pipeline=toy", "--params=toy.manifest_sleep=30"
     )
     made = project / "data" / "01_raw" / "toy" / "manifest_made_at"
-    wait_for(made.exists)
+    poll_for(made.exists)
     os.killpg(run.pid, signal.SIGINT)  # the workers are starting, or waiting
     output, _ = run.communicate(timeout=10)
     assert run.returncode == 130, output
@@ -354,7 +354,7 @@ def test_ctrl_c_before_the_assets_start_exits_130(project):
     # reaches the process group may print its own: nothing runs in it yet to stop it.)
     frame = r'File "[^"]*/(kedro|brainsets_kedro)/|/(kedro|brainsets_kedro)/\S+:\d+ in '
     assert not re.search(frame, output), output
-    wait_for(lambda: not _group_alive(run.pid), timeout=10)
+    poll_for(lambda: not _group_alive(run.pid), timeout=10)
 
 
 def test_ctrl_c_stops_kedros_own_runner_too(project):
@@ -369,7 +369,7 @@ def test_ctrl_c_stops_kedros_own_runner_too(project):
         "--params=toy.n_assets=3,toy.hang=a_00",
     )
     logs = project / "data" / "02_processed" / "toy" / "pipeline_logs"
-    wait_for((logs / "a_02.out").exists)  # the downloads are done: a_00 hangs
+    poll_for((logs / "a_02.out").exists)  # the downloads are done: a_00 hangs
     time.sleep(1)
     os.kill(run.pid, signal.SIGINT)
     output, _ = run.communicate(timeout=20)
@@ -389,11 +389,11 @@ def test_workers_exit_when_the_driver_is_killed(project):
         output=subprocess.DEVNULL,
     )
     processed = project / "data" / "02_processed" / "toy"
-    wait_for(lambda: len(list((processed / "pipeline_logs").glob("*.out"))) >= 2)
+    poll_for(lambda: len(list((processed / "pipeline_logs").glob("*.out"))) >= 2)
     os.kill(run.pid, signal.SIGKILL)
     run.wait()
     started = list((processed / "pipeline_logs").glob("*.out"))
-    wait_for(lambda: not _group_alive(run.pid), timeout=5)
+    poll_for(lambda: not _group_alive(run.pid), timeout=5)
     time.sleep(1)
     assert list((processed / "pipeline_logs").glob("*.out")) == started
     assert not list(processed.glob("*.txt"))  # no asset finished either
@@ -405,7 +405,7 @@ def test_a_second_run_of_the_same_brainset_refuses_at_once(project):
         project, "run", "--pipeline=toy", "--params=toy.n_assets=2,toy.sleep=2", THREADS
     )
     logs = project / "data" / "02_processed" / "toy" / "pipeline_logs"
-    wait_for(lambda: list(logs.glob("*.out")))
+    poll_for(lambda: list(logs.glob("*.out")))
     started = time.monotonic()
     second = kedro_in_process(project, "run", "--pipeline=toy", THREADS)
     assert time.monotonic() - started < 20

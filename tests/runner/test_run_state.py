@@ -29,9 +29,9 @@ from tests.conftest import (
     THREADS,
     add_brainset,
     kedro_in_process,
+    poll_for,
     set_parameters,
     start_kedro,
-    wait_for,
 )
 
 
@@ -173,9 +173,9 @@ def test_only_failed_after_a_killed_run_reruns_what_it_did_not_finish(
         "--params=toy.n_assets=6,toy.hang_writing=a_04|a_05",
         *runner,
     )
-    wait_for(lambda: len(list(processed.glob(".~bk.*.a_0*.txt.tmp"))) == writing)
+    poll_for(lambda: len(list(processed.glob(".~bk.*.a_0*.txt.tmp"))) == writing)
     # The assets it started are not done; those it never reached keep their record.
-    wait_for(lambda: len(done_assets(processed, "toy") or ()) == 6 - writing)
+    poll_for(lambda: len(done_assets(processed, "toy") or ()) == 6 - writing)
     os.killpg(run.pid, signal.SIGKILL)
     run.wait(timeout=10)
     assert sorted(p.name for p in processed.glob("*.txt")) == [

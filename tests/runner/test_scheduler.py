@@ -16,7 +16,7 @@ import pytest
 from brainsets_kedro.pipeline.ledger import done_assets
 from brainsets_kedro.pipeline.nodes import AssetFailures
 from brainsets_kedro.runner.runner import BrainsetRunner
-from tests.conftest import add_brainset, start_kedro, wait_for
+from tests.conftest import add_brainset, poll_for, start_kedro
 from tests.runner.test_reliability import _err, _group_alive, _run
 
 
@@ -204,10 +204,10 @@ def test_a_signal_ends_a_run_stuck_in_downloads_with_its_report(project, signum,
         "--runner-params=n_jobs=2",
     )
     processed = project / "data" / "02_processed" / "toy"
-    wait_for(lambda: len(list(processed.glob("a_0[01].txt"))) == 2)
+    poll_for(lambda: len(list(processed.glob("a_0[01].txt"))) == 2)
     logs = processed / "pipeline_logs"
-    wait_for(lambda: (logs / "a_02.out").exists() and (logs / "a_03.out").exists())
-    wait_for(lambda: done_assets(processed, "toy") == {"a_00", "a_01"})  # journaled
+    poll_for(lambda: (logs / "a_02.out").exists() and (logs / "a_03.out").exists())
+    poll_for(lambda: done_assets(processed, "toy") == {"a_00", "a_01"})  # journaled
     started = time.monotonic()
     os.killpg(run.pid, signum)
     output, _ = run.communicate(timeout=30)
@@ -223,7 +223,7 @@ def test_a_signal_ends_a_run_stuck_in_downloads_with_its_report(project, signum,
         "a_03": "INTERRUPTED",
     }
     assert done_assets(processed, "toy") == {"a_00", "a_01"}
-    wait_for(lambda: not _group_alive(run.pid), timeout=5)
+    poll_for(lambda: not _group_alive(run.pid), timeout=5)
 
 
 def test_time_while_the_run_is_stopped_does_not_count(project):
@@ -238,7 +238,7 @@ def test_time_while_the_run_is_stopped_does_not_count(project):
         "--runner-params=n_jobs=2",
     )
     logs = project / "data" / "02_processed" / "toy" / "pipeline_logs"
-    wait_for(lambda: "processing" in _text(logs / "a_00.out"))
+    poll_for(lambda: "processing" in _text(logs / "a_00.out"))
     os.killpg(run.pid, signal.SIGSTOP)
     time.sleep(4)  # the stop itself is what is tested: longer than the timeout
     os.killpg(run.pid, signal.SIGCONT)

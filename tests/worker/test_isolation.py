@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import add_brainset, kedro, wait_for
+from tests.conftest import add_brainset, kedro, poll_for
 
 RUNNERS = {
     "loky": ["--runner-params=n_jobs=2"],  # the project's runner, worker processes
@@ -86,7 +86,7 @@ def _check_ended(records, output, project, runner):
     # Kedro's runner runs assets in its own process, not a worker: it ends the
     # asset's children; a daemon that left its parent is found in workers only.
     ended = [child, daemon] if runner == "loky" else [child]
-    wait_for(lambda: not any(_alive(pid) for pid in ended), timeout=30)
+    poll_for(lambda: not any(_alive(pid) for pid in ended), timeout=30)
     err = (project / "data/02_processed/meddler/pipeline_logs/a_00.err").read_text()
     for pid in ended:
         assert f"pid {pid}: sleep 300" in err

@@ -13,7 +13,7 @@ import pytest
 
 from brainsets_kedro.runner import pool, status
 from brainsets_kedro.runner.status import StatusBoard, StatusChannel
-from tests.conftest import wait_for
+from tests.conftest import poll_for
 from tests.runner.test_reliability import _run
 
 
@@ -37,14 +37,14 @@ def test_strangers_do_not_stop_a_worker_from_reporting(monkeypatch, caplog):
             sender = channel.sender
             with Client(sender.address, authkey=sender.authkey) as worker:
                 worker.send([("toy", "a_00", "DOWNLOADING")])
-                wait_for(lambda: board.in_flight() == {("toy", "a_00")})
+                poll_for(lambda: board.in_flight() == {("toy", "a_00")})
             # The idle ones are dropped once their time is up.
             for connection in idle:
                 connection.settimeout(10)
                 assert connection.recv(1 << 16) is not None
                 while connection.recv(1 << 16):
                     pass  # the challenge, then EOF
-            wait_for(lambda: channel._dropped == 202)  # the others, dropped at once
+            poll_for(lambda: channel._dropped == 202)  # the others, dropped at once
         finally:
             for connection in idle:
                 connection.close()

@@ -19,15 +19,13 @@ from rich.console import Console
 from brainsets_kedro.io.datasets import BrainsetDirectory
 from brainsets_kedro.pipeline.factory import create_brainset_pipeline
 from brainsets_kedro.pipeline.nodes import REPORT_COLUMNS, AssetFailures
-from brainsets_kedro.runner import status
+from brainsets_kedro.runner.board import StatusBoard
 from brainsets_kedro.runner.runner import BrainsetRunner
-from brainsets_kedro.runner.status import StatusBoard, StatusChannel
-from brainsets_kedro.worker.assets import (
-    AssetResult,
-    Step,
-    captured_output,
-    route_warnings,
-)
+from brainsets_kedro.runner.status import StatusChannel
+from brainsets_kedro.worker import status
+from brainsets_kedro.worker.capture import captured_output, warnings_routed
+from brainsets_kedro.worker.result import AssetResult
+from brainsets_kedro.worker.status import Step
 from tests.brainsets.toy import Pipeline as Toy
 from tests.conftest import (
     THREADS,
@@ -357,9 +355,9 @@ def test_output_of_the_drivers_threads_under_the_live_table(tmp_path):
 
 
 def test_a_warning_of_an_asset_in_a_driver_thread_goes_to_its_err(tmp_path):
-    route_warnings()  # as the runner does before its download threads start
     out, err = tmp_path / "a.out", tmp_path / "a.err"
-    with captured_output(out, err):
+    # As for an asset in the driver's threads
+    with warnings_routed(), captured_output(out, err):
         warnings.warn("from the asset", UserWarning, stacklevel=1)
     assert "UserWarning: from the asset" in err.read_text()
 

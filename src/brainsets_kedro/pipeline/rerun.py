@@ -53,7 +53,8 @@ from brainsets_kedro.pipeline.ledger import (
 )
 from brainsets_kedro.pipeline.params import parser_defaults
 from brainsets_kedro.pipeline.selection import shown_ids
-from brainsets_kedro.worker.assets import ADOPT, DECISION_COLUMN, SKIP, BrainsetJob
+from brainsets_kedro.worker.job import BrainsetJob
+from brainsets_kedro.worker.result import ADOPT, DECISION_COLUMN, SKIP
 
 logger = logging.getLogger(__name__)
 

@@ -303,7 +303,7 @@ class Ledger:
     Args:
         job: The brainset's job (its processed directory, Pipeline class and args).
         rows: The manifest rows the run hands out, with their
-            :data:`~brainsets_kedro.worker.assets.DECISION_COLUMN`: the input of each
+            :data:`~brainsets_kedro.worker.result.DECISION_COLUMN`: the input of each
             asset it records.
         run_id: The run's id (a node that continues a run gives the first's).
     """

@@ -191,7 +191,7 @@ def counts(decisions: Mapping[Any, Decision]) -> Counter:
 def with_decisions(
     job: BrainsetJob, rows: pd.DataFrame, triggers: Iterable[str]
 ) -> pd.DataFrame:
-    """``rows`` with the :data:`~brainsets_kedro.worker.assets.DECISION_COLUMN` that
+    """``rows`` with the :data:`~brainsets_kedro.worker.result.DECISION_COLUMN` that
     :meth:`BrainsetJob.run` obeys, decided from the ledger (see the module); logs
     what the run prepares and why, and warns for a brainset without ``reprocess``
     about the assets it may skip."""

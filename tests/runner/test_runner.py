@@ -19,6 +19,7 @@ from rich.console import Console
 from brainsets_kedro.io.datasets import BrainsetDirectory
 from brainsets_kedro.pipeline.factory import create_brainset_pipeline
 from brainsets_kedro.pipeline.nodes import REPORT_COLUMNS, AssetFailures
+from brainsets_kedro.runner import board as status_board
 from brainsets_kedro.runner.board import StatusBoard
 from brainsets_kedro.runner.runner import BrainsetRunner
 from brainsets_kedro.runner.status import StatusChannel
@@ -213,7 +214,7 @@ def test_download_only(tmp_path):
 def test_statuses_a_result_overtook_are_logged_in_order(monkeypatch):
     lines = []
     monkeypatch.setattr(
-        status, "log_status", lambda b, a, s, step=None: lines.append(f"{a}: {s}")
+        status_board, "log_status", lambda b, a, s, step=None: lines.append(f"{a}: {s}")
     )
     board = StatusBoard(total=3, live=False)
     slow = AssetResult(
@@ -242,7 +243,7 @@ def test_statuses_a_result_overtook_are_logged_in_order(monkeypatch):
 def test_status_lines_are_written_by_one_thread_while_the_board_is_open(monkeypatch):
     written = []
     monkeypatch.setattr(
-        status,
+        status_board,
         "log_statuses",
         lambda lines: written.extend(
             (threading.current_thread().name, a, s) for b, a, s in lines

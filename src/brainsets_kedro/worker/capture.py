@@ -30,6 +30,9 @@ _targets = threading.local()
 
 
 class _ThreadRouter(io.TextIOBase):
+    """``sys.stdout`` or ``sys.stderr`` while output is captured: a thread's writes
+    go to its asset's log, other threads' to the stream it replaced."""
+
     def __init__(self, name: str, default: TextIO):
         self._name = name
         self._default = default
@@ -79,10 +82,12 @@ def _install_routers() -> None:
             return
         for name in ("stdout", "stderr"):
             stream = getattr(sys, name)
-            if not isinstance(stream, _ThreadRouter):
-                router = _ThreadRouter(name, stream)
-                setattr(sys, name, router)
-                _replaced.append((name, stream, router))
+            if isinstance(stream, _ThreadRouter):  # one left under another's stream
+                _replaced.append((name, stream._default, stream))
+                continue
+            router = _ThreadRouter(name, stream)
+            setattr(sys, name, router)
+            _replaced.append((name, stream, router))
 
 
 def _remove_routers() -> None:

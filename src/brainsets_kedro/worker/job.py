@@ -89,7 +89,8 @@ class BrainsetJob:
     """Seconds an asset may take, each call of :meth:`run` (under
     ``BrainsetRunner``: each stage); ``None``: no limit."""
     retries: int = 0
-    """How many times a failed download is tried again (process errors are not)."""
+    """How many times a failed download is tried again (process errors are not, nor
+    one that ``download()`` gave up on after its own retries)."""
     retry_backoff: float = 1.0
     """Seconds before the first retry; doubled before each next one."""
     log_max_bytes: int | None = LOG_MAX_BYTES
@@ -99,13 +100,13 @@ class BrainsetJob:
     asset is DONE and in the ledger (see :class:`brainsets_kedro.pipeline.ledger.Ledger`)."""
     driver_pid: int | None = None
     """The driver's process id, when workers are processes of its machine: they exit
-    when it is gone (see :func:`exit_with_driver`)."""
+    when it is gone (see :func:`~brainsets_kedro.worker.lifecycle.exit_with_driver`)."""
     clock: Callable[[str, float], None] = field(default=_no_clock, compare=False)
+    """Called with ``(stage, time.monotonic())`` as each stage starts: the driver's
+    watchdog times each stage from it (see ``runner.scheduler``)."""
     portable_output: bool = False
     """Whether what ``download`` returns must cross processes (it may run apart
     from ``process``): an output that cannot be pickled fails its asset."""
-    """Called with ``(stage, time.monotonic())`` as each stage starts: the driver's
-    watchdog times each stage from it (see ``execution.scheduler``)."""
 
     @property
     def brainset_id(self) -> str:
@@ -147,8 +148,27 @@ class BrainsetJob:
         """Run ``stages`` of one manifest row back to back; never raises for the asset's
         own errors. The asset is DONE when its last stage is (``process``; DOWNLOADED
         for ``download`` in a download-only run), and that or FAILED is reported.
-        ``decision`` (else the row's :data:`DECISION_COLUMN`) may make it UP TO DATE
-        at once, or set the brainset's ``reprocess``/``redownload`` for it alone."""
+        ``decision`` (else the row's :data:`~brainsets_kedro.worker.result.DECISION_COLUMN`) may make it UP TO DATE
+        at once, or set the brainset's ``reprocess``/``redownload`` for it alone.
+
+        Args:
+            item: The manifest row: a named tuple whose ``Index`` is the asset id, or
+                a plain tuple of the index and :attr:`columns`' values.
+            stages: The stages to run, in order.
+            download_output: What an earlier ``download`` returned (``process``
+                alone).
+            start: When the asset started (its earlier stage's start); now if
+                ``None``.
+            decision: The run's decision for the asset (see
+                :data:`~brainsets_kedro.worker.result.DECISION_COLUMN`).
+
+        Returns:
+            How it went; the status of a stage that is not the last is
+            ``"<stage> done"``.
+
+        Raises:
+            SignalInterrupt: Ctrl-C in the driver's main thread: the run stops.
+        """
         if self.driver_pid is not None and self.driver_pid != os.getpid():
             become_worker(self.driver_pid)  # a worker process of this machine
         row, decision = split_decision(item, self.columns, decision)

@@ -40,9 +40,9 @@ class AssetResult:
     """``{stage: (start, end)}`` of each stage that ran, for the run report."""
     call: tuple[int, int] | None = None
     statuses: list[str] = field(default_factory=list)
-    """The statuses the asset reported during this call, in order (see :class:`Step`)."""
+    """The statuses the asset reported during this call, in order (see :class:`~brainsets_kedro.worker.status.Step`)."""
     leftover_processes: list[str] = field(default_factory=list)
-    """Processes the asset left running, ended after it (see :func:`asset_isolated`)."""
+    """Processes the asset left running, ended after it (see :func:`~brainsets_kedro.worker.isolation.asset_isolated`)."""
     inputs: dict[str, int | None] | None = None
     """What ``download`` returned that is a file or folder under the raw directory:
     its path relative to it and, for a file, its size (a ``stat``, never a read)."""

@@ -14,7 +14,7 @@ from brainsets_kedro.errors import AssetTimeout, SignalInterrupt
 
 ASSET_ERRORS = (Exception, SystemExit, KeyboardInterrupt, AssetTimeout)
 """What an asset's code may raise and fail that asset alone (``sys.exit`` from a
-library, say). A :class:`SignalInterrupt` among them stops the run instead."""
+library, say). A :class:`~brainsets_kedro.errors.SignalInterrupt` among them stops the run instead."""
 
 
 def _on_sigint(signum: int, frame: Any) -> None:
@@ -24,9 +24,9 @@ def _on_sigint(signum: int, frame: Any) -> None:
 @contextlib.contextmanager
 def signal_interrupts_marked() -> Iterator[None]:
     """In a main thread where Ctrl-C raises a plain ``KeyboardInterrupt`` (the
-    driver under Kedro's own runners), make it a :class:`SignalInterrupt` while the
+    driver under Kedro's own runners), make it a :class:`~brainsets_kedro.errors.SignalInterrupt` while the
     block runs, so that it is told apart from a ``KeyboardInterrupt`` the asset
-    raises itself. (Worker processes ignore Ctrl-C: :func:`become_worker`.)"""
+    raises itself. (Worker processes ignore Ctrl-C: see ``lifecycle.become_worker``.)"""
     if (
         threading.current_thread() is not threading.main_thread()
         or signal.getsignal(signal.SIGINT) is not signal.default_int_handler

@@ -118,7 +118,7 @@ def test_instances_are_bounded_and_forgotten_with_their_run():
     for run in ("run1", "run2"):
         for brainset in ("a", "b"):
             assert cache.get((brainset, run), make(brainset + run)) == brainset + run
-    assert len(cache) == 3  # the least recently used, ("a", "run1"), is gone
+    assert len(cache) == 3  # the oldest, ("a", "run1"), is gone
     assert cache.get(("b", "run1"), make("again")) == "brun1"  # kept, reused
     cache.forget("run2")
     assert len(cache) == 1

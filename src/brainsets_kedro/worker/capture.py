@@ -70,11 +70,14 @@ _captures = 0
 """Captures under way in this process, in all its threads."""
 _replaced: list[tuple[str, TextIO, _ThreadRouter]] = []
 """``(name, stream, router)``: the router set as ``sys.<name>`` in place of ``stream``."""
+_routers: dict[str, _ThreadRouter] = {}
+"""The last router made for ``sys.<name>``, used again while that stream is the same:
+making one costs 5 us, as its finalizer flushes the stream."""
 
 
 def _install_routers() -> None:
-    """One more capture under way: the first puts a router in place of ``sys.stdout``
-    and ``sys.stderr``."""
+    """One more capture under way (or a worker process, for its life): the first
+    puts a router in place of ``sys.stdout`` and ``sys.stderr``."""
     global _captures  # noqa: PLW0603 (the process's streams are global too)
     with _routing_lock:
         _captures += 1
@@ -85,7 +88,9 @@ def _install_routers() -> None:
             if isinstance(stream, _ThreadRouter):  # one left under another's stream
                 _replaced.append((name, stream._default, stream))
                 continue
-            router = _ThreadRouter(name, stream)
+            router = _routers.get(name)
+            if router is None or router._default is not stream:
+                router = _routers[name] = _ThreadRouter(name, stream)
             setattr(sys, name, router)
             _replaced.append((name, stream, router))
 
@@ -306,6 +311,9 @@ def route_fd_output(pipes: tuple[int, int, int, int] | None = None) -> None:
     global _fd_router  # noqa: PLW0603 (one per process, made once)
     if _fd_router is None:
         _fd_router = _FdRouter(pipes)
+        # A worker process runs nothing but assets: its streams stay routed for its
+        # life, which spares each asset putting them in place and back.
+        _install_routers()
 
 
 @contextlib.contextmanager

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from brainsets_kedro.brainset import BrainsetPipeline
 
 MOST = 64
-"""Instances kept at most, the least recently used dropped first: a long-lived
+"""Instances kept at most, the oldest dropped first: a long-lived
 process (a notebook's driver, a reused worker) runs many runs, whose instances would
 otherwise stay; a run uses one per brainset, options and thread."""
 
@@ -24,29 +23,30 @@ class PipelineInstances:
 
     def __init__(self, most: int = MOST):
         self._most = most
-        self._by_key: OrderedDict[tuple, BrainsetPipeline] = OrderedDict()
-        self._lock = threading.Lock()
+        self._by_key: dict[tuple, BrainsetPipeline] = {}  # the oldest first
+        self._lock = threading.Lock()  # held to change it; a lookup needs none
 
-    def get(self, key: tuple, make: Callable[[], BrainsetPipeline]) -> BrainsetPipeline:
-        """The instance for ``key``, made by ``make()`` the first time.
+    def get(
+        self, key: tuple, make: Callable[..., BrainsetPipeline], *args: Any
+    ) -> BrainsetPipeline:
+        """The instance for ``key``, made by ``make(*args)`` the first time; the
+        oldest is dropped when there are more than :data:`MOST`.
 
         Args:
             key: What the instance depends on, its reporter last.
             make: Makes a new instance (called outside the lock).
+            args: What ``make`` takes.
 
         Returns:
             The instance.
         """
-        with self._lock:
-            pipeline = self._by_key.get(key)
-            if pipeline is not None:
-                self._by_key.move_to_end(key)
-                return pipeline
-        pipeline = make()
-        with self._lock:
-            self._by_key[key] = pipeline
-            while len(self._by_key) > self._most:
-                self._by_key.popitem(last=False)
+        pipeline = self._by_key.get(key)  # a lookup is atomic: a microsecond a call
+        if pipeline is None:
+            pipeline = make(*args)
+            with self._lock:
+                self._by_key[key] = pipeline
+                while len(self._by_key) > self._most:
+                    del self._by_key[next(iter(self._by_key))]
         return pipeline
 
     def forget(self, reporter: Any) -> None:

@@ -301,7 +301,7 @@ class BrainsetJob:
             self.download_only,
             self.reporter,
         )
-        return instances.get(key, functools.partial(self._new_pipeline, args))
+        return instances.get(key, self._new_pipeline, args)
 
     def _new_pipeline(self, args: Namespace | None) -> BrainsetPipeline:
         exit_without_final_collection()  # this process is a worker, or the driver

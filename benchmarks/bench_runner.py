@@ -253,7 +253,7 @@ def board_events(rounds: int) -> None:
     sys.path.insert(0, str(REPO / "src"))
     from rich.console import Console  # noqa: PLC0415
 
-    from brainsets_kedro.runner.status import StatusBoard  # noqa: PLC0415
+    from brainsets_kedro.runner.board import StatusBoard  # noqa: PLC0415
 
     print("\n## live display: cost of a status event (render every 100 events)")
     for total in (1_000, 100_000):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from abc import ABC, abstractmethod
 from argparse import ArgumentParser, Namespace
 from collections.abc import Callable, Iterator
@@ -191,15 +192,31 @@ class BrainsetPipeline(ABC):
         """Report the current status of the asset being prepared.
 
         Under the project's runner the status reaches the live table and the run
-        report; used directly, it is printed on the terminal.
+        report; used directly, it is printed on stdout (coloured on a terminal).
+
+        Args:
+            status: The status, e.g. ``DOWNLOADING 40%``.
         """
         if self._tracker_handle is not None:
             self._tracker_handle(self._asset_id, status)
             return
-        # Here, not at the top: workers import this module and never print statuses.
-        from rich.console import Console  # noqa: PLC0415
-        from rich.markup import escape  # noqa: PLC0415
+        line = f"[Status] {status}"
+        if _shows_colours():
+            line = f"\x1b[1m[Status]\x1b[0m \x1b[{_ANSI[status_style(status)]}m{status}\x1b[0m"
+        sys.stdout.write(line + "\n")
 
-        Console().print(
-            f"[bold]\\[Status][/] [{status_style(status)}]{escape(status)}[/]"
-        )
+
+_ANSI = {"green": "32", "red": "31", "blue": "34", "yellow": "33"}
+"""The terminal's code of each colour of :func:`status_style`."""
+
+
+def _shows_colours() -> bool:
+    """Whether ``sys.stdout`` shows colours, as rich decides it (without importing
+    rich, which workers, importing this module, never need): not with ``NO_COLOR``,
+    always with ``FORCE_COLOR``, else on a terminal that is not ``TERM=dumb``."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    isatty = getattr(sys.stdout, "isatty", None)
+    return bool(isatty and isatty()) and os.environ.get("TERM") != "dumb"

@@ -78,6 +78,43 @@ class ClusterError(UserError):
     """A cluster (Dask, Ray) that cannot be reached or cannot import the project."""
 
 
+# -- Stops: raised into an asset's code from outside, to stop it ----------------------
+# A deliberate second root, at the BaseException level: these are not errors of the
+# asset but stops (a timeout, Ctrl-C, a stopped run) that its own code must not
+# catch. An Exception would be swallowed by an asset's ``except Exception`` (a retry
+# loop, say), so they cannot derive from BrainsetsKedroError.
+
+
+class AssetStop(BaseException):
+    """Raised into a running asset's code from outside to stop it: a
+    ``BaseException``, so that the asset's own ``except Exception`` does not
+    swallow it."""
+
+
+class SignalInterrupt(AssetStop, KeyboardInterrupt):
+    """Ctrl-C (SIGINT) received while an asset ran: the run stops. A
+    ``KeyboardInterrupt`` that an asset raises itself fails that asset alone."""
+
+
+class AssetTimeout(AssetStop):
+    """An asset ran past ``brainsets.timeout``. A BaseException, so that the asset's
+    own ``except Exception`` (a retry loop, say) does not swallow it."""
+
+    seconds: float = 0.0
+
+    def __init__(self, seconds: float | None = None):
+        if seconds is not None:
+            self.seconds = seconds
+        super().__init__(f"timed out after {self.seconds:g} s (brainsets.timeout)")
+
+
+class AssetInterrupted(AssetStop):
+    """Raised in a cluster worker's thread to stop an asset of a run that was
+    interrupted or lost a worker. Not an ``Exception``, so the asset's own ``except
+    Exception`` does not swallow it; not a ``KeyboardInterrupt``, which would end the
+    Dask worker."""
+
+
 def exit_code(error: BaseException) -> int | None:
     """The exit code for ``error`` if it is a user error, else ``None``.
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from brainsets_kedro import BrainsetPipeline
-from brainsets_kedro.worker.assets import exit_without_final_collection
+from brainsets_kedro.worker.lifecycle import exit_without_final_collection
 
 
 def process_started_at() -> float:

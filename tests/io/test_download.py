@@ -253,7 +253,7 @@ def test_a_call_makes_a_bounded_number_of_attempts_whatever_the_server_does(
 
 
 def test_retry_lines_go_to_the_assets_err_not_the_console(server, tmp_path, capfd):
-    from brainsets_kedro.worker.assets import captured_output  # noqa: PLC0415
+    from brainsets_kedro.worker.capture import captured_output  # noqa: PLC0415
 
     url, _ = server.add("/a.bin", fail_times=2)
     out, err = tmp_path / "logs" / "a.out", tmp_path / "logs" / "a.err"

@@ -13,7 +13,7 @@ from brainsets_kedro.pipeline.nodes import (
     ManifestNode,
     validate_manifest,
 )
-from brainsets_kedro.worker.assets import captured_output
+from brainsets_kedro.worker.capture import captured_output
 from tests.brainsets.toy import Pipeline as Toy
 from tests.conftest import set_parameters
 

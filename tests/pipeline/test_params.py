@@ -8,7 +8,8 @@ from brainsets_kedro.pipeline.params import (
     BrainsetParameterError,
     parse_params,
 )
-from brainsets_kedro.pipeline.run_settings import LOG_MAX_BYTES, RunSettings
+from brainsets_kedro.pipeline.run_settings import RunSettings
+from brainsets_kedro.worker.capture import LOG_MAX_BYTES
 from tests.conftest import add_brainset, kedro_in_process
 
 

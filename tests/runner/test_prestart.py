@@ -12,8 +12,8 @@ from kedro.framework.startup import bootstrap_project
 
 from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.runner.prestart import start_workers, stop_workers
-from brainsets_kedro.runner.status import StatusSender
-from brainsets_kedro.worker.assets import STAGES, BrainsetJob
+from brainsets_kedro.worker.job import STAGES, BrainsetJob
+from brainsets_kedro.worker.status import StatusSender
 
 
 def test_a_worker_started_early_exits_without_the_final_collection():
@@ -54,7 +54,7 @@ def test_a_worker_unpickles_its_task_without_kedro_or_rich():
         capture_output=True,
     )
     modules = result.stdout.decode().split()
-    assert "brainsets_kedro.runner.status" in modules
+    assert "brainsets_kedro.worker.status" in modules
     assert not [m for m in modules if m.split(".")[0] in ("kedro", "rich")]
 
 

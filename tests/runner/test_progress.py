@@ -15,8 +15,9 @@ from rich.console import Console
 from brainsets_kedro import BrainsetPipeline, download
 from brainsets_kedro.errors import UsageError
 from brainsets_kedro.pipeline.run_settings import RunSettings
-from brainsets_kedro.runner.status import StatusBoard, StatusChannel
-from brainsets_kedro.worker.assets import BrainsetJob
+from brainsets_kedro.runner.board import StatusBoard
+from brainsets_kedro.runner.status import StatusChannel
+from brainsets_kedro.worker.job import BrainsetJob
 from tests.conftest import add_brainset, kedro_in_process, poll_for
 
 RECORD = re.compile(

@@ -19,15 +19,14 @@ from rich.console import Console
 from brainsets_kedro.io.datasets import BrainsetDirectory
 from brainsets_kedro.pipeline.factory import create_brainset_pipeline
 from brainsets_kedro.pipeline.nodes import REPORT_COLUMNS, AssetFailures
-from brainsets_kedro.runner import status
+from brainsets_kedro.runner import board as status_board
+from brainsets_kedro.runner.board import StatusBoard
 from brainsets_kedro.runner.runner import BrainsetRunner
-from brainsets_kedro.runner.status import StatusBoard, StatusChannel
-from brainsets_kedro.worker.assets import (
-    AssetResult,
-    Step,
-    captured_output,
-    route_warnings,
-)
+from brainsets_kedro.runner.status import StatusChannel
+from brainsets_kedro.worker import status
+from brainsets_kedro.worker.capture import captured_output, warnings_routed
+from brainsets_kedro.worker.result import AssetResult
+from brainsets_kedro.worker.status import Step
 from tests.brainsets.toy import Pipeline as Toy
 from tests.conftest import (
     THREADS,
@@ -215,7 +214,7 @@ def test_download_only(tmp_path):
 def test_statuses_a_result_overtook_are_logged_in_order(monkeypatch):
     lines = []
     monkeypatch.setattr(
-        status, "log_status", lambda b, a, s, step=None: lines.append(f"{a}: {s}")
+        status_board, "log_status", lambda b, a, s, step=None: lines.append(f"{a}: {s}")
     )
     board = StatusBoard(total=3, live=False)
     slow = AssetResult(
@@ -244,7 +243,7 @@ def test_statuses_a_result_overtook_are_logged_in_order(monkeypatch):
 def test_status_lines_are_written_by_one_thread_while_the_board_is_open(monkeypatch):
     written = []
     monkeypatch.setattr(
-        status,
+        status_board,
         "log_statuses",
         lambda lines: written.extend(
             (threading.current_thread().name, a, s) for b, a, s in lines
@@ -357,9 +356,9 @@ def test_output_of_the_drivers_threads_under_the_live_table(tmp_path):
 
 
 def test_a_warning_of_an_asset_in_a_driver_thread_goes_to_its_err(tmp_path):
-    route_warnings()  # as the runner does before its download threads start
     out, err = tmp_path / "a.out", tmp_path / "a.err"
-    with captured_output(out, err):
+    # As for an asset in the driver's threads
+    with warnings_routed(), captured_output(out, err):
         warnings.warn("from the asset", UserWarning, stacklevel=1)
     assert "UserWarning: from the asset" in err.read_text()
 

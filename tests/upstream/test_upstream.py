@@ -22,16 +22,16 @@ from brainsets_kedro.framework.scaffold import (
     upstream_brainsets,
     upstream_pipelines_dir,
 )
-from brainsets_kedro.pipeline.params import explain_flags
 from brainsets_kedro.upstream.adapter import (
     InlineMetadataError,
-    TrackerHandle,
     check_requirements,
     install_command,
     is_brainset_class,
     read_inline_metadata,
     read_pipeline_file,
 )
+from brainsets_kedro.worker.flags import explain_flags
+from brainsets_kedro.worker.tracker import TrackerHandle
 from tests.conftest import TEST_BRAINSETS, THREADS, add_brainset, kedro_in_process
 
 ABSENT = "brainsets-kedro-absent-package"

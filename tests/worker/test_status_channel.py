@@ -12,7 +12,8 @@ from multiprocessing.connection import Client
 import pytest
 
 from brainsets_kedro.runner import pool, status
-from brainsets_kedro.runner.status import StatusBoard, StatusChannel
+from brainsets_kedro.runner.board import StatusBoard
+from brainsets_kedro.runner.status import StatusChannel
 from tests.conftest import poll_for
 from tests.runner.test_reliability import _run
 

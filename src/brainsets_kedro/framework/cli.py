@@ -32,7 +32,7 @@ from brainsets_kedro.pipeline.discovery import (
     pipeline_folders,
 )
 from brainsets_kedro.runner.prestart import start_workers, stop_workers
-from brainsets_kedro.worker.assets import exit_without_final_collection
+from brainsets_kedro.worker.lifecycle import exit_without_final_collection
 
 DEFAULT_RUNNER = "brainsets_kedro.runner.BrainsetRunner"
 
@@ -88,7 +88,7 @@ def _run_command(kwargs: dict[str, Any]) -> object:
             kwargs["env"],
             kwargs["conf_source"],
             kwargs["params"],
-            ["brainsets_kedro.worker.assets"]
+            ["brainsets_kedro.worker.job"]
             + [f"{PIPELINES_PACKAGE}.{name}.pipeline" for name in names],
         )
     with short_errors():

@@ -33,6 +33,7 @@ from typing import BinaryIO, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 from brainsets_kedro.io.leftovers import check_output_name, download_partial
+from brainsets_kedro.io.retry import Retries, give_up
 
 __all__ = ["DownloadError", "download"]
 
@@ -200,11 +201,9 @@ def _fetch(
     every resume and drops mid-body never resets the count. And whatever the
     server does, a call makes at most ``ATTEMPTS_PER_RETRY * (retries + 1)``
     attempts."""
-    failures = attempts = 0
+    count = Retries(retries, backoff, most=ATTEMPTS_PER_RETRY * (max(retries, 0) + 1))
     furthest = _size_of(partial)
-    most = ATTEMPTS_PER_RETRY * (max(retries, 0) + 1)
     while True:
-        attempts += 1
         try:
             _transfer(url, open_source, partial, size, progress)
             return
@@ -213,9 +212,9 @@ def _fetch(
             if exc.restart:
                 partial.unlink(missing_ok=True)
             reached = _size_of(partial)
-            failures = 1 if reached > furthest else failures + 1
+            delay = count.failed(exc, progressed=reached > furthest)
             furthest = max(furthest, reached)
-            if failures > retries or attempts >= most:
+            if delay is None:
                 kept = _size_of(partial)
                 resume = (
                     f" The {kept} bytes fetched so far are kept in {partial}; "
@@ -223,17 +222,21 @@ def _fetch(
                     if kept
                     else ""
                 )
-                count = (
-                    f"{failures} failed attempts in a row"
-                    if failures > retries
-                    else f"{attempts} attempts, the most a call makes"
+                what = (
+                    f"{count.failures} failed attempts in a row"
+                    if count.failures > retries
+                    else f"{count.attempts} attempts, the most a call makes"
                 )
-                raise DownloadError(
-                    f"Could not download {url}: {exc} ({count}). Check the network "
-                    f"and the server, then try again.{resume}"
+                raise give_up(
+                    DownloadError(
+                        f"Could not download {url}: {exc} ({what}). Check the "
+                        f"network and the server, then try again.{resume}"
+                    )
                 ) from exc
-            delay = backoff * 2 ** (failures - 1)
-            _say(f"{url}: {exc}; retrying in {delay:.1f} s (attempt {attempts + 1})")
+            _say(
+                f"{url}: {exc}; retrying in {delay:.1f} s "
+                f"(attempt {count.attempts + 1})"
+            )
             time.sleep(delay)
 
 

@@ -41,17 +41,9 @@ import pandas as pd
 
 from brainsets_kedro.errors import UserError
 from brainsets_kedro.pipeline.fingerprint import Fingerprint, canonical_row
-from brainsets_kedro.worker.assets import (
-    ADOPT,
-    DECISION_COLUMN,
-    DONE,
-    DOWNLOADED,
-    FAILED,
-    LOG_DIR_NAME,
-    UP_TO_DATE,
-    AssetResult,
-    BrainsetJob,
-)
+from brainsets_kedro.worker.job import LOG_DIR_NAME, BrainsetJob
+from brainsets_kedro.worker.result import ADOPT, DECISION_COLUMN, AssetResult
+from brainsets_kedro.worker.status import DONE, DOWNLOADED, FAILED, UP_TO_DATE
 
 logger = logging.getLogger(__name__)
 
@@ -311,7 +303,7 @@ class Ledger:
     Args:
         job: The brainset's job (its processed directory, Pipeline class and args).
         rows: The manifest rows the run hands out, with their
-            :data:`~brainsets_kedro.worker.assets.DECISION_COLUMN`: the input of each
+            :data:`~brainsets_kedro.worker.result.DECISION_COLUMN`: the input of each
             asset it records.
         run_id: The run's id (a node that continues a run gives the first's).
     """

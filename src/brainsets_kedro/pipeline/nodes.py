@@ -34,7 +34,6 @@ from brainsets_kedro.pipeline.ledger import (
 )
 from brainsets_kedro.pipeline.params import (
     BrainsetParameterError,
-    explain_flags,
     parameter_block,
     parse_params,
 )
@@ -43,19 +42,16 @@ from brainsets_kedro.pipeline.run_settings import RUN_OPTIONS_KEY, RunSettings
 from brainsets_kedro.pipeline.selection import Selection, shown_ids
 from brainsets_kedro.pipeline.sizes import check_disk_space
 from brainsets_kedro.upstream.adapter import ensure_requirements
-from brainsets_kedro.worker.assets import (
+from brainsets_kedro.worker.flags import explain_flags
+from brainsets_kedro.worker.job import STAGES, BrainsetJob
+from brainsets_kedro.worker.result import (
     ADOPT,
     DECISION_COLUMN,
-    DONE,
-    DOWNLOADED,
-    FINISHED,
     SKIP,
-    STAGES,
-    UP_TO_DATE,
     AssetResult,
-    BrainsetJob,
     row_type,
 )
+from brainsets_kedro.worker.status import DONE, DOWNLOADED, FINISHED, UP_TO_DATE
 
 logger = logging.getLogger(__name__)
 
@@ -339,7 +335,7 @@ def _make_dirs(*dirs: Path) -> None:
 def _name_parameters(error: Exception, parser: Any, brainset_id: str) -> None:
     """Raise :class:`~brainsets_kedro.pipeline.params.BrainsetParameterError` if ``error``'s
     message names command-line flags of the brainset, giving their Kedro parameters
-    (see :func:`~brainsets_kedro.pipeline.params.explain_flags`): the fix is a parameter."""
+    (see :func:`~brainsets_kedro.worker.flags.explain_flags`): the fix is a parameter."""
     message = str(error)
     explained = explain_flags(message, parser, brainset_id)
     if explained != message:

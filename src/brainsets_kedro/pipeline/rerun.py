@@ -53,7 +53,8 @@ from brainsets_kedro.pipeline.ledger import (
 )
 from brainsets_kedro.pipeline.params import parser_defaults
 from brainsets_kedro.pipeline.selection import shown_ids
-from brainsets_kedro.worker.assets import ADOPT, DECISION_COLUMN, SKIP, BrainsetJob
+from brainsets_kedro.worker.job import BrainsetJob
+from brainsets_kedro.worker.result import ADOPT, DECISION_COLUMN, SKIP
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ def counts(decisions: Mapping[Any, Decision]) -> Counter:
 def with_decisions(
     job: BrainsetJob, rows: pd.DataFrame, triggers: Iterable[str]
 ) -> pd.DataFrame:
-    """``rows`` with the :data:`~brainsets_kedro.worker.assets.DECISION_COLUMN` that
+    """``rows`` with the :data:`~brainsets_kedro.worker.result.DECISION_COLUMN` that
     :meth:`BrainsetJob.run` obeys, decided from the ledger (see the module); logs
     what the run prepares and why, and warns for a brainset without ``reprocess``
     about the assets it may skip."""

@@ -20,9 +20,7 @@ from typing import Any
 
 from brainsets_kedro.errors import UsageError
 from brainsets_kedro.pipeline.params import parameter_block
-
-LOG_MAX_BYTES = 10_000_000
-"""The default cap of an asset's ``.out`` and ``.err`` logs, in bytes."""
+from brainsets_kedro.worker.capture import LOG_MAX_BYTES
 
 CLUSTER_BACKENDS = {"dask": "dask", "ray": "ray"}
 """The joblib backends that run on a cluster, and the extra that installs each."""

@@ -9,11 +9,9 @@ import time
 from concurrent.futures import BrokenExecutor
 from typing import Any
 
-from brainsets_kedro.worker.assets import (
-    FAILED,
-    AssetResult,
-    BrainsetJob,
-)
+from brainsets_kedro.worker.job import BrainsetJob
+from brainsets_kedro.worker.result import AssetResult
+from brainsets_kedro.worker.status import FAILED
 
 
 def worker_died(job: BrainsetJob, asset_id: Any, cause: str) -> AssetResult:

@@ -13,9 +13,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from brainsets_kedro.worker.assets import (
-    SignalInterrupt,
-)
+from brainsets_kedro.errors import SignalInterrupt
 
 
 class RunInterrupted(SignalInterrupt):

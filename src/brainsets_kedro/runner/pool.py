@@ -34,6 +34,7 @@ from brainsets_kedro.pipeline.selection import Selection
 from brainsets_kedro.pipeline.sizes import known_size
 from brainsets_kedro.runner.backends import connect
 from brainsets_kedro.runner.backends.cluster import Cluster
+from brainsets_kedro.runner.board import StatusBoard
 from brainsets_kedro.runner.deaths import (
     death_causes,
     worker_death_errors,
@@ -46,16 +47,12 @@ from brainsets_kedro.runner.interrupts import (
 )
 from brainsets_kedro.runner.prestart import take_workers
 from brainsets_kedro.runner.scheduler import Scheduler
-from brainsets_kedro.runner.status import StatusBoard, StatusChannel
-from brainsets_kedro.worker.assets import (
-    ADOPT,
-    SKIP,
-    AssetResult,
-    BrainsetJob,
-)
+from brainsets_kedro.runner.status import StatusChannel
 from brainsets_kedro.worker.cluster import (
     StoppableRun,
 )
+from brainsets_kedro.worker.job import BrainsetJob
+from brainsets_kedro.worker.result import ADOPT, SKIP, AssetResult
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from brainsets_kedro.pipeline.run_settings import RunSettings
-from brainsets_kedro.worker.assets import become_worker, exit_without_final_collection
+from brainsets_kedro.worker.lifecycle import (
+    become_worker,
+    exit_without_final_collection,
+)
 
 logger = logging.getLogger(__name__)
 

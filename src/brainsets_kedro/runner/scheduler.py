@@ -46,17 +46,11 @@ from dataclasses import replace
 from typing import Any
 
 from brainsets_kedro.pipeline.run_settings import RunSettings
+from brainsets_kedro.runner.board import StatusBoard
 from brainsets_kedro.runner.deaths import worker_died
 from brainsets_kedro.runner.slots import ProcessSlot, Task, ThreadSlot, _Slot
-from brainsets_kedro.runner.status import StatusBoard
-from brainsets_kedro.worker.assets import (
-    ADOPT,
-    DONE,
-    FAILED,
-    INTERRUPTED,
-    SKIP,
-    AssetResult,
-)
+from brainsets_kedro.worker.result import ADOPT, SKIP, AssetResult
+from brainsets_kedro.worker.status import DONE, FAILED, INTERRUPTED
 
 FINAL = (DONE, FAILED, INTERRUPTED)
 logger = logging.getLogger(__name__)

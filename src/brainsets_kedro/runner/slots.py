@@ -21,12 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from brainsets_kedro.worker.assets import AssetResult, AssetTimeout
+from brainsets_kedro.errors import AssetTimeout
 from brainsets_kedro.worker.local import (
     CLOCK,
     FRAME,
     STAGE_CODES,
 )
+from brainsets_kedro.worker.result import AssetResult
 
 STAGE_NAMES = {code: name for name, code in STAGE_CODES.items()}
 

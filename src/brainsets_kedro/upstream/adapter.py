@@ -11,8 +11,9 @@
   its place in the class hierarchy, so registering a brainset never imports
   ``torch_brain`` or ``brainsets`` for it);
 - its ``update_status`` calls ``self._tracker_handle.update_status.remote(...)``, a Ray
-  actor handle: :class:`TrackerHandle` answers that call (and the plain call of our own
-  base class) by handing the status to the runner, so no Ray cluster is started;
+  actor handle: :class:`~brainsets_kedro.worker.tracker.TrackerHandle` answers that
+  call (and the plain call of our own base class) by handing the status to the
+  runner, so no Ray cluster is started;
 - it may carry a ``# /// brainset-pipeline`` inline-metadata block (PEP 723 style, TOML)
   listing the packages it needs and a Python version. ``brainsets prepare`` builds an
   isolated environment from it; here, :func:`ensure_requirements` checks the block
@@ -33,7 +34,6 @@ import logging
 import re
 import shlex
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -87,34 +87,6 @@ def is_brainset_class(obj: Any) -> bool:
     return issubclass(obj, BrainsetPipeline) or any(
         (base.__module__, base.__name__) in UPSTREAM_BASES for base in obj.__mro__
     )
-
-
-class _Remote:
-    """``handle.<method>.remote(asset_id, status)``, as on a Ray actor handle."""
-
-    def __init__(self, report: Callable[[Any, str], None]):
-        self._report = report
-
-    def remote(self, asset_id: Any, status: str) -> None:
-        self._report(asset_id, status)
-
-
-class TrackerHandle:
-    """The ``tracker_handle`` a worker gives each Pipeline instance.
-
-    Our :class:`~brainsets_kedro.BrainsetPipeline` calls it,
-    ``handle(asset_id, status)``; upstream's ``BrainsetPipeline`` (``torch_brain`` and
-    ``brainsets``) talks to a Ray ``StatusTracker`` actor, ``handle.update_status.remote(asset_id, status)``.
-    Both reach ``report`` in this process: no Ray actor, no cluster.
-    """
-
-    def __init__(self, report: Callable[[Any, str], None]):
-        self._report = report
-        self.update_status = _Remote(report)
-        self.update = self.update_status
-
-    def __call__(self, asset_id: Any, status: str) -> None:
-        self._report(asset_id, status)
 
 
 # -- inline metadata -----------------------------------------------------------------

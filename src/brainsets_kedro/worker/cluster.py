@@ -1,21 +1,20 @@
-"""The code that runs on the workers, apart from the driver's (light imports, as each
-worker unpickles it): an asset's run stoppable on a cluster's workers, and the import
-check of a cluster's workers. (This machine's workers: ``execution.local_worker``.)"""
+"""What a cluster's (Dask, Ray) workers run: an asset's run that the driver can stop,
+and the import check of a worker. (This machine's workers: :mod:`.local`.)"""
 
 from __future__ import annotations
 
-import ctypes
 import importlib
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from brainsets_kedro.worker.assets import (
-    INTERRUPTED,
-    AssetResult,
-    BrainsetJob,
-)
+from brainsets_kedro._compat.python import set_async_exc
+from brainsets_kedro.errors import AssetInterrupted
+from brainsets_kedro.worker.job import BrainsetJob
+from brainsets_kedro.worker.result import AssetResult
+from brainsets_kedro.worker.status import INTERRUPTED
 
 
 def import_errors(modules: list[str]) -> str:
@@ -30,15 +29,11 @@ def import_errors(modules: list[str]) -> str:
     return "; ".join(errors)
 
 
-class AssetInterrupted(BaseException):
-    """Raised in a cluster worker's thread to stop an asset of a run that was
-    interrupted or lost a worker. Not an ``Exception``, so the asset's own ``except
-    Exception`` does not swallow it; not a ``KeyboardInterrupt``, which would end the
-    Dask worker."""
-
-
 _stoppable: dict[int, str] = {}  # thread id -> run id, on a cluster worker
-_stopped: set[str] = set()  # run ids: an asset of theirs that starts stops at once
+_stopped: OrderedDict[str, None] = OrderedDict()
+"""The ids of the runs stopped here, the latest last: an asset of theirs that starts
+stops at once. At most :data:`STOPPED_KEPT`: a cluster's workers outlive runs."""
+STOPPED_KEPT = 64
 _stoppable_lock = threading.Lock()
 
 
@@ -69,7 +64,7 @@ class StoppableRun:
         finally:
             with _stoppable_lock:
                 if _stoppable.pop(thread, None) is None:  # stop_run came: if its
-                    _set_async_exc(thread, None)  # exception is still pending, drop it
+                    set_async_exc(thread, None)  # exception is still pending, drop it
 
 
 def stop_run(run_id: str) -> None:
@@ -79,13 +74,12 @@ def stop_run(run_id: str) -> None:
     the stop takes the next task of the run before the driver's client forgets
     them)."""
     with _stoppable_lock:
-        _stopped.add(run_id)
+        _stopped[run_id] = None
+        _stopped.move_to_end(run_id)
+        while (
+            len(_stopped) > STOPPED_KEPT
+        ):  # a run stopped long ago: its tasks are gone
+            _stopped.popitem(last=False)
         for thread in [t for t, run in _stoppable.items() if run == run_id]:
             del _stoppable[thread]
-            _set_async_exc(thread, AssetInterrupted)
-
-
-def _set_async_exc(thread: int, exception: type[BaseException] | None) -> None:
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(thread), ctypes.py_object(exception) if exception else None
-    )
+            set_async_exc(thread, AssetInterrupted)

@@ -23,12 +23,11 @@ import signal
 import sys
 import threading
 import time
-
-# signal.getsignal without its conversion of each value to an enum member, which
-# made up most of an asset's cost here (64 signals).
-from _signal import getsignal as _getsignal
 from collections.abc import Iterator
 from pathlib import Path
+
+from brainsets_kedro._compat.python import environ_data as _environ
+from brainsets_kedro._compat.python import getsignal as _getsignal
 
 END_GRACE = 1.0
 """Seconds a leftover process has to exit after SIGTERM, before SIGKILL."""
@@ -76,13 +75,6 @@ def _worker_state() -> _State:
     if _worker is None or _worker[0] != os.getpid():
         _worker = (os.getpid(), _State())
     return _worker[1]
-
-
-def _environ() -> dict:
-    # os.environ's own dict (of bytes), compared in a microsecond where a copy of
-    # the mapping takes 20: most assets change nothing.
-    data = getattr(os.environ, "_data", None)
-    return dict(os.environ) if data is None else data
 
 
 class _State:

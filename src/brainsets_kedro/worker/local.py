@@ -1,5 +1,5 @@
 """The main loop of this machine's worker processes (:func:`serve`), started by the
-driver's scheduler (``execution.slots.ProcessSlot``) and talking to it over two pipes.
+driver's scheduler (``runner.slots.ProcessSlot``) and talking to it over two pipes.
 Light on purpose: a worker imports this, not joblib nor Kedro, before its first
 task."""
 
@@ -16,13 +16,13 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from brainsets_kedro.worker.assets import (
-    FAILED,
-    BrainsetJob,
+from brainsets_kedro.worker.capture import route_fd_output
+from brainsets_kedro.worker.job import BrainsetJob
+from brainsets_kedro.worker.lifecycle import (
     become_worker,
     exit_without_final_collection,
-    route_fd_output,
 )
+from brainsets_kedro.worker.status import FAILED
 
 FRAME = struct.Struct("<Q")
 """The length that precedes each message between the driver and a local worker."""
@@ -60,7 +60,7 @@ def serve(  # noqa: PLR0913, PLR0917 (the worker's command line)
     modules: tuple[str, ...] = (),
     output_pipes: tuple[int, int, int, int] | None = None,
 ) -> None:
-    """The main loop of a local worker process (``execution.scheduler``): run each
+    """The main loop of a local worker process (``runner.scheduler``): run each
     task the driver sends, one at a time, and send back its result.
 
     A task is ``(job id, job or None, row, stages, download output, start)``, the job
@@ -74,7 +74,7 @@ def serve(  # noqa: PLR0913, PLR0917 (the worker's command line)
         driver_pid: The driver's process id: the worker exits when it is gone.
         modules: What to import before the first task (a brainset's module).
         output_pipes: The pipes of file descriptors 1 and 2 (see
-            ``assets.route_fd_output``).
+            ``capture.route_fd_output``).
     """
     exit_without_final_collection()
     route_fd_output(output_pipes)

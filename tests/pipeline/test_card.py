@@ -38,7 +38,13 @@ from brainsets_kedro.pipeline.sizes import (
 )
 from brainsets_kedro.runner.runner import BrainsetRunner, RunFailures
 from tests.brainsets.sized import Pipeline as Sized
-from tests.conftest import REPO, add_brainset, kedro_in_process, set_parameters
+from tests.conftest import (
+    REPO,
+    add_brainset,
+    brainset_catalog,
+    kedro_in_process,
+    set_parameters,
+)
 
 
 class SessionData(Data):
@@ -160,15 +166,14 @@ def test_dataset_describes_and_previews_fields_shapes_and_domain(tmp_path):
 
 def _run(tmp_path, runner, params, brainsets=None):
     """Run the `sized` brainset with the project's hooks; returns its catalog."""
-    catalog = DataCatalog(
-        {
-            "sized.raw_dir": BrainsetDirectory(str(tmp_path / "raw")),
-            "sized.processed_dir": BrainsetDirectory(str(tmp_path / "processed")),
-            "sized.run_report": ParquetDataset(filepath=str(tmp_path / "report.pq")),
-            "sized.card": ParquetDataset(filepath=str(tmp_path / "card.pq")),
-        }
+    catalog = brainset_catalog(
+        tmp_path,
+        "sized",
+        {"sized": params, "brainsets": brainsets or {}},
+        raw=tmp_path / "raw",
+        processed=tmp_path / "processed",
+        more={"sized.card": ParquetDataset(filepath=str(tmp_path / "card.pq"))},
     )
-    set_parameters(catalog, {"sized": params, "brainsets": brainsets or {}})
     hooks = _create_hook_manager()
     hooks.register(SaveReportOnFailure())
     runner.run(create_brainset_pipeline(Sized), catalog, hook_manager=hooks)

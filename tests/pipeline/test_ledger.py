@@ -17,9 +17,7 @@ import pandas as pd
 import pytest
 from kedro.io import DataCatalog, SharedMemoryDataCatalog
 from kedro.runner import ParallelRunner, SequentialRunner, ThreadRunner
-from kedro_datasets.pandas import ParquetDataset
 
-from brainsets_kedro.io.datasets import BrainsetDirectory
 from brainsets_kedro.pipeline.factory import create_brainset_pipeline
 from brainsets_kedro.pipeline.ledger import LEDGER_NAME, read_ledger
 from brainsets_kedro.runner.runner import BrainsetRunner
@@ -27,9 +25,10 @@ from tests.brainsets.ledgered import Pipeline as Ledgered
 from tests.conftest import (
     THREADS,
     add_brainset,
+    brainset_catalog,
     copy_project,
     kedro_in_process,
-    set_parameters,
+    project_with,
     start_kedro,
 )
 
@@ -40,9 +39,7 @@ RUN = ["run", f"--pipeline={ID}", THREADS]
 
 @pytest.fixture
 def project(tmp_path):
-    project = copy_project(tmp_path / "project")
-    add_brainset(project, ID, ID)
-    return project
+    return project_with(tmp_path / "project", {ID: ID})
 
 
 def raw(project):
@@ -110,14 +107,14 @@ RUNNERS = {
 
 def _run_with(tmp_path, runner, params):
     kind = SharedMemoryDataCatalog if runner == "ParallelRunner" else DataCatalog
-    catalog = kind(
-        {
-            f"{ID}.raw_dir": BrainsetDirectory(str(tmp_path / "raw")),
-            f"{ID}.processed_dir": BrainsetDirectory(str(tmp_path / "proc")),
-            f"{ID}.run_report": ParquetDataset(filepath=str(tmp_path / "report.pq")),
-        }
+    catalog = brainset_catalog(
+        tmp_path,
+        ID,
+        {ID: params, "brainsets": {}},
+        kind=kind,
+        raw=tmp_path / "raw",
+        processed=tmp_path / "proc",
     )
-    set_parameters(catalog, {ID: params, "brainsets": {}})
     RUNNERS[runner]().run(create_brainset_pipeline(Ledgered), catalog)
     return pd.read_parquet(tmp_path / "report.pq")
 

@@ -25,9 +25,9 @@ from brainsets_kedro.runner.backends import resolve
 from brainsets_kedro.runner.runner import BrainsetRunner
 from tests.conftest import (
     add_brainset,
-    copy_project,
     kedro,
     kedro_in_process,
+    project_with,
     set_parameters,
     start_kedro,
 )
@@ -36,13 +36,6 @@ distributed = pytest.importorskip("distributed")
 
 DASK = str(Path(sys.executable).parent / "dask")
 LOOPBACK = ["--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0"]
-
-
-def _copy_project(root: Path) -> Path:
-    """As the `project` fixture, for a module: the workers import its brainsets."""
-    copy_project(root)
-    add_brainset(root, "toy", "toy")
-    return root
 
 
 class Cluster:
@@ -138,7 +131,7 @@ class Cluster:
 def shared(tmp_path_factory):
     """A project and a cluster whose scheduler and workers import it."""
     root = tmp_path_factory.mktemp("dask")
-    project = _copy_project(root / "project")
+    project = project_with(root / "project", {"toy": "toy"})  # workers import it
     cluster = Cluster(root / "cluster", str(project / "src"))
     yield project, cluster
     cluster.stop()

@@ -10,10 +10,7 @@ import time
 
 import pandas as pd
 import pytest
-from kedro.io import DataCatalog
-from kedro_datasets.pandas import ParquetDataset
 
-from brainsets_kedro.io.datasets import BrainsetDirectory
 from brainsets_kedro.pipeline.factory import create_brainset_pipeline
 from brainsets_kedro.pipeline.nodes import AssetFailures
 from brainsets_kedro.runner.runner import BrainsetRunner
@@ -21,22 +18,15 @@ from tests.brainsets.toy import Pipeline as Toy
 from tests.conftest import (
     THREADS,
     add_brainset,
+    brainset_catalog,
     kedro_in_process,
     poll_for,
-    set_parameters,
     start_kedro,
 )
 
 
 def _run(tmp_path, params, brainsets, runner=None):
-    catalog = DataCatalog(
-        {
-            "toy.raw_dir": BrainsetDirectory(str(tmp_path / "raw" / "toy")),
-            "toy.processed_dir": BrainsetDirectory(str(tmp_path / "proc" / "toy")),
-            "toy.run_report": ParquetDataset(filepath=str(tmp_path / "report.pq")),
-        }
-    )
-    set_parameters(catalog, {"toy": params, "brainsets": brainsets})
+    catalog = brainset_catalog(tmp_path, "toy", {"toy": params, "brainsets": brainsets})
     (runner or BrainsetRunner(n_jobs=2)).run(create_brainset_pipeline(Toy), catalog)
     return catalog
 

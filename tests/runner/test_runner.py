@@ -12,11 +12,8 @@ import warnings
 
 import pandas as pd
 import pytest
-from kedro.io import DataCatalog
-from kedro_datasets.pandas import ParquetDataset
 from rich.console import Console
 
-from brainsets_kedro.io.datasets import BrainsetDirectory
 from brainsets_kedro.pipeline.factory import create_brainset_pipeline
 from brainsets_kedro.pipeline.nodes import REPORT_COLUMNS, AssetFailures
 from brainsets_kedro.runner import status
@@ -32,21 +29,15 @@ from tests.brainsets.toy import Pipeline as Toy
 from tests.conftest import (
     THREADS,
     add_brainset,
+    brainset_catalog,
     kedro,
     kedro_in_process,
-    set_parameters,
 )
 
 
 def _run(tmp_path, params, runner=None, brainsets=None):
-    catalog = DataCatalog(
-        {
-            "toy.raw_dir": BrainsetDirectory(str(tmp_path / "raw" / "toy")),
-            "toy.processed_dir": BrainsetDirectory(str(tmp_path / "proc" / "toy")),
-            "toy.run_report": ParquetDataset(filepath=str(tmp_path / "report.pq")),
-        }
-    )
-    set_parameters(catalog, {"toy": params, "brainsets": brainsets or {}})
+    parameters = {"toy": params, "brainsets": brainsets or {}}
+    catalog = brainset_catalog(tmp_path, "toy", parameters)
     (runner or BrainsetRunner()).run(create_brainset_pipeline(Toy), catalog)
     return catalog
 

@@ -124,6 +124,15 @@ def poll_for(
     return value
 
 
+def text_of(path: Path) -> str:
+    """The text of the file at ``path``; empty while it does not exist (for
+    :func:`poll_for`: wait until a log holds a line)."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+
+
 def brainset_catalog(
     folder: Path,
     brainset: str = "toy",

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import time
 
 import h5py
 import pandas as pd
@@ -28,8 +27,10 @@ from tests.conftest import (
     brainset_catalog,
     copy_project,
     kedro_in_process,
+    poll_for,
     project_with,
     start_kedro,
+    text_of,
 )
 
 ID = "ledgered"
@@ -150,13 +151,13 @@ def test_a_killed_run_then_a_rerun_leaves_every_file_complete(
     with open(project / "run.log", "w") as log:
         kedro = start_kedro(project, *RUN, output=log)
     monkeypatch.delenv("LEDGERED_WRITE_DELAY")
-    deadline = time.monotonic() + 120
-    while not (ledger.exists() and '"start"' in ledger.read_text()):
-        assert kedro.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    while not list(processed(project).glob("s*.h5")):
-        assert kedro.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
+
+    def running(condition) -> bool:
+        assert kedro.poll() is None, (project / "run.log").read_text()
+        return condition()
+
+    poll_for(lambda: running(lambda: '"start"' in text_of(ledger)), 120)
+    poll_for(lambda: running(lambda: list(processed(project).glob("s*.h5"))), 120)
     os.killpg(kedro.pid, stop)  # kill -9, or Ctrl-C (to the whole group)
     kedro.wait(timeout=60)
     started = {a for a, r in read_ledger(processed(project), ID).assets.items()}

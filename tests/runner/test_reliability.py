@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from brainsets_kedro.pipeline.factory import create_brainset_pipeline
+from brainsets_kedro.pipeline.ledger import LEDGER_NAME
 from brainsets_kedro.pipeline.nodes import AssetFailures
 from brainsets_kedro.runner.runner import BrainsetRunner
 from tests.brainsets.toy import Pipeline as Toy
@@ -22,6 +23,7 @@ from tests.conftest import (
     kedro_in_process,
     poll_for,
     start_kedro,
+    text_of,
 )
 
 
@@ -359,8 +361,10 @@ def test_ctrl_c_stops_kedros_own_runner_too(project):
         "--params=toy.n_assets=3,toy.hang=a_00",
     )
     logs = project / "data" / "02_processed" / "toy" / "pipeline_logs"
-    poll_for((logs / "a_02.out").exists)  # the downloads are done: a_00 hangs
-    time.sleep(1)
+    # The ledger's first start record: a_00's process began (and hangs). Its output
+    # reaches a_00.out only once it ends (SequentialRunner: in the main thread).
+    ledger = logs.parent / LEDGER_NAME
+    poll_for(lambda: '"start"' in text_of(ledger))
     os.kill(run.pid, signal.SIGINT)
     output, _ = run.communicate(timeout=20)
     assert run.returncode == 130, output
@@ -383,8 +387,8 @@ def test_workers_exit_when_the_driver_is_killed(project):
     os.kill(run.pid, signal.SIGKILL)
     run.wait()
     started = list((processed / "pipeline_logs").glob("*.out"))
+    # Every process of the run is gone: none can start an asset any more.
     poll_for(lambda: not _group_alive(run.pid), timeout=5)
-    time.sleep(1)
     assert list((processed / "pipeline_logs").glob("*.out")) == started
     assert not list(processed.glob("*.txt"))  # no asset finished either
 

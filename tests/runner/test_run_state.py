@@ -47,8 +47,17 @@ def test_the_lock_is_held_from_the_first_node_to_the_end_of_the_run(tmp_path):
         pass
     hook.before_node_run(nodes["toy.process"], catalog, {})  # held already
     hook.on_pipeline_error()
-    with brainset_lock(processed, "toy"):  # released at the end of the run
-        pass
+    assert lock_is_free(processed, "toy")  # released at the end of the run
+
+
+def lock_is_free(folder, brainset_id: str) -> bool:
+    """Whether this process can take the lock of ``brainset_id`` in ``folder`` (it
+    takes it, then releases it)."""
+    try:
+        with brainset_lock(folder, brainset_id):
+            return True
+    except BrainsetLocked:
+        return False
 
 
 HOLD_LOCK = """\

@@ -186,9 +186,9 @@ def test_a_dead_worker_does_not_make_the_run_serial(tmp_path, caplog):
     with pytest.raises(AssetFailures) as error:
         _run(
             tmp_path,
-            {"n_assets": 16, "sleep": 0.1, "die": "a_00"},
+            {"n_assets": 12, "sleep": 0.1, "die": "a_00"},
             {},
-            BrainsetRunner(n_jobs=4),
+            BrainsetRunner(n_jobs=3),
         )
     report = error.value.report
     assert report.loc["a_00", "error"] == "worker died, signal 9 (SIGKILL)"

@@ -210,7 +210,9 @@ def test_the_ledger_lists_what_is_done_as_it_finishes(tmp_path, runner):
     def run(params, brainsets=None):
         catalog = brainset_catalog(tmp_path)
         set_parameters(catalog, {"toy": params, "brainsets": brainsets or {}})
-        chosen = SequentialRunner() if runner == "sequential" else BrainsetRunner(2)
+        # The driver keeps the ledger: the assets may run in its threads.
+        brainset_runner = BrainsetRunner(2, backend="threading")
+        chosen = SequentialRunner() if runner == "sequential" else brainset_runner
         hooks = _create_hook_manager()
         hooks.register(RerunFailed())
         chosen.run(create_brainset_pipeline(Toy), catalog, hooks)

@@ -42,6 +42,11 @@ def _run(tmp_path, params, runner=None, brainsets=None):
     return catalog
 
 
+def _threaded() -> BrainsetRunner:
+    """For what the driver decides (which assets, which stages): no worker process."""
+    return BrainsetRunner(n_jobs=2, backend="threading")
+
+
 def _workers(tmp_path):
     return {
         path.stem: json.loads(path.read_text())
@@ -184,7 +189,9 @@ def test_a_download_output_that_cannot_be_pickled_fails_its_asset(tmp_path):
 
 
 def test_only_selects_assets(tmp_path):
-    catalog = _run(tmp_path, {"n_assets": 6}, brainsets={"only": "a_01|a_0[45]"})
+    catalog = _run(  # chosen by the driver: no worker process needed
+        tmp_path, {"n_assets": 6}, _threaded(), brainsets={"only": "a_01|a_0[45]"}
+    )
     assert sorted(catalog.load("toy.run_report").index) == ["a_01", "a_04", "a_05"]
     assert sorted(_workers(tmp_path)) == ["a_01", "a_04", "a_05"]
 
@@ -197,7 +204,7 @@ def test_only_pattern_matching_nothing_is_an_error(tmp_path):
 
 
 def test_download_only(tmp_path):
-    catalog = _run(tmp_path, {"n_assets": 3}, brainsets={"download_only": True})
+    catalog = _run(tmp_path, {"n_assets": 3}, _threaded(), {"download_only": True})
     assert (
         catalog.load("toy.run_report")["status"] == "DOWNLOADED"
     ).all()  # not processed: not done

@@ -65,12 +65,12 @@ def test_a_worker_killed_while_a_long_download_is_pending(tmp_path):
         _run(
             tmp_path,
             {"n_assets": 3, "block_download": "a_00", "die": "a_01"},
-            {"timeout": 8},
+            {"timeout": 5},
             BrainsetRunner(n_jobs=2),
         )
     report = _report(error)
     assert report.loc["a_01", "error"] == "worker died, signal 9 (SIGKILL)"
-    assert report.loc["a_00", "error"].startswith("timed out after 8 s")
+    assert report.loc["a_00", "error"].startswith("timed out after 5 s")
     assert report.loc["a_02", "status"] == "DONE"
     died = pd.Timestamp(report.loc["a_01", "end"])
     download_ended = pd.Timestamp(report.loc["a_00", "end"])
@@ -139,7 +139,7 @@ def test_processing_starts_when_its_download_returns(tmp_path):
     download returns, not when unrelated downloads do."""
     catalog = _run(
         tmp_path,
-        {"n_assets": 8, "spacing": 0.7},
+        {"n_assets": 6, "spacing": 0.7},
         {},
         BrainsetRunner(n_jobs=2, download_jobs=8),
     )

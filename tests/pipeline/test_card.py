@@ -40,6 +40,7 @@ from brainsets_kedro.runner.runner import BrainsetRunner, RunFailures
 from tests.brainsets.sized import Pipeline as Sized
 from tests.conftest import (
     REPO,
+    THREADS,
     add_brainset,
     brainset_catalog,
     kedro_in_process,
@@ -421,8 +422,8 @@ def test_check_disk_space_false_skips_the_check(tmp_path):
 def test_kedro_run_on_a_too_small_disk_and_the_manifest_sizes(project):
     add_brainset(project, "sized", "sized")
     huge = 10**18  # an exabyte per asset
-    result = kedro_in_process(
-        project, "run", "--pipeline=sized", f"--params=sized.size_bytes={huge}"
+    result = kedro_in_process(  # refused by the driver: no worker process needed
+        project, "run", "--pipeline=sized", f"--params=sized.size_bytes={huge}", THREADS
     )
     output = result.stdout + result.stderr
     assert result.returncode == 1, output

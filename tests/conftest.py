@@ -1,6 +1,8 @@
-"""Shared fixtures: a temporary copy of the project and `kedro` run in it, in a
-process of its own (:func:`kedro`, :func:`start_kedro`) or in this one
-(:func:`kedro_in_process`)."""
+"""Shared fixtures: a temporary copy of the project (:func:`project_with`) and
+`kedro` run in it, in a process of its own (:func:`kedro`, :func:`start_kedro`) or
+in this one (:func:`kedro_in_process`); a brainset's catalog for a runner
+(:func:`brainset_catalog`); and :func:`poll_for`, how every test waits for an event
+(a file, a log line, a ledger record, a process's end) instead of sleeping."""
 
 from __future__ import annotations
 
@@ -141,13 +143,12 @@ def brainset_catalog(
     kind: Callable[[dict[str, Any]], Any] | None = None,
     raw: Path | None = None,
     processed: Path | None = None,
-    report: Path | None = None,
     more: dict[str, Any] | None = None,
 ) -> Any:
     """A catalog for ``brainset`` under ``folder``, as the project's catalog.yml
     declares its datasets: ``<brainset>.raw_dir`` in ``folder/raw/<brainset>``,
     ``.processed_dir`` in ``folder/proc/<brainset>``, ``.run_report`` at
-    ``folder/report.pq`` (on disk, as in the project), unless given.
+    ``folder/report.pq`` (on disk, as in the project); the folders as given.
 
     Args:
         folder: The test's own folder.
@@ -157,7 +158,6 @@ def brainset_catalog(
         kind: The catalog class (``DataCatalog``, or Kedro's shared memory catalog).
         raw: The raw folder, if not the usual one.
         processed: The processed folder, if not the usual one.
-        report: The run report's file, if not the usual one.
         more: Other datasets, by name.
 
     Returns:
@@ -171,12 +171,13 @@ def brainset_catalog(
 
     raw = raw or folder / "raw" / brainset
     processed = processed or folder / "proc" / brainset
-    report = report or folder / "report.pq"
     catalog = (kind or DataCatalog)(
         {
             f"{brainset}.raw_dir": BrainsetDirectory(str(raw)),
             f"{brainset}.processed_dir": BrainsetDirectory(str(processed)),
-            f"{brainset}.run_report": ParquetDataset(filepath=str(report)),
+            f"{brainset}.run_report": ParquetDataset(
+                filepath=str(folder / "report.pq")
+            ),
             **(more or {}),
         }
     )

@@ -28,7 +28,6 @@ from tests.conftest import (
     brainset_catalog,
     kedro_in_process,
     poll_for,
-    set_parameters,
     start_kedro,
 )
 
@@ -208,8 +207,8 @@ def test_only_failed_after_a_killed_run_reruns_what_it_did_not_finish(
 @pytest.mark.parametrize("runner", ["sequential", "brainset"])
 def test_the_ledger_lists_what_is_done_as_it_finishes(tmp_path, runner):
     def run(params, brainsets=None):
-        catalog = brainset_catalog(tmp_path)
-        set_parameters(catalog, {"toy": params, "brainsets": brainsets or {}})
+        parameters = {"toy": params, "brainsets": brainsets or {}}
+        catalog = brainset_catalog(tmp_path, "toy", parameters)
         # The driver keeps the ledger: the assets may run in its threads.
         brainset_runner = BrainsetRunner(2, backend="threading")
         chosen = SequentialRunner() if runner == "sequential" else brainset_runner

@@ -1,6 +1,8 @@
-"""Shared fixtures: a temporary copy of the project and `kedro` run in it, in a
-process of its own (:func:`kedro`, :func:`start_kedro`) or in this one
-(:func:`kedro_in_process`)."""
+"""Shared fixtures: a temporary copy of the project (:func:`project_with`) and
+`kedro` run in it, in a process of its own (:func:`kedro`, :func:`start_kedro`) or
+in this one (:func:`kedro_in_process`); a brainset's catalog for a runner
+(:func:`brainset_catalog`); and :func:`poll_for`, how every test waits for an event
+(a file, a log line, a ledger record, a process's end) instead of sleeping."""
 
 from __future__ import annotations
 
@@ -99,14 +101,105 @@ def _cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def poll_for(
-    condition: Callable[[], Any], timeout: float = 60.0, interval: float = 0.05
-) -> None:
+    condition: Callable[[], Any],
+    timeout: float = 60.0,
+    interval: float = 0.05,
+    what: str | Callable[[], Any] = "timed out waiting",
+) -> Any:
     """Wait until ``condition()`` is true, polling every ``interval`` seconds; fail
-    the test after ``timeout`` seconds."""
+    the test after ``timeout`` seconds (a bound against a hang, not a measure).
+
+    Args:
+        condition: Checked at once, then after each interval; it may assert (say,
+            that the process it waits on is still alive) to fail the test sooner.
+        timeout: Seconds after which the test fails.
+        interval: Seconds between two checks.
+        what: The failure's message, or a function that gives it (called then).
+
+    Returns:
+        The condition's first true value.
+    """
     deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
+    while not (value := condition()):
+        assert time.monotonic() < deadline, what() if callable(what) else what
         time.sleep(interval)
+    return value
+
+
+def text_of(path: Path) -> str:
+    """The text of the file at ``path``; empty while it does not exist (for
+    :func:`poll_for`: wait until a log holds a line)."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def brainset_catalog(
+    folder: Path,
+    brainset: str = "toy",
+    parameters: dict[str, Any] | None = None,
+    *,
+    kind: Callable[[dict[str, Any]], Any] | None = None,
+    raw: Path | None = None,
+    processed: Path | None = None,
+    more: dict[str, Any] | None = None,
+) -> Any:
+    """A catalog for ``brainset`` under ``folder``, as the project's catalog.yml
+    declares its datasets: ``<brainset>.raw_dir`` in ``folder/raw/<brainset>``,
+    ``.processed_dir`` in ``folder/proc/<brainset>``, ``.run_report`` at
+    ``folder/report.pq`` (on disk, as in the project); the folders as given.
+
+    Args:
+        folder: The test's own folder.
+        brainset: The brainset's id.
+        parameters: The run's parameters (``{brainset: {...}, "brainsets": {...}}``),
+            as Kedro's context gives them (:func:`set_parameters`); none if None.
+        kind: The catalog class (``DataCatalog``, or Kedro's shared memory catalog).
+        raw: The raw folder, if not the usual one.
+        processed: The processed folder, if not the usual one.
+        more: Other datasets, by name.
+
+    Returns:
+        The catalog.
+    """
+    # Imported once _own_temporary_folder has set the environment Kedro reads.
+    from kedro.io import DataCatalog  # noqa: PLC0415
+    from kedro_datasets.pandas import ParquetDataset  # noqa: PLC0415
+
+    from brainsets_kedro.datasets import BrainsetDirectory  # noqa: PLC0415
+
+    raw = raw or folder / "raw" / brainset
+    processed = processed or folder / "proc" / brainset
+    catalog = (kind or DataCatalog)(
+        {
+            f"{brainset}.raw_dir": BrainsetDirectory(str(raw)),
+            f"{brainset}.processed_dir": BrainsetDirectory(str(processed)),
+            f"{brainset}.run_report": ParquetDataset(
+                filepath=str(folder / "report.pq")
+            ),
+            **(more or {}),
+        }
+    )
+    if parameters is not None:
+        set_parameters(catalog, parameters)
+    return catalog
+
+
+def project_with(
+    root: Path,
+    brainsets: dict[str, str] | None = None,
+    parameters: str | None = None,
+) -> Path:
+    """A copy of the project at ``root`` (:func:`copy_project`) with these
+    brainsets (name: source, as :func:`add_brainset` takes it) and, if given, this
+    ``conf/local/parameters.yml``."""
+    copy_project(root)
+    for name, source in (brainsets or {}).items():
+        add_brainset(root, source, name)
+    if parameters is not None:
+        (root / "conf" / "local" / "parameters.yml").write_text(parameters)
+    return root
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ from brainsets_kedro.framework.cli import brainset
 from brainsets_kedro.pipeline.card import CARD_COLUMNS
 from brainsets_kedro.pipeline.nodes import REPORT_COLUMNS
 from brainsets_kedro.pipeline.run_settings import RunSettings
-from tests.conftest import REPO, _in_project, copy_project, kedro_in_process
+from tests.conftest import REPO, _in_project, kedro_in_process, project_with
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 RUFF = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
@@ -270,11 +270,10 @@ def _catalog(project: Path) -> Any:
     "page", PAGES, ids=[str(page.relative_to(REPO)) for page in PAGES]
 )
 def test_page_blocks_run(page, tmp_path):
-    project = copy_project(tmp_path / "project")
     # What the commands do and print, not where assets run (the runner's tests see
     # to the worker processes): assets in threads, no worker process to start.
-    (project / "conf" / "local" / "parameters.yml").write_text(
-        "brainsets:\n  backend: threading\n"
+    project = project_with(
+        tmp_path / "project", parameters="brainsets:\n  backend: threading\n"
     )
     runner = Page(project)
     for block in read_blocks(page):

@@ -17,8 +17,8 @@ import signal
 import socket
 import subprocess
 import textwrap
-import time
 import urllib.request
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -27,7 +27,7 @@ from PIL import Image
 from brainsets_kedro.pipeline.card import CARD_COLUMNS
 from brainsets_kedro.pipeline.ledger import PROVENANCE_COLUMNS
 from brainsets_kedro.pipeline.nodes import REPORT_COLUMNS
-from tests.conftest import REPO, add_brainset, start_kedro
+from tests.conftest import REPO, add_brainset, poll_for, start_kedro
 
 _spec = importlib.util.spec_from_file_location(
     "make_pictures", REPO / "docs" / "make_pictures.py"
@@ -181,17 +181,30 @@ def stop(server: subprocess.Popen) -> None:
     """Stop `kedro viz run` and the server process it started: its process group."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(server.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        server.poll()  # reaps the group's leader once it ends
-        try:
-            os.killpg(server.pid, 0)  # anyone left in the group?
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
+    with contextlib.suppress(AssertionError):  # 20 s, then kill what is left
+        poll_for(lambda: not _group_alive(server), 20, 0.1)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(server.pid, signal.SIGKILL)
     server.wait()
+
+
+def _group_alive(server: subprocess.Popen) -> bool:
+    """Whether a process of the server's process group is left."""
+    server.poll()  # reaps the group's leader once it ends
+    try:
+        os.killpg(server.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _main(base: str, server: subprocess.Popen, log: Path) -> dict | None:
+    """The server's /api/main, once it answers."""
+    try:
+        return get_json(f"{base}/api/main")
+    except OSError:
+        assert server.poll() is None, log.read_text()
+        return None
 
 
 def test_viz_run_works_offline_and_never_calls_get_manifest(after_a_run, offline):
@@ -206,15 +219,7 @@ def test_viz_run_works_offline_and_never_calls_get_manifest(after_a_run, offline
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                main = get_json(f"{base}/api/main")
-                break
-            except OSError:
-                assert server.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.25)
+        main = poll_for(lambda: _main(base, server, log), 60, 0.25, log.read_text)
         check_brainset(main, "my_brainset")
         ids = check_brainset(main, "unreachable")
         # Opening a brainset's nodes in the UI does not call get_manifest either.

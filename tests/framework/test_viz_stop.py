@@ -7,10 +7,9 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import time
 import urllib.request
 
-from tests.conftest import REPO, start_kedro
+from tests.conftest import REPO, poll_for, start_kedro
 from tests.framework.test_viz import free_port
 
 
@@ -34,13 +33,6 @@ def _answers(port: int) -> bool:
         return False
 
 
-def _wait(condition, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
-
-
 def test_stopping_kedro_viz_run_by_its_pid_stops_its_server(project):
     port = free_port()
     log = project / "viz.log"
@@ -51,7 +43,9 @@ def test_stopping_kedro_viz_run_by_its_pid_stops_its_server(project):
             output=output,
         )
     try:
-        _wait(lambda: _answers(port) or viz.poll() is not None, 120, log.read_text())
+        poll_for(
+            lambda: _answers(port) or viz.poll() is not None, 120, 0.2, log.read_text
+        )
         assert viz.poll() is None, log.read_text()
         subprocess.run(
             ["bash", "-c", _stop_command()],
@@ -60,8 +54,8 @@ def test_stopping_kedro_viz_run_by_its_pid_stops_its_server(project):
             timeout=30,
         )
         assert viz.wait(timeout=60) == 128 + signal.SIGTERM
-        _wait(lambda: not _answers(port), 30, "the server still answers")
-        _wait(lambda: not _session_alive(viz.pid), 30, "a process of it is left")
+        poll_for(lambda: not _answers(port), 30, 0.2, "the server still answers")
+        poll_for(lambda: not _session_alive(viz.pid), 30, 0.2, "a process is left")
     finally:
         subprocess.run(["pkill", "-KILL", "-s", str(viz.pid)], check=False)
         viz.wait()

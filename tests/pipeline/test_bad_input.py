@@ -2,7 +2,7 @@
 written where it should not be. (The short messages of the common mistakes, and
 their exit codes, are checked together in test_output.py.)"""
 
-from tests.conftest import TEST_BRAINSETS, add_brainset, kedro_in_process
+from tests.conftest import TEST_BRAINSETS, THREADS, add_brainset, kedro_in_process
 
 
 def _output(result):
@@ -44,8 +44,8 @@ def test_unsafe_asset_ids_write_nothing(project):
         ),
         "toy",
     )
-    result = kedro_in_process(
-        project, "run", "--pipeline=toy", "--params=toy.n_assets=5"
+    result = kedro_in_process(  # refused by the driver: no worker process needed
+        project, "run", "--pipeline=toy", "--params=toy.n_assets=5", THREADS
     )
     assert result.returncode == 1
     assert "name a log file: '../escape', 'a/b', ''." in _output(result)

@@ -38,7 +38,14 @@ from brainsets_kedro.pipeline.sizes import (
 )
 from brainsets_kedro.runner.runner import BrainsetRunner, RunFailures
 from tests.brainsets.sized import Pipeline as Sized
-from tests.conftest import REPO, add_brainset, kedro_in_process, set_parameters
+from tests.conftest import (
+    REPO,
+    THREADS,
+    add_brainset,
+    brainset_catalog,
+    kedro_in_process,
+    set_parameters,
+)
 
 
 class SessionData(Data):
@@ -160,15 +167,14 @@ def test_dataset_describes_and_previews_fields_shapes_and_domain(tmp_path):
 
 def _run(tmp_path, runner, params, brainsets=None):
     """Run the `sized` brainset with the project's hooks; returns its catalog."""
-    catalog = DataCatalog(
-        {
-            "sized.raw_dir": BrainsetDirectory(str(tmp_path / "raw")),
-            "sized.processed_dir": BrainsetDirectory(str(tmp_path / "processed")),
-            "sized.run_report": ParquetDataset(filepath=str(tmp_path / "report.pq")),
-            "sized.card": ParquetDataset(filepath=str(tmp_path / "card.pq")),
-        }
+    catalog = brainset_catalog(
+        tmp_path,
+        "sized",
+        {"sized": params, "brainsets": brainsets or {}},
+        raw=tmp_path / "raw",
+        processed=tmp_path / "processed",
+        more={"sized.card": ParquetDataset(filepath=str(tmp_path / "card.pq"))},
     )
-    set_parameters(catalog, {"sized": params, "brainsets": brainsets or {}})
     hooks = _create_hook_manager()
     hooks.register(SaveReportOnFailure())
     runner.run(create_brainset_pipeline(Sized), catalog, hook_manager=hooks)
@@ -366,9 +372,18 @@ def test_disk_check_counts_what_the_raw_dir_already_holds(tmp_path):
     assert f"but {raw} has " in str(error.value)
     with (raw / "a.bin").open("wb") as partial:
         partial.truncate(2 * 10**9)  # sparse: takes no space
-    check_disk_space(rows, raw, "x")
-    check_disk_space(rows.iloc[:0], raw, "x")
-    check_disk_space(rows.assign(size_bytes=10**18), raw, "x", enabled=False)
+    assert _fits(rows, raw)  # a holds 2 GB of its free + 1 GB: the rest fits
+    assert _fits(rows.iloc[:0], raw)
+    assert _fits(rows.assign(size_bytes=10**18), raw, enabled=False)
+
+
+def _fits(rows: pd.DataFrame, raw, **options) -> bool:
+    """Whether check_disk_space lets a run with these manifest rows go on."""
+    try:
+        check_disk_space(rows, raw, "x", **options)
+    except NotEnoughDiskSpace:
+        return False
+    return True
 
 
 @pytest.mark.parametrize("runner", RUNNERS)
@@ -407,8 +422,8 @@ def test_check_disk_space_false_skips_the_check(tmp_path):
 def test_kedro_run_on_a_too_small_disk_and_the_manifest_sizes(project):
     add_brainset(project, "sized", "sized")
     huge = 10**18  # an exabyte per asset
-    result = kedro_in_process(
-        project, "run", "--pipeline=sized", f"--params=sized.size_bytes={huge}"
+    result = kedro_in_process(  # refused by the driver: no worker process needed
+        project, "run", "--pipeline=sized", f"--params=sized.size_bytes={huge}", THREADS
     )
     output = result.stdout + result.stderr
     assert result.returncode == 1, output

@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from tests.conftest import add_brainset, kedro_in_process
+from tests.conftest import THREADS, add_brainset, kedro_in_process
 
 ORDINARY = textwrap.dedent(
     """
@@ -140,7 +140,7 @@ def test_a_folder_that_cannot_be_loaded_never_breaks_the_others(project):
     manifest = kedro_in_process(project, "brainset", "manifest", "toy")
     assert manifest.returncode == 0, manifest.stderr
     assert "assets." in manifest.stdout
-    run = kedro_in_process(project, "run", "--pipeline=toy")
+    run = kedro_in_process(project, "run", "--pipeline=toy", THREADS)
     assert run.returncode == 0, run.stdout + run.stderr
     # Asked for by name, a broken folder is an error.
     broken = kedro_in_process(project, "run", "--pipeline=alien")

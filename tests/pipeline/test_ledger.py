@@ -10,16 +10,13 @@ import json
 import os
 import shutil
 import signal
-import time
 
 import h5py
 import pandas as pd
 import pytest
 from kedro.io import DataCatalog, SharedMemoryDataCatalog
 from kedro.runner import ParallelRunner, SequentialRunner, ThreadRunner
-from kedro_datasets.pandas import ParquetDataset
 
-from brainsets_kedro.io.datasets import BrainsetDirectory
 from brainsets_kedro.pipeline.factory import create_brainset_pipeline
 from brainsets_kedro.pipeline.ledger import LEDGER_NAME, read_ledger
 from brainsets_kedro.runner.runner import BrainsetRunner
@@ -27,10 +24,13 @@ from tests.brainsets.ledgered import Pipeline as Ledgered
 from tests.conftest import (
     THREADS,
     add_brainset,
+    brainset_catalog,
     copy_project,
     kedro_in_process,
-    set_parameters,
+    poll_for,
+    project_with,
     start_kedro,
+    text_of,
 )
 
 ID = "ledgered"
@@ -40,9 +40,7 @@ RUN = ["run", f"--pipeline={ID}", THREADS]
 
 @pytest.fixture
 def project(tmp_path):
-    project = copy_project(tmp_path / "project")
-    add_brainset(project, ID, ID)
-    return project
+    return project_with(tmp_path / "project", {ID: ID})
 
 
 def raw(project):
@@ -110,14 +108,14 @@ RUNNERS = {
 
 def _run_with(tmp_path, runner, params):
     kind = SharedMemoryDataCatalog if runner == "ParallelRunner" else DataCatalog
-    catalog = kind(
-        {
-            f"{ID}.raw_dir": BrainsetDirectory(str(tmp_path / "raw")),
-            f"{ID}.processed_dir": BrainsetDirectory(str(tmp_path / "proc")),
-            f"{ID}.run_report": ParquetDataset(filepath=str(tmp_path / "report.pq")),
-        }
+    catalog = brainset_catalog(
+        tmp_path,
+        ID,
+        {ID: params, "brainsets": {}},
+        kind=kind,
+        raw=tmp_path / "raw",
+        processed=tmp_path / "proc",
     )
-    set_parameters(catalog, {ID: params, "brainsets": {}})
     RUNNERS[runner]().run(create_brainset_pipeline(Ledgered), catalog)
     return pd.read_parquet(tmp_path / "report.pq")
 
@@ -153,13 +151,13 @@ def test_a_killed_run_then_a_rerun_leaves_every_file_complete(
     with open(project / "run.log", "w") as log:
         kedro = start_kedro(project, *RUN, output=log)
     monkeypatch.delenv("LEDGERED_WRITE_DELAY")
-    deadline = time.monotonic() + 120
-    while not (ledger.exists() and '"start"' in ledger.read_text()):
-        assert kedro.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    while not list(processed(project).glob("s*.h5")):
-        assert kedro.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
+
+    def running(condition) -> bool:
+        assert kedro.poll() is None, (project / "run.log").read_text()
+        return condition()
+
+    poll_for(lambda: running(lambda: '"start"' in text_of(ledger)), 120)
+    poll_for(lambda: running(lambda: list(processed(project).glob("s*.h5"))), 120)
     os.killpg(kedro.pid, stop)  # kill -9, or Ctrl-C (to the whole group)
     kedro.wait(timeout=60)
     started = {a for a, r in read_ledger(processed(project), ID).assets.items()}

@@ -2,11 +2,8 @@
 
 import pandas as pd
 import pytest
-from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
-from kedro_datasets.pandas import ParquetDataset
 
-from brainsets_kedro.io.datasets import BrainsetDirectory
 from brainsets_kedro.pipeline.factory import create_brainset_pipeline
 from brainsets_kedro.pipeline.nodes import (
     AssetFailures,
@@ -15,7 +12,7 @@ from brainsets_kedro.pipeline.nodes import (
 )
 from brainsets_kedro.worker.capture import captured_output
 from tests.brainsets.toy import Pipeline as Toy
-from tests.conftest import set_parameters
+from tests.conftest import brainset_catalog
 
 
 def test_duplicated_ids_are_named():
@@ -63,21 +60,10 @@ def test_manifest_node_parses_parameters(tmp_path):
     assert list(manifest.index) == [f"a_{i:02d}" for i in range(5)]
 
 
-def _catalog(tmp_path):
-    return DataCatalog(
-        {
-            "toy.raw_dir": BrainsetDirectory(str(tmp_path / "raw" / "toy")),
-            "toy.processed_dir": BrainsetDirectory(str(tmp_path / "proc" / "toy")),
-            # On disk, as in the project: the SequentialRunner releases a
-            # MemoryDataset once its last reader (describe) has loaded it.
-            "toy.run_report": ParquetDataset(filepath=str(tmp_path / "report.pq")),
-        }
-    )
-
-
 def _run(tmp_path, params):
-    catalog = _catalog(tmp_path)
-    set_parameters(catalog, {"toy": params, "brainsets": None})
+    # The report on disk, as in the project: the SequentialRunner releases a
+    # MemoryDataset once its last reader (describe) has loaded it.
+    catalog = brainset_catalog(tmp_path, "toy", {"toy": params, "brainsets": None})
     SequentialRunner().run(create_brainset_pipeline(Toy), catalog)
     return catalog
 

@@ -6,7 +6,7 @@ import re
 import joblib
 import pytest
 
-from tests.conftest import kedro_in_process
+from tests.conftest import THREADS, kedro_in_process
 
 
 def test_a_failed_run_of_two_brainsets_counts_both(two):
@@ -40,7 +40,11 @@ def test_a_failed_run_of_two_brainsets_counts_both(two):
 
 def test_one_failed_brainset_alone_keeps_its_own_message(two):
     result = kedro_in_process(
-        two, "run", "--pipeline=toy2", "--params=toy2.n_assets=2,toy2.fail=a_01"
+        two,
+        "run",
+        "--pipeline=toy2",
+        "--params=toy2.n_assets=2,toy2.fail=a_01",
+        THREADS,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 1, output

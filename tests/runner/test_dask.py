@@ -25,9 +25,10 @@ from brainsets_kedro.runner.backends import resolve
 from brainsets_kedro.runner.runner import BrainsetRunner
 from tests.conftest import (
     add_brainset,
-    copy_project,
     kedro,
     kedro_in_process,
+    poll_for,
+    project_with,
     set_parameters,
     start_kedro,
 )
@@ -38,11 +39,11 @@ DASK = str(Path(sys.executable).parent / "dask")
 LOOPBACK = ["--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0"]
 
 
-def _copy_project(root: Path) -> Path:
-    """As the `project` fixture, for a module: the workers import its brainsets."""
-    copy_project(root)
-    add_brainset(root, "toy", "toy")
-    return root
+def _address(scheduler_file: Path) -> str | None:
+    """The scheduler's address, once it has written its file."""
+    with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+        return json.loads(scheduler_file.read_text())["address"]
+    return None
 
 
 class Cluster:
@@ -62,13 +63,9 @@ class Cluster:
             "--scheduler-file",
             str(scheduler_file),
         )
-        deadline = time.monotonic() + 30
-        while True:  # the file exists before the scheduler has written it
-            with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
-                self.address = json.loads(scheduler_file.read_text())["address"]
-                break
-            assert time.monotonic() < deadline, "the scheduler did not start"
-            time.sleep(0.1)
+        self.address = poll_for(  # the file exists before the scheduler wrote it
+            lambda: _address(scheduler_file), 30, 0.1, "the scheduler did not start"
+        )
         self.add_workers(pythonpath, 2)
 
     def add_workers(self, pythonpath: str, n: int, *options: str) -> subprocess.Popen:
@@ -98,11 +95,13 @@ class Cluster:
         self._stop(process)
         self.processes.remove(process)
         self.n_workers -= n
-        deadline = time.monotonic() + 60
         with self.client() as client:
-            while len(client.nthreads()) > self.n_workers:
-                assert time.monotonic() < deadline, client.nthreads()
-                time.sleep(0.1)
+            poll_for(
+                lambda: len(client.nthreads()) <= self.n_workers,
+                60,
+                0.1,
+                client.nthreads,
+            )
 
     def _start(self, pythonpath: str, *args: str) -> subprocess.Popen:
         env = {**os.environ, "PYTHONPATH": pythonpath}
@@ -138,7 +137,7 @@ class Cluster:
 def shared(tmp_path_factory):
     """A project and a cluster whose scheduler and workers import it."""
     root = tmp_path_factory.mktemp("dask")
-    project = _copy_project(root / "project")
+    project = project_with(root / "project", {"toy": "toy"})  # workers import it
     cluster = Cluster(root / "cluster", str(project / "src"))
     yield project, cluster
     cluster.stop()
@@ -246,10 +245,7 @@ def test_ctrl_c_stops_the_cluster_tasks(project, cluster):
         f"--runner-params=backend=dask,address={cluster.address}",
     )
     logs = project / "data/02_processed/toy/pipeline_logs"
-    deadline = time.monotonic() + 60
-    while len(list(logs.glob("*.out"))) < 2:
-        assert time.monotonic() < deadline, "no asset started"
-        time.sleep(0.05)
+    poll_for(lambda: len(list(logs.glob("*.out"))) >= 2, what="no asset started")
     started = time.monotonic()
     os.killpg(run.pid, signal.SIGINT)
     output, _ = run.communicate(timeout=30)
@@ -262,14 +258,17 @@ def test_ctrl_c_stops_the_cluster_tasks(project, cluster):
     # once it has told the workers; each stops its assets a moment later.
     stopped = "[brainsets_kedro] stopped: the run was interrupted\n"
     errs = [logs / f"{p.stem}.err" for p in logs.glob("*.out")]
-    deadline = time.monotonic() + 60  # a wait, not a measure: the machine may be busy
-    while not all(err.exists() and err.read_text() == stopped for err in errs):
-        assert time.monotonic() < deadline, {e.name: e.exists() for e in errs}
-        time.sleep(0.1)
+    poll_for(  # a wait, not a measure: the machine may be busy
+        lambda: all(err.exists() and err.read_text() == stopped for err in errs),
+        interval=0.1,
+        what=lambda: {e.name: e.exists() for e in errs},
+    )
     with cluster.client() as client:  # nothing of the run is left on the cluster
-        while any(client.processing().values()):
-            assert time.monotonic() < deadline, client.processing()
-            time.sleep(0.1)
+        poll_for(
+            lambda: not any(client.processing().values()),
+            interval=0.1,
+            what=client.processing,
+        )
 
 
 def test_a_worker_that_cannot_import_the_brainset(project, cluster):

@@ -12,15 +12,14 @@ from kedro.framework.hooks import _create_hook_manager, hook_impl
 from kedro.io import DataCatalog, MemoryDataset, SharedMemoryDataCatalog
 from kedro.pipeline import Pipeline, node
 from kedro.runner import ParallelRunner, SequentialRunner, ThreadRunner
-from kedro_datasets.pandas import CSVDataset, ParquetDataset
+from kedro_datasets.pandas import CSVDataset
 
 from brainsets_kedro.errors import UsageError
 from brainsets_kedro.framework.hooks import LockBrainsets
-from brainsets_kedro.io.datasets import BrainsetDirectory
 from brainsets_kedro.pipeline.factory import create_brainset_pipeline
 from brainsets_kedro.runner.runner import BrainsetRunner
 from tests.brainsets.toy import Pipeline as Toy
-from tests.conftest import set_parameters
+from tests.conftest import brainset_catalog, set_parameters
 
 RUNNERS = [SequentialRunner, BrainsetRunner]
 
@@ -199,18 +198,10 @@ def test_a_catalog_without_parameters():
     assert catalog.load("d") == 1
 
 
-def _brainset_datasets(tmp_path) -> dict:
-    return {
-        "toy.raw_dir": BrainsetDirectory(str(tmp_path / "raw" / "toy")),
-        "toy.processed_dir": BrainsetDirectory(str(tmp_path / "proc" / "toy")),
-        "toy.run_report": ParquetDataset(filepath=str(tmp_path / "report.parquet")),
-    }
-
-
 def _brainset_catalog(tmp_path, params: dict) -> DataCatalog:
-    catalog = DataCatalog(_brainset_datasets(tmp_path))
-    set_parameters(catalog, {"toy": params, "brainsets": {"n_jobs": 2}})
-    return catalog
+    return brainset_catalog(
+        tmp_path, "toy", {"toy": params, "brainsets": {"n_jobs": 2}}
+    )
 
 
 @pytest.mark.parametrize("runner", [SequentialRunner, ThreadRunner, ParallelRunner])
@@ -218,10 +209,10 @@ def test_kedros_runners_run_brainset_pipelines(tmp_path, runner):
     # ParallelRunner passes outputs between processes through a shared memory
     # catalog, as `kedro run --runner=ParallelRunner` makes it.
     kind = SharedMemoryDataCatalog if runner is ParallelRunner else DataCatalog
-    catalog = kind(_brainset_datasets(tmp_path))
-    set_parameters(catalog, {"toy": {"n_assets": 3}, "brainsets": {}})
+    parameters = {"toy": {"n_assets": 3}, "brainsets": {}}
+    catalog = brainset_catalog(tmp_path, "toy", parameters, kind=kind)
     runner().run(create_brainset_pipeline(Toy), catalog)
-    report = pd.read_parquet(tmp_path / "report.parquet")
+    report = pd.read_parquet(tmp_path / "report.pq")
     assert list(report.index) == ["a_00", "a_01", "a_02"]
     assert (report["status"] == "DONE").all()
     assert sorted(p.name for p in (tmp_path / "proc" / "toy").glob("*.txt")) == [

@@ -5,13 +5,12 @@ a local Ray are checked here for what they prepare too: one start of each."""
 import ipaddress
 import json
 import os
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.conftest import TEST_BRAINSETS, add_brainset, start_kedro
+from tests.conftest import TEST_BRAINSETS, add_brainset, poll_for, start_kedro
 
 
 def _run_processes(pid: int) -> dict[int, str]:
@@ -116,20 +115,23 @@ def _run_watching(project, *args: str) -> tuple[int, str, set]:
     add_brainset(project, _held_process(), "toy")
     run = start_kedro(project, "run", *args)
     processed = project / "data" / "02_processed" / "toy"
-    listening = set()
-    deadline = time.monotonic() + 300  # against a hang only
-    try:
-        while len(list(processed.glob("*.held"))) < 2:
-            assert run.poll() is None, run.stdout.read()
-            assert time.monotonic() < deadline, "the assets never started"
-            listening |= _listening(run.pid)
-            time.sleep(0.1)
-        listening |= _listening(run.pid)
+    listening: set = set()
+
+    def both_held() -> bool:
+        assert run.poll() is None, run.stdout.read()
+        listening.update(_listening(run.pid))
+        return len(list(processed.glob("*.held"))) >= 2
+
+    try:  # 300 s: against a hang only
+        poll_for(both_held, 300, 0.1, "the assets never started")
+        listening.update(_listening(run.pid))
     finally:
         (processed / "release").touch()
-    while run.poll() is None:
-        listening |= _listening(run.pid)
-        time.sleep(0.1)
+    poll_for(
+        lambda: listening.update(_listening(run.pid)) or run.poll() is not None,
+        300,
+        0.1,
+    )
     return run.returncode, run.stdout.read(), listening
 
 

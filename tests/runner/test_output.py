@@ -25,9 +25,8 @@ from brainsets_kedro.framework.logs import OneLineFormatter
 from brainsets_kedro.pipeline.nodes import SHOWN_ERRORS, AssetFailures
 from tests.conftest import (
     TEST_BRAINSETS,
-    add_brainset,
-    copy_project,
     kedro_in_process,
+    project_with,
     start_kedro,
 )
 
@@ -142,9 +141,7 @@ def runs(
     commands = {name: args for name, (args, _, _) in MISTAKES.items()} | OTHERS
     projects = {}
     for i, name in enumerate(commands):
-        projects[name] = copy_project(base / f"project_{i}")
-        for brainset, source in BRAINSETS.items():
-            add_brainset(projects[name], source, brainset)
+        projects[name] = project_with(base / f"project_{i}", BRAINSETS)
     busy = projects["locked brainset"] / "data" / "02_processed" / "busy"
     with brainset_lock(busy, "busy"):
         started = {

@@ -7,12 +7,11 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import add_brainset, kedro
+from tests.conftest import add_brainset, kedro, poll_for
 
 pytest.importorskip("ray")
 
@@ -69,11 +68,12 @@ def test_a_ray_cluster_whose_workers_cannot_import_the_brainset(
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 90
-        while "will now block" not in log.read_text():  # `ray start` is done
-            assert time.monotonic() < deadline, "Ray did not start"
+
+        def started() -> bool:  # `ray start` is done
             assert head.poll() is None, log.read_text()
-            time.sleep(0.2)
+            return "will now block" in log.read_text()
+
+        poll_for(started, 90, 0.2, "Ray did not start")
         result = kedro(
             project,
             "run",

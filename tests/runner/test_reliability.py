@@ -10,33 +10,25 @@ import time
 
 import pandas as pd
 import pytest
-from kedro.io import DataCatalog
-from kedro_datasets.pandas import ParquetDataset
 
-from brainsets_kedro.io.datasets import BrainsetDirectory
 from brainsets_kedro.pipeline.factory import create_brainset_pipeline
+from brainsets_kedro.pipeline.ledger import LEDGER_NAME
 from brainsets_kedro.pipeline.nodes import AssetFailures
 from brainsets_kedro.runner.runner import BrainsetRunner
 from tests.brainsets.toy import Pipeline as Toy
 from tests.conftest import (
     THREADS,
     add_brainset,
+    brainset_catalog,
     kedro_in_process,
     poll_for,
-    set_parameters,
     start_kedro,
+    text_of,
 )
 
 
 def _run(tmp_path, params, brainsets, runner=None):
-    catalog = DataCatalog(
-        {
-            "toy.raw_dir": BrainsetDirectory(str(tmp_path / "raw" / "toy")),
-            "toy.processed_dir": BrainsetDirectory(str(tmp_path / "proc" / "toy")),
-            "toy.run_report": ParquetDataset(filepath=str(tmp_path / "report.pq")),
-        }
-    )
-    set_parameters(catalog, {"toy": params, "brainsets": brainsets})
+    catalog = brainset_catalog(tmp_path, "toy", {"toy": params, "brainsets": brainsets})
     (runner or BrainsetRunner(n_jobs=2)).run(create_brainset_pipeline(Toy), catalog)
     return catalog
 
@@ -194,9 +186,9 @@ def test_a_dead_worker_does_not_make_the_run_serial(tmp_path, caplog):
     with pytest.raises(AssetFailures) as error:
         _run(
             tmp_path,
-            {"n_assets": 16, "sleep": 0.1, "die": "a_00"},
+            {"n_assets": 12, "sleep": 0.1, "die": "a_00"},
             {},
-            BrainsetRunner(n_jobs=4),
+            BrainsetRunner(n_jobs=3),
         )
     report = error.value.report
     assert report.loc["a_00", "error"] == "worker died, signal 9 (SIGKILL)"
@@ -369,8 +361,10 @@ def test_ctrl_c_stops_kedros_own_runner_too(project):
         "--params=toy.n_assets=3,toy.hang=a_00",
     )
     logs = project / "data" / "02_processed" / "toy" / "pipeline_logs"
-    poll_for((logs / "a_02.out").exists)  # the downloads are done: a_00 hangs
-    time.sleep(1)
+    # The ledger's first start record: a_00's process began (and hangs). Its output
+    # reaches a_00.out only once it ends (SequentialRunner: in the main thread).
+    ledger = logs.parent / LEDGER_NAME
+    poll_for(lambda: '"start"' in text_of(ledger))
     os.kill(run.pid, signal.SIGINT)
     output, _ = run.communicate(timeout=20)
     assert run.returncode == 130, output
@@ -393,8 +387,8 @@ def test_workers_exit_when_the_driver_is_killed(project):
     os.kill(run.pid, signal.SIGKILL)
     run.wait()
     started = list((processed / "pipeline_logs").glob("*.out"))
+    # Every process of the run is gone: none can start an asset any more.
     poll_for(lambda: not _group_alive(run.pid), timeout=5)
-    time.sleep(1)
     assert list((processed / "pipeline_logs").glob("*.out")) == started
     assert not list(processed.glob("*.txt"))  # no asset finished either
 

@@ -7,16 +7,12 @@ import os
 import re
 import socket
 import threading
-import time
 import warnings
 
 import pandas as pd
 import pytest
-from kedro.io import DataCatalog
-from kedro_datasets.pandas import ParquetDataset
 from rich.console import Console
 
-from brainsets_kedro.io.datasets import BrainsetDirectory
 from brainsets_kedro.pipeline.factory import create_brainset_pipeline
 from brainsets_kedro.pipeline.nodes import REPORT_COLUMNS, AssetFailures
 from brainsets_kedro.runner import board as status_board
@@ -31,23 +27,23 @@ from tests.brainsets.toy import Pipeline as Toy
 from tests.conftest import (
     THREADS,
     add_brainset,
+    brainset_catalog,
     kedro,
     kedro_in_process,
-    set_parameters,
+    poll_for,
 )
 
 
 def _run(tmp_path, params, runner=None, brainsets=None):
-    catalog = DataCatalog(
-        {
-            "toy.raw_dir": BrainsetDirectory(str(tmp_path / "raw" / "toy")),
-            "toy.processed_dir": BrainsetDirectory(str(tmp_path / "proc" / "toy")),
-            "toy.run_report": ParquetDataset(filepath=str(tmp_path / "report.pq")),
-        }
-    )
-    set_parameters(catalog, {"toy": params, "brainsets": brainsets or {}})
+    parameters = {"toy": params, "brainsets": brainsets or {}}
+    catalog = brainset_catalog(tmp_path, "toy", parameters)
     (runner or BrainsetRunner()).run(create_brainset_pipeline(Toy), catalog)
     return catalog
+
+
+def _threaded() -> BrainsetRunner:
+    """For what the driver decides (which assets, which stages): no worker process."""
+    return BrainsetRunner(n_jobs=2, backend="threading")
 
 
 def _workers(tmp_path):
@@ -73,7 +69,8 @@ def test_assets_run_in_parallel_worker_processes(tmp_path):
 
 
 def test_threading_backend(tmp_path):
-    _run(tmp_path, {"n_assets": 4, "sleep": 0.1}, BrainsetRunner(backend="threading"))
+    runner = BrainsetRunner(n_jobs=2, backend="threading")  # not the core count
+    _run(tmp_path, {"n_assets": 4, "sleep": 0.1}, runner)
     workers = _workers(tmp_path)
     assert {w["pid"] for w in workers.values()} == {os.getpid()}
     assert len({w["thread"] for w in workers.values()}) == 2
@@ -91,7 +88,7 @@ def test_multiprocessing_backend(tmp_path):
     catalog = _run(
         tmp_path,
         {"n_assets": 4, "sleep": 0.1},
-        BrainsetRunner(backend="multiprocessing"),
+        BrainsetRunner(n_jobs=2, backend="multiprocessing"),  # not the core count
     )
     assert (catalog.load("toy.run_report")["status"] == "DONE").all()
     pids = {w["pid"] for w in _workers(tmp_path).values()}
@@ -182,15 +179,18 @@ def test_a_download_output_that_cannot_be_pickled_fails_its_asset(tmp_path):
     err = (tmp_path / "proc" / "toy" / "pipeline_logs" / "a_01.err").read_text()
     assert "cannot be pickled" in err
     # Threads share the driver's memory: nothing is pickled, the asset is DONE.
-    _run(
+    catalog = _run(
         tmp_path,
         {"n_assets": 3, "unpicklable": "a_01"},
         BrainsetRunner(backend="threading"),
     )
+    assert catalog.load("toy.run_report").loc["a_01", "status"] == "DONE"
 
 
 def test_only_selects_assets(tmp_path):
-    catalog = _run(tmp_path, {"n_assets": 6}, brainsets={"only": "a_01|a_0[45]"})
+    catalog = _run(  # chosen by the driver: no worker process needed
+        tmp_path, {"n_assets": 6}, _threaded(), brainsets={"only": "a_01|a_0[45]"}
+    )
     assert sorted(catalog.load("toy.run_report").index) == ["a_01", "a_04", "a_05"]
     assert sorted(_workers(tmp_path)) == ["a_01", "a_04", "a_05"]
 
@@ -203,7 +203,7 @@ def test_only_pattern_matching_nothing_is_an_error(tmp_path):
 
 
 def test_download_only(tmp_path):
-    catalog = _run(tmp_path, {"n_assets": 3}, brainsets={"download_only": True})
+    catalog = _run(tmp_path, {"n_assets": 3}, _threaded(), {"download_only": True})
     assert (
         catalog.load("toy.run_report")["status"] == "DOWNLOADED"
     ).all()  # not processed: not done
@@ -264,10 +264,12 @@ def test_status_lines_are_written_by_one_thread_while_the_board_is_open(monkeypa
         for thread in threads:
             thread.join()
         board.update("toy", "a_40", "DOWNLOADING")
-        deadline = time.monotonic() + 10  # written soon, not only when the board closes
-        while ("status-log", "a_40", "DOWNLOADING") not in written:
-            assert time.monotonic() < deadline, written[-3:]
-            time.sleep(0.01)
+        poll_for(  # written soon, not only when the board closes
+            lambda: ("status-log", "a_40", "DOWNLOADING") in written,
+            10,
+            0.01,
+            lambda: written[-3:],
+        )
         board.finish("toy", "a_40", "DONE")
     assert written[-1][1:] == ("a_40", "DONE")  # every line, before the board closed
     by_asset = {}
@@ -434,9 +436,7 @@ def test_closing_the_status_channel_stops_its_readers_cleanly(monkeypatch):
     sender = channel.sender
     with Client(sender.address, authkey=sender.authkey) as client:
         client.send([("toy", "a_00", "DOWNLOADING")])
-        deadline = time.monotonic() + 10
-        while not board.in_flight() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        poll_for(board.in_flight, 10, 0.01)
         assert board.in_flight() == {("toy", "a_00")}
         started = set(threading.enumerate()) - earlier
         readers = [t for t in started if t.name == "status-recv"]
@@ -455,28 +455,54 @@ def test_a_worker_connects_to_the_driver_with_its_first_status(monkeypatch):
     earlier = set(threading.enumerate())
     with StatusChannel(StatusBoard(total=1)) as channel:
         channel.sender("toy", "a_00", "DOWNLOADING")
-        deadline = time.monotonic() + 10
-        while not any(
-            t.name == "status-recv" for t in set(threading.enumerate()) - earlier
-        ):
-            assert time.monotonic() < deadline, "the worker did not connect"
-            time.sleep(0.01)
+        poll_for(lambda: _new_readers(earlier), 10, 0.01, "no worker connected")
+        # Connected while the first interval (60 s) has not passed: at once.
+        assert len(_new_readers(earlier)) == 1
 
 
-def test_a_worker_that_cannot_reach_the_driver_says_which_setting_to_fix(capsys):
+def _new_readers(earlier: set[threading.Thread]) -> list[threading.Thread]:
+    """The status channel's reader threads started since ``earlier``."""
+    started = set(threading.enumerate()) - earlier
+    return [thread for thread in started if thread.name == "status-recv"]
+
+
+def _counting_clients(monkeypatch) -> tuple[list[int], list[int]]:
+    """The status senders' connection attempts: those started and those over (a
+    connection or an error), counted as they happen."""
+    started, over = [], []
+    connect = status.Client
+
+    def counting(*args, **kwargs):
+        started.append(1)
+        try:
+            return connect(*args, **kwargs)
+        finally:
+            over.append(1)
+
+    monkeypatch.setattr(status, "Client", counting)
+    return started, over
+
+
+def test_a_worker_that_cannot_reach_the_driver_says_which_setting_to_fix(
+    capsys, monkeypatch
+):
+    _, attempts = _counting_clients(monkeypatch)
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         address = probe.getsockname()
     sender = status.StatusSender(address, b"key")
     for _ in range(3):
         sender("toy", "a_00", "DOWNLOADING")
-    deadline = time.monotonic() + 10
     err = ""
-    while "status_host" not in err:
-        assert time.monotonic() < deadline, "no message"
-        time.sleep(0.05)
+
+    def message_shown() -> bool:
+        nonlocal err
         err += capsys.readouterr().err
-    time.sleep(3 * status.SEND_INTERVAL)  # the statuses after the first say nothing
+        return "status_host" in err
+
+    poll_for(message_shown, 10, what="no message")
+    # The statuses after the first say nothing: once their send was tried.
+    poll_for(lambda: len(attempts) >= 2, 10, what="the statuses were not sent")
     status.close_outbox(address)
     err += capsys.readouterr().err
     assert err.count("cannot send statuses to the driver") == 1
@@ -490,12 +516,14 @@ def test_a_worker_whose_driver_closes_during_the_handshake_stays_quiet(
     worker's sender neither dies nor blames brainsets.status_host."""
     unhandled = []
     monkeypatch.setattr(threading, "excepthook", unhandled.append)
+    attempts, _ = _counting_clients(monkeypatch)
     with socket.create_server(("127.0.0.1", 0)) as server:
         sender = status.StatusSender(server.getsockname(), b"key")
         sender("toy", "a_00", "DOWNLOADING")
         connection, _ = server.accept()  # the sender's handshake starts...
         connection.close()  # ...and the driver is gone
-        time.sleep(3 * status.SEND_INTERVAL)
+        # The sender goes on to send its statuses: the failed handshake is behind it.
+        poll_for(lambda: len(attempts) >= 2, 10, what="the sender stopped")
         status.close_outbox(sender.address)
     assert unhandled == []
     assert "status_host" not in capsys.readouterr().err

@@ -16,7 +16,7 @@ import pytest
 from brainsets_kedro.pipeline.ledger import done_assets
 from brainsets_kedro.pipeline.nodes import AssetFailures
 from brainsets_kedro.runner.runner import BrainsetRunner
-from tests.conftest import add_brainset, poll_for, start_kedro
+from tests.conftest import add_brainset, poll_for, start_kedro, text_of
 from tests.runner.test_reliability import _err, _group_alive, _run
 
 
@@ -65,12 +65,12 @@ def test_a_worker_killed_while_a_long_download_is_pending(tmp_path):
         _run(
             tmp_path,
             {"n_assets": 3, "block_download": "a_00", "die": "a_01"},
-            {"timeout": 8},
+            {"timeout": 5},
             BrainsetRunner(n_jobs=2),
         )
     report = _report(error)
     assert report.loc["a_01", "error"] == "worker died, signal 9 (SIGKILL)"
-    assert report.loc["a_00", "error"].startswith("timed out after 8 s")
+    assert report.loc["a_00", "error"].startswith("timed out after 5 s")
     assert report.loc["a_02", "status"] == "DONE"
     died = pd.Timestamp(report.loc["a_01", "end"])
     download_ended = pd.Timestamp(report.loc["a_00", "end"])
@@ -139,7 +139,7 @@ def test_processing_starts_when_its_download_returns(tmp_path):
     download returns, not when unrelated downloads do."""
     catalog = _run(
         tmp_path,
-        {"n_assets": 8, "spacing": 0.7},
+        {"n_assets": 6, "spacing": 0.7},
         {},
         BrainsetRunner(n_jobs=2, download_jobs=8),
     )
@@ -238,17 +238,10 @@ def test_time_while_the_run_is_stopped_does_not_count(project):
         "--runner-params=n_jobs=2",
     )
     logs = project / "data" / "02_processed" / "toy" / "pipeline_logs"
-    poll_for(lambda: "processing" in _text(logs / "a_00.out"))
+    poll_for(lambda: "processing" in text_of(logs / "a_00.out"))
     os.killpg(run.pid, signal.SIGSTOP)
     time.sleep(4)  # the stop itself is what is tested: longer than the timeout
     os.killpg(run.pid, signal.SIGCONT)
     output, _ = run.communicate(timeout=60)
     assert run.returncode == 0, output
     assert "timed out" not in output
-
-
-def _text(path: Path) -> str:
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        return ""

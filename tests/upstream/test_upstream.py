@@ -654,7 +654,7 @@ def test_torch_brain_dataset_reads_the_processed_directory(project):
     pytest.importorskip("torch", reason="torch_brain.datasets needs torch")
     datasets = pytest.importorskip("torch_brain.datasets")
     add_brainset(project, "torch_brain_style", "torch_brain_style")
-    result = kedro_in_process(project, "run", "--pipelines=torch_brain_style")
+    result = kedro_in_process(project, "run", "--pipelines=torch_brain_style", THREADS)
     assert result.returncode == 0, _output(result)
     dataset = datasets.Dataset(project / "data/02_processed/torch_brain_style")
     assert sorted(dataset.recording_ids) == ["sess_00", "sess_01", "sess_02"]

@@ -8,15 +8,15 @@ where its methods run.
 
 from __future__ import annotations
 
-import contextlib
 import os
+import sys
 from abc import ABC, abstractmethod
 from argparse import ArgumentParser, Namespace
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from brainsets_kedro.io.leftovers import atomic_temporary, check_output_name
+from brainsets_kedro.io.atomic import atomic_write
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,61 +37,6 @@ def status_style(status: str) -> str:
         if word in status:
             return style
     return "yellow"
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
-    """Write ``path`` all at once or not at all.
-
-    Yields a temporary path in the same directory, hidden and not ending in the
-    output's suffix (``.~bk.3f2a9c1b.sess_01.h5.tmp``, which a ``*.h5`` glob does not
-    list); write the file there. When the block ends, the file is renamed to ``path``
-    in one step; if the block raises, the temporary file is removed and ``path`` is
-    left as it was. So a crash, a kill or Ctrl-C never leaves a half-written file
-    under its final name, and a later run that skips existing outputs never skips a
-    broken one. A temporary that a kill left behind is removed by the brainset's next
-    run. Writers that choose the format by the file name's suffix need it given
-    explicitly (``fig.savefig(tmp, format="png")``)::
-
-        with atomic_write(self.processed_dir / "sess_01.h5") as tmp:
-            with h5py.File(tmp, "w") as file:
-                data.to_hdf5(file)
-
-    Args:
-        path: the file to write.
-
-    Yields:
-        The temporary path to write instead.
-
-    Raises:
-        FileNotFoundError: the block wrote nothing at the temporary path (naming
-            what it wrote instead, when a writer appended its own suffix).
-        ValueError: ``path``'s name starts with ``.~bk.``, which temporary names
-            start with (see :mod:`brainsets_kedro.io.leftovers`).
-    """
-    path = Path(path)
-    check_output_name(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_temporary(path)
-    try:
-        yield tmp
-        if not tmp.exists():
-            elsewhere = sorted(p.name for p in path.parent.glob(f"{tmp.name}.*"))
-            for name in elsewhere:
-                (path.parent / name).unlink(missing_ok=True)
-            hint = (
-                f"; the writer added a suffix and wrote {', '.join(elsewhere)}: "
-                f"give it an open file or the format explicitly"
-                if elsewhere
-                else ""
-            )
-            raise FileNotFoundError(
-                f"atomic_write({path}): nothing was written to the temporary path "
-                f"{tmp}{hint}"
-            )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class BrainsetPipeline(ABC):
@@ -191,15 +136,31 @@ class BrainsetPipeline(ABC):
         """Report the current status of the asset being prepared.
 
         Under the project's runner the status reaches the live table and the run
-        report; used directly, it is printed on the terminal.
+        report; used directly, it is printed on stdout (coloured on a terminal).
+
+        Args:
+            status: The status, e.g. ``DOWNLOADING 40%``.
         """
         if self._tracker_handle is not None:
             self._tracker_handle(self._asset_id, status)
             return
-        # Here, not at the top: workers import this module and never print statuses.
-        from rich.console import Console  # noqa: PLC0415
-        from rich.markup import escape  # noqa: PLC0415
+        line = f"[Status] {status}"
+        if _shows_colours():
+            line = f"\x1b[1m[Status]\x1b[0m \x1b[{_ANSI[status_style(status)]}m{status}\x1b[0m"
+        sys.stdout.write(line + "\n")
 
-        Console().print(
-            f"[bold]\\[Status][/] [{status_style(status)}]{escape(status)}[/]"
-        )
+
+_ANSI = {"green": "32", "red": "31", "blue": "34", "yellow": "33"}
+"""The terminal's code of each colour of :func:`status_style`."""
+
+
+def _shows_colours() -> bool:
+    """Whether ``sys.stdout`` shows colours, as rich decides it (without importing
+    rich, which workers, importing this module, never need): not with ``NO_COLOR``,
+    always with ``FORCE_COLOR``, else on a terminal that is not ``TERM=dumb``."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    isatty = getattr(sys.stdout, "isatty", None)
+    return bool(isatty and isatty()) and os.environ.get("TERM") != "dumb"

@@ -6,13 +6,11 @@ from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
 from kedro_datasets.pandas import ParquetDataset
 
+from brainsets_kedro.errors import AssetFailures
 from brainsets_kedro.io.datasets import BrainsetDirectory
 from brainsets_kedro.pipeline.factory import create_brainset_pipeline
-from brainsets_kedro.pipeline.nodes import (
-    AssetFailures,
-    ManifestNode,
-    validate_manifest,
-)
+from brainsets_kedro.pipeline.manifest import validate_manifest
+from brainsets_kedro.pipeline.nodes import ManifestNode
 from brainsets_kedro.worker.assets import captured_output
 from tests.brainsets.toy import Pipeline as Toy
 from tests.conftest import set_parameters

@@ -13,9 +13,9 @@ import pytest
 from kedro.io import DataCatalog
 from kedro_datasets.pandas import ParquetDataset
 
+from brainsets_kedro.errors import AssetFailures
 from brainsets_kedro.io.datasets import BrainsetDirectory
 from brainsets_kedro.pipeline.factory import create_brainset_pipeline
-from brainsets_kedro.pipeline.nodes import AssetFailures
 from brainsets_kedro.runner.runner import BrainsetRunner
 from tests.brainsets.toy import Pipeline as Toy
 from tests.conftest import (

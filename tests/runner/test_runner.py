@@ -16,9 +16,10 @@ from kedro.io import DataCatalog
 from kedro_datasets.pandas import ParquetDataset
 from rich.console import Console
 
+from brainsets_kedro.errors import AssetFailures
 from brainsets_kedro.io.datasets import BrainsetDirectory
 from brainsets_kedro.pipeline.factory import create_brainset_pipeline
-from brainsets_kedro.pipeline.nodes import REPORT_COLUMNS, AssetFailures
+from brainsets_kedro.pipeline.report import REPORT_COLUMNS
 from brainsets_kedro.runner import status
 from brainsets_kedro.runner.runner import BrainsetRunner
 from brainsets_kedro.runner.status import StatusBoard, StatusChannel

@@ -4,7 +4,7 @@ Kedro's ``pandas.ParquetDataset`` (same arguments), made safe for files that run
 rewrite and commands read back:
 
 - saved all at once: the Parquet bytes are made in memory, then written under a
-  temporary name and renamed into place (:func:`~brainsets_kedro.brainset.atomic_write`),
+  temporary name and renamed into place (:func:`~brainsets_kedro.io.atomic.atomic_write`),
   so a failed save leaves the previous file as it was, never a 0-byte or
   half-written one;
 - paths (any ``os.PathLike`` value, e.g. a ``pathlib.Path`` column of a manifest) are
@@ -29,21 +29,13 @@ from kedro.io import DatasetError
 from kedro.io.core import get_filepath_str
 from kedro_datasets.pandas import ParquetDataset
 
-from brainsets_kedro.brainset import atomic_write
-from brainsets_kedro.errors import UserError, shown_path
+from brainsets_kedro.errors import DamagedTable, UnstorableTable, UserError, shown_path
+from brainsets_kedro.io.atomic import atomic_write
 
 STORABLE = (
     "strings, numbers, booleans, dates and times, or lists and dicts of these "
     "(paths are stored as strings)"
 )
-
-
-class UnstorableTable(UserError, DatasetError):
-    """A table with a column Parquet cannot store."""
-
-
-class DamagedTable(UserError, DatasetError):
-    """A saved table that cannot be read back."""
 
 
 class TableDataset(ParquetDataset):
@@ -55,7 +47,7 @@ class TableDataset(ParquetDataset):
     Example::
 
         "{brainset}.card":
-          type: brainsets_kedro.io.tables.TableDataset
+          type: brainsets_kedro.datasets.TableDataset
           filepath: ${globals:reporting_root}/{brainset}/card.parquet
     """
 
@@ -71,11 +63,13 @@ class TableDataset(ParquetDataset):
             cause = cause or error
             text = (str(cause).strip().splitlines() or [""])[0]
             shown = shown_path(path)
-            raise DamagedTable(
+            damaged = DamagedTable(
                 f"{shown} cannot be read: it is damaged or not a Parquet file "
                 f"({type(cause).__name__}{': ' if text else ''}{text}). Delete it "
                 f"(rm -r '{shown}'): the brainset's next `kedro run` writes it again."
-            ) from error
+            )
+            damaged.__cause__ = error
+            raise _for_kedro(damaged) from damaged
 
     def save(self, data: pd.DataFrame) -> None:
         if not isinstance(data, pd.DataFrame):
@@ -88,10 +82,12 @@ class TableDataset(ParquetDataset):
         try:
             data.to_parquet(buffer, **self._save_args)
         except (pa.ArrowException, TypeError, ValueError) as error:
-            raise UnstorableTable(
+            unstorable = UnstorableTable(
                 f"Cannot save {self._filepath}: {_unstorable(data) or error}. Use "
                 f"{STORABLE}."
-            ) from error
+            )
+            unstorable.__cause__ = error
+            raise _for_kedro(unstorable) from unstorable
         save_path = get_filepath_str(self._get_save_path(), self._protocol)
         if self._protocol == "file":
             if Path(save_path).is_dir():
@@ -105,6 +101,14 @@ class TableDataset(ParquetDataset):
             with self._fs.open(save_path, "wb") as file:
                 file.write(buffer.getvalue())
         self._invalidate_cache()
+
+
+def _for_kedro(error: UserError) -> DatasetError:
+    """``error`` as Kedro's catalog expects a dataset's errors: a ``DatasetError``
+    with the same message (the catalog prefixes it with the dataset's name, and
+    wraps any other error in a message of its own), caused by ``error``, by which
+    :func:`~brainsets_kedro.errors.exit_code` knows a user error."""
+    return DatasetError(str(error))
 
 
 def with_paths_as_strings(data: pd.DataFrame) -> pd.DataFrame:

@@ -15,26 +15,20 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from brainsets_kedro.errors import UsageError
-
-
-class BrainsetParameterError(UsageError):
-    """A brainset's parameters do not fit its parser."""
-
-
-def _options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    return {
-        action.dest: action
-        for action in parser._actions
-        if not isinstance(action, argparse._HelpAction | argparse._VersionAction)
-    }
+from brainsets_kedro._compat.python import (
+    AppendAction,
+    CountAction,
+    StoreConstAction,
+    parser_options,
+)
+from brainsets_kedro.errors import BrainsetParameterError, UsageError
 
 
 def parser_defaults(parser: argparse.ArgumentParser | None) -> dict[str, Any]:
     """The parameters a parser implies when nothing is set: ``{dest: default}``."""
     if parser is None:
         return {}
-    return {dest: action.default for dest, action in _options(parser).items()}
+    return {dest: action.default for dest, action in parser_options(parser).items()}
 
 
 def _as_words(action: argparse.Action, value: Any) -> list[str]:
@@ -43,9 +37,9 @@ def _as_words(action: argparse.Action, value: Any) -> list[str]:
         (s for s in action.option_strings if s.startswith("--")),
         action.option_strings[0] if action.option_strings else None,
     )
-    if isinstance(action, argparse._CountAction):
+    if isinstance(action, CountAction):
         return [flag] * int(value)
-    if isinstance(action, argparse._StoreConstAction):  # store_true/false/const
+    if isinstance(action, StoreConstAction):  # store_true/false/const
         if value == action.default:
             return []
         if value == action.const:
@@ -58,7 +52,7 @@ def _as_words(action: argparse.Action, value: Any) -> list[str]:
     words = [str(v) for v in values]
     if flag is None:
         return words
-    if isinstance(action, argparse._AppendAction):
+    if isinstance(action, AppendAction):
         return [w for v in words for w in (flag, v)]
     return [flag, *words]
 
@@ -83,7 +77,7 @@ def parse_params(
             )
         return None
 
-    options = _options(parser)
+    options = parser_options(parser)
     unknown = sorted(set(params) - set(options))
     if unknown:
         raise BrainsetParameterError(
@@ -133,7 +127,7 @@ def explain_flags(
         return message
     named = {
         flag: dest
-        for dest, action in _options(parser).items()
+        for dest, action in parser_options(parser).items()
         for flag in action.option_strings
         if flag.startswith("--")
         and re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", message)

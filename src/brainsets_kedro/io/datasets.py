@@ -167,7 +167,7 @@ class TemporalDataDataset(AbstractDataset[Any, Any]):
                 f"Cannot open {self._path} as an HDF5 file: {error}"
             ) from error
 
-    def _class(self) -> type:
+    def _class(self) -> Any:
         try:
             cls = load_obj(self._data_class)
         except (ImportError, AttributeError, ValueError) as error:

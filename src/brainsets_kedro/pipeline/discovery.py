@@ -79,8 +79,9 @@ def load_brainset_class(name: str) -> type[BrainsetPipeline] | None:
     try:
         module = _import(module_name)
     except ImportError as error:
-        origin = importlib.util.find_spec(module_name).origin
-        cls = unimportable_brainset(Path(origin), error)
+        spec = importlib.util.find_spec(module_name)
+        origin = spec.origin if spec is not None else None
+        cls = unimportable_brainset(Path(origin), error) if origin else None
         if cls is None:
             raise
     else:
@@ -142,15 +143,16 @@ def find_pipelines(requested: list[str] | None = None) -> dict[str, Pipeline]:
     if requested is None:
         requested = getattr(project_pipelines, "_requested_pipelines", None)
     load_all = requested is None or "__default__" in requested
+    asked = set(requested or ())
     if not load_all:
-        unknown = sorted(set(requested) - set(folders))
+        unknown = sorted(asked - set(folders))
         if unknown:
             raise UnknownPipelineError(
                 f"Unknown pipeline(s): {', '.join(unknown)}. Registered pipelines: "
                 f"{', '.join(folders) or '(none)'}. A brainset is registered by a "
                 f"folder src/brainsets_kedro/pipelines/<brainset_id>/pipeline.py."
             )
-    names = folders if load_all else [n for n in folders if n in requested]
+    names = folders if load_all else [n for n in folders if n in asked]
     found = {}
     for name in names:
         try:

@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import pandas as pd
 
@@ -123,7 +123,7 @@ class BrainsetNode:
     def __init__(self, pipeline_cls: type[BrainsetPipeline]):
         self.pipeline_cls = pipeline_cls
         # Seen by Kedro (its log lines, its type hints of inputs) as that method.
-        functools.update_wrapper(self, getattr(self, self.step))
+        functools.update_wrapper(cast(Any, self), getattr(self, self.step))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.brainset_id})"
@@ -186,10 +186,10 @@ class ManifestNode(BrainsetNode):
         args = self.parse_args(self.parameters(params, run_options))
         started = time.perf_counter()
         logger.info("Brainset '%s': computing the manifest.", self.brainset_id)
-        kwargs = {"raw_dir": Path(raw_dir), "args": args}
-        if self.takes_processed_dir:
-            kwargs["processed_dir"] = Path(processed_dir)
-        _make_dirs(raw_dir, *([processed_dir] if self.takes_processed_dir else []))
+        kwargs: dict[str, Any] = {"raw_dir": Path(raw_dir), "args": args}
+        if self.takes_processed_dir:  # the factory gives it as an input then
+            kwargs["processed_dir"] = Path(cast(Path, processed_dir))
+        _make_dirs(*(kwargs[d] for d in ("raw_dir", "processed_dir") if d in kwargs))
         try:
             manifest = self.pipeline_cls.get_manifest(**kwargs)
         except Exception as error:
@@ -309,15 +309,16 @@ class ProcessNode(BrainsetNode):
         results = [downloaded for _, downloaded in downloads.values()]
         if any(result.status not in FINAL for result in results):
             results = []
-            planned = downloads.rows
+            handed = cast(Downloads, downloads)  # as the download node made it
+            planned = cast(pd.DataFrame, handed.rows)
             decisions = dict(zip(planned.index, planned[DECISION_COLUMN], strict=True))
-            with Ledger(job, planned, downloads.run_id) as ledger:
+            with Ledger(job, planned, handed.run_id) as ledger:
                 for row, downloaded in downloads.values():
                     result = downloaded
                     if downloaded.status not in FINAL:
                         ledger.started(downloaded.asset_id)
                         result = job.run(
-                            restored_row(row),
+                            restored_row(cast(dict, row)),
                             stages=("process",),
                             download_output=downloaded.output,
                             start=downloaded.start,

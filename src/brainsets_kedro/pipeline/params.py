@@ -35,7 +35,7 @@ def _as_words(action: argparse.Action, value: Any) -> list[str]:
     """The command-line words that give ``action`` the parameter ``value``."""
     flag = next(
         (s for s in action.option_strings if s.startswith("--")),
-        action.option_strings[0] if action.option_strings else None,
+        action.option_strings[0] if action.option_strings else "",
     )
     if isinstance(action, CountAction):
         return [flag] * int(value)
@@ -50,7 +50,7 @@ def _as_words(action: argparse.Action, value: Any) -> list[str]:
         )
     values = list(value) if isinstance(value, list | tuple) else [value]
     words = [str(v) for v in values]
-    if flag is None:
+    if not flag:  # a positional
         return words
     if isinstance(action, AppendAction):
         return [w for v in words for w in (flag, v)]

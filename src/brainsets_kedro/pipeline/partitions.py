@@ -10,14 +10,14 @@ import pandas as pd
 from brainsets_kedro.worker.assets import row_type
 
 
-def manifest_items(manifest: pd.DataFrame) -> Iterator[NamedTuple]:
+def manifest_items(manifest: pd.DataFrame) -> Iterator[Any]:
     """The manifest's rows as named tuples whose ``Index`` is the asset id.
 
     Args:
         manifest: A manifest.
 
     Returns:
-        An iterator over its rows.
+        An iterator over its rows (named tuples).
     """
     return manifest.itertuples()
 

@@ -82,7 +82,7 @@ def with_provenance(
         The card with the columns ``asset_id`` and :data:`PROVENANCE_COLUMNS`.
     """
     prepared = provenance(processed_dir, brainset_id) if len(card) else {}
-    assets = []
+    assets: list[Any] = []
     for file in card.index:
         stem = str(file).rsplit("/", 1)[-1]
         assets.append(file if file in prepared else stem if stem in prepared else None)

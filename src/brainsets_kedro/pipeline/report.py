@@ -173,7 +173,7 @@ def grouped_errors(failed: pd.DataFrame) -> list[str]:
         lines.append(f"  {len(asset_ids)} assets: {error} ({shown}; logs: {logs})")
     rest = ordered[SHOWN_ERRORS:]
     if rest:
-        kinds = Counter(error.split(":")[0] for error, ids in rest for _ in ids)
+        kinds = Counter(str(error).split(":")[0] for error, ids in rest for _ in ids)
         lines.append(
             f"  ... {sum(kinds.values())} more assets with {len(rest)} other errors "
             f"({', '.join(f'{kind}: {n}' for kind, n in kinds.most_common(3))}): "

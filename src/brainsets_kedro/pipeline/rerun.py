@@ -82,7 +82,7 @@ class Decision:
 
 
 def decide(
-    pipeline_cls: type,
+    pipeline_cls: type[Any],
     args: Any,
     rows: pd.DataFrame,
     *,

@@ -76,7 +76,8 @@ def brainset_states(
         UsageError: ``offline`` and a brainset has no saved manifest.
     """
     triggers = RunSettings.from_parameters(parameters).rerun_on
-    rows, lines, owners = [], [], {}
+    rows, lines = [], []
+    owners: dict[Path, str] = {}
     for brainset_id, pipeline_cls in brainsets.items():
         node = ManifestNode(pipeline_cls)
         raw_dir, processed_dir = (

@@ -13,8 +13,8 @@ import fsspec
 from kedro.io import AbstractDataset, DatasetError
 from kedro.io.core import get_filepath_str, get_protocol_and_path
 from kedro.utils import load_obj
-from kedro_datasets._typing import TablePreview
 
+from brainsets_kedro._compat.kedro import TablePreview
 from brainsets_kedro.io.atomic import atomic_write
 
 if TYPE_CHECKING:

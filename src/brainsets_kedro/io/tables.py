@@ -26,9 +26,17 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 from kedro.io import DatasetError
-from kedro.io.core import get_filepath_str
 from kedro_datasets.pandas import ParquetDataset
 
+from brainsets_kedro._compat.kedro import (
+    parquet_filepath,
+    parquet_load_path,
+    parquet_protocol,
+    parquet_save_args,
+    parquet_save_path,
+    parquet_saved,
+    parquet_write,
+)
 from brainsets_kedro.errors import DamagedTable, UnstorableTable, UserError, shown_path
 from brainsets_kedro.io.atomic import atomic_write
 
@@ -52,9 +60,9 @@ class TableDataset(ParquetDataset):
     """
 
     def load(self) -> pd.DataFrame:
-        path = get_filepath_str(self._get_load_path(), self._protocol)
+        path = parquet_load_path(self)
         try:
-            if self._protocol == "file" and Path(path).is_dir():
+            if parquet_protocol(self) == "file" and Path(path).is_dir():
                 raise IsADirectoryError(f"{path} is a directory")
             return super().load()
         except Exception as error:
@@ -74,22 +82,22 @@ class TableDataset(ParquetDataset):
     def save(self, data: pd.DataFrame) -> None:
         if not isinstance(data, pd.DataFrame):
             raise DatasetError(
-                f"{self._filepath} stores a pandas DataFrame, not "
+                f"{parquet_filepath(self)} stores a pandas DataFrame, not "
                 f"{type(data).__name__}."
             )
         data = with_paths_as_strings(data)
         buffer = io.BytesIO()
         try:
-            data.to_parquet(buffer, **self._save_args)
+            data.to_parquet(buffer, **parquet_save_args(self))
         except (pa.ArrowException, TypeError, ValueError) as error:
             unstorable = UnstorableTable(
-                f"Cannot save {self._filepath}: {_unstorable(data) or error}. Use "
-                f"{STORABLE}."
+                f"Cannot save {parquet_filepath(self)}: "
+                f"{_unstorable(data) or error}. Use {STORABLE}."
             )
             unstorable.__cause__ = error
             raise _for_kedro(unstorable) from unstorable
-        save_path = get_filepath_str(self._get_save_path(), self._protocol)
-        if self._protocol == "file":
+        save_path = parquet_save_path(self)
+        if parquet_protocol(self) == "file":
             if Path(save_path).is_dir():
                 raise DatasetError(
                     f"Cannot save {save_path}: it is a directory. Remove it "
@@ -98,9 +106,8 @@ class TableDataset(ParquetDataset):
             with atomic_write(save_path) as tmp:
                 tmp.write_bytes(buffer.getvalue())
         else:  # an object store replaces an object in one step
-            with self._fs.open(save_path, "wb") as file:
-                file.write(buffer.getvalue())
-        self._invalidate_cache()
+            parquet_write(self, save_path, buffer.getvalue())
+        parquet_saved(self)
 
 
 def _for_kedro(error: UserError) -> DatasetError:

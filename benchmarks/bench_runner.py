@@ -76,7 +76,7 @@ with parallel_config(backend=backend):  # registers joblib's dask backend
 """
 
 
-LEDGER = Path("data/02_processed/trivial/.brainsets_kedro.pipeline.ledger")
+LEDGER = Path("data/02_processed/trivial/.brainsets_kedro.ledger")
 
 
 def make_project(root: Path, source: Path = REPO) -> Path:

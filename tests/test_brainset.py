@@ -8,9 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import brainsets_kedro
 import brainsets_kedro.brainset as brainset_module
 from brainsets_kedro import BrainsetPipeline
 from brainsets_kedro.brainset import status_style
+from brainsets_kedro.io.atomic import atomic_write
 
 
 class Minimal(BrainsetPipeline):
@@ -111,6 +113,12 @@ def test_module_imports_nothing_from_kedro_or_joblib():
         if isinstance(node, ast.ImportFrom) and node.module
     }
     assert not imported & {"kedro", "joblib"}
+
+
+def test_atomic_write_is_public_and_the_one_the_class_offers():
+    assert brainsets_kedro.atomic_write is atomic_write
+    assert BrainsetPipeline.atomic_write is atomic_write
+    assert "atomic_write" in brainsets_kedro.__all__
 
 
 def test_atomic_write_renames_when_complete(tmp_path):

@@ -46,7 +46,7 @@ from kedro.pipeline.node import _DOTTED_DATASET_NAME_WARNED, Node
 
 from brainsets_kedro.framework.cli import brainset
 from brainsets_kedro.pipeline.card import CARD_COLUMNS
-from brainsets_kedro.pipeline.nodes import REPORT_COLUMNS
+from brainsets_kedro.pipeline.report import REPORT_COLUMNS
 from brainsets_kedro.pipeline.run_settings import RunSettings
 from tests.conftest import REPO, _in_project, kedro_in_process, project_with
 

@@ -47,7 +47,11 @@ def _default(field: dataclasses.Field) -> Any:
 
 def run_settings() -> str:
     from brainsets_kedro.pipeline import run_settings as module  # noqa: PLC0415
-    from brainsets_kedro.pipeline.run_settings import RUNNER_PARAMS, RunSettings  # noqa: PLC0415
+    from brainsets_kedro.pipeline.run_settings import RunSettings  # noqa: PLC0415
+    from brainsets_kedro.runner import BrainsetRunner  # noqa: PLC0415
+
+    # The settings --runner-params sets: the runner's own arguments.
+    runner_params = set(inspect.signature(BrainsetRunner).parameters) - {"is_async"}
 
     sections = Docstring(inspect.cleandoc(RunSettings.__doc__), lineno=1).parse(
         "google"
@@ -71,7 +75,7 @@ def run_settings() -> str:
         rows.append(
             f"| `brainsets.{field.name}` | {_markdown(described[field.name], module)} "
             f"| `{_yaml(_default(field))}` "
-            f"| {'yes' if field.name in RUNNER_PARAMS else ''} |"
+            f"| {'yes' if field.name in runner_params else ''} |"
         )
     return "\n".join(rows)
 
@@ -83,14 +87,16 @@ def _columns(meanings: dict[str, str]) -> str:
 
 
 def report_columns() -> str:
-    from brainsets_kedro.pipeline.nodes import REPORT_COLUMN_MEANINGS  # noqa: PLC0415
+    from brainsets_kedro.pipeline.report import REPORT_COLUMN_MEANINGS  # noqa: PLC0415
 
     return _columns(REPORT_COLUMN_MEANINGS)
 
 
 def card_columns() -> str:
     from brainsets_kedro.pipeline.card import CARD_COLUMN_MEANINGS  # noqa: PLC0415
-    from brainsets_kedro.pipeline.ledger import PROVENANCE_COLUMN_MEANINGS  # noqa: PLC0415
+    from brainsets_kedro.pipeline.provenance import (  # noqa: PLC0415
+        PROVENANCE_COLUMN_MEANINGS,
+    )
 
     asset = {"asset_id": "the asset the file is named after, if any"}
     return _columns({**CARD_COLUMN_MEANINGS, **asset, **PROVENANCE_COLUMN_MEANINGS})

@@ -17,10 +17,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import traceback
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -57,6 +57,55 @@ class UsageError(UserError, ValueError):
     exit_code = 2
 
 
+# -- used by pipeline/ and io/: parameters, pipelines, manifests, state, tables ------
+
+
+class BrainsetParameterError(UsageError):
+    """A brainset's parameters do not fit its parser."""
+
+
+class UnknownPipelineError(UsageError):
+    """A pipeline was asked for that no folder under ``pipelines/`` defines."""
+
+
+class PipelineDiscoveryError(UserError, ImportError):
+    """A folder under ``pipelines/`` does not define a usable pipeline."""
+
+
+class InvalidManifest(UserError, ValueError):
+    """A manifest whose asset ids cannot be used (duplicated, unsafe as file
+    names)."""
+
+
+class ManifestUnavailable(UserError, RuntimeError):
+    """``get_manifest`` could not reach the brainset's source (an ``OSError``, such
+    as ``ConnectionError`` or ``TimeoutError``)."""
+
+
+class NotEnoughDiskSpace(UserError, OSError):
+    """The assets still to download do not fit in the raw directory's filesystem."""
+
+
+class DamagedState(UserError, OSError):
+    """A state file of a brainset that cannot be read or written."""
+
+
+class SharedProcessedDir(UserError, ValueError):
+    """Two brainsets set to one processed directory."""
+
+
+class UnstorableTable(UserError):
+    """A table with a column Parquet cannot store.
+
+    ``TableDataset`` raises it as the cause of a Kedro ``DatasetError`` with the same
+    message, so that Kedro's catalog names the dataset and does not wrap it again."""
+
+
+class DamagedTable(UserError):
+    """A saved table that cannot be read back (raised as :class:`UnstorableTable`
+    is)."""
+
+
 # -- Asset failures: what one asset's preparation raised, as its worker saw it ---------
 
 
@@ -64,11 +113,71 @@ class AssetError(BrainsetsKedroError):
     """One asset could not be prepared (its own error is in the message)."""
 
 
+class DownloadError(AssetError):
+    """A download failed: the message names the URL, the problem and the fix."""
+
+
+class TransientDownloadError(AssetError):
+    """A failed attempt of ``download()`` worth retrying (it never leaves
+    ``download()``); ``restart`` means the partial file is unusable."""
+
+    def __init__(self, message: str, restart: bool = False):
+        super().__init__(message)
+        self.restart = restart
+
+
 # -- Run failures: a run that ended with failed assets or stopped -------------------------
 
 
 class RunError(BrainsetsKedroError):
     """A run that did not prepare everything it was asked to."""
+
+
+class AssetFailures(RunError, RuntimeError):
+    """Some assets of a brainset failed; the others were prepared. Carries the run
+    report (every asset's own error), so that it is saved even though the node
+    fails. :func:`brainsets_kedro.pipeline.report.asset_failures` makes one, its
+    message listing each distinct error once, with its count, a few asset ids and
+    where their logs are, then a line with the totals.
+
+    Args:
+        message: The whole message.
+        brainset_id: The brainset.
+        report: The run report (a DataFrame, one row per asset).
+        details: The message without its totals line (a run of several brainsets
+            shows each brainset's details, then one totals line); the message if
+            empty.
+        failed: How many assets failed (0: files, not assets, as for a card).
+        total: How many assets the report holds.
+    """
+
+    exit_code = 1
+    traceback_hint = False  # each asset's traceback is in its .err log
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        brainset_id: str = "",
+        report: Any = None,
+        details: str = "",
+        failed: int = 0,
+        total: int = 0,
+    ):
+        # Pickled as exceptions are (made again from the message, then its
+        # attributes set): Kedro's ParallelRunner sends a node's exception from its
+        # worker to the driver.
+        super().__init__(message)
+        self.brainset_id = brainset_id
+        self.report = report
+        self.details = details or message
+        self.failed = failed
+        self.total = total
+
+
+class UnreadableFiles(AssetFailures):
+    """Some processed files could not be read. Carries the card as ``report`` (the
+    node's output), so that it is saved even though the node fails."""
 
 
 # -- Cluster errors: a Dask or Ray cluster that cannot run the assets -----------------------
@@ -131,7 +240,7 @@ def exit_code(error: BaseException) -> int | None:
     if isinstance(parts, Mapping) and parts:
         codes = [exit_code(part) for part in parts.values()]
         return None if None in codes else max(codes)
-    if isinstance(error, UserError):
+    if isinstance(error, BrainsetsKedroError) and error.exit_code is not None:
         return error.exit_code
     if _catalog_wrapped(error):
         return exit_code(error.__cause__)
@@ -140,10 +249,14 @@ def exit_code(error: BaseException) -> int | None:
 
 def _catalog_wrapped(error: BaseException) -> bool:
     """Whether ``error`` is Kedro's catalog naming the dataset whose load or save
-    raised a user error (it re-raises any ``DatasetError`` as a plain one)."""
+    raised a user error (it re-raises any ``DatasetError`` as a plain one; a
+    ``TableDataset`` raises its own user errors as the cause of a ``DatasetError``)."""
     from kedro.io import DatasetError  # noqa: PLC0415
 
-    return isinstance(error, DatasetError) and isinstance(error.__cause__, UserError)
+    cause = error.__cause__
+    while isinstance(cause, DatasetError):
+        cause = cause.__cause__
+    return isinstance(error, DatasetError) and isinstance(cause, UserError)
 
 
 def _bad_kedro_config(error: BaseException) -> bool:
@@ -212,34 +325,3 @@ def _wants_hint(error: BaseException) -> bool:
     if isinstance(parts, Mapping) and parts:
         return any(_wants_hint(part) for part in parts.values())
     return getattr(error, "traceback_hint", True)
-
-
-_URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)(\S*?)(?=[\s'\"<>,;)]|[.:]?(?:\s|$))")
-_PATH = re.compile(r"(?<![\w.:/{}])(?:/[^\s/'\"<>:,;)]+)+")
-_NUMBER = re.compile(r"(?<![A-Za-z])\d+(?:\.\d+)?")  # not the 5 of .h5
-
-
-def error_shape(error: str, asset_id: object = None) -> str:
-    """``error`` with what differs from asset to asset generalised: the asset's id
-    as ``{id}``, URLs and absolute paths down to their last part, numbers as ``{n}``.
-    Errors of the same shape are one failure, shown once with their count.
-
-    Args:
-        error: An asset's error message.
-        asset_id: The asset it failed, whose id the message may contain.
-
-    Returns:
-        The shape, e.g. ``ConnectionError: cannot reach https://.../{id}.nwb`` for
-        ``ConnectionError: cannot reach https://dandi.org/x/sess_01.nwb``.
-    """
-    shape = error
-    if asset_id is not None and str(asset_id):
-        shape = re.sub(rf"(?<![\w-]){re.escape(str(asset_id))}(?![\w-])", "{id}", shape)
-
-    def last_part(match: re.Match, prefix: str) -> str:
-        tail = match.group(0).rstrip("/").rsplit("/", 1)[-1]
-        return f"{prefix}.../{tail}"
-
-    shape = _URL.sub(lambda m: last_part(m, m.group(1)), shape)
-    shape = _PATH.sub(lambda m: last_part(m, ""), shape)
-    return _NUMBER.sub("{n}", shape)

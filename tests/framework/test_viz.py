@@ -25,8 +25,8 @@ import pytest
 from PIL import Image
 
 from brainsets_kedro.pipeline.card import CARD_COLUMNS
-from brainsets_kedro.pipeline.ledger import PROVENANCE_COLUMNS
-from brainsets_kedro.pipeline.nodes import REPORT_COLUMNS
+from brainsets_kedro.pipeline.provenance import PROVENANCE_COLUMNS
+from brainsets_kedro.pipeline.report import REPORT_COLUMNS
 from tests.conftest import REPO, add_brainset, poll_for, start_kedro
 
 _spec = importlib.util.spec_from_file_location(

@@ -9,9 +9,11 @@ import os
 
 import pandas as pd
 import pytest
+from kedro.io import DatasetError
 
+from brainsets_kedro.errors import DamagedTable
 from brainsets_kedro.framework.lock import LOCK_NAME, BadLockFile, brainset_lock
-from brainsets_kedro.io.tables import DamagedTable, TableDataset
+from brainsets_kedro.io.tables import TableDataset
 from tests.conftest import THREADS, add_brainset, kedro_in_process
 
 
@@ -157,8 +159,10 @@ def test_a_damaged_table_is_one_message_naming_it(tmp_path, damage):
     else:
         path.unlink()
         path.mkdir()
-    with pytest.raises(DamagedTable) as error:
+    with pytest.raises(DatasetError) as error:  # Kedro's catalog names the dataset
         TableDataset(filepath=str(path)).load()
+    assert isinstance(error.value.__cause__, DamagedTable)
+    assert str(error.value.__cause__) == str(error.value)
     message = str(error.value)
     assert message.startswith(f"{path} cannot be read")
     assert f"rm -r '{path}'" in message and "\n" not in message

@@ -16,7 +16,8 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from brainsets_kedro.io.download import DownloadError, download
+from brainsets_kedro.errors import DownloadError
+from brainsets_kedro.io.download import download
 from brainsets_kedro.io.leftovers import download_partial
 
 CONTENT = os.urandom(3 * 1024 * 1024 + 123)  # several chunks, not a round size

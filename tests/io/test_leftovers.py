@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from brainsets_kedro.brainset import atomic_write
+from brainsets_kedro.io.atomic import atomic_write
 from brainsets_kedro.io.download import download
 from brainsets_kedro.io.leftovers import (
     MARKER,

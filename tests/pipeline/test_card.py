@@ -23,15 +23,18 @@ from kedro.runner import SequentialRunner
 from kedro_datasets.pandas import ParquetDataset
 from temporaldata import ArrayDict, Data, IrregularTimeSeries
 
-from brainsets_kedro.errors import exit_code
+from brainsets_kedro.errors import (
+    AssetFailures,
+    NotEnoughDiskSpace,
+    UnreadableFiles,
+    exit_code,
+)
 from brainsets_kedro.framework.hooks import SaveReportOnFailure
 from brainsets_kedro.io.datasets import BrainsetDirectory, TemporalDataDataset
-from brainsets_kedro.pipeline.card import CARD_COLUMNS, UnreadableFiles
+from brainsets_kedro.pipeline.card import CARD_COLUMNS
 from brainsets_kedro.pipeline.factory import create_brainset_pipeline
-from brainsets_kedro.pipeline.ledger import PROVENANCE_COLUMNS
-from brainsets_kedro.pipeline.nodes import AssetFailures
+from brainsets_kedro.pipeline.provenance import PROVENANCE_COLUMNS
 from brainsets_kedro.pipeline.sizes import (
-    NotEnoughDiskSpace,
     check_disk_space,
     format_bytes,
     manifest_sizes,

@@ -295,18 +295,6 @@ def test_outputs_made_before_the_ledger_are_adopted(project):
     assert gains(processed(project)) == dict.fromkeys(SESSIONS, (2.0, 20))
 
 
-def test_a_journal_from_before_the_ledger_is_adopted(project):
-    processed(project).mkdir(parents=True)
-    (processed(project) / ".brainsets_kedro.journal").write_text('"s0"\n"s1"\n')
-    run(project)
-    assert statuses(project) == {
-        "s0": "UP TO DATE",
-        "s1": "UP TO DATE",
-        "s2": "DONE",
-        "s3": "DONE",
-    }
-
-
 def test_delete_raw_removes_what_download_returned_and_assets_stay_up_to_date(
     project,
 ):
@@ -353,28 +341,16 @@ def test_a_damaged_ledger_is_recovered_from(project):
     assert "Traceback" not in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize(
-    ("name", "what"), [(LEDGER_NAME, "ledger"), (".brainsets_kedro.journal", "journal")]
-)
-def test_a_folder_in_place_of_the_ledger_is_one_short_message(project, name, what):
-    (processed(project) / name).mkdir(parents=True)
+def test_a_folder_in_place_of_the_ledger_is_one_short_message(project):
+    (processed(project) / LEDGER_NAME).mkdir(parents=True)
     result = run(project, code=1)
     output = " ".join((result.stdout + result.stderr).split())
     assert (
-        f"{processed(project) / name} is a folder, not the brainset's {what}" in output
+        f"{processed(project) / LEDGER_NAME} is a folder, not the brainset's ledger"
+        in output
     )
     assert "Traceback" not in output
     assert status(project).returncode == 1
-
-
-def test_a_damaged_journal_is_recovered_from(project):
-    processed(project).mkdir(parents=True)
-    (processed(project) / ".brainsets_kedro.journal").write_bytes(
-        b'"s0"\n\xff\xfe\nnull\n42\n'
-    )
-    run(project)
-    assert statuses(project)["s0"] == "UP TO DATE"
-    assert {statuses(project)[s] for s in SESSIONS[1:]} == {"DONE"}
 
 
 def test_two_brainsets_sharing_a_processed_folder_are_refused(project):

@@ -4,12 +4,10 @@ import pandas as pd
 import pytest
 from kedro.runner import SequentialRunner
 
+from brainsets_kedro.errors import AssetFailures
 from brainsets_kedro.pipeline.factory import create_brainset_pipeline
-from brainsets_kedro.pipeline.nodes import (
-    AssetFailures,
-    ManifestNode,
-    validate_manifest,
-)
+from brainsets_kedro.pipeline.manifest import validate_manifest
+from brainsets_kedro.pipeline.nodes import ManifestNode
 from brainsets_kedro.worker.capture import captured_output
 from tests.brainsets.toy import Pipeline as Toy
 from tests.conftest import brainset_catalog

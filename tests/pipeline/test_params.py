@@ -4,10 +4,8 @@ from argparse import ArgumentParser, Namespace
 
 import pytest
 
-from brainsets_kedro.pipeline.params import (
-    BrainsetParameterError,
-    parse_params,
-)
+from brainsets_kedro.errors import BrainsetParameterError
+from brainsets_kedro.pipeline.params import parse_params
 from brainsets_kedro.pipeline.run_settings import RunSettings
 from brainsets_kedro.worker.capture import LOG_MAX_BYTES
 from tests.conftest import add_brainset, kedro_in_process

@@ -19,10 +19,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from brainsets_kedro.errors import error_shape
 from brainsets_kedro.framework.lock import brainset_lock
 from brainsets_kedro.framework.logs import OneLineFormatter
-from brainsets_kedro.pipeline.nodes import SHOWN_ERRORS, AssetFailures
+from brainsets_kedro.pipeline.report import SHOWN_ERRORS, asset_failures, error_shape
 from tests.conftest import (
     TEST_BRAINSETS,
     kedro_in_process,
@@ -264,7 +263,7 @@ def test_many_distinct_errors_are_counted_by_type_after_the_first_few():
     report = pd.DataFrame.from_dict(
         rows, orient="index", columns=["status", "error", "stderr_log"]
     )
-    lines = str(AssetFailures("b", report)).splitlines()
+    lines = str(asset_failures("b", report)).splitlines()
     assert len(lines) == 1 + SHOWN_ERRORS + 2
     assert lines[1] == "  a_00: ConnectionError: no route to alpha (log: l/a_0.err)"
     assert lines[-2] == (
@@ -291,7 +290,7 @@ def test_errors_that_differ_only_in_ids_numbers_paths_or_urls_are_one_group():
     report = pd.DataFrame.from_dict(
         rows, orient="index", columns=["status", "error", "stderr_log"]
     )
-    lines = str(AssetFailures("b", report)).splitlines()
+    lines = str(asset_failures("b", report)).splitlines()
     assert lines[1] == (
         "  51 assets: ConnectionError: cannot reach https://.../{id}.nwb after {n} "
         "attempts (s_00, s_01, s_02 and 48 more; logs: logs/<asset_id>.err)"

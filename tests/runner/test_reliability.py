@@ -11,9 +11,9 @@ import time
 import pandas as pd
 import pytest
 
+from brainsets_kedro.errors import AssetFailures
 from brainsets_kedro.pipeline.factory import create_brainset_pipeline
 from brainsets_kedro.pipeline.ledger import LEDGER_NAME
-from brainsets_kedro.pipeline.nodes import AssetFailures
 from brainsets_kedro.runner.runner import BrainsetRunner
 from tests.brainsets.toy import Pipeline as Toy
 from tests.conftest import (

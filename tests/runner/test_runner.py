@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
+from brainsets_kedro.errors import AssetFailures
 from brainsets_kedro.pipeline.factory import create_brainset_pipeline
-from brainsets_kedro.pipeline.nodes import REPORT_COLUMNS, AssetFailures
+from brainsets_kedro.pipeline.report import REPORT_COLUMNS
 from brainsets_kedro.runner import board as status_board
 from brainsets_kedro.runner.board import StatusBoard
 from brainsets_kedro.runner.runner import BrainsetRunner

@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from brainsets_kedro.errors import AssetFailures
 from brainsets_kedro.pipeline.ledger import done_assets
-from brainsets_kedro.pipeline.nodes import AssetFailures
 from brainsets_kedro.runner.runner import BrainsetRunner
 from tests.conftest import add_brainset, poll_for, start_kedro, text_of
 from tests.runner.test_reliability import _err, _group_alive, _run

@@ -16,7 +16,7 @@ from typing import Any
 CHECKED: dict[str, str] = {}
 """Dotted private name -> the versions it was checked against."""
 
-# -- used by worker --
+# -- used by worker/ and pipeline/ --
 
 CHECKED.update(
     {
@@ -25,11 +25,21 @@ CHECKED.update(
         "argparse._ActionsContainer": "checked with CPython 3.11.7",
         "argparse._HelpAction": "checked with CPython 3.11.7",
         "argparse._VersionAction": "checked with CPython 3.11.7",
+        "argparse._CountAction": "checked with CPython 3.11.7",
+        "argparse._StoreConstAction": "checked with CPython 3.11.7",
+        "argparse._AppendAction": "checked with CPython 3.11.7",
         "_signal.getsignal": "checked with CPython 3.11.7",
         # os.environ._data is an instance attribute of os._Environ
         "os._Environ": "checked with CPython 3.11.7",
     }
 )
+
+CountAction: type[argparse.Action] = argparse._CountAction
+"""``action="count"``."""
+StoreConstAction: type[argparse.Action] = argparse._StoreConstAction
+"""``store_const``, and ``store_true``/``store_false`` (its subclasses)."""
+AppendAction: type[argparse.Action] = argparse._AppendAction
+"""``action="append"``."""
 
 getsignal: Callable[[int], Any] = _signal.getsignal
 """``signal.getsignal`` without its conversion of each value to an enum member, which

@@ -315,7 +315,7 @@ def brainset_status(  # click passes the options by name
     incomplete, failed, downloaded only or missing, and the bytes still to download
     (all brainsets without an id). Reads the ledger and stats files, never the data.
     """
-    from brainsets_kedro.pipeline.rerun import brainset_states  # noqa: PLC0415
+    from brainsets_kedro.pipeline.status import brainset_states  # noqa: PLC0415
 
     runtime_params = _split_params(None, None, params) if params else {}
     bootstrap_project(Path.cwd())

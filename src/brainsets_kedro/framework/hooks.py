@@ -155,10 +155,8 @@ def check_own_processed_dirs(pipeline: Any, catalog: CatalogProtocol) -> None:
     Raises:
         SharedProcessedDir: Naming both brainsets, the directory and the fix.
     """
-    from brainsets_kedro.pipeline.ledger import (  # noqa: PLC0415
-        SharedProcessedDir,
-        shared_dir_message,
-    )
+    from brainsets_kedro.errors import SharedProcessedDir  # noqa: PLC0415
+    from brainsets_kedro.pipeline.ledger import shared_dir_message  # noqa: PLC0415
 
     owners: dict[Path, str] = {}
     for node in pipeline.nodes:
@@ -188,7 +186,7 @@ class SaveReportOnFailure:
     def on_node_error(
         self, error: Exception, node: Node, catalog: CatalogProtocol
     ) -> None:
-        from brainsets_kedro.pipeline.nodes import AssetFailures  # noqa: PLC0415
+        from brainsets_kedro.errors import AssetFailures  # noqa: PLC0415
 
         if isinstance(error, AssetFailures):
             for output in node.outputs:

@@ -34,13 +34,14 @@ import yaml
 from kedro.framework.project import settings
 from kedro.framework.startup import bootstrap_project
 
+from brainsets_kedro._compat.python import parser_options
+from brainsets_kedro.errors import PipelineDiscoveryError
 from brainsets_kedro.pipeline.discovery import (
     PIPELINES_PACKAGE,
-    PipelineDiscoveryError,
     load_brainset_class,
     pipeline_folders,
 )
-from brainsets_kedro.pipeline.params import _options, parser_defaults
+from brainsets_kedro.pipeline.params import parser_defaults
 from brainsets_kedro.upstream.adapter import (
     UPSTREAM_EXTRAS,
     ComputedDefault,
@@ -115,7 +116,7 @@ def parameters_yaml(
     ]
     options = {
         dest: action
-        for dest, action in (_options(parser) if parser else {}).items()
+        for dest, action in (parser_options(parser) if parser else {}).items()
         if action.default is not argparse.SUPPRESS
     }
     if not options:
@@ -209,7 +210,7 @@ def _write_parameters(
     cls = _brainset_class(brainset_id)
     path = conf_base / f"parameters_{brainset_id}.yml"
     previous = _previous_values(path, brainset_id)
-    options = _options(cls.parser) if cls.parser else {}
+    options = parser_options(cls.parser) if cls.parser else {}
     changes = ParameterChanges()
     if previous is not None:
         old = old_defaults or {}

@@ -6,18 +6,30 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path, PurePosixPath
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import fsspec
 from kedro.io import AbstractDataset, DatasetError
 from kedro.io.core import get_filepath_str, get_protocol_and_path
 from kedro.utils import load_obj
-from kedro_datasets._typing import TablePreview
 
-from brainsets_kedro.brainset import atomic_write
+from brainsets_kedro._compat.kedro import TablePreview
+from brainsets_kedro.io.atomic import atomic_write
 
 if TYPE_CHECKING:
     import h5py
+
+
+def hdf5() -> ModuleType:
+    """The ``h5py`` module, imported on first use.
+
+    Returns:
+        ``h5py``.
+    """
+    import h5py  # noqa: PLC0415 (100 ms; every kedro command imports this module)
+
+    return h5py
 
 
 class BrainsetDirectory(AbstractDataset[None, Path]):
@@ -34,7 +46,7 @@ class BrainsetDirectory(AbstractDataset[None, Path]):
     Example::
 
         "{brainset}.raw_dir":
-          type: brainsets_kedro.io.datasets.BrainsetDirectory
+          type: brainsets_kedro.datasets.BrainsetDirectory
           path: /mnt/neuro/raw/{brainset}
     """
 
@@ -84,13 +96,13 @@ class TemporalDataDataset(AbstractDataset[Any, Any]):
             my_brainset.processed:
               type: partitions.PartitionedDataset
               path: data/02_processed/my_brainset
-              dataset: brainsets_kedro.io.datasets.TemporalDataDataset
+              dataset: brainsets_kedro.datasets.TemporalDataDataset
               filename_suffix: .h5
 
         One file, read into memory as ``torch_brain`` objects::
 
             sess_01:
-              type: brainsets_kedro.io.datasets.TemporalDataDataset
+              type: brainsets_kedro.datasets.TemporalDataDataset
               filepath: data/02_processed/my_brainset/sess_01.h5
               lazy: false
               data_class: torch_brain.data.Data
@@ -145,8 +157,7 @@ class TemporalDataDataset(AbstractDataset[Any, Any]):
 
     def _open(self) -> h5py.File:
         """The file, opened read-only; a DatasetError naming it if that fails."""
-        import h5py  # noqa: PLC0415 (every kedro command imports this module)
-
+        h5py = hdf5()
         try:
             if self._protocol == "file":
                 return h5py.File(self._path, "r")
@@ -156,7 +167,7 @@ class TemporalDataDataset(AbstractDataset[Any, Any]):
                 f"Cannot open {self._path} as an HDF5 file: {error}"
             ) from error
 
-    def _class(self) -> type:
+    def _class(self) -> Any:
         try:
             cls = load_obj(self._data_class)
         except (ImportError, AttributeError, ValueError) as error:
@@ -188,8 +199,7 @@ class TemporalDataDataset(AbstractDataset[Any, Any]):
         return data
 
     def save(self, data: Any) -> None:
-        import h5py  # noqa: PLC0415 (every kedro command imports this module)
-
+        h5py = hdf5()
         if not hasattr(data, "to_hdf5"):
             raise DatasetError(
                 f"Cannot save {type(data).__name__} to {self._path}: a temporaldata "
@@ -278,8 +288,7 @@ def read_contents(file: h5py.Group) -> dict[str, Any]:
         ``{"fields": {name: "Kind (shape)"}, "domain": {"start", "end",
         "duration_s"}}``; the domain's values are ``None`` when it has none.
     """
-    import h5py  # noqa: PLC0415 (every kedro command imports this module)
-
+    h5py = hdf5()
     fields = {}
     for name, item in file.items():
         if isinstance(item, h5py.Group):
@@ -299,8 +308,7 @@ def field_length(group: h5py.Group) -> int | None:
     the shape of its ``timestamps`` (time series), ``start`` (intervals) or other
     array; ``None`` for a ``Data``. The index temporaldata keeps beside a time
     series' arrays (``timestamp_indices_1s``) is not one of its rows."""
-    import h5py  # noqa: PLC0415 (every kedro command imports this module)
-
+    h5py = hdf5()
     if _text(group.attrs.get("object", "")) == "Data":
         return None
     arrays = {
@@ -319,8 +327,7 @@ def field_length(group: h5py.Group) -> int | None:
 def read_domain(file: h5py.Group) -> dict[str, float | None]:
     """Start and end of the file's ``domain`` and its total duration (the sum of
     its intervals), in seconds; ``None`` each without a domain."""
-    import h5py  # noqa: PLC0415 (every kedro command imports this module)
-
+    h5py = hdf5()
     domain = file.get("domain")
     if (
         not isinstance(domain, h5py.Group)

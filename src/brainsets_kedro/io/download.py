@@ -15,54 +15,29 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import http.client
-import io
 import os
 import re
-import ssl
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http import HTTPStatus
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, NamedTuple
+from typing import NamedTuple
 from urllib.parse import unquote, urlsplit
 
+from brainsets_kedro.errors import DownloadError, TransientDownloadError
 from brainsets_kedro.io.leftovers import check_output_name, download_partial
 from brainsets_kedro.io.retry import Retries, give_up
+from brainsets_kedro.io.sources import Source, open_fsspec, open_http, reading
 
-__all__ = ["DownloadError", "download"]
+__all__ = ["download"]
 
 Progress = Callable[[int, int | None], None]
 
 CHUNK_SIZE = 1 << 20
 PROGRESS_INTERVAL = 0.25  # seconds between two progress calls, at most
-USER_AGENT = "brainsets-kedro"
-RETRIED_HTTP_CODES = {408, 429}  # and every 5xx
 ATTEMPTS_PER_RETRY = 10  # a call makes at most this many times (retries + 1) attempts
-NOT_RETRIED = (
-    FileNotFoundError,
-    PermissionError,
-    IsADirectoryError,
-    NotADirectoryError,
-    ssl.SSLCertVerificationError,
-)
-
-
-class DownloadError(Exception):
-    """A download failed: the message names the URL, the problem and the fix."""
-
-
-class _Transient(Exception):
-    """A failure worth retrying; ``restart`` means the partial file is unusable."""
-
-    def __init__(self, message: str, restart: bool = False):
-        super().__init__(message)
-        self.restart = restart
 
 
 class _Checksum(NamedTuple):
@@ -71,12 +46,6 @@ class _Checksum(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.algorithm}:{self.hexdigest}"
-
-
-class _Source(NamedTuple):
-    body: BinaryIO  # the bytes from ``start`` to the end
-    start: int  # 0, or the offset the transfer resumes at
-    total: int | None  # the full size, when the server tells
 
 
 def download(
@@ -160,9 +129,9 @@ def download(
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = download_partial(dest)
     if urlsplit(url).scheme.lower() in ("http", "https"):
-        open_source = functools.partial(_open_http, url, timeout=timeout, size=size)
+        open_source = functools.partial(open_http, url, timeout=timeout, size=size)
     else:
-        open_source = functools.partial(_open_fsspec, url)
+        open_source = functools.partial(open_fsspec, url)
     _fetch(
         url,
         open_source,
@@ -186,7 +155,7 @@ def download(
 
 def _fetch(
     url: str,
-    open_source: Callable[[int], _Source],
+    open_source: Callable[[int], Source],
     partial: Path,
     *,
     size: int | None,
@@ -207,7 +176,7 @@ def _fetch(
         try:
             _transfer(url, open_source, partial, size, progress)
             return
-        except _Transient as exc:
+        except TransientDownloadError as exc:
             progress.flush()  # the bytes of a cut attempt were fetched all the same
             if exc.restart:
                 partial.unlink(missing_ok=True)
@@ -249,7 +218,7 @@ def _say(line: str) -> None:
 
 def _transfer(
     url: str,
-    open_source: Callable[[int], _Source],
+    open_source: Callable[[int], Source],
     partial: Path,
     size: int | None,
     progress: _Throttled,
@@ -258,7 +227,7 @@ def _transfer(
     offset = _size_of(partial)
     if size is not None and offset > size:
         offset = 0
-    with _reading(url):
+    with reading(url):
         source = open_source(offset)
     with source.body:
         if size is not None and source.total not in (None, size):
@@ -273,7 +242,7 @@ def _transfer(
         read = getattr(source.body, "read1", source.body.read)
         with partial.open("ab" if source.start else "wb") as out:
             while True:
-                with _reading(url):
+                with reading(url):
                     chunk = read(CHUNK_SIZE)
                 if not chunk:
                     break
@@ -289,117 +258,10 @@ def _transfer(
                     )
                 progress(done, source.total, fetched=len(chunk))
     if source.total is not None and done < source.total:
-        raise _Transient(f"connection closed after {done} of {source.total} bytes")
+        raise TransientDownloadError(
+            f"connection closed after {done} of {source.total} bytes"
+        )
     progress(done, done, final=True)
-
-
-def _open_http(url: str, offset: int, *, timeout: float, size: int | None) -> _Source:
-    """GET ``url`` from byte ``offset`` on (a Range request if ``offset > 0``)."""
-    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    request = urllib.request.Request(url, headers=headers)
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return _http_error(url, exc, offset, size)
-    length = response.headers.get("Content-Length")
-    length = int(length) if length and length.isdigit() else None
-    if response.status != HTTPStatus.PARTIAL_CONTENT or not offset:
-        return _Source(response, 0, length)  # a Range ignored: start again from 0
-    start, total = _content_range(response.headers.get("Content-Range"))
-    if start != offset:
-        response.close()
-        raise _Transient(
-            f"the server resumed at byte {start}, not {offset}; starting again",
-            restart=True,
-        )
-    if total is None and length is not None:
-        total = offset + length
-    return _Source(response, offset, total)
-
-
-def _http_error(
-    url: str, exc: urllib.error.HTTPError, offset: int, size: int | None
-) -> _Source:
-    """Handle an HTTP error status: 416 ends a resume, some are retried, others fail."""
-    code = exc.code
-    if code == HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE and offset:
-        total = _content_range(exc.headers.get("Content-Range"))[1] or size
-        if total == offset:  # the partial file is complete already
-            return _Source(io.BytesIO(), offset, total)
-        raise _Transient(
-            f"the server refused to resume at byte {offset} (HTTP 416); starting again",
-            restart=True,
-        )
-    if code in RETRIED_HTTP_CODES or code >= HTTPStatus.INTERNAL_SERVER_ERROR:
-        raise _Transient(f"HTTP {code} {exc.reason}")
-    if code in (401, 403):
-        fix = "Check that you have access to it (credentials, an expired link)."
-    elif code in (404, 410):
-        fix = "Check the URL: there is no file there."
-    else:
-        fix = "Check the URL."
-    raise DownloadError(f"{url}: the server answered HTTP {code} {exc.reason}. {fix}")
-
-
-def _content_range(header: str | None) -> tuple[int | None, int | None]:
-    """The first byte and the total size in ``Content-Range: bytes a-b/total``."""
-    match = re.fullmatch(r"bytes (?:(\d+)-\d+|\*)/(\d+|\*)", (header or "").strip())
-    if match is None:
-        return None, None
-    start, total = match.groups()
-    return (
-        int(start) if start else None,
-        int(total) if total and total != "*" else None,
-    )
-
-
-def _open_fsspec(url: str, offset: int) -> _Source:
-    """Open a local path or fsspec URL, from byte ``offset`` on when it can."""
-    import fsspec  # noqa: PLC0415 (only downloads that are not http(s) need it)
-    from fsspec.registry import known_implementations  # noqa: PLC0415
-
-    protocol = urlsplit(url).scheme.lower()
-    if protocol == "file":  # fsspec does not unquote file URLs: "a%20b" stays
-        url = urllib.request.url2pathname(urlsplit(url).path)
-    try:
-        fs, path = fsspec.core.url_to_fs(url)
-    except ImportError as exc:
-        package = (
-            known_implementations.get(protocol, {}).get("class", "?").split(".")[0]
-        )
-        raise DownloadError(
-            f"Cannot download {url}: the {protocol}:// protocol needs the {package} "
-            f"package. Install it with: pip install {package}"
-        ) from exc
-    except ValueError as exc:
-        raise DownloadError(
-            f"Cannot download {url}: {exc}. Use an http(s):// or file:// URL, a local "
-            "path, or a protocol fsspec knows (s3://, gs://...)."
-        ) from exc
-    total = fs.size(path)
-    if total is None or offset > total:
-        offset = 0
-    body = fs.open(path, "rb")
-    body.seek(offset)
-    return _Source(body, offset, total)
-
-
-@contextmanager
-def _reading(url: str) -> Iterator[None]:
-    """Turn errors reading the source into ``_Transient`` or ``DownloadError``."""
-    try:
-        yield
-    except (OSError, http.client.HTTPException) as exc:
-        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-        if isinstance(reason, NOT_RETRIED):
-            raise DownloadError(
-                f"Cannot download {url}: {reason}. Check the URL or path and your "
-                "access to it."
-            ) from exc
-        raise _Transient(f"{type(reason).__name__}: {reason}") from exc
 
 
 def _parse_checksum(spec: str) -> _Checksum:

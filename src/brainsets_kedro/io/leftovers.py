@@ -4,7 +4,7 @@ Two writers put a file under its final name only when it is complete, and write 
 first under a hidden temporary name in the same directory, which starts with
 :data:`MARKER` (``.~bk.``):
 
-- :func:`~brainsets_kedro.brainset.atomic_write`: ``.~bk.<8 hex digits>.<name>.tmp``,
+- :func:`~brainsets_kedro.io.atomic.atomic_write`: ``.~bk.<8 hex digits>.<name>.tmp``,
   e.g. ``.~bk.3f2a9c1b.sess_01.h5.tmp``;
 - :func:`~brainsets_kedro.io.download.download`: ``.~bk.<name>.partial``, e.g.
   ``.~bk.sess_01.nwb.partial``, a stable name so that a later call resumes the

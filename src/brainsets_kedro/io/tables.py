@@ -4,7 +4,7 @@ Kedro's ``pandas.ParquetDataset`` (same arguments), made safe for files that run
 rewrite and commands read back:
 
 - saved all at once: the Parquet bytes are made in memory, then written under a
-  temporary name and renamed into place (:func:`~brainsets_kedro.brainset.atomic_write`),
+  temporary name and renamed into place (:func:`~brainsets_kedro.io.atomic.atomic_write`),
   so a failed save leaves the previous file as it was, never a 0-byte or
   half-written one;
 - paths (any ``os.PathLike`` value, e.g. a ``pathlib.Path`` column of a manifest) are
@@ -26,24 +26,24 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 from kedro.io import DatasetError
-from kedro.io.core import get_filepath_str
 from kedro_datasets.pandas import ParquetDataset
 
-from brainsets_kedro.brainset import atomic_write
-from brainsets_kedro.errors import UserError, shown_path
+from brainsets_kedro._compat.kedro import (
+    parquet_filepath,
+    parquet_load_path,
+    parquet_protocol,
+    parquet_save_args,
+    parquet_save_path,
+    parquet_saved,
+    parquet_write,
+)
+from brainsets_kedro.errors import DamagedTable, UnstorableTable, UserError, shown_path
+from brainsets_kedro.io.atomic import atomic_write
 
 STORABLE = (
     "strings, numbers, booleans, dates and times, or lists and dicts of these "
     "(paths are stored as strings)"
 )
-
-
-class UnstorableTable(UserError, DatasetError):
-    """A table with a column Parquet cannot store."""
-
-
-class DamagedTable(UserError, DatasetError):
-    """A saved table that cannot be read back."""
 
 
 class TableDataset(ParquetDataset):
@@ -55,14 +55,14 @@ class TableDataset(ParquetDataset):
     Example::
 
         "{brainset}.card":
-          type: brainsets_kedro.io.tables.TableDataset
+          type: brainsets_kedro.datasets.TableDataset
           filepath: ${globals:reporting_root}/{brainset}/card.parquet
     """
 
     def load(self) -> pd.DataFrame:
-        path = get_filepath_str(self._get_load_path(), self._protocol)
+        path = parquet_load_path(self)
         try:
-            if self._protocol == "file" and Path(path).is_dir():
+            if parquet_protocol(self) == "file" and Path(path).is_dir():
                 raise IsADirectoryError(f"{path} is a directory")
             return super().load()
         except Exception as error:
@@ -71,29 +71,33 @@ class TableDataset(ParquetDataset):
             cause = cause or error
             text = (str(cause).strip().splitlines() or [""])[0]
             shown = shown_path(path)
-            raise DamagedTable(
+            damaged = DamagedTable(
                 f"{shown} cannot be read: it is damaged or not a Parquet file "
                 f"({type(cause).__name__}{': ' if text else ''}{text}). Delete it "
                 f"(rm -r '{shown}'): the brainset's next `kedro run` writes it again."
-            ) from error
+            )
+            damaged.__cause__ = error
+            raise _for_kedro(damaged) from damaged
 
     def save(self, data: pd.DataFrame) -> None:
         if not isinstance(data, pd.DataFrame):
             raise DatasetError(
-                f"{self._filepath} stores a pandas DataFrame, not "
+                f"{parquet_filepath(self)} stores a pandas DataFrame, not "
                 f"{type(data).__name__}."
             )
         data = with_paths_as_strings(data)
         buffer = io.BytesIO()
         try:
-            data.to_parquet(buffer, **self._save_args)
+            data.to_parquet(buffer, **parquet_save_args(self))
         except (pa.ArrowException, TypeError, ValueError) as error:
-            raise UnstorableTable(
-                f"Cannot save {self._filepath}: {_unstorable(data) or error}. Use "
-                f"{STORABLE}."
-            ) from error
-        save_path = get_filepath_str(self._get_save_path(), self._protocol)
-        if self._protocol == "file":
+            unstorable = UnstorableTable(
+                f"Cannot save {parquet_filepath(self)}: "
+                f"{_unstorable(data) or error}. Use {STORABLE}."
+            )
+            unstorable.__cause__ = error
+            raise _for_kedro(unstorable) from unstorable
+        save_path = parquet_save_path(self)
+        if parquet_protocol(self) == "file":
             if Path(save_path).is_dir():
                 raise DatasetError(
                     f"Cannot save {save_path}: it is a directory. Remove it "
@@ -102,9 +106,16 @@ class TableDataset(ParquetDataset):
             with atomic_write(save_path) as tmp:
                 tmp.write_bytes(buffer.getvalue())
         else:  # an object store replaces an object in one step
-            with self._fs.open(save_path, "wb") as file:
-                file.write(buffer.getvalue())
-        self._invalidate_cache()
+            parquet_write(self, save_path, buffer.getvalue())
+        parquet_saved(self)
+
+
+def _for_kedro(error: UserError) -> DatasetError:
+    """``error`` as Kedro's catalog expects a dataset's errors: a ``DatasetError``
+    with the same message (the catalog prefixes it with the dataset's name, and
+    wraps any other error in a message of its own), caused by ``error``, by which
+    :func:`~brainsets_kedro.errors.exit_code` knows a user error."""
+    return DatasetError(str(error))
 
 
 def with_paths_as_strings(data: pd.DataFrame) -> pd.DataFrame:

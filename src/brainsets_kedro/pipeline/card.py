@@ -6,7 +6,7 @@ such as those being written, left out) without reading any array in full, and
 saves ``<id>.card``: per file its size on disk, time domain (start, end,
 duration), units and spikes where the data has them, and top-level fields. A file
 that cannot be read is a row with its error, and fails the node once the card is
-saved (see :class:`UnreadableFiles`).
+saved (see :class:`~brainsets_kedro.errors.UnreadableFiles`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from typing import Any
 import pandas as pd
 
 from brainsets_kedro.brainset import BrainsetPipeline
-from brainsets_kedro.io.datasets import field_length, read_contents
-from brainsets_kedro.pipeline.ledger import SUFFIX, processed_files, with_provenance
-from brainsets_kedro.pipeline.nodes import AssetFailures
+from brainsets_kedro.errors import UnreadableFiles
+from brainsets_kedro.io.datasets import field_length, hdf5, read_contents
+from brainsets_kedro.pipeline.ledger import SUFFIX, processed_files
+from brainsets_kedro.pipeline.provenance import with_provenance
 from brainsets_kedro.pipeline.sizes import format_bytes
 
 logger = logging.getLogger(__name__)
@@ -44,28 +45,31 @@ CARD_COLUMNS = list(CARD_COLUMN_MEANINGS)
 """The card's columns, in order."""
 
 
-class UnreadableFiles(AssetFailures):
-    """Some processed files could not be read. Carries the card as ``report`` (the
-    node's output), so that it is saved even though the node fails."""
+def unreadable_files(brainset_id: str, card: pd.DataFrame) -> UnreadableFiles:
+    """The error of a card with files that could not be read.
 
-    def __init__(self, brainset_id: str, card: pd.DataFrame):
-        failed = card[card["error"].notna()]
-        lines = [f"  {file}: {row.error}" for file, row in failed.iterrows()]
-        self.details = (
-            f"{len(failed)} of {len(card)} processed files of brainset "
-            f"'{brainset_id}' could not be read:\n" + "\n".join(lines)
-        )
-        RuntimeError.__init__(self, self.details)
-        self.brainset_id = brainset_id
-        self.report = card
-        self.failed = self.total = 0  # files, not assets: not in the assets' totals
+    Args:
+        brainset_id: The brainset.
+        card: Its card, the unreadable files with their ``error``.
+
+    Returns:
+        The error, carrying the card as ``report`` (the node's output) so that it is
+        saved even though the node fails; it counts files, not assets, so it adds
+        nothing to a run's totals of assets.
+    """
+    failed = card[card["error"].notna()]
+    lines = [f"  {file}: {row.error}" for file, row in failed.iterrows()]
+    details = (
+        f"{len(failed)} of {len(card)} processed files of brainset "
+        f"'{brainset_id}' could not be read:\n" + "\n".join(lines)
+    )
+    return UnreadableFiles(details, brainset_id=brainset_id, report=card)
 
 
 def describe_file(path: Path) -> dict[str, Any]:
     """One row of the card: ``path``'s size, time domain, units, spikes and fields,
     from its metadata; ``error`` set (and the rest empty) if it cannot be read."""
-    import h5py  # noqa: PLC0415 (every kedro command imports this module)
-
+    h5py = hdf5()
     row: dict[str, Any] = dict.fromkeys(CARD_COLUMNS)
     try:
         row["size_bytes"] = path.stat().st_size
@@ -151,5 +155,5 @@ class DescribeNode:
         )
         logger.info("Brainset '%s': %s.", self.brainset_id, card_totals(card))
         if card["error"].notna().any():
-            raise UnreadableFiles(self.brainset_id, card)
+            raise unreadable_files(self.brainset_id, card)
         return card

@@ -1,7 +1,7 @@
 """The ledger: what each asset of a brainset was prepared with, in one file that
 travels with the data.
 
-``<processed_dir>/.brainsets_kedro.pipeline.ledger`` holds one JSON object per line, appended
+``<processed_dir>/.brainsets_kedro.ledger`` holds one JSON object per line, appended
 as a run goes (one ``write`` call each, no ``fsync``: it survives the run being
 killed with ``kill -9``, not the machine losing power):
 
@@ -29,17 +29,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from brainsets_kedro.errors import UserError
+from brainsets_kedro.errors import DamagedState, SharedProcessedDir
 from brainsets_kedro.pipeline.fingerprint import Fingerprint, canonical_row
 from brainsets_kedro.worker.job import LOG_DIR_NAME, BrainsetJob
 from brainsets_kedro.worker.result import ADOPT, DECISION_COLUMN, AssetResult
@@ -47,9 +47,7 @@ from brainsets_kedro.worker.status import DONE, DOWNLOADED, FAILED, UP_TO_DATE
 
 logger = logging.getLogger(__name__)
 
-LEDGER_NAME = ".brainsets_kedro.pipeline.ledger"
-JOURNAL_NAME = ".brainsets_kedro.journal"
-"""The file of DONE asset ids that runs wrote before the ledger: read to adopt them."""
+LEDGER_NAME = ".brainsets_kedro.ledger"
 
 
 SUFFIX = ".h5"
@@ -70,14 +68,6 @@ def processed_files(processed_dir: Path) -> list[Path]:
             if name.endswith(SUFFIX) and not name.startswith(".")
         ]
     return sorted(found)
-
-
-class DamagedState(UserError, OSError):
-    """A state file of a brainset that cannot be read or written."""
-
-
-class SharedProcessedDir(UserError, ValueError):
-    """Two brainsets set to one processed directory."""
 
 
 def shared_dir_message(brainset_id: str, other: str, processed_dir: Path) -> str:
@@ -111,8 +101,6 @@ class LedgerState:
 
     assets: dict[str, AssetRecord] = field(default_factory=dict)
     exists: bool = False
-    journal: set[str] | None = None
-    """The asset ids of a journal from before the ledger, or ``None``."""
 
 
 def _lines(path: Path, what: str) -> Iterable[Any] | None:
@@ -155,7 +143,7 @@ def _lines(path: Path, what: str) -> Iterable[Any] | None:
 
 
 def read_ledger(processed_dir: Path, brainset_id: str) -> LedgerState:
-    """Read a brainset's ledger (and a journal from before it).
+    """Read a brainset's ledger.
 
     Args:
         processed_dir: The brainset's processed directory.
@@ -195,9 +183,6 @@ def read_ledger(processed_dir: Path, brainset_id: str) -> LedgerState:
                     record.inputs = line["in"]
                 if event == "done":
                     record.done, record.run = line, runs.get(str(line.get("r")), {})
-    journal = _lines(processed_dir / JOURNAL_NAME, "journal")
-    if journal is not None:
-        state.journal = {v for v in journal if isinstance(v, str)}
     return state
 
 
@@ -205,91 +190,12 @@ _EVENTS = {"start", "done", "failed", "downloaded"}
 
 
 def done_assets(processed_dir: Path, brainset_id: str) -> set[str] | None:
-    """The ids of the brainset's assets whose last record is DONE (the journal's, for
-    assets the ledger does not know); ``None`` when neither file exists yet."""
+    """The ids of the brainset's assets whose last record is DONE; ``None`` when
+    there is no ledger yet."""
     state = read_ledger(processed_dir, brainset_id)
-    if not state.exists and state.journal is None:
+    if not state.exists:
         return None
-    done = {a for a, r in state.assets.items() if r.event == "done"}
-    return done | {a for a in state.journal or () if a not in state.assets}
-
-
-def provenance(processed_dir: Path, brainset_id: str) -> dict[str, dict[str, Any]]:
-    """Each DONE asset's fingerprint, as the run report and the card show it:
-    ``{asset id: {"version", "params", "code", "packages", "input", "prepared_at",
-    "run_id", "adopted"}}`` (values JSON-encoded where they are not strings)."""
-    state = read_ledger(processed_dir, brainset_id)
-    shown, runs = {}, {}
-    for asset_id, record in state.assets.items():
-        done = record.done
-        if record.event != "done" or done is None:
-            continue
-        run = runs.get(done.get("r"))
-        if run is None:  # the parts of a run, encoded once for all its assets
-            run = runs[done.get("r")] = {
-                "version": record.run.get("version"),
-                "params": json.dumps(record.run.get("params"), sort_keys=True),
-                "code": record.run.get("code"),
-                "packages": json.dumps(record.run.get("packages"), sort_keys=True),
-            }
-        when = done.get("t1")
-        shown[asset_id] = {
-            **run,
-            "input": json.dumps(done.get("in")),
-            "prepared_at": _iso(when) if when else None,
-            "run_id": done.get("r"),
-            "adopted": bool(done.get("adopted")),
-        }
-    return shown
-
-
-PROVENANCE_COLUMN_MEANINGS = {
-    "version": "the brainset's declared processing version (`derived_version`) it was "
-    "prepared with",
-    "params": "the brainset's own parameter values it was prepared with (JSON)",
-    "code": "the hash of the brainset's code (comments and formatting aside)",
-    "packages": "the versions of the packages it was prepared with (JSON)",
-    "input": "its input: the manifest row and the files `download` returned (JSON)",
-    "prepared_at": "when it was prepared (ISO 8601, UTC)",
-    "run_id": "the run that prepared it",
-    "adopted": "whether the output was there before the ledger, and recorded as it was",
-}
-"""What each fingerprint column of the run report and the card holds."""
-
-PROVENANCE_COLUMNS = list(PROVENANCE_COLUMN_MEANINGS)
-
-
-def with_provenance(
-    card: pd.DataFrame, processed_dir: Path, brainset_id: str
-) -> pd.DataFrame:
-    """The card with, per file, the asset it is named after (its path under the
-    processed directory without ``.h5``, or its stem, is the asset id) and that
-    asset's fingerprint from the ledger (see :func:`provenance`); empty for a file
-    named after no asset. The files themselves are never touched.
-
-    Args:
-        card: A card (see :func:`brainsets_kedro.pipeline.card.build_card`).
-        processed_dir: The brainset's processed directory.
-        brainset_id: The brainset.
-
-    Returns:
-        The card with the columns ``asset_id`` and :data:`PROVENANCE_COLUMNS`.
-    """
-    prepared = provenance(processed_dir, brainset_id) if len(card) else {}
-    assets = []
-    for file in card.index:
-        stem = str(file).rsplit("/", 1)[-1]
-        assets.append(file if file in prepared else stem if stem in prepared else None)
-    unknown = dict.fromkeys(PROVENANCE_COLUMNS)
-    card = card.assign(asset_id=pd.Series(assets, index=card.index, dtype=object))
-    for column in PROVENANCE_COLUMNS:
-        values = [prepared.get(a, unknown)[column] for a in assets]
-        card[column] = pd.Series(values, index=card.index, dtype=object)
-    return card
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat()
+    return {a for a, r in state.assets.items() if r.event == "done"}
 
 
 def new_run_id() -> str:
@@ -398,8 +304,6 @@ class Ledger:
     def _delete_raw(self, result: AssetResult) -> None:
         """``brainsets.delete_raw``: remove what the asset's ``download`` returned
         under the raw directory, now that the ledger holds its identity."""
-        import shutil  # noqa: PLC0415
-
         for name in result.inputs or {}:
             path = Path(self._job.raw_dir, name)
             try:

@@ -14,37 +14,31 @@ import io
 from collections.abc import Mapping
 from typing import Any
 
-from brainsets_kedro.errors import UsageError
-
-
-class BrainsetParameterError(UsageError):
-    """A brainset's parameters do not fit its parser."""
-
-
-def _options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    return {
-        action.dest: action
-        for action in parser._actions
-        if not isinstance(action, argparse._HelpAction | argparse._VersionAction)
-    }
+from brainsets_kedro._compat.python import (
+    AppendAction,
+    CountAction,
+    StoreConstAction,
+    parser_options,
+)
+from brainsets_kedro.errors import BrainsetParameterError, UsageError
 
 
 def parser_defaults(parser: argparse.ArgumentParser | None) -> dict[str, Any]:
     """The parameters a parser implies when nothing is set: ``{dest: default}``."""
     if parser is None:
         return {}
-    return {dest: action.default for dest, action in _options(parser).items()}
+    return {dest: action.default for dest, action in parser_options(parser).items()}
 
 
 def _as_words(action: argparse.Action, value: Any) -> list[str]:
     """The command-line words that give ``action`` the parameter ``value``."""
     flag = next(
         (s for s in action.option_strings if s.startswith("--")),
-        action.option_strings[0] if action.option_strings else None,
+        action.option_strings[0] if action.option_strings else "",
     )
-    if isinstance(action, argparse._CountAction):
+    if isinstance(action, CountAction):
         return [flag] * int(value)
-    if isinstance(action, argparse._StoreConstAction):  # store_true/false/const
+    if isinstance(action, StoreConstAction):  # store_true/false/const
         if value == action.default:
             return []
         if value == action.const:
@@ -55,9 +49,9 @@ def _as_words(action: argparse.Action, value: Any) -> list[str]:
         )
     values = list(value) if isinstance(value, list | tuple) else [value]
     words = [str(v) for v in values]
-    if flag is None:
+    if not flag:  # a positional
         return words
-    if isinstance(action, argparse._AppendAction):
+    if isinstance(action, AppendAction):
         return [w for v in words for w in (flag, v)]
     return [flag, *words]
 
@@ -82,7 +76,7 @@ def parse_params(
             )
         return None
 
-    options = _options(parser)
+    options = parser_options(parser)
     unknown = sorted(set(params) - set(options))
     if unknown:
         raise BrainsetParameterError(

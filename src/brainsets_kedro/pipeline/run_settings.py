@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from brainsets_kedro.errors import UsageError
+from brainsets_kedro.pipeline.fingerprint import PARTS
 from brainsets_kedro.pipeline.params import parameter_block
 from brainsets_kedro.worker.capture import LOG_MAX_BYTES
 
@@ -35,9 +36,6 @@ RUN_OPTIONS_KEY = "brainsets"
 RUN_OPTIONS = f"params:{RUN_OPTIONS_KEY}"
 """The run-level options (``brainsets:`` in ``conf/``), an input of every brainset
 node."""
-
-RUNNER_PARAMS = ("n_jobs", "download_jobs", "backend", "address", "status_host")
-"""The settings ``kedro run --runner-params`` may set (the runner's own)."""
 
 
 @dataclass(frozen=True)
@@ -187,16 +185,14 @@ def _value(
 
 
 def _rerun_on(rerun_on: Any) -> tuple[str, ...]:
-    from brainsets_kedro.pipeline.fingerprint import PARTS as parts  # noqa: PLC0415, N811
-
     if rerun_on is None:
         return ()
     if isinstance(rerun_on, str):  # --params="brainsets.rerun_on=version|params"
         rerun_on = [p.strip() for p in rerun_on.split("|") if p.strip()]
-    if isinstance(rerun_on, list | tuple) and all(p in parts for p in rerun_on):
+    if isinstance(rerun_on, list | tuple) and all(p in PARTS for p in rerun_on):
         return tuple(rerun_on)
     raise UsageError(
-        f"brainsets.rerun_on must be a list of {', '.join(parts)} (or [] to trust "
+        f"brainsets.rerun_on must be a list of {', '.join(PARTS)} (or [] to trust "
         f"every output that is done), got {rerun_on!r}. Set it in conf/ or "
         f'--params="brainsets.rerun_on=version|params|input|code".'
     )

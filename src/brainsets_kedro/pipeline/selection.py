@@ -77,14 +77,13 @@ class Selection:
         selected = np.zeros(len(manifest), dtype=bool)
         unmatched = set()
         qualified = self.qualified.get(brainset_id, [])
+        matches: pd.Series | pd.Index
         for pattern in self.unqualified + qualified + self.literal:
             if pattern in self.literal:
                 matches = pd.Series(ids == pattern)
                 pattern = f"{LITERAL}{pattern}"  # noqa: PLW2901 (as messages show it)
             else:
-                matches = ids.map(
-                    lambda asset_id, p=pattern: fnmatch.fnmatchcase(asset_id, p)
-                )
+                matches = pd.Index([fnmatch.fnmatchcase(a, pattern) for a in ids])
             if matches.any():
                 selected |= matches.to_numpy()
             elif pattern in qualified:

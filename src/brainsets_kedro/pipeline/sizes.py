@@ -22,15 +22,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from brainsets_kedro.errors import UserError
+from brainsets_kedro.errors import NotEnoughDiskSpace
 from brainsets_kedro.pipeline.selection import shown_ids
 
 SIZE_COLUMN = "size_bytes"
 KILO = 1000
-
-
-class NotEnoughDiskSpace(UserError, OSError):
-    """The assets still to download do not fit in the raw directory's filesystem."""
 
 
 def format_bytes(n: float) -> str:

@@ -22,13 +22,8 @@ import joblib
 import pandas as pd
 
 from brainsets_kedro.pipeline.ledger import Ledger
-from brainsets_kedro.pipeline.nodes import (
-    FINAL,
-    DownloadNode,
-    Downloads,
-    ProcessNode,
-    portable_row,
-)
+from brainsets_kedro.pipeline.nodes import FINAL, DownloadNode, ProcessNode
+from brainsets_kedro.pipeline.partitions import Downloads, portable_row
 from brainsets_kedro.pipeline.run_settings import CLUSTER_BACKENDS, RunSettings
 from brainsets_kedro.pipeline.selection import Selection
 from brainsets_kedro.pipeline.sizes import known_size

@@ -30,15 +30,14 @@ from typing import TYPE_CHECKING
 
 from kedro.runner import SequentialRunner, Task
 
-from brainsets_kedro.errors import UserError
+from brainsets_kedro.errors import AssetFailures, UserError
 from brainsets_kedro.pipeline.nodes import (
     ASSET_POOL,
     BRAINSET_TAG,
-    AssetFailures,
     DownloadNode,
     ProcessNode,
-    totals_line,
 )
+from brainsets_kedro.pipeline.report import totals_line
 from brainsets_kedro.pipeline.run_settings import (
     RUN_OPTIONS,
     RUN_OPTIONS_KEY,

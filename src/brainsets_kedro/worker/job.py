@@ -221,6 +221,7 @@ class BrainsetJob:
                             result.stage_times[stage] = (began, time.time())
             except ASSET_ERRORS as error:
                 if isinstance(error, SignalInterrupt):
+                    _running.result = None  # nothing of the asset outlives the run
                     raise  # Ctrl-C: the run stops, not just this asset
                 traceback.print_exc(file=sys.stderr)
                 result.status = FAILED

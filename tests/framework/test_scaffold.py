@@ -11,8 +11,10 @@ import pandas as pd
 import pytest
 from temporaldata import Data
 
-from brainsets_kedro.framework.scaffold import TEMPLATE, parameters_yaml
-from brainsets_kedro.upstream.adapter import read_inline_metadata, read_pipeline_file
+from brainsets_kedro.framework.parameters_file import parameters_yaml
+from brainsets_kedro.framework.scaffold import render_brainset
+from brainsets_kedro.upstream.metadata import read_inline_metadata
+from brainsets_kedro.upstream.static_read import read_pipeline_file
 from tests.conftest import kedro_in_process
 
 
@@ -115,15 +117,15 @@ def test_new_refuses_an_id_that_is_not_an_identifier(project, brainset_id, reaso
 
 
 def test_template_reads_statically_and_is_lint_clean(tmp_path):
-    path = tmp_path / "pipeline.py"
-    path.write_text(TEMPLATE.replace("__BRAINSET_ID__", "lint_me"))
+    path = render_brainset("lint_me", tmp_path) / "pipeline.py"
+    text = path.read_text()
     info = read_pipeline_file(path)
     assert info.brainset_id == "lint_me"
     # What it tells its author is true: process runs on a worker of its own (not
     # "right after the download, on the same worker"), and files are fetched with
     # the project's download(), which resumes and checks them.
-    assert "same worker" not in TEMPLATE and "urlretrieve" not in TEMPLATE
-    assert "from brainsets_kedro import download" in TEMPLATE
+    assert "same worker" not in text and "urlretrieve" not in text
+    assert "from brainsets_kedro import download" in text
     assert info.metadata == {"dependencies": []}
     ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
     if not Path(ruff).exists():

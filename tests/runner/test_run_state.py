@@ -15,8 +15,9 @@ from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
 from kedro_datasets.pandas import ParquetDataset
 
+from brainsets_kedro.errors import BrainsetLocked
 from brainsets_kedro.framework.hooks import LockBrainsets, RerunFailed
-from brainsets_kedro.framework.lock import BrainsetLocked, brainset_lock
+from brainsets_kedro.framework.lock import brainset_lock
 from brainsets_kedro.io.datasets import BrainsetDirectory
 from brainsets_kedro.io.leftovers import atomic_temporary
 from brainsets_kedro.pipeline.factory import create_brainset_pipeline

@@ -3,28 +3,32 @@
 
 from __future__ import annotations
 
-import copy
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
-from kedro.framework.cli.project import run as kedro_run
-from kedro.framework.cli.utils import _split_params, env_option
+from kedro.framework.cli.utils import env_option
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from kedro.io import DatasetError
 
-from brainsets_kedro.errors import UsageError, UserError, exit_code, short_errors
-from brainsets_kedro.framework.scaffold import (
+from brainsets_kedro._compat.kedro import (
+    dataset_description,
+    kedro_run,
+    run_command,
+    split_params,
+)
+from brainsets_kedro.errors import UsageError, UserError
+from brainsets_kedro.framework.scaffold_commands import import_command, new_command
+from brainsets_kedro.framework.short_errors import exit_code, short_errors
+from brainsets_kedro.framework.startup import INTERRUPTED_LINE, run_takes_over
+from brainsets_kedro.framework.upstream_sources import (
     available_brainsets,
-    import_command,
     install_hint,
     installed_upstreams,
-    new_command,
 )
-from brainsets_kedro.framework.startup import INTERRUPTED_LINE, run_takes_over
 from brainsets_kedro.pipeline.discovery import (
     PIPELINES_PACKAGE,
     describe_error,
@@ -92,22 +96,16 @@ def _run_command(kwargs: dict[str, Any]) -> object:
             + [f"{PIPELINES_PACKAGE}.{name}.pipeline" for name in names],
         )
     with short_errors():
-        return kedro_run.callback(**kwargs)
+        return kedro_run(**kwargs)
 
 
-run = copy.copy(kedro_run)
-run.callback = _run
-run.params = [copy.copy(param) for param in kedro_run.params]
-for _param in run.params:
-    if _param.name == "runner":
-        _param.default = DEFAULT_RUNNER
-        _param.help = f"{_param.help} Default: {DEFAULT_RUNNER}."
+run = run_command(_run, DEFAULT_RUNNER)
 cli.add_command(run)
 
 
 class _BrainsetGroup(click.Group):
     """``kedro brainset ...``: a user error is a short message (see
-    :func:`~brainsets_kedro.errors.short_errors`)."""
+    :func:`~brainsets_kedro.framework.short_errors.short_errors`)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         with short_errors():
@@ -173,7 +171,7 @@ def list_brainsets(available: bool, env: str | None) -> None:
         damaged: dict[str, str] = {}
         for brainset_id in brainset_ids(broken):
             raw, processed = (
-                catalog.get(f"{brainset_id}.{name}")._describe()["path"]
+                dataset_description(catalog.get(f"{brainset_id}.{name}"))["path"]
                 for name in ("raw_dir", "processed_dir")
             )
             files = size = "-"  # no card yet
@@ -240,7 +238,7 @@ def show_manifest(
     brainset_id: str, refresh: bool, params: str, env: str | None
 ) -> None:
     """Print a brainset's manifest, computing and saving it if needed."""
-    runtime_params = _split_params(None, None, params) if params else {}
+    runtime_params = split_params(params) if params else {}
     name = f"{brainset_id}.manifest"
     with _session(env) as session:
         catalog = session.load_context().catalog
@@ -317,7 +315,7 @@ def brainset_status(  # click passes the options by name
     """
     from brainsets_kedro.pipeline.rerun import brainset_states  # noqa: PLC0415
 
-    runtime_params = _split_params(None, None, params) if params else {}
+    runtime_params = split_params(params) if params else {}
     bootstrap_project(Path.cwd())
     with KedroSession.create(
         project_path=Path.cwd(), env=env, runtime_params=runtime_params

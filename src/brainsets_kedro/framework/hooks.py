@@ -85,7 +85,7 @@ class LockBrainsets:
         from brainsets_kedro.framework.lock import BrainsetLocked, brainset_lock  # noqa: PLC0415
         from brainsets_kedro.io.leftovers import remove_stale  # noqa: PLC0415
         from brainsets_kedro.pipeline.selection import shown_ids  # noqa: PLC0415
-        from brainsets_kedro.upstream.adapter import ensure_requirements  # noqa: PLC0415
+        from brainsets_kedro.upstream.requirements import ensure_requirements  # noqa: PLC0415
 
         owner = brainset_node(node)
         if owner is None:

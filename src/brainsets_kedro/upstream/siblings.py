@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from brainsets_kedro._compat.python import caller_frame
+
 PIPELINES_PACKAGE = "brainsets_kedro.pipelines"
 _PREFIX = PIPELINES_PACKAGE + "."
 _MACHINERY = ("importlib", "_frozen_importlib", __name__)
@@ -33,7 +35,7 @@ def _importing_brainset() -> str | None:
     """The brainset package (``brainsets_kedro.pipelines.<id>``) whose code makes the
     import in progress, or ``None``: read from the first frame outside the import
     machinery."""
-    frame = sys._getframe(2)
+    frame = caller_frame(2)
     while frame is not None:
         name = frame.f_globals.get("__name__", "")
         if not name.startswith(_MACHINERY):

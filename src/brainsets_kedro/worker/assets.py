@@ -39,7 +39,7 @@ from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.io.download import counting_bytes
 from brainsets_kedro.pipeline.params import explain_flags
 from brainsets_kedro.pipeline.run_settings import LOG_MAX_BYTES
-from brainsets_kedro.upstream.adapter import TrackerHandle
+from brainsets_kedro.upstream.detection import TrackerHandle
 from brainsets_kedro.worker.isolation import asset_isolated, become_subreaper
 
 status_logger = logging.getLogger("brainsets_kedro.status")

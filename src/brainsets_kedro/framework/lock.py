@@ -61,10 +61,8 @@ def brainset_lock(processed_dir: Path, brainset_id: str) -> Iterator[None]:
         command = " ".join(
             Path(sys.argv[0]).name if i == 0 else a for i, a in enumerate(sys.argv)
         )
-        holder = os.getpid()
-        file.write(
-            f"pid {holder} on {socket.gethostname()}, since {started}: {command}\n"
-        )
+        pid = os.getpid()
+        file.write(f"pid {pid} on {socket.gethostname()}, since {started}: {command}\n")
         file.flush()
         try:
             yield
@@ -72,7 +70,7 @@ def brainset_lock(processed_dir: Path, brainset_id: str) -> Iterator[None]:
             # Not in a child forked while it was held (a worker of Kedro's
             # ParallelRunner, finalizing its copy of the hook at exit): the lock is
             # its parent's, which still runs.
-            if os.getpid() == holder:
+            if os.getpid() == pid:
                 file.seek(0)
                 file.truncate()
                 fcntl.flock(file, fcntl.LOCK_UN)

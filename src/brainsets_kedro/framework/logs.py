@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import logging
 
+from kedro.logging import RichHandler
+from rich.console import Console
+
 CONSOLE_HANDLERS = ("console", "console_warnings")
 """The names of the console handlers in ``conf/logging.yml``."""
 
@@ -62,8 +65,6 @@ class OneLineFormatter(logging.Formatter):
 
 def is_terminal() -> bool:
     """Whether standard output is a terminal, as Rich (and the live table) sees it."""
-    from rich.console import Console  # noqa: PLC0415
-
     return Console().is_terminal
 
 
@@ -102,8 +103,6 @@ def _fitted(handler: logging.Handler, terminal: bool) -> logging.Handler:
             formatter = handler.formatter or logging.Formatter()
             handler.setFormatter(OneLineFormatter(like=formatter))
         return handler
-    from kedro.logging import RichHandler  # noqa: PLC0415
-
     rich = RichHandler(level=handler.level, rich_tracebacks=True)
     rich.name = handler.name
     return rich

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.errors import ScaffoldError
 from brainsets_kedro.pipeline.discovery import (
     PIPELINES_PACKAGE,
@@ -116,7 +117,7 @@ def _previous_values(path: Path, brainset_id: str) -> dict[str, Any] | None:
     return dict(block) if isinstance(block, dict) else {}
 
 
-def brainset_class(brainset_id: str) -> type:
+def brainset_class(brainset_id: str) -> type[BrainsetPipeline]:
     """The class of the brainset now in ``pipelines/<id>/``, freshly imported.
 
     Args:
@@ -161,7 +162,7 @@ def replaced_defaults(brainset_id: str) -> dict[str, Any] | None:
 
 def write_parameters(
     brainset_id: str, conf_base: Path, old_defaults: dict[str, Any] | None = None
-) -> tuple[Path, type, ParameterChanges]:
+) -> tuple[Path, type[BrainsetPipeline], ParameterChanges]:
     """Write the parameters file of the brainset now in ``pipelines/<id>/``; return
     it, the brainset's class and what changed.
 

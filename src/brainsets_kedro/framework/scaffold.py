@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
+from cookiecutter.generate import generate_files
+
 from brainsets_kedro.errors import BrainsetExists, ScaffoldError
 from brainsets_kedro.framework.parameters_file import (
     ParameterChanges,
@@ -93,10 +95,6 @@ def render_brainset(brainset_id: str, output_dir: Path) -> Path:
     Returns:
         The brainset's folder, ``output_dir / brainset_id``.
     """
-    # Here, not at the top: cookiecutter (and jinja2) take 0.2 s to import, and
-    # every kedro command of the project imports this module.
-    from cookiecutter.generate import generate_files  # noqa: PLC0415
-
     context = {"cookiecutter": {"brainset_id": brainset_id}}
     return Path(generate_files(str(TEMPLATE_DIR), context, str(output_dir)))
 

@@ -301,8 +301,8 @@ def _resolve(requirements: tuple[str, ...]) -> InstallAdvice:
         r for r in parsed if _needs(first, canonicalize_name(r.name)) & clashing
     ]
     held = sorted({f"{c.package}=={c.installed}" for c in clashes})
-    relaxed = [_relaxed(r) if r in culprits else str(r) for r in parsed]
-    second = _dry_run(relaxed, held) if culprits else None
+    unpinned = [_relaxed(r) if r in culprits else str(r) for r in parsed]
+    second = _dry_run(unpinned, held) if culprits else None
     if second is None or second.error is not None or _clashes(second):
         clash_text = "; ".join(map(str, clashes))
         culprit_text = ", ".join(str(r) for r in culprits) or ", ".join(requirements)
@@ -316,7 +316,9 @@ def _resolve(requirements: tuple[str, ...]) -> InstallAdvice:
                 "an environment of its own (see docs/coming-from-brainsets.md).",
             ),
         )
-    final, notes, relaxed = [], [], []
+    final: list[str] = []
+    notes: list[str] = []
+    relaxed: list[tuple[str, str]] = []
     for requirement in parsed:
         if requirement not in culprits:
             final.append(str(requirement))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 
@@ -23,7 +24,7 @@ from brainsets_kedro.errors import InlineMetadataError
 try:  # Python 3.11+
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: kedro installs tomli
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[no-redef]
 
 METADATA_TYPE = "brainset-pipeline"
 METADATA_KEYS = {"python-version", "dependencies"}
@@ -70,7 +71,7 @@ def read_inline_metadata(source: str, where: str = "pipeline.py") -> dict | None
     return parsed
 
 
-def install_command(requirements: list[str]) -> str:
+def install_command(requirements: Iterable[str]) -> str:
     """The shell command that installs ``requirements`` into this environment."""
     return "pip install " + " ".join(shlex.quote(r) for r in requirements)
 

@@ -81,10 +81,9 @@ def module_file(pipeline_cls: type) -> Path | None:
         The path, or ``None`` when its module has no file.
     """
     if issubclass(pipeline_cls, UnimportableBrainset):
-        path = pipeline_cls.source_path
-    else:
-        module = sys.modules.get(pipeline_cls.__module__)
-        path = getattr(module, "__file__", None)
+        return pipeline_cls.source_path
+    module = sys.modules.get(pipeline_cls.__module__)
+    path = getattr(module, "__file__", None)
     return Path(path) if path else None
 
 
@@ -154,7 +153,8 @@ def ensure_requirements(pipeline_cls: type) -> None:
     ):
         raise pipeline_cls.error(check)
     if check.missing:
-        raise MissingDependencies(missing_message(pipeline_cls.brainset_id, check))
+        brainset_id = getattr(pipeline_cls, "brainset_id", pipeline_cls.__name__)
+        raise MissingDependencies(missing_message(brainset_id, check))
 
 
 # -- brainsets whose pipeline.py cannot be imported ----------------------------------

@@ -100,8 +100,9 @@ def _static_parsers(tree: ast.Module) -> dict[str, argparse.ArgumentParser]:
                     kwargs[keyword.arg] = value
                 elif keyword.arg == "default":
                     kwargs["default"] = ComputedDefault(ast.unparse(keyword.value))
+            owner = _dotted(stmt.value.func.value)
             try:
-                parsers[_dotted(call.func.value)].add_argument(*args, **kwargs)
+                parsers[str(owner)].add_argument(*args, **kwargs)
             except (TypeError, ValueError, argparse.ArgumentError):
                 continue
     return parsers

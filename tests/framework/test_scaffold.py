@@ -1,6 +1,7 @@
 """`kedro brainset new <id>`: a brainset in the upstream style that runs as made."""
 
 import argparse
+import glob
 import shutil
 import subprocess
 import sys
@@ -12,10 +13,15 @@ import pytest
 from temporaldata import Data
 
 from brainsets_kedro.framework.parameters_file import parameters_yaml
-from brainsets_kedro.framework.scaffold import render_brainset
+from brainsets_kedro.framework.scaffold import TEMPLATE_DIR, render_brainset
 from brainsets_kedro.upstream.metadata import read_inline_metadata
 from brainsets_kedro.upstream.static_read import read_pipeline_file
 from tests.conftest import kedro_in_process
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: kedro installs tomli
+    import tomli as tomllib
 
 
 def _flat(result):
@@ -161,3 +167,22 @@ def test_parameters_yaml_from_a_parser():
     assert parameters_yaml("b", None).splitlines()[-1] == (
         "b: {}  # this brainset takes no options"
     )
+
+
+def test_the_template_folder_ships_in_the_package():
+    # A non-editable install has only the package data that pyproject.toml names.
+    root = Path(__file__).parents[2]
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    package = TEMPLATE_DIR.parents[1]  # src/brainsets_kedro/framework
+    patterns = config["tool"]["setuptools"]["package-data"]["brainsets_kedro.framework"]
+    shipped = {
+        Path(name)
+        for pattern in patterns
+        for name in glob.glob(pattern, root_dir=package, recursive=True)
+    }
+    template = {
+        path.relative_to(package)
+        for path in TEMPLATE_DIR.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    assert {Path("templates/brainset/cookiecutter.json")} < template <= shipped

@@ -1,6 +1,4 @@
-"""brainsets-kedro file for ensuring the package is executable
-as `brainsets-kedro` and `python -m brainsets_kedro`
-"""
+"""The package as a command: ``brainsets-kedro`` and ``python -m brainsets_kedro`` run the project's ``kedro`` commands."""
 
 import sys
 from pathlib import Path
@@ -10,7 +8,7 @@ from kedro.framework.cli.utils import find_run_command
 from kedro.framework.project import configure_project
 
 
-def main(*args, **kwargs) -> Any:
+def main(*args: Any, **kwargs: Any) -> Any:
     package_name = Path(__file__).parent.name
     configure_project(package_name)
 

@@ -1,12 +1,10 @@
-"""Errors the user can act on, and how a command shows them.
+"""The one exception tree of the project: every error it raises, under four roots.
 
 A user's mistake (a bad parameter, an unknown pipeline, a missing package...) is
 raised as a :class:`UserError`, or a :class:`UsageError` when the command line or
-``conf/`` is wrong. The project's commands run inside :func:`short_errors`, which
-prints such an error as its message alone and exits with its code (2 for a usage
-error, as click does; 1 otherwise). The traceback goes to the log file
-(``info.log``, see ``conf/logging.yml``) and the message says so. Any other exception
-is a bug, and shows its traceback as usual.
+``conf/`` is wrong. An error's type says how a command ends (:attr:`exit_code`: 2 for
+a usage error, as click's; 1 otherwise; ``None`` for a bug, shown with its
+traceback): :mod:`brainsets_kedro.framework.short_errors` shows it.
 
 The error classes also derive from the built-in class each raise site used before
 (``ValueError``, ``ImportError``...), so code that catches those still does.
@@ -14,19 +12,8 @@ The error classes also derive from the built-in class each raise site used befor
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-import traceback
-from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
-
-import click
-
-TRACEBACK_LOGGER = "brainsets_kedro.traceback"
-"""Where :func:`short_errors` logs a user error's traceback: configured in
-``conf/logging.yml`` to write to the log file only."""
 
 
 class BrainsetsKedroError(Exception):
@@ -36,6 +23,9 @@ class BrainsetsKedroError(Exception):
     exit_code: int | None = None
     """The exit code of a command this error ends; ``None``: a bug, shown with its
     traceback."""
+    traceback_hint = True
+    """Whether the message, shown alone, ends by saying where the traceback is; an
+    error whose message already points to the logs that matter sets it to ``False``."""
 
 
 # -- User mistakes: a bad parameter, a missing package, a damaged file... -------------
@@ -46,15 +36,45 @@ class UserError(BrainsetsKedroError):
     a traceback, the command exits with :attr:`exit_code`."""
 
     exit_code = 1
-    traceback_hint = True
-    """Whether the message ends by saying where the traceback is; an error whose
-    message already points to the logs that matter sets it to ``False``."""
 
 
 class UsageError(UserError, ValueError):
     """A bad command-line option or ``conf/`` value (exit code 2, as click's)."""
 
     exit_code = 2
+
+
+class InlineMetadataError(UserError, ValueError):
+    """A ``# /// brainset-pipeline`` block that cannot be read."""
+
+
+class MissingDependencies(UserError, ModuleNotFoundError):
+    """A brainset needs packages that are not installed."""
+
+
+class BrainsetLocked(UserError, RuntimeError):
+    """Another run is preparing this brainset."""
+
+    by_parent = False
+    """Whether the lock's holder is the process that started this one with
+    ``multiprocessing``: the run whose worker this is (Kedro's ``ParallelRunner``
+    runs nodes in such children). A command started by the holder otherwise (a
+    shell, ``subprocess``) is another run."""
+
+
+class BadLockFile(UserError, OSError):
+    """The lock's path holds something that is not a lock file we may use."""
+
+
+class ScaffoldError(UserError):
+    """A brainset cannot be created or imported as asked (``kedro brainset new``,
+    ``import``): its message says why and what to do."""
+
+    traceback_hint = False  # the message says all; the traceback shows only our code
+
+
+class BrainsetExists(ScaffoldError):
+    """The brainset to create or import exists already."""
 
 
 # -- used by pipeline/ and io/: parameters, pipelines, manifests, state, tables ------
@@ -224,104 +244,9 @@ class AssetInterrupted(AssetStop):
     Dask worker."""
 
 
-def exit_code(error: BaseException) -> int | None:
-    """The exit code for ``error`` if it is a user error, else ``None``.
-
-    An error that groups several (``errors``: a mapping of errors, as the runner's
-    ``RunFailures``) is a user error when all of them are; its code is the highest.
-
-    Args:
-        error: What a command raised.
-
-    Returns:
-        1, 2..., or ``None`` for an error that deserves its traceback.
-    """
-    parts = getattr(error, "errors", None)
-    if isinstance(parts, Mapping) and parts:
-        codes = [exit_code(part) for part in parts.values()]
-        return None if None in codes else max(codes)
-    if isinstance(error, BrainsetsKedroError) and error.exit_code is not None:
-        return error.exit_code
-    if _catalog_wrapped(error):
-        return exit_code(error.__cause__)
-    return UsageError.exit_code if _bad_kedro_config(error) else None
-
-
-def _catalog_wrapped(error: BaseException) -> bool:
-    """Whether ``error`` is Kedro's catalog naming the dataset whose load or save
-    raised a user error (it re-raises any ``DatasetError`` as a plain one; a
-    ``TableDataset`` raises its own user errors as the cause of a ``DatasetError``)."""
-    from kedro.io import DatasetError  # noqa: PLC0415
-
-    cause = error.__cause__
-    while isinstance(cause, DatasetError):
-        cause = cause.__cause__
-    return isinstance(error, DatasetError) and isinstance(cause, UserError)
-
-
-def _bad_kedro_config(error: BaseException) -> bool:
-    """Whether Kedro's config loader raised ``error`` reading ``conf/`` (a file that
-    is not valid YAML, a missing environment): the user's to fix, like a bad
-    parameter."""
-    from kedro.config import BadConfigException, MissingConfigException  # noqa: PLC0415
-
-    if isinstance(error, BadConfigException | MissingConfigException):
-        return True
-    frames = traceback.extract_tb(error.__traceback__)
-    return bool(frames) and "/kedro/config/" in Path(frames[-1].filename).as_posix()
-
-
 def shown_path(path: str | os.PathLike) -> str:
     """``path`` as a message shows it: relative to the working directory (the
     project, for ``kedro``) when inside it."""
     path = str(path)
     inside = path.startswith(os.getcwd() + os.sep)
     return os.path.relpath(path) if inside else path
-
-
-def traceback_location() -> str | None:
-    """The log file that :data:`TRACEBACK_LOGGER` writes to, relative to the
-    working directory when inside it; ``None`` when it writes to no file."""
-    logger = logging.getLogger(TRACEBACK_LOGGER)
-    while logger is not None:
-        for handler in logger.handlers:
-            path = getattr(handler, "baseFilename", None)
-            if path:
-                return shown_path(path)
-        logger = logger.parent if logger.propagate else None
-    return None
-
-
-@contextlib.contextmanager
-def short_errors() -> Iterator[None]:
-    """Run a command's body: a user error is printed as its message and ends the
-    process with its exit code; its traceback goes to the log file (printed
-    instead when no log file is configured). Other errors pass through.
-
-    Raises:
-        SystemExit: With the user error's exit code.
-    """
-    try:
-        yield
-    except Exception as error:
-        code = exit_code(error)
-        if code is None:
-            raise
-        where = traceback_location()
-        if where is None:
-            click.echo("".join(traceback.format_exception(error)).rstrip(), err=True)
-        else:
-            logging.getLogger(TRACEBACK_LOGGER).error(
-                "%s: %s", type(error).__name__, error, exc_info=error
-            )
-        click.echo(f"Error: {error}", err=True)
-        if where is not None and _wants_hint(error):
-            click.echo(f"(The traceback is in {where}.)", err=True)
-        raise SystemExit(code) from None
-
-
-def _wants_hint(error: BaseException) -> bool:
-    parts = getattr(error, "errors", None)
-    if isinstance(parts, Mapping) and parts:
-        return any(_wants_hint(part) for part in parts.values())
-    return getattr(error, "traceback_hint", True)

@@ -1,4 +1,6 @@
-"""Project settings. For the Kedro defaults, see
+"""Kedro's project settings: Ctrl-C at start-up, the hooks, the console handlers, the config loader.
+
+For the Kedro defaults, see
 https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration"""
 
 import warnings

@@ -1,6 +1,7 @@
 """`kedro brainset new <id>`: a brainset in the upstream style that runs as made."""
 
 import argparse
+import glob
 import shutil
 import subprocess
 import sys
@@ -11,9 +12,16 @@ import pandas as pd
 import pytest
 from temporaldata import Data
 
-from brainsets_kedro.framework.scaffold import TEMPLATE, parameters_yaml
-from brainsets_kedro.upstream.adapter import read_inline_metadata, read_pipeline_file
+from brainsets_kedro.framework.parameters_file import parameters_yaml
+from brainsets_kedro.framework.scaffold import TEMPLATE_DIR, render_brainset
+from brainsets_kedro.upstream.metadata import read_inline_metadata
+from brainsets_kedro.upstream.static_read import read_pipeline_file
 from tests.conftest import kedro_in_process
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: kedro installs tomli
+    import tomli as tomllib
 
 
 def _flat(result):
@@ -115,15 +123,15 @@ def test_new_refuses_an_id_that_is_not_an_identifier(project, brainset_id, reaso
 
 
 def test_template_reads_statically_and_is_lint_clean(tmp_path):
-    path = tmp_path / "pipeline.py"
-    path.write_text(TEMPLATE.replace("__BRAINSET_ID__", "lint_me"))
+    path = render_brainset("lint_me", tmp_path) / "pipeline.py"
+    text = path.read_text()
     info = read_pipeline_file(path)
     assert info.brainset_id == "lint_me"
     # What it tells its author is true: process runs on a worker of its own (not
     # "right after the download, on the same worker"), and files are fetched with
     # the project's download(), which resumes and checks them.
-    assert "same worker" not in TEMPLATE and "urlretrieve" not in TEMPLATE
-    assert "from brainsets_kedro import download" in TEMPLATE
+    assert "same worker" not in text and "urlretrieve" not in text
+    assert "from brainsets_kedro import download" in text
     assert info.metadata == {"dependencies": []}
     ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
     if not Path(ruff).exists():
@@ -159,3 +167,22 @@ def test_parameters_yaml_from_a_parser():
     assert parameters_yaml("b", None).splitlines()[-1] == (
         "b: {}  # this brainset takes no options"
     )
+
+
+def test_the_template_folder_ships_in_the_package():
+    # A non-editable install has only the package data that pyproject.toml names.
+    root = Path(__file__).parents[2]
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    package = TEMPLATE_DIR.parents[1]  # src/brainsets_kedro/framework
+    patterns = config["tool"]["setuptools"]["package-data"]["brainsets_kedro.framework"]
+    shipped = {
+        Path(name)
+        for pattern in patterns
+        for name in glob.glob(pattern, root_dir=package, recursive=True)
+    }
+    template = {
+        path.relative_to(package)
+        for path in TEMPLATE_DIR.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    assert {Path("templates/brainset/cookiecutter.json")} < template <= shipped

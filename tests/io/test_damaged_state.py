@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from kedro.io import DatasetError
 
-from brainsets_kedro.errors import DamagedTable
-from brainsets_kedro.framework.lock import LOCK_NAME, BadLockFile, brainset_lock
+from brainsets_kedro.errors import BadLockFile, DamagedTable
+from brainsets_kedro.framework.lock import LOCK_NAME, brainset_lock
 from brainsets_kedro.io.tables import TableDataset
 from tests.conftest import THREADS, add_brainset, kedro_in_process
 
@@ -73,9 +73,8 @@ def test_a_run_with_a_symlinked_lock_is_one_short_message(project, tmp_path):
     result = kedro_in_process(project, "run", "--pipeline=toy", THREADS)
     assert result.returncode == 1
     assert "Traceback" not in _output(result)
-    assert (
-        "data/02_processed/toy/.brainsets_kedro.framework.lock is a symbolic link"
-        in (_output(result))
+    assert "data/02_processed/toy/.brainsets_kedro.lock is a symbolic link" in (
+        _output(result)
     )
     assert victim.read_text() == "do not truncate me\n"
     assert not list(processed.glob("*.json"))  # no asset ran

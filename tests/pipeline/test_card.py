@@ -23,13 +23,9 @@ from kedro.runner import SequentialRunner
 from kedro_datasets.pandas import ParquetDataset
 from temporaldata import ArrayDict, Data, IrregularTimeSeries
 
-from brainsets_kedro.errors import (
-    AssetFailures,
-    NotEnoughDiskSpace,
-    UnreadableFiles,
-    exit_code,
-)
+from brainsets_kedro.errors import AssetFailures, NotEnoughDiskSpace, UnreadableFiles
 from brainsets_kedro.framework.hooks import SaveReportOnFailure
+from brainsets_kedro.framework.short_errors import exit_code
 from brainsets_kedro.io.datasets import BrainsetDirectory, TemporalDataDataset
 from brainsets_kedro.pipeline.card import CARD_COLUMNS
 from brainsets_kedro.pipeline.factory import create_brainset_pipeline
@@ -445,8 +441,8 @@ def test_kedro_run_on_a_too_small_disk_and_the_manifest_sizes(project):
     assert total in shown.stdout
 
 
-def test_example_brainset_and_template_give_sizes():
-    from brainsets_kedro.framework.scaffold import TEMPLATE  # noqa: PLC0415
+def test_example_brainset_and_template_give_sizes(tmp_path):
+    from brainsets_kedro.framework.scaffold import render_brainset  # noqa: PLC0415
     from brainsets_kedro.pipeline.params import parse_params  # noqa: PLC0415
     from brainsets_kedro.pipelines.my_brainset.pipeline import Pipeline  # noqa: PLC0415
 
@@ -454,7 +450,8 @@ def test_example_brainset_and_template_give_sizes():
     manifest = Pipeline.get_manifest(REPO, args)
     sizes = manifest_sizes(manifest, "my_brainset")
     assert (sizes > 500_000).all() and (sizes < 2_000_000).all()
-    assert '"size_bytes":' in TEMPLATE
+    template = (render_brainset("sized", tmp_path) / "pipeline.py").read_text()
+    assert '"size_bytes":' in template
 
 
 def test_card_totals_run_with_runfailures(tmp_path):

@@ -6,7 +6,8 @@ import os
 import pandas as pd
 import pytest
 
-from brainsets_kedro.framework.lock import BrainsetLocked, brainset_lock
+from brainsets_kedro.errors import BrainsetLocked
+from brainsets_kedro.framework.lock import brainset_lock
 from tests.conftest import TEST_BRAINSETS, add_brainset, kedro
 from tests.runner.test_run_state import lock_is_free
 

@@ -13,9 +13,9 @@ import pytest
 from kedro.framework.hooks.manager import _create_hook_manager
 from kedro.runner import SequentialRunner
 
-from brainsets_kedro.errors import AssetFailures
+from brainsets_kedro.errors import AssetFailures, BrainsetLocked
 from brainsets_kedro.framework.hooks import LockBrainsets, RerunFailed
-from brainsets_kedro.framework.lock import BrainsetLocked, brainset_lock
+from brainsets_kedro.framework.lock import brainset_lock
 from brainsets_kedro.io.leftovers import atomic_temporary
 from brainsets_kedro.pipeline.factory import create_brainset_pipeline
 from brainsets_kedro.pipeline.ledger import LEDGER_NAME, done_assets

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from brainsets_kedro.upstream.adapter import RequirementCheck, install_advice
 from brainsets_kedro.upstream.installcheck import advise_install
+from brainsets_kedro.upstream.metadata import RequirementCheck
+from brainsets_kedro.upstream.requirements import install_advice
 from tests.conftest import TEST_BRAINSETS, add_brainset, kedro_in_process
 
 KEDRO = f"kedro {importlib_metadata.version('kedro')}"

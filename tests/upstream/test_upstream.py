@@ -16,20 +16,19 @@ import pandas as pd
 import pytest
 
 from brainsets_kedro import BrainsetPipeline
-from brainsets_kedro.framework.scaffold import (
-    ScaffoldError,
+from brainsets_kedro.errors import InlineMetadataError, ScaffoldError
+from brainsets_kedro.framework.upstream_sources import (
     installed_upstreams,
     upstream_brainsets,
     upstream_pipelines_dir,
 )
-from brainsets_kedro.upstream.adapter import (
-    InlineMetadataError,
+from brainsets_kedro.upstream.detection import is_brainset_class
+from brainsets_kedro.upstream.metadata import (
     check_requirements,
     install_command,
-    is_brainset_class,
     read_inline_metadata,
-    read_pipeline_file,
 )
+from brainsets_kedro.upstream.static_read import read_pipeline_file
 from brainsets_kedro.worker.flags import explain_flags
 from brainsets_kedro.worker.tracker import TrackerHandle
 from tests.conftest import TEST_BRAINSETS, THREADS, add_brainset, kedro_in_process

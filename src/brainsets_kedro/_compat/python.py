@@ -10,7 +10,9 @@ import _signal
 import argparse
 import ctypes
 import os
+import sys
 from collections.abc import Callable, Mapping
+from types import FrameType
 from typing import Any
 
 CHECKED: dict[str, str] = {}
@@ -91,3 +93,23 @@ def parser_options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action
         for action in parser._actions
         if not isinstance(action, argparse._HelpAction | argparse._VersionAction)
     }
+
+
+# -- used by upstream/ ---------------------------------------------------------------
+
+CHECKED.update({"sys._getframe": "checked with CPython 3.11.7"})
+
+
+def caller_frame(depth: int) -> FrameType | None:
+    """The frame ``depth`` calls up from the caller of this function.
+
+    Args:
+        depth: 0 for the caller itself, 1 for its caller...
+
+    Returns:
+        The frame, or ``None`` when the stack is not that deep.
+    """
+    try:
+        return sys._getframe(depth + 1)
+    except ValueError:
+        return None

@@ -1,36 +1,42 @@
-"""Project commands: ``kedro run`` with the brainset runner by default, and
-``kedro brainset list`` / ``manifest <id>`` / ``new <id>`` / ``import <name>``."""
+"""The project's commands: ``kedro run`` with the brainset runner by default, and ``kedro brainset ...``.
+
+``kedro brainset list`` / ``manifest <id>`` / ``status`` are here; ``new <id>`` and
+``import <name>`` in :mod:`brainsets_kedro.framework.scaffold_commands`."""
 
 from __future__ import annotations
 
-import copy
-import signal
-import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import click
-from kedro.framework.cli.project import run as kedro_run
-from kedro.framework.cli.utils import _split_params, env_option
+from kedro.framework.cli.utils import env_option
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from kedro.io import DatasetError
 
-from brainsets_kedro.errors import UsageError, UserError, exit_code, short_errors
-from brainsets_kedro.framework.scaffold import (
+from brainsets_kedro._compat.kedro import (
+    dataset_description,
+    kedro_run,
+    run_command,
+    split_params,
+)
+from brainsets_kedro.errors import UsageError, UserError
+from brainsets_kedro.framework.scaffold_commands import import_command, new_command
+from brainsets_kedro.framework.short_errors import exit_code, short_errors
+from brainsets_kedro.framework.startup import exit_interrupted, run_takes_over
+from brainsets_kedro.framework.upstream_sources import (
     available_brainsets,
-    import_command,
     install_hint,
     installed_upstreams,
-    new_command,
 )
-from brainsets_kedro.framework.startup import INTERRUPTED_LINE, run_takes_over
 from brainsets_kedro.pipeline.discovery import (
     PIPELINES_PACKAGE,
     describe_error,
     load_brainset_class,
     pipeline_folders,
 )
+from brainsets_kedro.runner.interrupts import RunInterrupted
 from brainsets_kedro.runner.prestart import start_workers, stop_workers
 from brainsets_kedro.worker.lifecycle import exit_without_final_collection
 
@@ -48,10 +54,7 @@ def _run(**kwargs: Any) -> object:
         run_takes_over()  # Ctrl-C is a KeyboardInterrupt again, caught below
         return _run_command(kwargs)
     except KeyboardInterrupt as interrupt:  # Ctrl-C before or while assets ran
-        interrupts = sys.modules.get("brainsets_kedro.runner.interrupts")
-        if interrupts and isinstance(
-            interrupt, interrupts.RunInterrupted
-        ):  # reports saved
+        if isinstance(interrupt, RunInterrupted):  # reports saved
             click.echo(
                 f"Interrupted ({interrupt}). The run reports mark the unfinished "
                 f"assets INTERRUPTED; run the same command again to finish, or add "
@@ -60,11 +63,8 @@ def _run(**kwargs: Any) -> object:
             )
             raise SystemExit(interrupt.exit_code) from None
         # Before the runner's assets (Kedro loading, workers starting, a manifest),
-        # or under Kedro's own runners. A forwarded Ctrl-C comes twice: the second
-        # must not end the wrap-up (waiting for starting workers) with a traceback.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        click.echo(INTERRUPTED_LINE, err=True, nl=False)
-        raise SystemExit(128 + signal.SIGINT) from None
+        # or under Kedro's own runners.
+        exit_interrupted()
     finally:
         stop_workers()  # if the run ended before it needed them
 
@@ -92,22 +92,16 @@ def _run_command(kwargs: dict[str, Any]) -> object:
             + [f"{PIPELINES_PACKAGE}.{name}.pipeline" for name in names],
         )
     with short_errors():
-        return kedro_run.callback(**kwargs)
+        return kedro_run(**kwargs)
 
 
-run = copy.copy(kedro_run)
-run.callback = _run
-run.params = [copy.copy(param) for param in kedro_run.params]
-for _param in run.params:
-    if _param.name == "runner":
-        _param.default = DEFAULT_RUNNER
-        _param.help = f"{_param.help} Default: {DEFAULT_RUNNER}."
+run = run_command(_run, DEFAULT_RUNNER)
 cli.add_command(run)
 
 
 class _BrainsetGroup(click.Group):
     """``kedro brainset ...``: a user error is a short message (see
-    :func:`~brainsets_kedro.errors.short_errors`)."""
+    :func:`~brainsets_kedro.framework.short_errors.short_errors`)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         with short_errors():
@@ -121,6 +115,18 @@ def brainset() -> None:
 
 brainset.add_command(new_command)
 brainset.add_command(import_command)
+
+
+def _tables() -> tuple[ModuleType, ModuleType, ModuleType]:
+    """pandas, ``pipeline.sizes`` and ``pipeline.status``, for the commands that
+    show tables."""
+    # Here, not at the top: Kedro imports this module in every command, and `kedro
+    # run` starts its workers before it loads pandas (runner.prestart).
+    import pandas as pd  # noqa: PLC0415 (pandas: after kedro run's workers start)
+
+    from brainsets_kedro.pipeline import sizes, status  # noqa: PLC0415 (pandas, as above)
+
+    return pd, sizes, status
 
 
 def _session(env: str | None) -> KedroSession:
@@ -164,40 +170,46 @@ def list_brainsets(available: bool, env: str | None) -> None:
     if available:
         _list_available()
         return
-    from brainsets_kedro.pipeline.sizes import format_bytes  # noqa: PLC0415 (pandas)
-
-    with _session(env) as session:
+    pd, sizes, _ = _tables()
+    session = _session(env)
+    with session:
         catalog = session.load_context().catalog
         rows = []
         broken: dict[str, str] = {}
         damaged: dict[str, str] = {}
         for brainset_id in brainset_ids(broken):
             raw, processed = (
-                catalog.get(f"{brainset_id}.{name}")._describe()["path"]
+                dataset_description(catalog.get(f"{brainset_id}.{name}"))["path"]
                 for name in ("raw_dir", "processed_dir")
             )
-            files = size = "-"  # no card yet
+            files: int | str = "-"  # no card yet
+            size = "-"
             try:
                 if catalog.exists(f"{brainset_id}.card"):
                     card = catalog.load(f"{brainset_id}.card")
-                    files, size = len(card), format_bytes(card["size_bytes"].sum())
-            except (DatasetError, KeyError) as error:  # damaged, or not a card
-                if exit_code(error) is None and not isinstance(error, KeyError):
+                    files, size = (
+                        len(card),
+                        sizes.format_bytes(card["size_bytes"].sum()),
+                    )
+            except (DatasetError, KeyError) as unreadable:  # damaged, or not a card
+                if exit_code(unreadable) is None and not isinstance(
+                    unreadable, KeyError
+                ):
                     raise
                 files = size = "?"
-                damaged[brainset_id] = str(error.__cause__ or f"no column {error}")
+                damaged[brainset_id] = str(
+                    unreadable.__cause__ or f"no column {unreadable}"
+                )
             rows.append((brainset_id, raw, processed, files, size))
     if not rows:
         click.echo("No brainsets: add src/brainsets_kedro/pipelines/<id>/pipeline.py.")
     else:
-        import pandas as pd  # noqa: PLC0415 (kedro run starts its workers first)
-
         columns = ["brainset", "raw_dir", "processed_dir", "files", "size"]
         click.echo(pd.DataFrame(rows, columns=columns).to_string(index=False))
-    for name, error in broken.items():
-        click.echo(f"{name}: cannot be loaded, left out: {error}")
-    for name, error in damaged.items():
-        click.echo(f"{name}: its card: {error}")
+    for name, why in broken.items():
+        click.echo(f"{name}: cannot be loaded, left out: {why}")
+    for name, why in damaged.items():
+        click.echo(f"{name}: its card: {why}")
 
 
 def _list_available() -> None:
@@ -240,9 +252,10 @@ def show_manifest(
     brainset_id: str, refresh: bool, params: str, env: str | None
 ) -> None:
     """Print a brainset's manifest, computing and saving it if needed."""
-    runtime_params = _split_params(None, None, params) if params else {}
+    runtime_params = split_params(params) if params else {}
     name = f"{brainset_id}.manifest"
-    with _session(env) as session:
+    session = _session(env)
+    with session:
         catalog = session.load_context().catalog
         broken: dict[str, str] = {}
         known = brainset_ids(broken)
@@ -257,31 +270,30 @@ def show_manifest(
             )
         saved = catalog.exists(name)
     if refresh or not saved or runtime_params:
-        with KedroSession.create(
+        session = KedroSession.create(
             project_path=Path.cwd(), env=env, runtime_params=runtime_params
-        ) as session:
+        )
+        with session:
             session.run(pipeline_names=[brainset_id], node_names=[name])
-    with _session(env) as session:
+    session = _session(env)
+    with session:
         manifest = session.load_context().catalog.load(name)
-    import pandas as pd  # noqa: PLC0415 (kedro run starts its workers before pandas)
-
-    from brainsets_kedro.pipeline.sizes import format_bytes, manifest_sizes  # noqa: PLC0415
-
+    pd, sizes, _ = _tables()
     with pd.option_context(
         "display.max_rows", None, "display.max_columns", None, "display.width", 200
     ):
         click.echo(manifest)
     try:
-        sizes = manifest_sizes(manifest, brainset_id)
+        asset_sizes = sizes.manifest_sizes(manifest, brainset_id)
     except ValueError as error:
         raise click.ClickException(str(error)) from None
-    if sizes is None:
+    if asset_sizes is None:
         click.echo(f"{len(manifest)} assets.")
         return
-    unknown = int(sizes.isna().sum())
+    unknown = int(asset_sizes.isna().sum())
     click.echo(
-        f"{len(manifest)} assets, {format_bytes(sizes.sum())} "
-        f"({int(sizes.sum())} bytes) in all"
+        f"{len(manifest)} assets, {sizes.format_bytes(asset_sizes.sum())} "
+        f"({int(asset_sizes.sum())} bytes) in all"
         + (f"; {unknown} of unknown size" if unknown else "")
         + f". Still to download: kedro brainset status {brainset_id}"
     )
@@ -315,13 +327,13 @@ def brainset_status(  # click passes the options by name
     incomplete, failed, downloaded only or missing, and the bytes still to download
     (all brainsets without an id). Reads the ledger and stats files, never the data.
     """
-    from brainsets_kedro.pipeline.status import brainset_states  # noqa: PLC0415
-
-    runtime_params = _split_params(None, None, params) if params else {}
+    _, _, states = _tables()
+    runtime_params = split_params(params) if params else {}
     bootstrap_project(Path.cwd())
-    with KedroSession.create(
+    session = KedroSession.create(
         project_path=Path.cwd(), env=env, runtime_params=runtime_params
-    ) as session:
+    )
+    with session:
         context = session.load_context()
         broken: dict[str, str] = {}
         known = brainset_ids(broken)
@@ -332,7 +344,7 @@ def brainset_status(  # click passes the options by name
                 f"brainsets: {', '.join(known) or '(none)'}."
             )
         classes = {i: load_brainset_class(i) for i in ids or known}
-        table, explained = brainset_states(
+        table, explained = states.brainset_states(
             classes, context.catalog, context.params, offline=offline
         )
     click.echo(table.to_string(index=False) if len(table) else "No brainsets.")

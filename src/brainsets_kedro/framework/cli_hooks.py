@@ -1,5 +1,7 @@
-"""Kedro CLI hooks of the project, registered by the ``kedro.cli_hooks`` entry point
-in ``pyproject.toml``: they run in the ``kedro`` process of each command."""
+"""The project's Kedro CLI hooks: ``kedro viz run`` stops its server when it is stopped.
+
+Registered by the ``kedro.cli_hooks`` entry point in ``pyproject.toml``, they run in
+the ``kedro`` process of each command."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
-"""Project hooks.
+"""The project's Kedro hooks: one run at a time per brainset, default parameters, the report saved on failure, ``brainsets.only=failed``.
 
-They import the brainset machinery (and with it pandas) when they first run, not when
-settings.py imports them: every kedro command imports settings.py, and ``kedro run``
-starts its worker processes before it loads pandas (see :mod:`brainsets_kedro.runner.prestart`).
+They import the pipeline layer's node callables, ledger and selection (and with them
+pandas) when they first run, not when settings.py imports them: every kedro command
+imports settings.py, and ``kedro run`` starts its worker processes before it loads
+pandas (see :mod:`brainsets_kedro.runner.prestart`).
 """
 
 from __future__ import annotations
@@ -12,27 +13,52 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
 from kedro.io import CatalogProtocol
 from kedro.pipeline import Node, Pipeline
 
-from brainsets_kedro.errors import UsageError
+from brainsets_kedro.errors import (
+    AssetFailures,
+    BrainsetLocked,
+    SharedProcessedDir,
+    UsageError,
+)
+from brainsets_kedro.framework.lock import brainset_lock
+from brainsets_kedro.io.leftovers import remove_stale
 from brainsets_kedro.pipeline.run_settings import (
     RUN_OPTIONS,
     RUN_OPTIONS_KEY,
     RunSettings,
 )
+from brainsets_kedro.upstream.requirements import ensure_requirements
 
 logger = logging.getLogger(__name__)
 
 
-def brainset_node(node: Node) -> Any:
-    """The BrainsetNode (manifest, download, process) behind ``node``, else None."""
-    from brainsets_kedro.pipeline.nodes import BrainsetNode  # noqa: PLC0415
+def _pipeline_parts() -> tuple[ModuleType, ModuleType, ModuleType]:
+    """``pipeline.nodes``, ``pipeline.ledger`` and ``pipeline.selection``, imported at
+    the first hook call."""
+    # Here, not at the top: they import pandas, and settings.py imports this module
+    # in every kedro command, before `kedro run` starts its workers.
+    from brainsets_kedro.pipeline import ledger, nodes, selection  # noqa: PLC0415 (pandas)
 
-    return node.func if isinstance(node.func, BrainsetNode) else None
+    return nodes, ledger, selection
+
+
+def brainset_node(node: Node) -> Any:
+    """The BrainsetNode (manifest, download, process) behind ``node``, else None.
+
+    Args:
+        node: A node of the pipeline being run.
+
+    Returns:
+        Its ``BrainsetNode`` callable, or ``None`` for any other node.
+    """
+    nodes, _, _ = _pipeline_parts()
+    return node.func if isinstance(node.func, nodes.BrainsetNode) else None
 
 
 class LockBrainsets:
@@ -82,11 +108,6 @@ class LockBrainsets:
     ) -> None:
         """Take the lock of ``node``'s brainset, once per run; raise why it cannot
         be (again at each of its nodes)."""
-        from brainsets_kedro.framework.lock import BrainsetLocked, brainset_lock  # noqa: PLC0415
-        from brainsets_kedro.io.leftovers import remove_stale  # noqa: PLC0415
-        from brainsets_kedro.pipeline.selection import shown_ids  # noqa: PLC0415
-        from brainsets_kedro.upstream.adapter import ensure_requirements  # noqa: PLC0415
-
         owner = brainset_node(node)
         if owner is None:
             return
@@ -123,12 +144,13 @@ class LockBrainsets:
             self._held[brainset_id] = stack
         removed = remove_stale(dirs)
         if removed:
+            _, _, selection = _pipeline_parts()
             logger.info(
                 "Brainset '%s': removed %d temporary file(s) that an earlier, killed "
                 "run left: %s",
                 brainset_id,
                 len(removed),
-                shown_ids(removed),
+                selection.shown_ids(removed),
                 extra={"markup": False},
             )
 
@@ -155,15 +177,13 @@ def check_own_processed_dirs(pipeline: Any, catalog: CatalogProtocol) -> None:
     Raises:
         SharedProcessedDir: Naming both brainsets, the directory and the fix.
     """
-    from brainsets_kedro.errors import SharedProcessedDir  # noqa: PLC0415
-    from brainsets_kedro.pipeline.ledger import shared_dir_message  # noqa: PLC0415
-
+    _, ledger, _ = _pipeline_parts()
     owners: dict[Path, str] = {}
     for node in pipeline.nodes:
         owner = brainset_node(node)
-        name = f"{owner.brainset_id}.processed_dir" if owner else None
         if owner is None or owner.brainset_id in owners.values():
             continue
+        name = f"{owner.brainset_id}.processed_dir"
         try:
             folder = Path(catalog.load(name))
         except Exception:  # noqa: BLE001 (the node that needs it says why)
@@ -171,7 +191,7 @@ def check_own_processed_dirs(pipeline: Any, catalog: CatalogProtocol) -> None:
         other = owners.setdefault(folder.resolve(), owner.brainset_id)
         if other != owner.brainset_id:
             raise SharedProcessedDir(
-                shared_dir_message(owner.brainset_id, other, folder)
+                ledger.shared_dir_message(owner.brainset_id, other, folder)
             )
 
 
@@ -186,8 +206,6 @@ class SaveReportOnFailure:
     def on_node_error(
         self, error: Exception, node: Node, catalog: CatalogProtocol
     ) -> None:
-        from brainsets_kedro.errors import AssetFailures  # noqa: PLC0415
-
         if isinstance(error, AssetFailures):
             for output in node.outputs:
                 catalog.save(output, error.report)
@@ -205,12 +223,9 @@ class RerunFailed:
     def before_node_run(
         self, node: Node, catalog: CatalogProtocol, inputs: dict[str, Any]
     ) -> dict[str, Any] | None:
-        from brainsets_kedro.pipeline.ledger import done_assets  # noqa: PLC0415
-        from brainsets_kedro.pipeline.nodes import DownloadNode  # noqa: PLC0415
-        from brainsets_kedro.pipeline.selection import shown_ids  # noqa: PLC0415
-
+        nodes, ledger, selection = _pipeline_parts()
         owner = brainset_node(node)
-        if not isinstance(owner, DownloadNode) or RUN_OPTIONS not in inputs:
+        if not isinstance(owner, nodes.DownloadNode) or RUN_OPTIONS not in inputs:
             return None
         options = dict(inputs[RUN_OPTIONS] or {})
         if (
@@ -219,7 +234,7 @@ class RerunFailed:
         ):
             return None
         brainset_id = owner.brainset_id
-        done = done_assets(inputs[f"{brainset_id}.processed_dir"], brainset_id)
+        done = ledger.done_assets(inputs[f"{brainset_id}.processed_dir"], brainset_id)
         report_name = f"{brainset_id}.run_report"
         if done is None:
             if not catalog.exists(report_name):
@@ -237,7 +252,7 @@ class RerunFailed:
             "interrupted, never finished, or only downloaded): %s.",
             len(not_done),
             brainset_id,
-            shown_ids(not_done),
+            selection.shown_ids(not_done),
             extra={"markup": False},
         )
         return {RUN_OPTIONS: {**options, "only": not_done}}

@@ -1,7 +1,7 @@
 """One run at a time per brainset: a lock file in its processed directory.
 
 Two runs preparing the same brainset would write the same files at once. The lock is
-an ``flock`` on ``<processed_dir>/.brainsets_kedro.framework.lock``: the kernel releases it when
+an ``flock`` on ``<processed_dir>/.brainsets_kedro.lock``: the kernel releases it when
 the holding process ends, however it ends, so a crashed run never leaves a stale
 lock. The file says who holds it, for the message the second run shows. A run holds
 it from before the brainset's first node (its manifest node) to the run's end: see
@@ -21,23 +21,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from brainsets_kedro.errors import UserError
+from brainsets_kedro.errors import BadLockFile, BrainsetLocked
 
-LOCK_NAME = ".brainsets_kedro.framework.lock"
-
-
-class BrainsetLocked(UserError, RuntimeError):
-    """Another run is preparing this brainset."""
-
-    by_parent = False
-    """Whether the lock's holder is the process that started this one with
-    ``multiprocessing``: the run whose worker this is (Kedro's ``ParallelRunner``
-    runs nodes in such children). A command started by the holder otherwise (a
-    shell, ``subprocess``) is another run."""
-
-
-class BadLockFile(UserError, OSError):
-    """The lock's path holds something that is not a lock file we may use."""
+LOCK_NAME = ".brainsets_kedro.lock"
 
 
 @contextlib.contextmanager
@@ -75,10 +61,8 @@ def brainset_lock(processed_dir: Path, brainset_id: str) -> Iterator[None]:
         command = " ".join(
             Path(sys.argv[0]).name if i == 0 else a for i, a in enumerate(sys.argv)
         )
-        holder = os.getpid()
-        file.write(
-            f"pid {holder} on {socket.gethostname()}, since {started}: {command}\n"
-        )
+        pid = os.getpid()
+        file.write(f"pid {pid} on {socket.gethostname()}, since {started}: {command}\n")
         file.flush()
         try:
             yield
@@ -86,7 +70,7 @@ def brainset_lock(processed_dir: Path, brainset_id: str) -> Iterator[None]:
             # Not in a child forked while it was held (a worker of Kedro's
             # ParallelRunner, finalizing its copy of the hook at exit): the lock is
             # its parent's, which still runs.
-            if os.getpid() == holder:
+            if os.getpid() == pid:
                 file.seek(0)
                 file.truncate()
                 fcntl.flock(file, fcntl.LOCK_UN)

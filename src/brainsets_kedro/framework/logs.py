@@ -19,13 +19,33 @@ from __future__ import annotations
 
 import logging
 
+from kedro.logging import RichHandler
+from rich.console import Console
+
 CONSOLE_HANDLERS = ("console", "console_warnings")
 """The names of the console handlers in ``conf/logging.yml``."""
 
 
 class OneLineFormatter(logging.Formatter):
     """A record on one line: its message's lines joined by spaces; of an exception,
-    only its last line (the traceback is in the log file)."""
+    only its last line (the traceback is in the log file).
+
+    Args:
+        fmt: The format string, as :class:`logging.Formatter`'s.
+        datefmt: The time format, as :class:`logging.Formatter`'s.
+        like: A formatter whose format strings to use instead of ``fmt`` and
+            ``datefmt`` (the one of the handler this formatter is fitted to).
+    """
+
+    def __init__(
+        self,
+        fmt: str | None = None,
+        datefmt: str | None = None,
+        *,
+        like: logging.Formatter | None = None,
+    ):
+        super().__init__(fmt, datefmt)
+        self._like = like if like is not None else self
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
@@ -37,15 +57,14 @@ class OneLineFormatter(logging.Formatter):
             error = record.exc_info[1]
             message += f" ({type(error).__name__}: {error})".replace("\n", " ")
         record.message = message
-        if self.usesTime():
-            record.asctime = self.formatTime(record, self.datefmt)
-        return self.formatMessage(record)
+        like = self._like
+        if like.usesTime():
+            record.asctime = like.formatTime(record, like.datefmt)
+        return like.formatMessage(record)
 
 
 def is_terminal() -> bool:
     """Whether standard output is a terminal, as Rich (and the live table) sees it."""
-    from rich.console import Console  # noqa: PLC0415
-
     return Console().is_terminal
 
 
@@ -82,10 +101,8 @@ def _fitted(handler: logging.Handler, terminal: bool) -> logging.Handler:
     if not terminal:
         if not isinstance(handler.formatter, OneLineFormatter):
             formatter = handler.formatter or logging.Formatter()
-            handler.setFormatter(OneLineFormatter(formatter._fmt, formatter.datefmt))
+            handler.setFormatter(OneLineFormatter(like=formatter))
         return handler
-    from kedro.logging import RichHandler  # noqa: PLC0415
-
     rich = RichHandler(level=handler.level, rich_tracebacks=True)
     rich.name = handler.name
     return rich

@@ -1,11 +1,14 @@
-"""Ctrl-C while ``kedro run`` starts up: one line and exit code 130, no traceback.
+"""Ctrl-C in ``kedro run`` before its assets run: one line and exit code 130, no traceback.
 
 Kedro imports the project's ``settings.py`` early in every command, long before the
 run command's own code (:func:`brainsets_kedro.framework.cli._run`) can catch a
 ``KeyboardInterrupt``: from then until that code takes over (Kedro loading its
 plugins and the project's commands), Ctrl-C ends ``kedro run`` at once, as it would a
-moment later with nothing done. Only standard modules here: every kedro command
-imports this one.
+moment later with nothing done. From then on until the runner's assets run (Kedro
+loading the project, workers starting, a manifest), the run command ends the same
+way (:func:`exit_interrupted`); once assets run, the runner's own handling
+(:mod:`brainsets_kedro.runner.interrupts`) saves the reports first. Only standard
+modules here: every kedro command imports this one, before Kedro has loaded.
 """
 
 from __future__ import annotations
@@ -16,15 +19,18 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 INTERRUPTED_LINE = "Interrupted (Ctrl-C received).\n"
+"""What ``kedro run`` prints when Ctrl-C stops it before its assets run."""
+INTERRUPTED_EXIT_CODE = 128 + signal.SIGINT
+"""Its exit code, as a shell gives a command that Ctrl-C ended."""
 
 
 def _exit_interrupted(signum: int, frame: Any) -> None:
     sys.stderr.write(INTERRUPTED_LINE)
     sys.stderr.flush()
-    os._exit(128 + signal.SIGINT)  # nothing started yet that needs stopping
+    os._exit(INTERRUPTED_EXIT_CODE)  # nothing started yet that needs stopping
 
 
 def exit_on_ctrl_c_until_run() -> None:
@@ -46,3 +52,18 @@ def run_takes_over() -> None:
     """The run command catches Ctrl-C itself from now on (as a KeyboardInterrupt)."""
     if signal.getsignal(signal.SIGINT) is _exit_interrupted:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def exit_interrupted() -> NoReturn:
+    """End ``kedro run`` after a Ctrl-C that came before the runner's assets ran:
+    one line, exit code 130. A forwarded Ctrl-C comes twice: the second is ignored,
+    so that it does not end the wrap-up (waiting for starting workers) with a
+    traceback.
+
+    Raises:
+        SystemExit: With :data:`INTERRUPTED_EXIT_CODE`.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.stderr.write(INTERRUPTED_LINE)
+    sys.stderr.flush()
+    raise SystemExit(INTERRUPTED_EXIT_CODE) from None

@@ -9,7 +9,7 @@ calls ``get_manifest``. A folder that cannot be loaded is left out with a warnin
 naming it and its error (unless asked for by name), so it never breaks the others.
 A brainset whose ``pipeline.py`` cannot be imported (its
 dependencies are not installed) is registered from what the file says without running
-it, and fails when run, naming what to install (see :mod:`brainsets_kedro.upstream.adapter`).
+it, and fails when run, naming what to install (see :mod:`brainsets_kedro.upstream.requirements`).
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from importlib.resources import files
 from pathlib import Path
 from types import ModuleType
 
-from kedro.framework.project import pipelines as project_pipelines
 from kedro.pipeline import Pipeline
 
+from brainsets_kedro._compat.kedro import requested_pipelines
 from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.errors import PipelineDiscoveryError, UnknownPipelineError
-from brainsets_kedro.upstream.adapter import is_brainset_class, unimportable_brainset
+from brainsets_kedro.upstream.detection import is_brainset_class
+from brainsets_kedro.upstream.requirements import unimportable_brainset
 from brainsets_kedro.upstream.siblings import PIPELINES_PACKAGE
 
 logger = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ def find_pipelines(requested: list[str] | None = None) -> dict[str, Pipeline]:
     """
     folders = pipeline_folders()
     if requested is None:
-        requested = getattr(project_pipelines, "_requested_pipelines", None)
+        requested = requested_pipelines()
     load_all = requested is None or "__default__" in requested
     asked = set(requested or ())
     if not load_all:

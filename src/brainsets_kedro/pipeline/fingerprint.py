@@ -41,11 +41,9 @@ from importlib import metadata
 from pathlib import Path, PurePath
 from typing import Any
 
-from brainsets_kedro.upstream.adapter import (
-    _module_file,
-    _requirement_name,
-    inline_metadata,
-)
+from brainsets_kedro.upstream.metadata import requirement_name as _requirement_name
+from brainsets_kedro.upstream.requirements import inline_metadata
+from brainsets_kedro.upstream.requirements import module_file as _module_file
 
 PARTS = ("version", "params", "input", "code", "packages")
 """The parts of a fingerprint, as ``brainsets.rerun_on`` names them."""

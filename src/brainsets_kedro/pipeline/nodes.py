@@ -39,7 +39,7 @@ from brainsets_kedro.pipeline.rerun import with_decisions
 from brainsets_kedro.pipeline.run_settings import RUN_OPTIONS_KEY, RunSettings
 from brainsets_kedro.pipeline.selection import Selection
 from brainsets_kedro.pipeline.sizes import check_disk_space
-from brainsets_kedro.upstream.adapter import ensure_requirements
+from brainsets_kedro.upstream.requirements import ensure_requirements
 from brainsets_kedro.worker.flags import explain_flags
 from brainsets_kedro.worker.job import BrainsetJob
 from brainsets_kedro.worker.result import (

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from brainsets_kedro.worker.assets import row_type
+from brainsets_kedro.worker.result import row_type
 
 
 def manifest_items(manifest: pd.DataFrame) -> Iterator[Any]:

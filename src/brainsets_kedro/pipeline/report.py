@@ -17,14 +17,9 @@ from brainsets_kedro.pipeline.provenance import (
     PROVENANCE_COLUMNS,
     provenance,
 )
-from brainsets_kedro.worker.assets import (
-    DONE,
-    DOWNLOADED,
-    STAGES,
-    UP_TO_DATE,
-    AssetResult,
-    BrainsetJob,
-)
+from brainsets_kedro.worker.job import STAGES, BrainsetJob
+from brainsets_kedro.worker.result import AssetResult
+from brainsets_kedro.worker.status import DONE, DOWNLOADED, UP_TO_DATE
 
 PREPARED = (DONE, UP_TO_DATE, DOWNLOADED)
 """The statuses of assets that did not fail."""

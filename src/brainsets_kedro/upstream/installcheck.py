@@ -27,24 +27,27 @@ accepts it without a warning.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import logging
-import os
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from brainsets_kedro.upstream.adapter import install_command
+from brainsets_kedro.upstream.installcache import (
+    KEPT_ENVIRONMENTS,
+    environment_fingerprint,
+    installed_distributions,
+    read_cache,
+    write_cache,
+)
+from brainsets_kedro.upstream.metadata import install_command
 
 logger = logging.getLogger(__name__)
 
@@ -159,18 +162,10 @@ def _dry_run(
     )
 
 
-def _installed() -> dict[str, importlib_metadata.Distribution]:
-    return {
-        canonicalize_name(d.metadata["Name"]): d
-        for d in importlib_metadata.distributions()
-        if d.metadata["Name"]
-    }
-
-
 def _clashes(resolution: _Resolution) -> list[Clash]:
     """The packages the resolution would replace by a version that an installed
     distribution does not allow."""
-    installed = _installed()
+    installed = installed_distributions()
     broken: dict[str, list[str]] = {}
     for dependent in installed.values():
         for text in dependent.requires or []:
@@ -239,7 +234,7 @@ def advise_install(requirements: tuple[str, ...]) -> InstallAdvice:
         (the package index cannot be reached, say).
     """
     key = "\n".join(requirements)
-    cache = _read_cache()
+    cache = read_cache()
     fingerprint = environment_fingerprint()
     known = cache["advice"].get(fingerprint, {}).get(key)
     if known is not None:
@@ -261,7 +256,7 @@ def advise_install(requirements: tuple[str, ...]) -> InstallAdvice:
     for old in list(cache["advice"])[:-KEPT_ENVIRONMENTS]:
         del cache["advice"][old]
     cache["relaxed"].update(dict(advice.relaxed))
-    _write_cache(cache)
+    write_cache(cache)
     return advice
 
 
@@ -279,63 +274,7 @@ def relaxed_pin(requirement: str) -> str | None:
         text = str(Requirement(requirement))
     except InvalidRequirement:
         return None
-    return _read_cache()["relaxed"].get(text)
-
-
-KEPT_ENVIRONMENTS = 20
-"""Environments whose answers the cache keeps (the most recent)."""
-
-
-def cache_dir() -> Path:
-    """Where the project keeps what it computed once for this user: the folder
-    ``$BRAINSETS_KEDRO_CACHE_DIR``, else ``brainsets-kedro`` in ``$XDG_CACHE_HOME``
-    or ``~/.cache``."""
-    if os.environ.get("BRAINSETS_KEDRO_CACHE_DIR"):
-        return Path(os.environ["BRAINSETS_KEDRO_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "brainsets-kedro"
-
-
-def environment_fingerprint() -> str:
-    """A hash of what pip's answer depends on: this Python, the distributions
-    installed in its environment, and pip's settings in ``PIP_*`` variables."""
-    parts = [sys.executable, sys.version]
-    parts += sorted(f"{name} {d.version}" for name, d in _installed().items())
-    parts += sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith("PIP_"))
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
-
-
-def _cache_file() -> Path:
-    return cache_dir() / "install_advice.json"
-
-
-def _read_cache() -> dict:
-    """The cache's content; empty when it is missing or damaged (then rebuilt)."""
-    try:
-        cache = json.loads(_cache_file().read_text())
-    except (OSError, ValueError):
-        cache = {}
-    if not isinstance(cache, dict):
-        cache = {}
-    for part in ("advice", "relaxed"):
-        if not isinstance(cache.get(part), dict):
-            cache[part] = {}
-    return cache
-
-
-def _write_cache(cache: dict) -> None:
-    """Write the cache whole or not at all; a folder that cannot be written only
-    means the resolver is asked again next time."""
-    path = _cache_file()
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary.write_text(json.dumps(cache, indent=1))
-        os.replace(temporary, path)
-    except OSError as error:
-        logger.debug("Cannot write %s: %s", path, error)
-        with contextlib.suppress(OSError):
-            temporary.unlink()
+    return read_cache()["relaxed"].get(text)
 
 
 def _resolve(requirements: tuple[str, ...]) -> InstallAdvice:
@@ -362,8 +301,8 @@ def _resolve(requirements: tuple[str, ...]) -> InstallAdvice:
         r for r in parsed if _needs(first, canonicalize_name(r.name)) & clashing
     ]
     held = sorted({f"{c.package}=={c.installed}" for c in clashes})
-    relaxed = [_relaxed(r) if r in culprits else str(r) for r in parsed]
-    second = _dry_run(relaxed, held) if culprits else None
+    unpinned = [_relaxed(r) if r in culprits else str(r) for r in parsed]
+    second = _dry_run(unpinned, held) if culprits else None
     if second is None or second.error is not None or _clashes(second):
         clash_text = "; ".join(map(str, clashes))
         culprit_text = ", ".join(str(r) for r in culprits) or ", ".join(requirements)
@@ -377,7 +316,9 @@ def _resolve(requirements: tuple[str, ...]) -> InstallAdvice:
                 "an environment of its own (see docs/coming-from-brainsets.md).",
             ),
         )
-    final, notes, relaxed = [], [], []
+    final: list[str] = []
+    notes: list[str] = []
+    relaxed: list[tuple[str, str]] = []
     for requirement in parsed:
         if requirement not in culprits:
             final.append(str(requirement))

@@ -21,8 +21,11 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+
+from brainsets_kedro._compat.python import caller_frame
 
 PIPELINES_PACKAGE = "brainsets_kedro.pipelines"
 _PREFIX = PIPELINES_PACKAGE + "."
@@ -33,7 +36,7 @@ def _importing_brainset() -> str | None:
     """The brainset package (``brainsets_kedro.pipelines.<id>``) whose code makes the
     import in progress, or ``None``: read from the first frame outside the import
     machinery."""
-    frame = sys._getframe(2)
+    frame = caller_frame(2)
     while frame is not None:
         name = frame.f_globals.get("__name__", "")
         if not name.startswith(_MACHINERY):
@@ -93,7 +96,10 @@ class SiblingFinder(importlib.abc.MetaPathFinder):
     loads a brainset's own modules with :class:`_BrainsetModuleLoader`."""
 
     def find_spec(
-        self, fullname: str, path: object = None, target: object = None
+        self,
+        fullname: str,
+        path: Sequence[str] | None = None,
+        target: ModuleType | None = None,
     ) -> importlib.machinery.ModuleSpec | None:
         if path is None:  # a top-level (bare) name
             package = _importing_brainset()
@@ -104,8 +110,10 @@ class SiblingFinder(importlib.abc.MetaPathFinder):
             )
         if fullname.startswith(_PREFIX) and fullname.count(".") == 3:  # noqa: PLR2004
             spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-            if spec is not None and isinstance(
-                spec.loader, importlib.machinery.SourceFileLoader
+            if (
+                spec is not None
+                and spec.origin is not None
+                and isinstance(spec.loader, importlib.machinery.SourceFileLoader)
             ):
                 spec.loader = _BrainsetModuleLoader(fullname, spec.origin)
             return spec

@@ -59,17 +59,22 @@ def exit_code(error: BaseException) -> int | None:
     if _grouped_until_merge(error):
         codes = [exit_code(part) for part in error.errors.values()]  # type: ignore[attr-defined]
         return None if None in codes else max(c for c in codes if c is not None)
-    if _catalog_wrapped(error):
-        return exit_code(error.__cause__)  # type: ignore[arg-type]
+    cause = _catalog_wrapped(error)
+    if cause is not None:
+        return exit_code(cause)
     return UsageError.exit_code if _bad_kedro_config(error) else None
 
 
-def _catalog_wrapped(error: BaseException) -> bool:
-    """Whether ``error`` is Kedro's catalog naming the dataset whose load or save
-    raised a project error (it re-raises any ``DatasetError`` as a plain one)."""
-    return isinstance(error, DatasetError) and isinstance(
-        error.__cause__, BrainsetsKedroError
-    )
+def _catalog_wrapped(error: BaseException) -> BrainsetsKedroError | None:
+    """The project error behind ``error`` when ``error`` is Kedro's catalog naming
+    the dataset whose load or save raised it (a ``DatasetError`` caused by it, or by
+    a ``DatasetError`` that is, as ``TableDataset`` raises them); else ``None``."""
+    if not isinstance(error, DatasetError):
+        return None
+    cause = error.__cause__
+    while isinstance(cause, DatasetError):
+        cause = cause.__cause__
+    return cause if isinstance(cause, BrainsetsKedroError) else None
 
 
 def _bad_kedro_config(error: BaseException) -> bool:

@@ -71,11 +71,48 @@ class RunError(BrainsetsKedroError):
     """A run that did not prepare everything it was asked to."""
 
 
+class RunFailures(RunError, RuntimeError):
+    """Several nodes failed; every node that did not depend on them ran. Its message
+    (made by the runner) has each brainset's grouped asset failures, each other
+    error once and a line with the totals.
+
+    Args:
+        errors: The failed nodes' errors, by node name.
+        message: The message, as the runner words it.
+    """
+
+    def __init__(self, errors: dict[str, BaseException], message: str):
+        self.errors = errors
+        super().__init__(message)
+
+    @property  # type: ignore[override]
+    def exit_code(self) -> int | None:
+        """The highest exit code of its errors; ``None`` (a bug, shown with its
+        traceback) if any of them is not a user error."""
+        codes = [exit_code(error) for error in self.errors.values()]
+        known = [code for code in codes if code is not None]
+        return max(known) if known and len(known) == len(codes) else None
+
+    @property
+    def traceback_hint(self) -> bool:
+        """Whether its message ends by saying where the traceback is: when one of
+        its errors would."""
+        return any(getattr(e, "traceback_hint", True) for e in self.errors.values())
+
+
 # -- Cluster errors: a Dask or Ray cluster that cannot run the assets -----------------------
 
 
 class ClusterError(UserError):
     """A cluster (Dask, Ray) that cannot be reached or cannot import the project."""
+
+
+class WorkerImportError(ClusterError, ImportError):
+    """A cluster's worker (or scheduler) cannot import the project's brainsets."""
+
+
+class SchedulerUnreachable(ClusterError, ConnectionError):
+    """The Dask scheduler at ``brainsets.address`` did not answer in time."""
 
 
 def exit_code(error: BaseException) -> int | None:

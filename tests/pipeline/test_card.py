@@ -23,7 +23,7 @@ from kedro.runner import SequentialRunner
 from kedro_datasets.pandas import ParquetDataset
 from temporaldata import ArrayDict, Data, IrregularTimeSeries
 
-from brainsets_kedro.errors import exit_code
+from brainsets_kedro.errors import RunFailures, exit_code
 from brainsets_kedro.framework.hooks import SaveReportOnFailure
 from brainsets_kedro.io.datasets import BrainsetDirectory, TemporalDataDataset
 from brainsets_kedro.pipeline.card import CARD_COLUMNS, UnreadableFiles
@@ -36,7 +36,7 @@ from brainsets_kedro.pipeline.sizes import (
     format_bytes,
     manifest_sizes,
 )
-from brainsets_kedro.runner.runner import BrainsetRunner, RunFailures
+from brainsets_kedro.runner.runner import BrainsetRunner
 from tests.brainsets.sized import Pipeline as Sized
 from tests.conftest import REPO, add_brainset, kedro_in_process, set_parameters
 

@@ -410,9 +410,15 @@ class BrainsetNode:
         return parse_params(self.pipeline_cls.parser, params, self.brainset_id)
 
     def job(
-        self, raw_dir: Path, processed_dir: Path, parameters: Mapping[str, Any]
+        self,
+        raw_dir: Path,
+        processed_dir: Path,
+        parameters: Mapping[str, Any],
+        settings: RunSettings | None = None,
     ) -> BrainsetJob:
-        settings = RunSettings.from_parameters(parameters)
+        """The brainset's job; ``settings``: the run's, when already read (else
+        read from ``parameters``)."""
+        settings = settings or RunSettings.from_parameters(parameters)
         args = self.parse_args(parameters)
         _make_dirs(raw_dir, processed_dir)
         return BrainsetJob(
@@ -494,15 +500,17 @@ class DownloadNode(BrainsetNode):
         raw_dir: Path,
         processed_dir: Path,
         parameters: Mapping[str, Any],
+        settings: RunSettings | None = None,
     ) -> tuple[BrainsetJob, pd.DataFrame, Selection | None, set[str]]:
         """The job for this brainset, the manifest rows this run hands out (each with
         its decision: see :mod:`brainsets_kedro.pipeline.rerun`), the run's selection and its
         unqualified patterns that matched nothing here. Raises
         :class:`~brainsets_kedro.pipeline.sizes.NotEnoughDiskSpace` when the rows to prepare
         do not fit in the raw directory's disk: every runner plans before any
-        download."""
-        job = self.job(raw_dir, processed_dir, parameters)
-        settings = RunSettings.from_parameters(parameters)
+        download. ``settings``: the run's, when the runner read them (else read
+        from ``parameters``, once)."""
+        settings = settings or RunSettings.from_parameters(parameters)
+        job = self.job(raw_dir, processed_dir, parameters, settings)
         selection = Selection.parse(settings.only)
         selected, unmatched = (
             (manifest, set())

@@ -3,12 +3,13 @@ and the result of the asset that was running in it."""
 
 from __future__ import annotations
 
+import contextlib
 import re
-import sys
 import time
 from concurrent.futures import BrokenExecutor
 from typing import Any
 
+from brainsets_kedro.runner.backends.cluster import Cluster
 from brainsets_kedro.worker.assets import (
     FAILED,
     AssetResult,
@@ -25,20 +26,11 @@ def worker_died(job: BrainsetJob, asset_id: Any, cause: str) -> AssetResult:
     return AssetResult(job.brainset_id, asset_id, FAILED, now, now, error=error)
 
 
-def worker_death_errors() -> tuple[type[BaseException], ...]:
-    """What joblib raises when a worker died: loky's pool breaks; Dask reschedules the
-    task, then raises ``KilledWorker`` when it killed too many workers; Ray raises
-    ``RayActorError`` for an actor of its pool."""
-    errors: list[type[BaseException]] = [BrokenExecutor]
-    if "distributed" in sys.modules:
-        from distributed import KilledWorker  # noqa: PLC0415
-
-        errors.append(KilledWorker)
-    if "ray" in sys.modules:
-        from ray.exceptions import RayActorError  # noqa: PLC0415
-
-        errors.append(RayActorError)
-    return tuple(errors)
+def worker_death_errors(cluster: Cluster) -> tuple[type[BaseException], ...]:
+    """What joblib raises when a worker of ``cluster`` died: loky's pool breaks; Dask
+    reschedules the task, then raises ``KilledWorker`` when it killed too many
+    workers; Ray raises ``RayActorError`` for an actor of its pool."""
+    return (BrokenExecutor, *cluster.death_errors)
 
 
 def death_causes(error: BaseException) -> list[str]:
@@ -66,3 +58,11 @@ def death_causes(error: BaseException) -> list[str]:
         if cause not in causes:
             causes.append(cause)
     return causes or [f"{type(error).__name__}: {error}"]
+
+
+def append_logs(job: BrainsetJob, asset_id: Any, output: tuple[bytes, bytes]) -> None:
+    """Append what a dead worker left on its fd 1 and 2 to its asset's logs."""
+    for path, data in zip(job.log_paths(asset_id), output, strict=True):
+        if data:
+            with contextlib.suppress(OSError), path.open("ab") as log:
+                log.write(data)

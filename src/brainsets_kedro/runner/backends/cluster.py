@@ -11,14 +11,16 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from brainsets_kedro.errors import UserError
+import brainsets_kedro
+from brainsets_kedro.errors import WorkerImportError
 from brainsets_kedro.pipeline.run_settings import RunSettings
 
 logger = logging.getLogger(__name__)
 
-
-class WorkerImportError(UserError, ImportError):
-    """A cluster's worker (or scheduler) cannot import the project's brainsets."""
+RAY_ON_LOOPBACK = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""Set to 0 before Ray is imported, Ray takes 127.0.0.1 as this node's address (as it
+does on macOS and Windows), and its servers then listen on loopback only. Here, below
+both the choice of a backend (which sets it) and the Ray cluster (which names it)."""
 
 
 class Cluster:
@@ -28,6 +30,8 @@ class Cluster:
 
     name = ""
     who = ""
+    death_errors: tuple[type[BaseException], ...] = ()
+    """What joblib raises from this cluster when a worker died."""
 
     def __init__(self, settings: RunSettings, run_id: str, modules: set[str]):
         self.settings = settings
@@ -123,8 +127,6 @@ class Cluster:
         )
 
     def import_error(self, where: str, error: str) -> WorkerImportError:
-        import brainsets_kedro  # noqa: PLC0415
-
         src = Path(brainsets_kedro.__file__).resolve().parents[1]
         return WorkerImportError(
             f"{where} cannot import the project's brainsets "

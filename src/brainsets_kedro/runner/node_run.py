@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
 import traceback
+import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from itertools import chain
 from typing import TYPE_CHECKING
 
@@ -333,6 +335,19 @@ def run_failures(errors: dict[str, BaseException], prepared: int = 0) -> RunFail
         else f"In all: {len(errors)} nodes failed."
     )
     return RunFailures(errors, "\n".join([*parts, last]))
+
+
+@contextlib.contextmanager
+def streams_restored() -> Iterator[None]:
+    """``sys.stdout``, ``sys.stderr`` and ``warnings.showwarning`` as they were when
+    the run started, once it ends: assets prepared in the driver's threads route
+    them to their logs while the run lasts (``worker.assets``), and a long-lived
+    driver (a notebook) runs again and again."""
+    saved = sys.stdout, sys.stderr, warnings.showwarning
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr, warnings.showwarning = saved
 
 
 def is_brainset_node(node: Node) -> bool:

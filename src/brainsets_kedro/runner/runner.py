@@ -32,7 +32,7 @@ from brainsets_kedro.pipeline.run_settings import (
     RunSettings,
 )
 from brainsets_kedro.runner.backends import resolve
-from brainsets_kedro.runner.node_run import NodeRun
+from brainsets_kedro.runner.node_run import NodeRun, streams_restored
 
 if TYPE_CHECKING:
     from kedro.io import CatalogProtocol
@@ -126,12 +126,13 @@ class BrainsetRunner(SequentialRunner):
                 "#load-and-save-asynchronously"
             )
         settings = functools.partial(self._settings, catalog)
-        NodeRun(
-            self,
-            pipeline,
-            catalog,
-            hook_manager,
-            run_id,
-            is_async=self.is_async,
-            settings=settings,
-        ).run()
+        with streams_restored():
+            NodeRun(
+                self,
+                pipeline,
+                catalog,
+                hook_manager,
+                run_id,
+                is_async=self.is_async,
+                settings=settings,
+            ).run()

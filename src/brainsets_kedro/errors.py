@@ -85,8 +85,8 @@ class RunFailures(RunError, RuntimeError):
         self.errors = errors
         super().__init__(message)
 
-    @property  # type: ignore[override]
-    def exit_code(self) -> int | None:
+    @property
+    def exit_code(self) -> int | None:  # type: ignore[override]
         """The highest exit code of its errors; ``None`` (a bug, shown with its
         traceback) if any of them is not a user error."""
         codes = [exit_code(error) for error in self.errors.values()]

@@ -39,9 +39,10 @@ def death_causes(error: BaseException) -> list[str]:
     at once, without saying whose was whose); the workers lost, from Dask's
     KilledWorker; Ray's word for a dead actor."""
     if type(error).__name__ == "KilledWorker":
+        killed: Any = error  # distributed's, imported only for a Dask run
         return [
-            f"the task lost {error.allowed_failures + 1} Dask workers, the last "
-            f"{error.last_worker.address}"
+            f"the task lost {killed.allowed_failures + 1} Dask workers, the last "
+            f"{killed.last_worker.address}"
         ]
     if "RayActorError" in {cls.__name__ for cls in type(error).__mro__}:
         detail = re.search(r"Worker exit detail: ([^.]*)", str(error))

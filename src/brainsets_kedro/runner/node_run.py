@@ -59,7 +59,7 @@ class NodeRun:
         settings: Reads the run's settings, when a layer has download nodes.
     """
 
-    def __init__(  # noqa: PLR0913 (Kedro's _run arguments, and the runner's own)
+    def __init__(
         self,
         runner: AbstractRunner,
         pipeline: Pipeline,

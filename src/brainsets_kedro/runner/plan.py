@@ -35,8 +35,9 @@ class Plan:
     task: Any = None
     """On a cluster: ``joblib.delayed`` of the function that runs an asset's stages,
     given its row."""
-    journal: Ledger | None = None
-    """Where the assets are recorded: as their process starts, as they finish."""
+    journal: Ledger = field(init=False, repr=False)
+    """Where the assets are recorded: as their process starts, as they finish (set
+    by the pool before any asset is handed out)."""
     split: bool = False
     """Whether its downloads run as a stage of their own (see ``.scheduler``)."""
     returned_downloads: int = 0

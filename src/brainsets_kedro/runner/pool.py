@@ -192,7 +192,7 @@ class SharedAssetPool:
         plan = self._by_brainset[result.brainset_id]
         result.brainset_id = plan.job.brainset_id
         result.status = _STATUSES.get(result.status, result.status)
-        result.statuses = ()  # the board has them
+        result.statuses = ()  # type: ignore[assignment]  # the board has them
         result.call = None
         with self._collecting:
             plan.journal.record(result)
@@ -264,7 +264,8 @@ class BrainsetAssets:
         for result in plan.results:
             item = None
             if result.status not in FINAL:  # downloaded only: process needs the row
-                item = portable_row(next(rows.loc[[result.asset_id]].itertuples()))
+                row: Any = next(rows.loc[[result.asset_id]].itertuples())
+                item = portable_row(row)
             downloads[result.asset_id] = (item, result)
         return downloads
 
@@ -279,6 +280,8 @@ class BrainsetAssets:
         """Wait for the pool to process the brainset's assets, then return their run
         report (see :meth:`ProcessNode.finish`)."""
         plan = self._plan
+        if plan is None:  # the download node failed before it planned
+            raise RuntimeError(f"Not run: {node.brainset_id} has no plan")
         plan.done.wait()
         raise_stop(plan)
         if self._pool.board is not None:  # its summary line after its status lines

@@ -44,7 +44,7 @@ from typing import Any
 from brainsets_kedro.pipeline.run_settings import RunSettings
 from brainsets_kedro.runner.deaths import append_logs, worker_died
 from brainsets_kedro.runner.interrupts import Pauses
-from brainsets_kedro.runner.slots import ProcessSlot, Task, ThreadSlot, _Slot
+from brainsets_kedro.runner.slots import ProcessSlot, Slot, Task, ThreadSlot
 from brainsets_kedro.runner.status import StatusBoard
 from brainsets_kedro.runner.task_queue import TaskQueue
 from brainsets_kedro.runner.waiting import SlotPoll
@@ -100,7 +100,8 @@ class Scheduler:
         self._board = board
         self._threads = settings.backend == "threading"
         n_jobs = settings.n_jobs or 1
-        self._n_workers = n_jobs if n_jobs > 0 else max(1, os.cpu_count() + 1 + n_jobs)
+        cores = os.cpu_count() or 1
+        self._n_workers = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
         self._download_jobs = settings.download_jobs or 1
         self._max_downloaded = settings.max_downloaded or self._n_workers
         self._timeout = settings.timeout
@@ -114,8 +115,8 @@ class Scheduler:
         for plan in plans:
             plan.split = False
         self._queue = TaskQueue(plans, collect)
-        self._workers: list[_Slot] = []
-        self._downloaders: list[_Slot] = []
+        self._workers: list[Slot] = []
+        self._downloaders: list[Slot] = []
         self._started = list(workers or [])
         self._poll = SlotPoll()
         self._average = 1.0  # seconds per task, smoothed
@@ -162,7 +163,7 @@ class Scheduler:
             room = slot.room(queued)
             if slot.tasks and room < queued // 2:
                 continue
-            messages = []
+            messages: list[Any] = []
             while len(messages) < room:
                 task = self._queue.next_process_task()
                 if task is None:
@@ -177,23 +178,23 @@ class Scheduler:
             task = self._queue.next_download()
             if task is None:
                 break
-            slot = next((s for s in self._downloaders if not s.tasks), None)
-            if slot is None:
-                slot = self._new_slot()
-                self._downloaders.append(slot)
-            slot.send([self._message(slot, task)])
+            free = next((s for s in self._downloaders if not s.tasks), None)
+            if free is None:
+                free = self._new_slot()
+                self._downloaders.append(free)
+            free.send([self._message(free, task)])
             in_flight += 1
         busy = any(s.tasks for s in self._workers) or in_flight
         return bool(busy or self._queue.pending())
 
-    def _new_slot(self) -> _Slot:
+    def _new_slot(self) -> Slot:
         if self._threads:
             return ThreadSlot(self._poll.thread_returned)
         slot = self._started.pop() if self._started else ProcessSlot(self._driver_pid)
         self._poll.watch(slot, self._readable, self._exited)
         return slot
 
-    def _message(self, slot: _Slot, task: Task) -> Any:
+    def _message(self, slot: Slot, task: Task) -> Any:
         """``task`` as sent to ``slot`` (pickled for a process), now its own."""
         plan = task.plan
         job = None
@@ -212,10 +213,10 @@ class Scheduler:
             task.began = time.monotonic()
         slot.tasks.append(task)
         message = (id(plan), job, task.row, task.stages, output, start)
-        if not self._threads:
-            message = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
         if download is not None:
             download.output = None  # the worker has it now
+        if not self._threads:
+            return pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
         return message
 
     # -- what comes back ----------------------------------------------------------
@@ -225,7 +226,7 @@ class Scheduler:
             if slot.tasks:
                 self._returned(slot, message)
 
-    def _returned(self, slot: _Slot, message: Any) -> None:
+    def _returned(self, slot: Slot, message: Any) -> None:
         task = slot.tasks.popleft()
         now = time.monotonic()
         self._average += (now - task.began - self._average) / 8
@@ -291,7 +292,7 @@ class Scheduler:
             result = result.after(task.download)
         self._collect(result)
 
-    def _take_running(self, slot: _Slot) -> Task | None:
+    def _take_running(self, slot: Slot) -> Task | None:
         """Out of a stopped worker's tasks: the one it was running (by its stage
         clock; else the first), the others requeued (those before it finished,
         but their results, held to be sent together, were lost)."""
@@ -304,7 +305,7 @@ class Scheduler:
         self._queue.requeue(slot.tasks)
         return task
 
-    def _forget(self, slot: _Slot) -> None:
+    def _forget(self, slot: Slot) -> None:
         """Take ``slot`` out of the pools and out of the wait."""
         for pool in (self._workers, self._downloaders):
             if slot in pool:
@@ -333,10 +334,11 @@ class Scheduler:
             if now - began - stopped >= self._timeout:
                 self._time_out(slot, stage, now - began)
 
-    def _time_out(self, slot: _Slot, stage: str, ran: float) -> None:
+    def _time_out(self, slot: Slot, stage: str, ran: float) -> None:
+        timeout = self._timeout or 0.0  # set: _watch times out nothing else
         if isinstance(slot, ThreadSlot):
             self._forget(slot)
-            slot.kill(self._timeout)
+            slot.kill(timeout)
             where = "raised AssetTimeout in its thread"
             task = self._take_running(slot)
         else:
@@ -345,10 +347,13 @@ class Scheduler:
             self._readable(slot)  # the results it sent before
             self._forget(slot)
             task = self._take_running(slot)
-            append_logs(task.plan.job, task.row[0], slot.left_output())
+            if task is not None:
+                append_logs(task.plan.job, task.row[0], slot.left_output())
             slot.close()
             where = f"killed its worker (pid {slot.process.pid})"
-        error = f"timed out after {self._timeout:g} s (brainsets.timeout)"
+        if task is None:  # it runs one: the stage that timed out
+            return
+        error = f"timed out after {timeout:g} s (brainsets.timeout)"
         result = self._failed(
             task, f"AssetTimeout: {error}, in {stage}; the driver {where}"
         )

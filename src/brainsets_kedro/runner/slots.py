@@ -6,7 +6,6 @@ Kedro loads the project."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import mmap
 import os
 import select
@@ -21,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from brainsets_kedro._compat.python import set_async_exc
 from brainsets_kedro.worker.assets import AssetResult, AssetTimeout
 from brainsets_kedro.worker.local import (
     CLOCK,
@@ -260,10 +260,13 @@ class ThreadSlot(_Slot):
     def kill(self, seconds: float = 0) -> None:
         self.abandoned = True
         timeout = type("AssetTimeout", (AssetTimeout,), {"seconds": seconds})
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(
-            ctypes.c_ulong(self._thread.ident), ctypes.py_object(timeout)
-        )
+        if self._thread.ident is not None:  # started
+            set_async_exc(self._thread.ident, timeout)
 
     def close(self) -> None:
         self.abandoned = True
         self._wake.release()
+
+
+Slot = ProcessSlot | ThreadSlot
+"""A worker of the scheduler."""

@@ -75,10 +75,12 @@ def _backend_module(backend: str) -> ModuleType:
     # Here, not at the top: each imports its library (distributed, ray), optional
     # and heavy, which a run on this machine does without.
     if backend == "dask":
-        from brainsets_kedro.runner.backends import dask as module  # noqa: PLC0415
-    else:
-        from brainsets_kedro.runner.backends import ray as module  # noqa: PLC0415
-    return module
+        from brainsets_kedro.runner.backends import dask  # noqa: PLC0415
+
+        return dask
+    from brainsets_kedro.runner.backends import ray  # noqa: PLC0415
+
+    return ray
 
 
 def resolve(settings: RunSettings) -> RunSettings:
@@ -91,12 +93,12 @@ def resolve(settings: RunSettings) -> RunSettings:
     Raises:
         UsageError: The backend's package is not installed (naming the extra).
     """
-    if settings.n_jobs is None or (settings.n_jobs == -1 and not settings.on_cluster):
-        settings = dataclasses.replace(
-            settings, n_jobs=-1 if settings.on_cluster else joblib.cpu_count()
-        )
+    n_jobs = settings.n_jobs
+    if n_jobs is None or (n_jobs == -1 and not settings.on_cluster):
+        n_jobs = -1 if settings.on_cluster else joblib.cpu_count()
+        settings = dataclasses.replace(settings, n_jobs=n_jobs)
     if settings.download_jobs is None:
-        workers = settings.n_jobs if settings.n_jobs > 0 else joblib.cpu_count()
+        workers = n_jobs if n_jobs > 0 else joblib.cpu_count()
         settings = dataclasses.replace(
             settings, download_jobs=max(DOWNLOAD_JOBS, 2 * workers)
         )

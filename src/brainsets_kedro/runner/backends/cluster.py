@@ -96,7 +96,8 @@ class Cluster:
         """``error`` from the cluster, or a :class:`WorkerImportError` naming the fix
         if it comes from a worker that cannot import a brainset (Ray wraps that
         ModuleNotFoundError in a RaySystemError that keeps only its message)."""
-        seen, cause = set(), error
+        seen: set[int] = set()
+        cause: BaseException | None = error
         while cause is not None and id(cause) not in seen:
             seen.add(id(cause))
             found = re.search(r"No module named '([\w.]+)'", str(cause))

@@ -33,11 +33,12 @@ class DaskCluster(Cluster):
 
     def __init__(self, settings: RunSettings, run_id: str, modules: set[str]):
         super().__init__(settings, run_id, modules)
-        self.local = None
-        self.log_level = None
+        self.local: LocalCluster | None = None
+        self.log_level = logging.NOTSET
         address = settings.address or dask.config.get("scheduler-address", None)
         if not address:
-            n_jobs = settings.n_jobs if settings.n_jobs > 0 else os.cpu_count()
+            asked = settings.n_jobs or -1  # resolved: None is not left
+            n_jobs = asked if asked > 0 else os.cpu_count()
             # Its scheduler runs in this process: its INFO lines would fill the log.
             self.log_level = logging.getLogger("distributed").level
             logging.getLogger("distributed").setLevel(logging.WARNING)

@@ -33,7 +33,7 @@ class RayCluster(Cluster):
 
     def __init__(self, settings: RunSettings, run_id: str, modules: set[str]):
         super().__init__(settings, run_id, modules)
-        n_jobs = settings.n_jobs
+        n_jobs = settings.n_jobs or -1  # resolved: None is not left
         address = settings.address or os.environ.get("RAY_ADDRESS")
         self.started = not ray.is_initialized()
         self.local = self.started and not address

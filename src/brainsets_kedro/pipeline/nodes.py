@@ -500,16 +500,14 @@ class DownloadNode(BrainsetNode):
         raw_dir: Path,
         processed_dir: Path,
         parameters: Mapping[str, Any],
-        settings: RunSettings | None = None,
     ) -> tuple[BrainsetJob, pd.DataFrame, Selection | None, set[str]]:
         """The job for this brainset, the manifest rows this run hands out (each with
         its decision: see :mod:`brainsets_kedro.pipeline.rerun`), the run's selection and its
         unqualified patterns that matched nothing here. Raises
         :class:`~brainsets_kedro.pipeline.sizes.NotEnoughDiskSpace` when the rows to prepare
         do not fit in the raw directory's disk: every runner plans before any
-        download. ``settings``: the run's, when the runner read them (else read
-        from ``parameters``, once)."""
-        settings = settings or RunSettings.from_parameters(parameters)
+        download."""
+        settings = RunSettings.from_parameters(parameters)  # once: the job's too
         job = self.job(raw_dir, processed_dir, parameters, settings)
         selection = Selection.parse(settings.only)
         selected, unmatched = (

@@ -53,8 +53,6 @@ class SharedAssetPool:
 
     def __init__(self, settings: RunSettings, expected: int):
         self._settings = settings
-        self.settings = settings
-        """The run's settings, resolved (the download nodes plan with them)."""
         self._expected = expected
         self._plans: list[Plan] = []
         self._arrived = 0
@@ -246,7 +244,7 @@ class BrainsetAssets:
         downloaded (and, when nothing processes them, with their results)."""
         try:
             job, rows, selection, unmatched = node.plan(
-                manifest, raw_dir, processed_dir, parameters, self._pool.settings
+                manifest, raw_dir, processed_dir, parameters
             )
         except BaseException:
             self._submit(None)

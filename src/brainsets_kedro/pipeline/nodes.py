@@ -489,7 +489,7 @@ class DownloadNode(BrainsetNode):
 
     Its output maps each asset id to ``(manifest row, AssetResult)``. The project's
     runner downloads and processes the assets in its own pool instead (see
-    :meth:`plan` and :mod:`brainsets_kedro.execution`).
+    :meth:`plan` and :mod:`brainsets_kedro.runner.pool`).
     """
 
     step = "download"

@@ -1,4 +1,6 @@
-"""A run's assets on a Dask or Ray cluster: one joblib task per asset (both stages), in
+"""A run's assets on a Dask or Ray cluster, in rounds of joblib tasks.
+
+A run's assets on a Dask or Ray cluster: one joblib task per asset (both stages), in
 rounds; after a lost worker, the assets that may have killed it run one at a time."""
 
 from __future__ import annotations

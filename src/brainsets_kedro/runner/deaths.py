@@ -1,4 +1,6 @@
-"""Dead workers: what each backend raises when a worker dies, the cause it gives,
+"""Dead workers: what the backends raise, the cause, the asset's result and logs.
+
+Dead workers: what each backend raises when a worker dies, the cause it gives,
 and the result of the asset that was running in it."""
 
 from __future__ import annotations

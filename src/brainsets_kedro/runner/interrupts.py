@@ -1,4 +1,6 @@
-"""The driver's signal handling while assets run: Ctrl-C and SIGTERM stop the workers
+"""The driver's signal handling while assets run: Ctrl-C, SIGTERM, SIGCONT.
+
+The driver's signal handling while assets run: Ctrl-C and SIGTERM stop the workers
 and the run saves its reports (a second one, later, exits at once); SIGCONT (the run
 resumed after Ctrl-Z) marks time that no stage's timeout counts. And the garbage
 collector kept off the objects that live through the run."""

@@ -1,4 +1,6 @@
-"""The nodes of one ``BrainsetRunner`` run, in Kedro's order layer by layer: the other
+"""The nodes of one BrainsetRunner run, in Kedro's order, layer by layer.
+
+The nodes of one ``BrainsetRunner`` run, in Kedro's order layer by layer: the other
 nodes one by one as ``SequentialRunner`` runs them, the brainset nodes of a layer in
 threads, its download nodes sharing one pool; the brainset nodes' failures kept to
 the end, so that one brainset's failure does not stop the others."""

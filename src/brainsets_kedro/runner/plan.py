@@ -1,4 +1,6 @@
-"""One brainset's share of the run's pool: its :class:`Plan` (job, rows, results, the
+"""One brainset's share of the run's pool: its Plan.
+
+One brainset's share of the run's pool: its :class:`Plan` (job, rows, results, the
 events its nodes wait for)."""
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The pool of ``BrainsetRunner``: one :class:`SharedAssetPool` per layer of download
+"""The pool of a layer's download nodes, and each brainset's share of it.
+
+The pool of ``BrainsetRunner``: one :class:`SharedAssetPool` per layer of download
 nodes prepares the assets of all their brainsets, interleaved: on this machine
 through the driver's :class:`~.scheduler.Scheduler`, on a cluster in
 :class:`~.cluster_rounds.ClusterRounds` (both stages per task). Each brainset's nodes

@@ -1,4 +1,6 @@
-"""``BrainsetRunner``: Kedro's ``SequentialRunner``, except that the assets of the
+"""BrainsetRunner: Kedro's SequentialRunner with brainset assets in parallel.
+
+``BrainsetRunner``: Kedro's ``SequentialRunner``, except that the assets of the
 brainsets' download and process nodes are prepared in parallel with joblib.
 
 Nodes run as Kedro runs them (a ``Task`` each, hooks included), layer by layer in

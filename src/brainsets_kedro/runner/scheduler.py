@@ -1,4 +1,6 @@
-"""The driver's scheduler for assets prepared on this machine (``loky``,
+"""The driver's scheduler of the assets prepared on this machine.
+
+The driver's scheduler for assets prepared on this machine (``loky``,
 ``multiprocessing`` and ``threading`` backends).
 
 Event-driven: tasks go to worker *slots* (a process, or a thread under

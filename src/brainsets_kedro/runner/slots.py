@@ -1,4 +1,6 @@
-"""Worker slots of the driver's scheduler (:mod:`.scheduler`): a local worker
+"""Worker slots of the driver's scheduler: a local process or a thread.
+
+Worker slots of the driver's scheduler (:mod:`.scheduler`): a local worker
 process (:class:`ProcessSlot`) or a thread of the driver (:class:`ThreadSlot`), with
 the tasks sent to it. Light (no pandas), as ``prestart`` starts workers with it while
 Kedro loads the project."""
@@ -71,7 +73,7 @@ class _Slot:
 
 
 class ProcessSlot(_Slot):
-    """A worker process of this machine (see ``workers.serve``).
+    """A worker process of this machine (see ``worker.local.serve``).
 
     Args:
         driver_pid: The driver's process id (the worker exits when it is gone).

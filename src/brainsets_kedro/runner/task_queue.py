@@ -1,4 +1,6 @@
-"""The scheduler's queues: which asset's stages a worker runs next (the downloaded
+"""The scheduler's queues: which asset's stages a worker runs next.
+
+The scheduler's queues: which asset's stages a worker runs next (the downloaded
 assets waiting for a process worker, the requeued, then new rows of the brainsets in
 turn)."""
 

@@ -1,4 +1,6 @@
-"""How the scheduler's main thread waits on its workers: one ``select.poll`` over each
+"""How the scheduler's main thread waits on all its workers at once.
+
+How the scheduler's main thread waits on its workers: one ``select.poll`` over each
 worker process's result pipe and pidfd, and a wake-up pipe for the results of thread
 workers."""
 

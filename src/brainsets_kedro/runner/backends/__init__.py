@@ -1,4 +1,6 @@
-"""Where the assets run: on this machine through joblib's own backends (``loky``,
+"""Which backend a run's assets use: the settings resolved, the cluster backend chosen.
+
+Where the assets run: on this machine through joblib's own backends (``loky``,
 ``threading``, ``multiprocessing``), or on a cluster through joblib's Dask and Ray
 backends (:class:`~.cluster.Cluster`: :mod:`.dask`, :mod:`.ray`, each imported only
 when a run chooses it). The code that runs on the workers is apart, in

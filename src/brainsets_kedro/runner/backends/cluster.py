@@ -1,4 +1,6 @@
-"""What the Dask and Ray clusters have in common, on the driver's side: the joblib
+"""The driver's side of a Dask or Ray cluster: what both have in common.
+
+What the Dask and Ray clusters have in common, on the driver's side: the joblib
 backend, the number of workers, the address workers send statuses to, stopping the
 run's tasks, and errors that name the fix (a worker that cannot import the project)."""
 

@@ -1,4 +1,6 @@
-"""``backend=dask``: a Dask cluster (``brainsets.address``, ``DASK_SCHEDULER_ADDRESS``, or
+"""The Dask backend: a Dask cluster and joblib's Dask backend.
+
+``backend=dask``: a Dask cluster (``brainsets.address``, ``DASK_SCHEDULER_ADDRESS``, or
 a local one) and joblib's Dask backend. Imported only for a run that chooses it (it
 imports distributed)."""
 

@@ -1,4 +1,6 @@
-"""``backend=ray``: a Ray cluster (``brainsets.address``, ``RAY_ADDRESS``, or a local one)
+"""The Ray backend: a Ray cluster and joblib's Ray backend.
+
+``backend=ray``: a Ray cluster (``brainsets.address``, ``RAY_ADDRESS``, or a local one)
 and joblib's Ray backend. Imported only for a run that chooses it (it imports Ray,
 after :data:`~.cluster.RAY_ON_LOOPBACK` is set)."""
 

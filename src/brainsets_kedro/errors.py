@@ -71,6 +71,10 @@ class RunError(BrainsetsKedroError):
     """A run that did not prepare everything it was asked to."""
 
 
+class NotRun(RunError, RuntimeError):
+    """A brainset node whose assets were not prepared: the run stopped first."""
+
+
 class RunFailures(RunError, RuntimeError):
     """Several nodes failed; every node that did not depend on them ran. Its message
     (made by the runner) has each brainset's grouped asset failures, each other
@@ -113,6 +117,11 @@ class WorkerImportError(ClusterError, ImportError):
 
 class SchedulerUnreachable(ClusterError, ConnectionError):
     """The Dask scheduler at ``brainsets.address`` did not answer in time."""
+
+
+class ClusterExposed(ClusterError, ValueError):
+    """A local cluster that would listen on every network interface, with its
+    authentication turned off."""
 
 
 def exit_code(error: BaseException) -> int | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from brainsets_kedro.errors import NotRun
 from brainsets_kedro.pipeline.ledger import Ledger
 from brainsets_kedro.pipeline.selection import Selection
 from brainsets_kedro.worker.assets import AssetResult, BrainsetJob
@@ -79,4 +80,4 @@ def raise_stop(plan: Plan) -> None:
     if isinstance(plan.error, Exception):
         raise plan.error
     if plan.error is not None:  # Ctrl-C before the assets started
-        raise RuntimeError(f"Not run: {plan.error!r}")
+        raise NotRun(f"Not run: {plan.error!r}")

@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from brainsets_kedro.errors import NotRun
 from brainsets_kedro.pipeline.ledger import Ledger
 from brainsets_kedro.pipeline.nodes import (
     FINAL,
@@ -281,7 +282,7 @@ class BrainsetAssets:
         report (see :meth:`ProcessNode.finish`)."""
         plan = self._plan
         if plan is None:  # the download node failed before it planned
-            raise RuntimeError(f"Not run: {node.brainset_id} has no plan")
+            raise NotRun(f"Not run: {node.brainset_id} has no plan")
         plan.done.wait()
         raise_stop(plan)
         if self._pool.board is not None:  # its summary line after its status lines

@@ -13,6 +13,7 @@ import ray
 from ray.exceptions import RayActorError
 from ray.util.joblib import register_ray
 
+from brainsets_kedro.errors import ClusterExposed
 from brainsets_kedro.pipeline.run_settings import RunSettings
 from brainsets_kedro.runner.backends.cluster import (
     RAY_ON_LOOPBACK,
@@ -58,7 +59,7 @@ class RayCluster(Cluster):
             return
         if os.environ.get("RAY_AUTH_MODE", "").strip().lower() == "disabled":
             ray.shutdown()
-            raise ValueError(
+            raise ClusterExposed(
                 f"The local Ray listens on every network interface ({address}), and "
                 f"RAY_AUTH_MODE=disabled turns off the token authentication that keeps "
                 f"other machines out. Unset RAY_AUTH_MODE, or start Ray yourself and "

@@ -9,6 +9,7 @@ when a run chooses it). The code that runs on the workers is apart, in
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import os
 from types import ModuleType
@@ -72,8 +73,15 @@ def connect(settings: RunSettings, run_id: str, modules: set[str]) -> Cluster:
     return cluster(settings, run_id, modules)
 
 
+LIBRARIES = {"dask": "distributed", "ray": "ray"}
+"""The package each cluster backend needs."""
+
+
 def _backend_module(backend: str) -> ModuleType:
-    """:mod:`.dask` or :mod:`.ray`, imported."""
+    """:mod:`.dask` or :mod:`.ray`, imported; ImportError naming the package it
+    needs when that is missing (checked at each call, also once the module is
+    imported)."""
+    importlib.import_module(LIBRARIES[backend])
     # Here, not at the top: each imports its library (distributed, ray), optional
     # and heavy, which a run on this machine does without.
     if backend == "dask":

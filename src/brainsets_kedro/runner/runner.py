@@ -88,6 +88,7 @@ class BrainsetRunner(SequentialRunner):
     def _logger(self) -> logging.Logger:
         # What Kedro's runners log ("Completed node: ...", the resume hint) goes to a
         # logger among theirs, so that the logging configuration treats it alike.
+        # (AbstractRunner._logger, private: checked in brainsets_kedro._compat.kedro.)
         return logging.getLogger("kedro.runner.brainset_runner")
 
     def _settings(self, catalog: CatalogProtocol) -> RunSettings:
@@ -106,7 +107,8 @@ class BrainsetRunner(SequentialRunner):
     ) -> None:
         """Run the nodes in Kedro's topological order, as ``SequentialRunner`` does,
         except that the download nodes of a layer share one pool of workers (see
-        :class:`~.node_run.NodeRun`).
+        :class:`~.node_run.NodeRun`). Kedro's hook for a runner's own order of
+        nodes (``AbstractRunner._run``, see :mod:`brainsets_kedro._compat.kedro`).
 
         Args:
             pipeline: The ``Pipeline`` to run.

@@ -17,7 +17,6 @@ CHECKED: dict[str, str] = {}
 CHECKED["ctypes.pythonapi.PyThreadState_SetAsyncExc"] = "checked with CPython 3.11.7"
 
 
-
 def set_async_exc(thread_id: int, exception: type[BaseException] | None) -> int:
     """Raise ``exception`` in the thread ``thread_id`` between two of its bytecodes
     (``None``: cancel one still pending), by CPython's

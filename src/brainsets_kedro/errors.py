@@ -13,6 +13,7 @@ The error classes also derive from the built-in class each raise site used befor
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any
 
 
@@ -200,11 +201,60 @@ class UnreadableFiles(AssetFailures):
     node's output), so that it is saved even though the node fails."""
 
 
+class NotRun(RunError, RuntimeError):
+    """A brainset node whose assets were not prepared: the run stopped first."""
+
+
+class RunFailures(RunError, RuntimeError):
+    """Several nodes failed; every node that did not depend on them ran. Its message
+    (made by the runner) has each brainset's grouped asset failures, each other
+    error once and a line with the totals.
+
+    Args:
+        errors: The failed nodes' errors, by node name.
+        message: The message, as the runner words it.
+    """
+
+    def __init__(self, errors: dict[str, BaseException], message: str):
+        self.errors = errors
+        super().__init__(message)
+
+    @property
+    def exit_code(self) -> int | None:  # type: ignore[override]
+        """The highest exit code of its errors; ``None`` (a bug, shown with its
+        traceback) if any of them is not a user error."""
+        codes = [_exit_code_of(error) for error in self.errors.values()]
+        known = [code for code in codes if code is not None]
+        return max(known) if known and len(known) == len(codes) else None
+
+    @property
+    def traceback_hint(self) -> bool:  # type: ignore[override]
+        """Whether its message ends by saying where the traceback is: when one of
+        its errors would."""
+        return any(
+            (cause := _project_error(error)) is None or cause.traceback_hint
+            for error in self.errors.values()
+        )
+
+
 # -- Cluster errors: a Dask or Ray cluster that cannot run the assets -----------------------
 
 
 class ClusterError(UserError):
     """A cluster (Dask, Ray) that cannot be reached or cannot import the project."""
+
+
+class WorkerImportError(ClusterError, ImportError):
+    """A cluster's worker (or scheduler) cannot import the project's brainsets."""
+
+
+class SchedulerUnreachable(ClusterError, ConnectionError):
+    """The Dask scheduler at ``brainsets.address`` did not answer in time."""
+
+
+class ClusterExposed(ClusterError, ValueError):
+    """A local cluster that would listen on every network interface, with its
+    authentication turned off."""
 
 
 # -- Stops: raised into an asset's code from outside, to stop it ----------------------
@@ -223,6 +273,19 @@ class AssetStop(BaseException):
 class SignalInterrupt(AssetStop, KeyboardInterrupt):
     """Ctrl-C (SIGINT) received while an asset ran: the run stops. A
     ``KeyboardInterrupt`` that an asset raises itself fails that asset alone."""
+
+
+class RunInterrupted(SignalInterrupt):
+    """Ctrl-C or SIGTERM while assets were being prepared."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        super().__init__(f"{name} received")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
 
 
 class AssetTimeout(AssetStop):
@@ -250,3 +313,16 @@ def shown_path(path: str | os.PathLike) -> str:
     path = str(path)
     inside = path.startswith(os.getcwd() + os.sep)
     return os.path.relpath(path) if inside else path
+
+
+def _project_error(error: BaseException | None) -> BrainsetsKedroError | None:
+    """``error`` if the project raised it, or the project error it was raised from
+    (Kedro's catalog re-raises a dataset's error as its own ``DatasetError``)."""
+    while error is not None and not isinstance(error, BrainsetsKedroError):
+        error = error.__cause__
+    return error
+
+
+def _exit_code_of(error: BaseException) -> int | None:
+    cause = _project_error(error)
+    return None if cause is None else cause.exit_code

@@ -23,7 +23,12 @@ from kedro.runner import SequentialRunner
 from kedro_datasets.pandas import ParquetDataset
 from temporaldata import ArrayDict, Data, IrregularTimeSeries
 
-from brainsets_kedro.errors import AssetFailures, NotEnoughDiskSpace, UnreadableFiles
+from brainsets_kedro.errors import (
+    AssetFailures,
+    NotEnoughDiskSpace,
+    RunFailures,
+    UnreadableFiles,
+)
 from brainsets_kedro.framework.hooks import SaveReportOnFailure
 from brainsets_kedro.framework.short_errors import exit_code
 from brainsets_kedro.io.datasets import BrainsetDirectory, TemporalDataDataset
@@ -35,7 +40,7 @@ from brainsets_kedro.pipeline.sizes import (
     format_bytes,
     manifest_sizes,
 )
-from brainsets_kedro.runner.runner import BrainsetRunner, RunFailures
+from brainsets_kedro.runner.runner import BrainsetRunner
 from tests.brainsets.sized import Pipeline as Sized
 from tests.conftest import (
     REPO,

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 from kedro.io import DataCatalog
 
+from brainsets_kedro.errors import WorkerImportError
 from brainsets_kedro.pipeline.run_settings import RunSettings
 from brainsets_kedro.runner.backends import cluster as driver_side
 from brainsets_kedro.runner.backends import resolve
@@ -345,13 +346,13 @@ def test_errors_from_the_cluster_are_explained():
         "'/old/src/brainsets_kedro/execution/backends/workers.py'>"
     )
     error = explained.explain(stale)
-    assert isinstance(error, driver_side.WorkerImportError)
+    assert isinstance(error, WorkerImportError)
     assert "runs another version of brainsets_kedro.worker.cluster" in str(error)
     assert "Restart the scheduler and the workers" in str(error)
 
     missing = RuntimeError("System error: No module named 'brainsets_kedro.pipelines'")
     error = explained.explain(missing)
-    assert isinstance(error, driver_side.WorkerImportError)
+    assert isinstance(error, WorkerImportError)
     assert "a Dask worker cannot import the project's brainsets" in str(error)
 
     theirs = ModuleNotFoundError("No module named 'mne'")  # a brainset's own import

@@ -17,10 +17,11 @@ from brainsets_kedro.worker.status import StatusSender
 
 
 def test_a_worker_started_early_exits_without_the_final_collection():
-    """Also a worker that no asset reaches: the driver waits for each one to exit."""
+    """Also a worker that no asset reaches: the driver waits for each one to exit.
+    (What a worker calls first, in ``worker.local.serve``.)"""
     worker = """
 import os
-from brainsets_kedro.runner.prestart import import_modules
+from brainsets_kedro.worker.lifecycle import exit_without_final_collection
 
 class Cycle:
     def __del__(self):  # runs if the final collection does
@@ -28,7 +29,7 @@ class Cycle:
 
 cycle = Cycle()
 cycle.itself, cycle.write = cycle, os.write
-import_modules([])
+exit_without_final_collection()
 """
     result = subprocess.run(
         [sys.executable, "-c", worker], check=True, capture_output=True

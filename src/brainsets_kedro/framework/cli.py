@@ -21,7 +21,7 @@ from brainsets_kedro._compat.kedro import (
     run_command,
     split_params,
 )
-from brainsets_kedro.errors import UsageError, UserError
+from brainsets_kedro.errors import RunInterrupted, UsageError, UserError
 from brainsets_kedro.framework.scaffold_commands import import_command, new_command
 from brainsets_kedro.framework.short_errors import exit_code, short_errors
 from brainsets_kedro.framework.startup import exit_interrupted, run_takes_over
@@ -36,7 +36,6 @@ from brainsets_kedro.pipeline.discovery import (
     load_brainset_class,
     pipeline_folders,
 )
-from brainsets_kedro.runner.interrupts import RunInterrupted
 from brainsets_kedro.runner.prestart import start_workers, stop_workers
 from brainsets_kedro.worker.lifecycle import exit_without_final_collection
 

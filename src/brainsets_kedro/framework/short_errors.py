@@ -56,9 +56,6 @@ def exit_code(error: BaseException) -> int | None:
     """
     if isinstance(error, BrainsetsKedroError):
         return error.exit_code
-    if _grouped_until_merge(error):
-        codes = [exit_code(part) for part in error.errors.values()]  # type: ignore[attr-defined]
-        return None if None in codes else max(c for c in codes if c is not None)
     cause = _catalog_wrapped(error)
     if cause is not None:
         return exit_code(cause)
@@ -133,16 +130,4 @@ def _wants_hint(error: BaseException) -> bool:
     """Whether the shown message should end by saying where the traceback is."""
     if isinstance(error, BrainsetsKedroError):
         return error.traceback_hint
-    if _grouped_until_merge(error):
-        return any(_wants_hint(part) for part in error.errors.values())  # type: ignore[attr-defined]
     return True
-
-
-def _grouped_until_merge(error: BaseException) -> bool:
-    """TEMPORARY, until the issue-24 branches merge: the runner's ``RunFailures``
-    is not yet a :class:`~brainsets_kedro.errors.RunError` with ``exit_code`` and
-    ``traceback_hint`` properties computed from its parts. Delete this function and
-    its two uses once it is."""
-    return type(error).__name__ == "RunFailures" and bool(
-        getattr(error, "errors", None)
-    )

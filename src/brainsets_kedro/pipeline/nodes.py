@@ -146,9 +146,15 @@ class BrainsetNode:
         return parse_params(self.pipeline_cls.parser, params, self.brainset_id)
 
     def job(
-        self, raw_dir: Path, processed_dir: Path, parameters: Mapping[str, Any]
+        self,
+        raw_dir: Path,
+        processed_dir: Path,
+        parameters: Mapping[str, Any],
+        settings: RunSettings | None = None,
     ) -> BrainsetJob:
-        settings = RunSettings.from_parameters(parameters)
+        """The brainset's job; ``settings``: the run's, when already read (else
+        read from ``parameters``)."""
+        settings = settings or RunSettings.from_parameters(parameters)
         args = self.parse_args(parameters)
         _make_dirs(raw_dir, processed_dir)
         return BrainsetJob(
@@ -219,7 +225,7 @@ class DownloadNode(BrainsetNode):
 
     Its output maps each asset id to ``(manifest row, AssetResult)``. The project's
     runner downloads and processes the assets in its own pool instead (see
-    :meth:`plan` and :mod:`brainsets_kedro.runner`).
+    :meth:`plan` and :mod:`brainsets_kedro.runner.pool`).
     """
 
     step = "download"
@@ -237,8 +243,8 @@ class DownloadNode(BrainsetNode):
         :class:`~brainsets_kedro.errors.NotEnoughDiskSpace` when the rows to prepare
         do not fit in the raw directory's disk: every runner plans before any
         download."""
-        job = self.job(raw_dir, processed_dir, parameters)
-        settings = RunSettings.from_parameters(parameters)
+        settings = RunSettings.from_parameters(parameters)  # once: the job's too
+        job = self.job(raw_dir, processed_dir, parameters, settings)
         selection = Selection.parse(settings.only)
         selected, unmatched = (
             (manifest, set())

@@ -1,6 +1,9 @@
-"""Ctrl-C and SIGTERM while assets run: they stop the workers and the run saves its
-reports (a second one, later, exits at once); and the garbage collector kept off the
-objects that live through the run."""
+"""The driver's signal handling while assets run: Ctrl-C, SIGTERM, SIGCONT.
+
+The driver's signal handling while assets run: Ctrl-C and SIGTERM stop the workers
+and the run saves its reports (a second one, later, exits at once); SIGCONT (the run
+resumed after Ctrl-Z) marks time that no stage's timeout counts. And the garbage
+collector kept off the objects that live through the run."""
 
 from __future__ import annotations
 
@@ -13,21 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from brainsets_kedro.errors import SignalInterrupt
-
-
-class RunInterrupted(SignalInterrupt):
-    """Ctrl-C or SIGTERM while assets were being prepared."""
-
-    def __init__(self, signum: int):
-        self.signum = signum
-        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        super().__init__(f"{name} received")
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
-
+from brainsets_kedro.errors import RunInterrupted
 
 SIGNAL_GRACE = 1.5
 """Seconds after a first Ctrl-C or SIGTERM in which another one is the same request:
@@ -59,6 +48,52 @@ def signals_interrupt() -> Iterator[None]:
         if not first:  # else a second signal, while reports are saved, exits
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+
+
+class Pauses:
+    """The times the run was stopped (Ctrl-Z) then resumed (SIGCONT), which the
+    driver's clock of the stages does not count. Entered in the main thread, it
+    handles SIGCONT until it is left.
+
+    Args:
+        tick: The longest the driver waits between two wakes (a longer gap, after a
+            SIGCONT, is time the run was stopped).
+    """
+
+    def __init__(self, tick: float):
+        self._tick = tick
+        self._pauses: list[tuple[float, float]] = []  # (resumed at, seconds stopped)
+        self._continued = False
+        self._last_wake = time.monotonic()
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> Pauses:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.getsignal(signal.SIGCONT)
+            signal.signal(signal.SIGCONT, self._on_continue)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGCONT, self._previous)
+            self._installed = False
+
+    def _on_continue(self, signum: int, frame: Any) -> None:
+        self._continued = True
+
+    def woke(self, now: float) -> None:
+        """The driver woke at ``now`` (``time.monotonic()``): a pause since the last
+        wake, if the run was resumed since, is recorded."""
+        if self._continued:  # the run was stopped (Ctrl-Z) since the last wake
+            self._continued = False
+            self._pauses.append((now, max(0.0, now - self._last_wake - self._tick)))
+        self._last_wake = now
+
+    def since(self, began: float) -> float:
+        """Seconds the run was stopped since ``began`` (``time.monotonic()``)."""
+        return sum(seconds for at, seconds in self._pauses if at > began)
 
 
 @contextlib.contextmanager

@@ -13,24 +13,22 @@ must stay light (no pandas): it runs before the project's heavier imports.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from kedro.framework import project as kedro_project
+from kedro.utils import find_kedro_project
+
 from brainsets_kedro.pipeline.run_settings import RunSettings
-from brainsets_kedro.worker.lifecycle import (
-    become_worker,
-    exit_without_final_collection,
-)
+from brainsets_kedro.runner.slots import ProcessSlot
 
 logger = logging.getLogger(__name__)
 
-_started: list[Any] = []
-"""The worker processes started early (``execution.slots.ProcessSlot``), until the
-run takes them."""
+_started: list[ProcessSlot] = []
+"""The worker processes started early, until the run takes them."""
 
 
 def start_workers(
@@ -60,10 +58,6 @@ def start_workers(
     n_workers = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
     if n_workers <= 1:
         return 0
-    # Not at the top: the workers' module, light, is still more than the CLI needs
-    # for a run that starts none.
-    from brainsets_kedro.runner.slots import ProcessSlot  # noqa: PLC0415
-
     modules = tuple(modules)
     _started.extend(ProcessSlot(os.getpid(), modules) for _ in range(n_workers))
     return n_workers
@@ -73,7 +67,7 @@ LOCAL_PROCESSES = ("loky", "multiprocessing")
 """The backends whose workers are processes of this machine."""
 
 
-def take_workers(settings: RunSettings) -> list[Any]:
+def take_workers(settings: RunSettings) -> list[ProcessSlot]:
     """The workers :func:`start_workers` started, for a run of ``settings``; none
     (they are stopped) when its backend runs no local process."""
     started = list(_started)
@@ -84,7 +78,7 @@ def take_workers(settings: RunSettings) -> list[Any]:
     return []
 
 
-def stop_workers(workers: Iterable[Any] | None = None) -> None:
+def stop_workers(workers: Iterable[ProcessSlot] | None = None) -> None:
     """Stop ``workers`` (by default those started early that no run took)."""
     if workers is None:
         workers = list(_started)
@@ -95,26 +89,6 @@ def stop_workers(workers: Iterable[Any] | None = None) -> None:
         worker.close()
 
 
-def import_modules(modules: list[str], driver_pid: int | None = None) -> None:
-    """In a worker: import what its assets will need; a module that cannot be
-    imported is left for the asset that needs it to report.
-
-    Args:
-        modules: The modules to import.
-        driver_pid: The process id of the driver that started this worker.
-    """
-    exit_without_final_collection()  # also if no asset comes to this worker
-    if driver_pid is not None and os.getpid() != driver_pid:
-        # Exit with the driver, also if it dies before any asset comes; ignore
-        # Ctrl-C, which would make a worker print a KeyboardInterrupt traceback.
-        become_worker(driver_pid)
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except Exception:  # noqa: BLE001, S112
-            continue
-
-
 def _settings(
     runner_params: Mapping[str, Any],
     env: str | None,
@@ -122,12 +96,8 @@ def _settings(
     params: Mapping[str, Any],
 ) -> RunSettings:
     """The runner's settings, read from ``conf/`` as the Kedro session will."""
-    # Not at the top: workers unpickle import_modules from this module, and need
-    # no Kedro.
-    from kedro.framework.project import settings  # noqa: PLC0415
-    from kedro.utils import find_kedro_project  # noqa: PLC0415
-
     project = Path(find_kedro_project(Path.cwd()) or Path.cwd()).resolve()
+    settings = kedro_project.settings
     loader = settings.CONFIG_LOADER_CLASS(
         conf_source=conf_source or str(project / settings.CONF_SOURCE),
         env=env or os.getenv("KEDRO_ENV"),

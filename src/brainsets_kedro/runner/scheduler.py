@@ -1,4 +1,6 @@
-"""The driver's scheduler for assets prepared on this machine (``loky``,
+"""The driver's scheduler of the assets prepared on this machine.
+
+The driver's scheduler for assets prepared on this machine (``loky``,
 ``multiprocessing`` and ``threading`` backends).
 
 Event-driven: tasks go to worker *slots* (a process, or a thread under
@@ -35,21 +37,20 @@ import contextlib
 import logging
 import os
 import pickle
-import select
-import signal
 import subprocess
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from brainsets_kedro.pipeline.run_settings import RunSettings
 from brainsets_kedro.runner.board import StatusBoard
-from brainsets_kedro.runner.deaths import worker_died
-from brainsets_kedro.runner.slots import ProcessSlot, Task, ThreadSlot, _Slot
-from brainsets_kedro.worker.result import ADOPT, SKIP, AssetResult
+from brainsets_kedro.runner.deaths import append_logs, worker_died
+from brainsets_kedro.runner.interrupts import Pauses
+from brainsets_kedro.runner.slots import ProcessSlot, Slot, Task, ThreadSlot
+from brainsets_kedro.runner.task_queue import TaskQueue
+from brainsets_kedro.runner.waiting import SlotPoll
+from brainsets_kedro.worker.result import AssetResult
 from brainsets_kedro.worker.status import DONE, FAILED, INTERRUPTED
 
 FINAL = (DONE, FAILED, INTERRUPTED)
@@ -77,7 +78,7 @@ class Scheduler:
     """Prepares the assets of ``plans`` on this machine; see the module's docstring.
 
     Args:
-        plans: The brainsets' plans (``execution.pool._Plan``).
+        plans: The brainsets' plans (:class:`~.plan.Plan`).
         settings: The run's settings, resolved.
         collect: Records a result: final, or of the last stage a plan runs.
         board: The status board (shows an asset downloaded, waiting for a worker).
@@ -97,13 +98,12 @@ class Scheduler:
         self._board = board
         self._threads = settings.backend == "threading"
         n_jobs = settings.n_jobs or 1
-        self._n_workers = n_jobs if n_jobs > 0 else max(1, os.cpu_count() + 1 + n_jobs)
+        cores = os.cpu_count() or 1
+        self._n_workers = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
         self._download_jobs = settings.download_jobs or 1
         self._max_downloaded = settings.max_downloaded or self._n_workers
         self._timeout = settings.timeout
         self._driver_pid = os.getpid()
-        self._rows = {id(p): p.rows.itertuples(name=None) for p in plans}
-        self._left = deque(plans)  # plans with rows not handed out yet
         # The driver times the stages: the workers' own timers would count time
         # the run spent stopped (Ctrl-Z), and cannot stop C code.
         self._jobs = {
@@ -112,68 +112,39 @@ class Scheduler:
         }
         for plan in plans:
             plan.split = False
-        self._ready: deque[Task] = deque()
-        self._again: deque[Task] = deque()
-        self._again_downloads: deque[Task] = deque()
-        self._workers: list[_Slot] = []
-        self._downloaders: list[_Slot] = []
+        self._queue = TaskQueue(plans, collect)
+        self._workers: list[Slot] = []
+        self._downloaders: list[Slot] = []
         self._started = list(workers or [])
-        self._poll = select.poll()
-        self._by_fd: dict[int, tuple[Callable, _Slot]] = {}
-        self._wake_read, self._wake_write = os.pipe()
-        os.set_blocking(self._wake_read, False)
-        self._poll.register(self._wake_read, select.POLLIN)
-        self._thread_results: deque[tuple[ThreadSlot, AssetResult]] = deque()
+        self._poll = SlotPoll()
         self._average = 1.0  # seconds per task, smoothed
-        self._pauses: list[tuple[float, float]] = []  # (resumed at, seconds stopped)
-        self._continued = False
-        self._last_tick = time.monotonic()
+        self._pauses = Pauses(TICK)
 
     # -- the loop ----------------------------------------------------------------
 
     def run(self) -> None:
         """Prepare every asset; raises what interrupts the driver (Ctrl-C, SIGTERM)
         after stopping every worker."""
-        previous = signal.getsignal(signal.SIGCONT)
-        in_main = threading.current_thread() is threading.main_thread()
-        if in_main:
-            signal.signal(signal.SIGCONT, self._on_continue)
         try:
-            next_check = time.monotonic() + TICK
-            while self._dispatch():
-                self._wait(next_check)
-                now = time.monotonic()
-                if now >= next_check:
-                    self._watch(now)
-                    next_check = now + TICK
+            with self._pauses:
+                next_check = time.monotonic() + TICK
+                while self._dispatch():
+                    self._wait(next_check)
+                    now = time.monotonic()
+                    if now >= next_check:
+                        self._watch(now)
+                        next_check = now + TICK
         finally:
-            if in_main:
-                signal.signal(signal.SIGCONT, previous)
             self._stop()
 
     def _wait(self, next_check: float) -> None:
         timeout = max(0.0, next_check - time.monotonic())
-        events = self._poll.poll(timeout * 1000)
-        now = time.monotonic()
-        if self._continued:  # the run was stopped (Ctrl-Z) since the last wake
-            self._continued = False
-            self._pauses.append((now, max(0.0, now - self._last_tick - TICK)))
-        self._last_tick = now
-        for fd, _ in events:
-            if fd == self._wake_read:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(self._wake_read, 4096)
-                continue
-            handler = self._by_fd.get(fd)
-            if handler is not None:
-                handler[0](handler[1])
-        while self._thread_results:
-            slot, result = self._thread_results.popleft()
+        events = self._poll.wait(timeout)
+        self._pauses.woke(time.monotonic())
+        self._poll.handle(events)
+        for slot, result in self._poll.thread_results():
             if not slot.abandoned and slot.tasks:
                 self._returned(slot, result)
-
-    def _on_continue(self, signum: int, frame: Any) -> None:
-        self._continued = True
 
     # -- handing out tasks --------------------------------------------------------
 
@@ -190,79 +161,38 @@ class Scheduler:
             room = slot.room(queued)
             if slot.tasks and room < queued // 2:
                 continue
-            messages = []
+            messages: list[Any] = []
             while len(messages) < room:
-                task = self._next_process_task()
+                task = self._queue.next_process_task()
                 if task is None:
                     break
                 messages.append(self._message(slot, task))
             if messages:
                 slot.send(messages)
         in_flight = sum(len(s.tasks) for s in self._downloaders)
-        while in_flight < self._download_jobs and len(self._ready) < max(
+        while in_flight < self._download_jobs and len(self._queue.ready) < max(
             1, self._max_downloaded
         ):
-            task = self._next_download()
+            task = self._queue.next_download()
             if task is None:
                 break
-            slot = next((s for s in self._downloaders if not s.tasks), None)
-            if slot is None:
-                slot = self._new_slot()
-                self._downloaders.append(slot)
-            slot.send([self._message(slot, task)])
+            free = next((s for s in self._downloaders if not s.tasks), None)
+            if free is None:
+                free = self._new_slot()
+                self._downloaders.append(free)
+            free.send([self._message(free, task)])
             in_flight += 1
         busy = any(s.tasks for s in self._workers) or in_flight
-        return bool(busy or self._ready or self._again or self._left)
+        return bool(busy or self._queue.pending())
 
-    def _next_process_task(self) -> Task | None:
-        if self._ready:
-            return self._ready.popleft()
-        if self._again:
-            return self._again.popleft()
-        return self._next_row(split=False)
-
-    def _next_download(self) -> Task | None:
-        if self._again_downloads:
-            return self._again_downloads.popleft()
-        return self._next_row(split=True)
-
-    def _next_row(self, split: bool) -> Task | None:
-        """A new asset of the next plan (in turn) whose downloads are ``split`` or
-        not."""
-        for _ in range(len(self._left)):
-            plan = self._left[0]
-            self._left.rotate(-1)
-            if plan.split != split:
-                continue
-            rows = self._rows[id(plan)]
-            row = next(rows, None)
-            while row is not None and row[-1] in (SKIP, ADOPT):  # its DECISION_COLUMN
-                self._up_to_date(plan, row)
-                row = next(rows, None)
-            if row is None:
-                self._left.remove(plan)
-                continue
-            return Task(plan, row, ("download",) if split else plan.stages)
-        return None
-
-    def _up_to_date(self, plan: Any, row: tuple) -> None:
-        """An asset the ledger finds UP TO DATE: nothing of it runs, the driver
-        reports it at once."""
-        result = plan.job.run(row)
-        plan.returned()
-        self._collect(result)
-
-    def _new_slot(self) -> _Slot:
+    def _new_slot(self) -> Slot:
         if self._threads:
-            return ThreadSlot(self._thread_returned)
+            return ThreadSlot(self._poll.thread_returned)
         slot = self._started.pop() if self._started else ProcessSlot(self._driver_pid)
-        self._by_fd[slot.read_fd] = (self._readable, slot)
-        self._by_fd[slot.pidfd] = (self._exited, slot)
-        self._poll.register(slot.read_fd, select.POLLIN)
-        self._poll.register(slot.pidfd, select.POLLIN)
+        self._poll.watch(slot, self._readable, self._exited)
         return slot
 
-    def _message(self, slot: _Slot, task: Task) -> Any:
+    def _message(self, slot: Slot, task: Task) -> Any:
         """``task`` as sent to ``slot`` (pickled for a process), now its own."""
         plan = task.plan
         job = None
@@ -281,26 +211,20 @@ class Scheduler:
             task.began = time.monotonic()
         slot.tasks.append(task)
         message = (id(plan), job, task.row, task.stages, output, start)
-        if not self._threads:
-            message = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
         if download is not None:
             download.output = None  # the worker has it now
+        if not self._threads:
+            return pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
         return message
 
     # -- what comes back ----------------------------------------------------------
-
-    def _thread_returned(self, slot: ThreadSlot, result: AssetResult) -> None:
-        """In the slot's thread: hand its result to the driver's loop."""
-        self._thread_results.append((slot, result))
-        with contextlib.suppress(OSError):
-            os.write(self._wake_write, b"!")
 
     def _readable(self, slot: ProcessSlot) -> None:
         for message in slot.receive():
             if slot.tasks:
                 self._returned(slot, message)
 
-    def _returned(self, slot: _Slot, message: Any) -> None:
+    def _returned(self, slot: Slot, message: Any) -> None:
         task = slot.tasks.popleft()
         now = time.monotonic()
         self._average += (now - task.began - self._average) / 8
@@ -334,7 +258,7 @@ class Scheduler:
         if task.stages == ("download",) and plan.processes:
             if result.status not in FINAL:
                 show_downloaded(self._board, result)
-                self._ready.append(Task(plan, task.row, ("process",), result))
+                self._queue.ready.append(Task(plan, task.row, ("process",), result))
                 return
         elif task.download is not None:
             result = result.after(task.download)
@@ -352,7 +276,7 @@ class Scheduler:
         if task is None:
             return
         job = task.plan.job
-        _append_logs(job, task.row[0], left)
+        append_logs(job, task.row[0], left)
         logger.warning(
             "A worker died (%s) while preparing %s:%s, which fails; the assets it "
             "interrupted start again.",
@@ -366,7 +290,7 @@ class Scheduler:
             result = result.after(task.download)
         self._collect(result)
 
-    def _take_running(self, slot: _Slot) -> Task | None:
+    def _take_running(self, slot: Slot) -> Task | None:
         """Out of a stopped worker's tasks: the one it was running (by its stage
         clock; else the first), the others requeued (those before it finished,
         but their results, held to be sent together, were lost)."""
@@ -376,29 +300,16 @@ class Scheduler:
             return None
         slot.tasks.rotate(-index)
         task = slot.tasks.popleft()
-        self._requeue(slot)
+        self._queue.requeue(slot.tasks)
         return task
 
-    def _forget(self, slot: _Slot) -> None:
+    def _forget(self, slot: Slot) -> None:
         """Take ``slot`` out of the pools and out of the wait."""
         for pool in (self._workers, self._downloaders):
             if slot in pool:
                 pool.remove(slot)
         if isinstance(slot, ProcessSlot):
-            for fd in (slot.read_fd, slot.pidfd):
-                self._by_fd.pop(fd, None)
-                with contextlib.suppress(KeyError, ValueError):
-                    self._poll.unregister(fd)
-
-    def _requeue(self, slot: _Slot) -> None:
-        """The tasks ``slot`` had not started go to other workers. A process task
-        whose download output the driver dropped runs both stages again."""
-        while slot.tasks:
-            task = slot.tasks.popleft()
-            if task.stages == ("download",):
-                self._again_downloads.append(Task(task.plan, task.row, task.stages))
-            else:
-                self._again.append(Task(task.plan, task.row, task.plan.stages))
+            self._poll.forget(slot)
 
     # -- the watchdog -------------------------------------------------------------
 
@@ -417,14 +328,15 @@ class Scheduler:
                 task.plan.split = True
             if not self._timeout:
                 continue
-            stopped = sum(seconds for at, seconds in self._pauses if at > began)
+            stopped = self._pauses.since(began)
             if now - began - stopped >= self._timeout:
                 self._time_out(slot, stage, now - began)
 
-    def _time_out(self, slot: _Slot, stage: str, ran: float) -> None:
+    def _time_out(self, slot: Slot, stage: str, ran: float) -> None:
+        timeout = self._timeout or 0.0  # set: _watch times out nothing else
         if isinstance(slot, ThreadSlot):
             self._forget(slot)
-            slot.kill(self._timeout)
+            slot.kill(timeout)
             where = "raised AssetTimeout in its thread"
             task = self._take_running(slot)
         else:
@@ -433,10 +345,13 @@ class Scheduler:
             self._readable(slot)  # the results it sent before
             self._forget(slot)
             task = self._take_running(slot)
-            _append_logs(task.plan.job, task.row[0], slot.left_output())
+            if task is not None:
+                append_logs(task.plan.job, task.row[0], slot.left_output())
             slot.close()
             where = f"killed its worker (pid {slot.process.pid})"
-        error = f"timed out after {self._timeout:g} s (brainsets.timeout)"
+        if task is None:  # it runs one: the stage that timed out
+            return
+        error = f"timed out after {timeout:g} s (brainsets.timeout)"
         result = self._failed(
             task, f"AssetTimeout: {error}, in {stage}; the driver {where}"
         )
@@ -462,16 +377,7 @@ class Scheduler:
                     slot.process.wait(timeout=2)
                 slot.close()
         self._workers, self._downloaders, self._started = [], [], []
-        for fd in (self._wake_read, self._wake_write):
-            os.close(fd)
-
-
-def _append_logs(job: Any, asset_id: Any, output: tuple[bytes, bytes]) -> None:
-    """Append what a dead worker left on its fd 1 and 2 to its asset's logs."""
-    for path, data in zip(job.log_paths(asset_id), output, strict=True):
-        if data:
-            with contextlib.suppress(OSError), path.open("ab") as log:
-                log.write(data)
+        self._poll.close()
 
 
 def show_downloaded(board: StatusBoard, result: AssetResult) -> None:

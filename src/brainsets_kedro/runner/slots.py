@@ -1,4 +1,6 @@
-"""Worker slots of the driver's scheduler (:mod:`.scheduler`): a local worker
+"""Worker slots of the driver's scheduler: a local process or a thread.
+
+Worker slots of the driver's scheduler (:mod:`.scheduler`): a local worker
 process (:class:`ProcessSlot`) or a thread of the driver (:class:`ThreadSlot`), with
 the tasks sent to it. Light (no pandas), as ``prestart`` starts workers with it while
 Kedro loads the project."""
@@ -6,7 +8,6 @@ Kedro loads the project."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import mmap
 import os
 import select
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from brainsets_kedro._compat.python import set_async_exc
 from brainsets_kedro.errors import AssetTimeout
 from brainsets_kedro.worker.local import (
     CLOCK,
@@ -72,7 +74,7 @@ class _Slot:
 
 
 class ProcessSlot(_Slot):
-    """A worker process of this machine (see ``workers.serve``).
+    """A worker process of this machine (see ``worker.local.serve``).
 
     Args:
         driver_pid: The driver's process id (the worker exits when it is gone).
@@ -261,10 +263,13 @@ class ThreadSlot(_Slot):
     def kill(self, seconds: float = 0) -> None:
         self.abandoned = True
         timeout = type("AssetTimeout", (AssetTimeout,), {"seconds": seconds})
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(
-            ctypes.c_ulong(self._thread.ident), ctypes.py_object(timeout)
-        )
+        if self._thread.ident is not None:  # started
+            set_async_exc(self._thread.ident, timeout)
 
     def close(self) -> None:
         self.abandoned = True
         self._wake.release()
+
+
+Slot = ProcessSlot | ThreadSlot
+"""A worker of the scheduler."""

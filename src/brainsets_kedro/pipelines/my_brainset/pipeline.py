@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime
 import warnings
 import zlib
-from argparse import ArgumentParser
+from argparse import ArgumentParser, Namespace
 from pathlib import Path
 
 import h5py
@@ -44,6 +44,7 @@ SUBJECTS = ("monkey_c", "monkey_j")
 class Pipeline(BrainsetPipeline):
     brainset_id = "my_brainset"
     parser = parser
+    args: Namespace  # parsed from the parser above: never None here
 
     @classmethod
     def get_manifest(cls, raw_dir: Path, args) -> pd.DataFrame:
@@ -165,7 +166,7 @@ def synthesize_session(item) -> NWBFile:
             back = minimum_jerk(timestamps, trial["move_time"] + 1.0, 0.5)
             pos += np.outer(out - back, target)
     pos += rng.normal(0.0, 0.05, pos.shape)  # sensor noise
-    vel = np.gradient(pos, timestamps, axis=0)
+    vel = np.asarray(np.gradient(pos, timestamps, axis=0))
 
     behavior = nwbfile.create_processing_module("behavior", "cursor kinematics")
     behavior.add(

@@ -1,30 +1,31 @@
-"""Where the assets run: on this machine through joblib's own backends (``loky``,
+"""Which backend a run's assets use: the settings resolved, the cluster backend chosen.
+
+Where the assets run: on this machine through joblib's own backends (``loky``,
 ``threading``, ``multiprocessing``), or on a cluster through joblib's Dask and Ray
-backends (:class:`~.cluster.Cluster`: :mod:`.dask_cluster`, :mod:`.ray_cluster`).
-The code that runs on the workers is apart, in :mod:`.workers`."""
+backends (:class:`~.cluster.Cluster`: :mod:`.dask`, :mod:`.ray`, each imported only
+when a run chooses it). The code that runs on the workers is apart, in
+:mod:`brainsets_kedro.worker`."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import os
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import joblib
 
 from brainsets_kedro.errors import UsageError
 from brainsets_kedro.pipeline.run_settings import CLUSTER_BACKENDS, DOWNLOAD_JOBS
+from brainsets_kedro.runner.backends.cluster import RAY_ON_LOOPBACK
 
 if TYPE_CHECKING:
     from brainsets_kedro.pipeline.run_settings import RunSettings
     from brainsets_kedro.runner.backends.cluster import Cluster
 
 logger = logging.getLogger(__name__)
-
-
-RAY_ON_LOOPBACK = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-"""Set to 0 before Ray is imported, Ray takes 127.0.0.1 as this node's address (as it
-does on macOS and Windows), and its servers then listen on loopback only."""
 
 
 def import_backend(backend: str, local: bool = False) -> None:
@@ -41,21 +42,20 @@ def import_backend(backend: str, local: bool = False) -> None:
         ImportError: the backend's package is not installed.
     """
     if backend == "dask":
-        import distributed  # noqa: F401, PLC0415
-        from joblib._dask import DaskDistributedBackend  # noqa: F401, PLC0415
-    else:
-        loopback = local and not os.environ.get("RAY_ADDRESS")
-        loopback = loopback and RAY_ON_LOOPBACK not in os.environ
+        _backend_module(backend).register()
+        return
+    loopback = local and not os.environ.get("RAY_ADDRESS")
+    loopback = loopback and RAY_ON_LOOPBACK not in os.environ
+    if loopback:
+        os.environ[RAY_ON_LOOPBACK] = "0"  # before `import ray`
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        module = _backend_module(backend)
+    except ImportError:
         if loopback:
-            os.environ[RAY_ON_LOOPBACK] = "0"  # before `import ray`
-            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        try:
-            from ray.util.joblib import register_ray  # noqa: PLC0415
-        except ImportError:
-            if loopback:
-                del os.environ[RAY_ON_LOOPBACK]
-            raise
-        register_ray()
+            del os.environ[RAY_ON_LOOPBACK]
+        raise
+    module.register()
 
 
 def connect(settings: RunSettings, run_id: str, modules: set[str]) -> Cluster:
@@ -69,15 +69,28 @@ def connect(settings: RunSettings, run_id: str, modules: set[str]) -> Cluster:
     Returns:
         The cluster, to use as a context manager (leaving it disconnects).
     """
-    if settings.backend == "dask":
-        from brainsets_kedro.runner.backends.dask import (  # noqa: PLC0415
-            DaskCluster,
-        )
+    cluster: type[Cluster] = _backend_module(settings.backend).CLUSTER
+    return cluster(settings, run_id, modules)
 
-        return DaskCluster(settings, run_id, modules)
-    from brainsets_kedro.runner.backends.ray import RayCluster  # noqa: PLC0415
 
-    return RayCluster(settings, run_id, modules)
+LIBRARIES = {"dask": "distributed", "ray": "ray"}
+"""The package each cluster backend needs."""
+
+
+def _backend_module(backend: str) -> ModuleType:
+    """:mod:`.dask` or :mod:`.ray`, imported; ImportError naming the package it
+    needs when that is missing (checked at each call, also once the module is
+    imported)."""
+    importlib.import_module(LIBRARIES[backend])
+    # Here, not at the top: each imports its library (distributed, ray), optional
+    # and heavy, which a run on this machine does without.
+    if backend == "dask":
+        from brainsets_kedro.runner.backends import dask  # noqa: PLC0415
+
+        return dask
+    from brainsets_kedro.runner.backends import ray  # noqa: PLC0415
+
+    return ray
 
 
 def resolve(settings: RunSettings) -> RunSettings:
@@ -90,12 +103,12 @@ def resolve(settings: RunSettings) -> RunSettings:
     Raises:
         UsageError: The backend's package is not installed (naming the extra).
     """
-    if settings.n_jobs is None or (settings.n_jobs == -1 and not settings.on_cluster):
-        settings = dataclasses.replace(
-            settings, n_jobs=-1 if settings.on_cluster else joblib.cpu_count()
-        )
+    n_jobs = settings.n_jobs
+    if n_jobs is None or (n_jobs == -1 and not settings.on_cluster):
+        n_jobs = -1 if settings.on_cluster else joblib.cpu_count()
+        settings = dataclasses.replace(settings, n_jobs=n_jobs)
     if settings.download_jobs is None:
-        workers = settings.n_jobs if settings.n_jobs > 0 else joblib.cpu_count()
+        workers = n_jobs if n_jobs > 0 else joblib.cpu_count()
         settings = dataclasses.replace(
             settings, download_jobs=max(DOWNLOAD_JOBS, 2 * workers)
         )

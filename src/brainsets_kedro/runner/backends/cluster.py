@@ -1,4 +1,6 @@
-"""What the Dask and Ray clusters have in common, on the driver's side: the joblib
+"""The driver's side of a Dask or Ray cluster: what both have in common.
+
+What the Dask and Ray clusters have in common, on the driver's side: the joblib
 backend, the number of workers, the address workers send statuses to, stopping the
 run's tasks, and errors that name the fix (a worker that cannot import the project)."""
 
@@ -11,14 +13,16 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from brainsets_kedro.errors import UserError
+import brainsets_kedro
+from brainsets_kedro.errors import WorkerImportError
 from brainsets_kedro.pipeline.run_settings import RunSettings
 
 logger = logging.getLogger(__name__)
 
-
-class WorkerImportError(UserError, ImportError):
-    """A cluster's worker (or scheduler) cannot import the project's brainsets."""
+RAY_ON_LOOPBACK = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""Set to 0 before Ray is imported, Ray takes 127.0.0.1 as this node's address (as it
+does on macOS and Windows), and its servers then listen on loopback only. Here, below
+both the choice of a backend (which sets it) and the Ray cluster (which names it)."""
 
 
 class Cluster:
@@ -28,6 +32,8 @@ class Cluster:
 
     name = ""
     who = ""
+    death_errors: tuple[type[BaseException], ...] = ()
+    """What joblib raises from this cluster when a worker died."""
 
     def __init__(self, settings: RunSettings, run_id: str, modules: set[str]):
         self.settings = settings
@@ -92,7 +98,8 @@ class Cluster:
         """``error`` from the cluster, or a :class:`WorkerImportError` naming the fix
         if it comes from a worker that cannot import a brainset (Ray wraps that
         ModuleNotFoundError in a RaySystemError that keeps only its message)."""
-        seen, cause = set(), error
+        seen: set[int] = set()
+        cause: BaseException | None = error
         while cause is not None and id(cause) not in seen:
             seen.add(id(cause))
             found = re.search(r"No module named '([\w.]+)'", str(cause))
@@ -123,8 +130,6 @@ class Cluster:
         )
 
     def import_error(self, where: str, error: str) -> WorkerImportError:
-        import brainsets_kedro  # noqa: PLC0415
-
         src = Path(brainsets_kedro.__file__).resolve().parents[1]
         return WorkerImportError(
             f"{where} cannot import the project's brainsets "

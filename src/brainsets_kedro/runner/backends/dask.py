@@ -1,5 +1,8 @@
-"""``backend=dask``: a Dask cluster (``brainsets.address``, ``DASK_SCHEDULER_ADDRESS``, or
-a local one) and joblib's Dask backend."""
+"""The Dask backend: a Dask cluster and joblib's Dask backend.
+
+``backend=dask``: a Dask cluster (``brainsets.address``, ``DASK_SCHEDULER_ADDRESS``, or
+a local one) and joblib's Dask backend. Imported only for a run that chooses it (it
+imports distributed)."""
 
 from __future__ import annotations
 
@@ -9,16 +12,16 @@ import logging
 import os
 from typing import Any
 
-from brainsets_kedro.errors import UserError
+import dask
+from distributed import Client, KilledWorker, LocalCluster
+
+from brainsets_kedro._compat.joblib import dask_distributed_backend
+from brainsets_kedro.errors import SchedulerUnreachable
 from brainsets_kedro.pipeline.run_settings import RunSettings
 from brainsets_kedro.runner.backends.cluster import Cluster, host_of
 from brainsets_kedro.worker.cluster import import_errors, stop_run
 
 logger = logging.getLogger(__name__)
-
-
-class SchedulerUnreachable(UserError, ConnectionError):
-    """The Dask scheduler at ``brainsets.address`` did not answer in time."""
 
 
 class DaskCluster(Cluster):
@@ -28,17 +31,16 @@ class DaskCluster(Cluster):
 
     name = "Dask"
     who = "The Dask scheduler and workers"
+    death_errors = (KilledWorker,)  # a task that killed too many workers
 
     def __init__(self, settings: RunSettings, run_id: str, modules: set[str]):
         super().__init__(settings, run_id, modules)
-        import dask  # noqa: PLC0415
-        from distributed import Client, LocalCluster  # noqa: PLC0415
-
-        self.local = None
-        self.log_level = None
+        self.local: LocalCluster | None = None
+        self.log_level = logging.NOTSET
         address = settings.address or dask.config.get("scheduler-address", None)
         if not address:
-            n_jobs = settings.n_jobs if settings.n_jobs > 0 else os.cpu_count()
+            asked = settings.n_jobs or -1  # resolved: None is not left
+            n_jobs = asked if asked > 0 else os.cpu_count()
             # Its scheduler runs in this process: its INFO lines would fill the log.
             self.log_level = logging.getLogger("distributed").level
             logging.getLogger("distributed").setLevel(logging.WARNING)
@@ -146,10 +148,10 @@ def _dask_backend() -> type:
     would wait for ever; and a cluster of one worker thread runs the assets, where
     joblib would run them in the driver. Both through the backend interface
     (``submit``, ``effective_n_jobs``); its class lives in joblib's private
-    ``joblib._dask``, tested with the joblib versions pyproject.toml allows."""
-    from joblib._dask import DaskDistributedBackend  # noqa: PLC0415
+    ``joblib._dask`` (see :mod:`brainsets_kedro._compat.joblib`)."""
+    base: Any = dask_distributed_backend()
 
-    class DaskBackend(DaskDistributedBackend):
+    class DaskBackend(base):
         def submit(self, func: Any, callback: Any = None) -> Any:
             future = super().submit(func, callback)
 
@@ -167,3 +169,12 @@ def _dask_backend() -> type:
             return max(2, super().effective_n_jobs(n_jobs))
 
     return DaskBackend
+
+
+CLUSTER = DaskCluster
+"""The cluster class of this backend (see :func:`~.connect`)."""
+
+
+def register() -> None:
+    """Import joblib's Dask backend (which registers it with joblib)."""
+    _dask_backend()

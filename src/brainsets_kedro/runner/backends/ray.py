@@ -1,14 +1,26 @@
-"""``backend=ray``: a Ray cluster (``brainsets.address``, ``RAY_ADDRESS``, or a local one)
-and joblib's Ray backend."""
+"""The Ray backend: a Ray cluster and joblib's Ray backend.
+
+``backend=ray``: a Ray cluster (``brainsets.address``, ``RAY_ADDRESS``, or a local one)
+and joblib's Ray backend. Imported only for a run that chooses it (it imports Ray,
+after :data:`~.cluster.RAY_ON_LOOPBACK` is set)."""
 
 from __future__ import annotations
 
 import logging
 import os
 
+import ray
+from ray.exceptions import RayActorError
+from ray.util.joblib import register_ray
+
+from brainsets_kedro.errors import ClusterExposed
 from brainsets_kedro.pipeline.run_settings import RunSettings
-from brainsets_kedro.runner.backends import RAY_ON_LOOPBACK
-from brainsets_kedro.runner.backends.cluster import Cluster, host_of, is_loopback
+from brainsets_kedro.runner.backends.cluster import (
+    RAY_ON_LOOPBACK,
+    Cluster,
+    host_of,
+    is_loopback,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -20,12 +32,11 @@ class RayCluster(Cluster):
 
     name = "Ray"
     who = "Ray's workers"
+    death_errors = (RayActorError,)  # for an actor of joblib's pool
 
     def __init__(self, settings: RunSettings, run_id: str, modules: set[str]):
         super().__init__(settings, run_id, modules)
-        import ray  # noqa: PLC0415
-
-        n_jobs = settings.n_jobs
+        n_jobs = settings.n_jobs or -1  # resolved: None is not left
         address = settings.address or os.environ.get("RAY_ADDRESS")
         self.started = not ray.is_initialized()
         self.local = self.started and not address
@@ -43,14 +54,12 @@ class RayCluster(Cluster):
         it cannot (Ray was imported before the runner set that, by a brainset's
         module, say), it listens on every interface, and its token authentication
         is what keeps other machines out: it must stay on."""
-        import ray  # noqa: PLC0415
-
         address = ray.get_runtime_context().gcs_address
         if is_loopback(host_of(address)):
             return
         if os.environ.get("RAY_AUTH_MODE", "").strip().lower() == "disabled":
             ray.shutdown()
-            raise ValueError(
+            raise ClusterExposed(
                 f"The local Ray listens on every network interface ({address}), and "
                 f"RAY_AUTH_MODE=disabled turns off the token authentication that keeps "
                 f"other machines out. Unset RAY_AUTH_MODE, or start Ray yourself and "
@@ -68,15 +77,11 @@ class RayCluster(Cluster):
         return self.n_jobs
 
     def worker_hosts(self) -> set[str]:
-        import ray  # noqa: PLC0415
-
         if self.local:  # this machine, whatever address Ray gives it
             return set()
         return {node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]}
 
     def describe(self) -> str:
-        import ray  # noqa: PLC0415
-
         where = "a local Ray" if self.local else "the Ray cluster"
         address = ray.get_runtime_context().gcs_address
         return f"{self.n_jobs} workers of {where} at {address}"
@@ -85,6 +90,13 @@ class RayCluster(Cluster):
 
     def close(self) -> None:
         if self.started:
-            import ray  # noqa: PLC0415
-
             ray.shutdown()
+
+
+CLUSTER = RayCluster
+"""The cluster class of this backend (see :func:`~.connect`)."""
+
+
+def register() -> None:
+    """Register joblib's Ray backend."""
+    register_ray()

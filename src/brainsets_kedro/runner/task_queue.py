@@ -1,0 +1,89 @@
+"""The scheduler's queues: which asset's stages a worker runs next.
+
+The scheduler's queues: which asset's stages a worker runs next (the downloaded
+assets waiting for a process worker, the requeued, then new rows of the brainsets in
+turn)."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from brainsets_kedro.runner.slots import Task
+from brainsets_kedro.worker.result import ADOPT, SKIP, AssetResult
+
+
+class TaskQueue:
+    """The tasks of a :class:`~.scheduler.Scheduler` not handed out yet.
+
+    Args:
+        plans: The brainsets' plans (:class:`~.plan.Plan`).
+        collect: Records the result of an asset the ledger finds UP TO DATE, which
+            the driver reports at once.
+    """
+
+    def __init__(self, plans: list[Any], collect: Callable[[AssetResult], None]):
+        self._collect = collect
+        self._rows = {id(p): p.rows.itertuples(name=None) for p in plans}
+        self._left = deque(plans)  # plans with rows not handed out yet
+        self.ready: deque[Task] = deque()
+        """Downloaded assets waiting for a process worker (their process task)."""
+        self._again: deque[Task] = deque()
+        self._again_downloads: deque[Task] = deque()
+
+    def pending(self) -> bool:
+        """Whether any task is left to hand out."""
+        return bool(self.ready or self._again or self._left)
+
+    def next_process_task(self) -> Task | None:
+        """The next task for a process worker: a downloaded asset's process, a
+        requeued task, else a new asset of a brainset whose downloads are not
+        split."""
+        if self.ready:
+            return self.ready.popleft()
+        if self._again:
+            return self._again.popleft()
+        return self._next_row(split=False)
+
+    def next_download(self) -> Task | None:
+        """The next download for a download process."""
+        if self._again_downloads:
+            return self._again_downloads.popleft()
+        return self._next_row(split=True)
+
+    def _next_row(self, split: bool) -> Task | None:
+        """A new asset of the next plan (in turn) whose downloads are ``split`` or
+        not."""
+        for _ in range(len(self._left)):
+            plan = self._left[0]
+            self._left.rotate(-1)
+            if plan.split != split:
+                continue
+            rows = self._rows[id(plan)]
+            row = next(rows, None)
+            while row is not None and row[-1] in (SKIP, ADOPT):  # its DECISION_COLUMN
+                self._up_to_date(plan, row)
+                row = next(rows, None)
+            if row is None:
+                self._left.remove(plan)
+                continue
+            return Task(plan, row, ("download",) if split else plan.stages)
+        return None
+
+    def _up_to_date(self, plan: Any, row: tuple) -> None:
+        """An asset the ledger finds UP TO DATE: nothing of it runs, the driver
+        reports it at once."""
+        result = plan.job.run(row)
+        plan.returned()
+        self._collect(result)
+
+    def requeue(self, tasks: deque[Task]) -> None:
+        """The tasks a lost worker had not started go to other workers. A process
+        task whose download output the driver dropped runs both stages again."""
+        while tasks:
+            task = tasks.popleft()
+            if task.stages == ("download",):
+                self._again_downloads.append(Task(task.plan, task.row, task.stages))
+            else:
+                self._again.append(Task(task.plan, task.row, task.plan.stages))

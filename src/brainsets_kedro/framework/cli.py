@@ -116,16 +116,14 @@ brainset.add_command(new_command)
 brainset.add_command(import_command)
 
 
-def _tables() -> tuple[ModuleType, ModuleType, ModuleType]:
-    """pandas, ``pipeline.sizes`` and ``pipeline.status``, for the commands that
-    show tables."""
+def _tables() -> tuple[ModuleType, ModuleType]:
+    """``pipeline.sizes`` and ``pipeline.status``, for the commands that show
+    tables."""
     # Here, not at the top: Kedro imports this module in every command, and `kedro
     # run` starts its workers before it loads pandas (runner.prestart).
-    import pandas as pd  # noqa: PLC0415 (pandas: after kedro run's workers start)
-
     from brainsets_kedro.pipeline import sizes, status  # noqa: PLC0415 (pandas, as above)
 
-    return pd, sizes, status
+    return sizes, status
 
 
 def _session(env: str | None) -> KedroSession:
@@ -169,7 +167,7 @@ def list_brainsets(available: bool, env: str | None) -> None:
     if available:
         _list_available()
         return
-    pd, sizes, _ = _tables()
+    sizes, tables = _tables()
     session = _session(env)
     with session:
         catalog = session.load_context().catalog
@@ -204,7 +202,7 @@ def list_brainsets(available: bool, env: str | None) -> None:
         click.echo("No brainsets: add src/brainsets_kedro/pipelines/<id>/pipeline.py.")
     else:
         columns = ["brainset", "raw_dir", "processed_dir", "files", "size"]
-        click.echo(pd.DataFrame(rows, columns=columns).to_string(index=False))
+        click.echo(tables.rows_text(rows, columns))
     for name, why in broken.items():
         click.echo(f"{name}: cannot be loaded, left out: {why}")
     for name, why in damaged.items():
@@ -277,11 +275,8 @@ def show_manifest(
     session = _session(env)
     with session:
         manifest = session.load_context().catalog.load(name)
-    pd, sizes, _ = _tables()
-    with pd.option_context(
-        "display.max_rows", None, "display.max_columns", None, "display.width", 200
-    ):
-        click.echo(manifest)
+    sizes, tables = _tables()
+    click.echo(tables.frame_text(manifest))
     try:
         asset_sizes = sizes.manifest_sizes(manifest, brainset_id)
     except ValueError as error:
@@ -326,7 +321,7 @@ def brainset_status(  # click passes the options by name
     incomplete, failed, downloaded only or missing, and the bytes still to download
     (all brainsets without an id). Reads the ledger and stats files, never the data.
     """
-    _, _, states = _tables()
+    _, states = _tables()
     runtime_params = split_params(params) if params else {}
     bootstrap_project(Path.cwd())
     session = KedroSession.create(

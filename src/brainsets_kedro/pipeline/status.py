@@ -1,4 +1,5 @@
-"""``kedro brainset status``: per brainset, how many assets a run would prepare, and why."""
+"""``kedro brainset status``: per brainset, how many assets a run would prepare, and
+why; and the tables the ``kedro brainset`` commands print."""
 
 from __future__ import annotations
 
@@ -142,3 +143,31 @@ def _explained(brainset_id: str, decisions: Mapping[Any, Decision]) -> list[str]
             f"not list it, so they are not stale)"
         )
     return lines
+
+
+def rows_text(rows: list[tuple], columns: list[str]) -> str:
+    """``rows`` as a plain text table under ``columns``, as the commands print them.
+
+    Args:
+        rows: One tuple per row.
+        columns: The column names.
+
+    Returns:
+        The table, without an index.
+    """
+    return pd.DataFrame(rows, columns=columns).to_string(index=False)
+
+
+def frame_text(frame: pd.DataFrame) -> str:
+    """A whole table as text: every row and column, up to 200 characters wide.
+
+    Args:
+        frame: The table (a manifest, say).
+
+    Returns:
+        Its text.
+    """
+    with pd.option_context(
+        "display.max_rows", None, "display.max_columns", None, "display.width", 200
+    ):
+        return str(frame)

@@ -82,15 +82,10 @@ def _backend_module(backend: str) -> ModuleType:
     needs when that is missing (checked at each call, also once the module is
     imported)."""
     importlib.import_module(LIBRARIES[backend])
-    # Here, not at the top: each imports its library (distributed, ray), optional
-    # and heavy, which a run on this machine does without.
-    if backend == "dask":
-        from brainsets_kedro.runner.backends import dask  # noqa: PLC0415
-
-        return dask
-    from brainsets_kedro.runner.backends import ray  # noqa: PLC0415
-
-    return ray
+    # Imported by name, when a run asks for it: each imports its library
+    # (distributed, ray), optional and heavy, which a run on this machine does
+    # without.
+    return importlib.import_module(f"{__name__}.{backend}")
 
 
 def resolve(settings: RunSettings) -> RunSettings:

@@ -13,7 +13,7 @@ Works in a temporary copy of the project (code and conf/, fresh data/), offline:
    headless chromium: the expanded pipeline (``kedro-viz-pipeline.png``) and the run
    report's preview (``kedro-viz-run-report.png``).
 
-tests/test_viz.py drives the same functions, so these pictures cannot rot unnoticed.
+tests/framework/test_viz.py drives the same functions, so these pictures cannot rot unnoticed.
 """
 
 from __future__ import annotations

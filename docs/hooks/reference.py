@@ -70,7 +70,7 @@ def run_settings() -> str:
         if not described.get(field.name):
             raise PluginError(
                 f"RunSettings.{field.name} is not described in the Attributes of "
-                "RunSettings' docstring (src/brainsets_kedro/run_settings.py)."
+                "RunSettings' docstring (src/brainsets_kedro/pipeline/run_settings.py)."
             )
         rows.append(
             f"| `brainsets.{field.name}` | {_markdown(described[field.name], module)} "

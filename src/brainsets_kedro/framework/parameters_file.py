@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ import yaml
 from brainsets_kedro._compat.python import parser_options
 from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.errors import PipelineDiscoveryError, ScaffoldError
+from brainsets_kedro.io.atomic import atomic_write
 from brainsets_kedro.pipeline.discovery import PIPELINES_PACKAGE, load_brainset_class
 from brainsets_kedro.pipeline.params import parser_defaults
 from brainsets_kedro.upstream.static_read import ComputedDefault
@@ -200,8 +200,6 @@ def write_parameters(
             and not isinstance(options[k].default, ComputedDefault)
         ]
     text = parameters_yaml(brainset_id, cls.parser, changes.kept)
-    conf_base.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return path, cls, changes

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -12,6 +11,8 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 from packaging.utils import canonicalize_name
+
+from brainsets_kedro.io.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +74,8 @@ def write_cache(cache: dict) -> None:
     """Write the cache whole or not at all; a folder that cannot be written only
     means the resolver is asked again next time."""
     path = cache_file()
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary.write_text(json.dumps(cache, indent=1))
-        os.replace(temporary, path)
+        with atomic_write(path) as temporary:
+            temporary.write_text(json.dumps(cache, indent=1))
     except OSError as error:
         logger.debug("Cannot write %s: %s", path, error)
-        with contextlib.suppress(OSError):
-            temporary.unlink()

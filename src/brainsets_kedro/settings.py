@@ -5,10 +5,10 @@ https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration""
 
 import warnings
 
-from brainsets_kedro.framework.startup import exit_on_ctrl_c_until_run
+from brainsets_kedro.signals import exit_on_ctrl_c_until_run
 
 # First: Ctrl-C from here until the run command's own code is one line, not a
-# traceback (see brainsets_kedro.framework.startup).
+# traceback (see brainsets_kedro.signals).
 exit_on_ctrl_c_until_run()
 
 from brainsets_kedro.framework.hooks import (  # noqa: E402

@@ -300,7 +300,7 @@ def test_a_forwarded_ctrl_c_still_saves_the_report(project):
 
 SIGNALS_TWICE = """
 import os, signal, time
-from brainsets_kedro.runner import interrupts
+from brainsets_kedro import signals as interrupts
 
 interrupts.SIGNAL_GRACE = 0.3
 with interrupts.signals_interrupt():

@@ -24,7 +24,6 @@ from brainsets_kedro._compat.kedro import (
 from brainsets_kedro.errors import RunInterrupted, UsageError, UserError
 from brainsets_kedro.framework.scaffold_commands import import_command, new_command
 from brainsets_kedro.framework.short_errors import exit_code, short_errors
-from brainsets_kedro.framework.startup import exit_interrupted, run_takes_over
 from brainsets_kedro.framework.upstream_sources import (
     available_brainsets,
     install_hint,
@@ -37,6 +36,7 @@ from brainsets_kedro.pipeline.discovery import (
     pipeline_folders,
 )
 from brainsets_kedro.runner.prestart import start_workers, stop_workers
+from brainsets_kedro.signals import exit_interrupted, run_takes_over
 from brainsets_kedro.worker.lifecycle import exit_without_final_collection
 
 DEFAULT_RUNNER = "brainsets_kedro.runner.BrainsetRunner"

@@ -46,10 +46,10 @@ from typing import Any
 from brainsets_kedro.pipeline.run_settings import RunSettings
 from brainsets_kedro.runner.board import StatusBoard
 from brainsets_kedro.runner.deaths import append_logs, worker_died
-from brainsets_kedro.runner.interrupts import Pauses
 from brainsets_kedro.runner.slots import ProcessSlot, Slot, Task, ThreadSlot
 from brainsets_kedro.runner.task_queue import TaskQueue
 from brainsets_kedro.runner.waiting import SlotPoll
+from brainsets_kedro.signals import Pauses
 from brainsets_kedro.worker.result import AssetResult
 from brainsets_kedro.worker.status import DONE, FAILED, INTERRUPTED
 

@@ -29,6 +29,7 @@ from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.errors import SignalInterrupt
 from brainsets_kedro.io.download import counting_bytes
 from brainsets_kedro.io.retry import retrying
+from brainsets_kedro.signals import signal_interrupts_marked
 from brainsets_kedro.worker.capture import LOG_MAX_BYTES, captured_output
 from brainsets_kedro.worker.flags import explain_flags
 from brainsets_kedro.worker.instances import instances
@@ -54,11 +55,7 @@ from brainsets_kedro.worker.status import (
     Step,
     log_status,
 )
-from brainsets_kedro.worker.timeouts import (
-    ASSET_ERRORS,
-    deadline,
-    signal_interrupts_marked,
-)
+from brainsets_kedro.worker.timeouts import ASSET_ERRORS, deadline
 from brainsets_kedro.worker.tracker import TrackerHandle
 
 STAGES = ("download", "process")

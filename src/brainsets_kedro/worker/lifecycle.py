@@ -8,10 +8,10 @@ import functools
 import gc
 import os
 import select
-import signal
 import threading
 import time
 
+from brainsets_kedro.signals import worker_ignores_stop_signals
 from brainsets_kedro.worker.capture import route_fd_output
 from brainsets_kedro.worker.isolation import become_subreaper
 
@@ -32,8 +32,7 @@ def become_worker(driver_pid: int) -> None:
     exit_with_driver(driver_pid)
     route_fd_output()
     become_subreaper()
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    worker_ignores_stop_signals()
 
 
 @functools.cache

@@ -10,12 +10,12 @@ import importlib
 import mmap
 import os
 import pickle
-import signal
 import struct
 import time
 from dataclasses import replace
 from typing import Any
 
+from brainsets_kedro.signals import worker_ignores_stop_signals
 from brainsets_kedro.worker.capture import route_fd_output
 from brainsets_kedro.worker.job import BrainsetJob
 from brainsets_kedro.worker.lifecycle import (
@@ -80,9 +80,8 @@ def serve(  # noqa: PLR0913, PLR0917 (the worker's command line)
     route_fd_output(output_pipes)
     become_worker(driver_pid)  # exit with the driver; fd 1 and 2 to the asset's logs
     # SIGTERM sent to the process group (as Ctrl-C is) is the driver's to handle: it
-    # stops the workers once it has saved the reports. A handler, not SIG_IGN, so
-    # that the subprocesses of an asset still get the default.
-    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    # stops the workers once it has saved the reports.
+    worker_ignores_stop_signals(sigterm=True)
     for module in modules:
         with contextlib.suppress(Exception):  # the asset that needs it reports it
             importlib.import_module(module)

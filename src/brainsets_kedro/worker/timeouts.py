@@ -1,5 +1,4 @@
-"""Stopping an asset from inside its worker: its deadline (``brainsets.timeout``) and
-Ctrl-C told apart from a ``KeyboardInterrupt`` of the asset's own."""
+"""Stopping an asset from inside its worker: its deadline (``brainsets.timeout``)."""
 
 from __future__ import annotations
 
@@ -10,34 +9,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from brainsets_kedro._compat.python import set_async_exc
-from brainsets_kedro.errors import AssetTimeout, SignalInterrupt
+from brainsets_kedro.errors import AssetTimeout
 
 ASSET_ERRORS = (Exception, SystemExit, KeyboardInterrupt, AssetTimeout)
 """What an asset's code may raise and fail that asset alone (``sys.exit`` from a
 library, say). A :class:`~brainsets_kedro.errors.SignalInterrupt` among them stops the run instead."""
-
-
-def _on_sigint(signum: int, frame: Any) -> None:
-    raise SignalInterrupt
-
-
-@contextlib.contextmanager
-def signal_interrupts_marked() -> Iterator[None]:
-    """In a main thread where Ctrl-C raises a plain ``KeyboardInterrupt`` (the
-    driver under Kedro's own runners), make it a :class:`~brainsets_kedro.errors.SignalInterrupt` while the
-    block runs, so that it is told apart from a ``KeyboardInterrupt`` the asset
-    raises itself. (Worker processes ignore Ctrl-C: see ``lifecycle.become_worker``.)"""
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
-        yield
-        return
-    signal.signal(signal.SIGINT, _on_sigint)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @contextlib.contextmanager

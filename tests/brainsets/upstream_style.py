@@ -26,6 +26,9 @@ parser.add_argument("--redownload", action="store_true")
 parser.add_argument("--n-sessions", type=int, default=4)
 parser.add_argument("--sleep", type=float, default=0.3)
 parser.add_argument("--fail", default="", help="session ids to fail, separated by |")
+parser.add_argument(
+    "--meet", action="store_true", help="process waits for another to start (60 s)"
+)
 
 
 class Pipeline(BrainsetPipeline):
@@ -56,6 +59,12 @@ class Pipeline(BrainsetPipeline):
         if session_id in self.args.fail.split("|"):
             raise RuntimeError(f"{session_id} fails on purpose")
         started = time.time()
+        (self.processed_dir / f".{session_id}.started").touch()
+        while self.args.meet and time.time() < started + 60:
+            others = set(self.processed_dir.glob(".*.started"))
+            if others - {self.processed_dir / f".{session_id}.started"}:
+                break  # another session is being processed at the same time
+            time.sleep(0.02)
         time.sleep(self.args.sleep)
         raw = json.loads(download_output.read_text())
         worker = {

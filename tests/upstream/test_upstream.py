@@ -169,7 +169,7 @@ def test_upstream_style_pipeline_runs_unchanged_in_parallel(project):
         project,
         "run",
         "--pipelines=upstream_style",
-        "--params=upstream_style.fail=sess_02",
+        "--params=upstream_style.fail=sess_02,upstream_style.meet=true",
         "--runner-params=n_jobs=2",
     )
     output = _output(result)

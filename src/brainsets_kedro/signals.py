@@ -203,3 +203,25 @@ def worker_ignores_stop_signals(sigterm: bool = False) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sigterm:
         signal.signal(signal.SIGTERM, lambda signum, frame: None)
+
+
+WORKER_PRELUDE = (
+    "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
+)
+"""What a worker process's ``python -c`` code runs first: it ignores Ctrl-C, then
+takes the signal off the mask it was started with (see :func:`ctrl_c_blocked`)."""
+
+
+@contextlib.contextmanager
+def ctrl_c_blocked() -> Iterator[None]:
+    """Block Ctrl-C in this thread while it starts a worker process, which inherits
+    the mask: a Ctrl-C that reaches the process group while the worker's Python
+    starts stays pending there until :data:`WORKER_PRELUDE` ignores it, instead of
+    ending the worker with a traceback. (The driver handles it in another thread, or
+    once the block ends.)"""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -24,6 +24,7 @@ from typing import Any
 
 from brainsets_kedro._compat.python import set_async_exc
 from brainsets_kedro.errors import AssetTimeout
+from brainsets_kedro.signals import WORKER_PRELUDE, ctrl_c_blocked
 from brainsets_kedro.worker.local import (
     CLOCK,
     FRAME,
@@ -98,17 +99,18 @@ class ProcessSlot(_Slot):
         err_read, err_write = os.pipe()
         pipes = (out_read, out_write, err_read, err_write)
         code = (
-            "from brainsets_kedro.worker.local import serve; "
+            f"{WORKER_PRELUDE}from brainsets_kedro.worker.local import serve; "
             f"serve({task_read}, {result_write}, {clock_fd}, {driver_pid}, "
             f"{modules!r}, {pipes!r})"
         )
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, sys.path))}
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", code],
-            pass_fds=(task_read, result_write, clock_fd, *pipes),
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
+        with ctrl_c_blocked():
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", code],
+                pass_fds=(task_read, result_write, clock_fd, *pipes),
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
         for fd in (task_read, result_write, clock_fd, out_write, err_write):
             os.close(fd)
         self.output = (out_read, err_read)

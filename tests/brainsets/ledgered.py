@@ -19,7 +19,6 @@ from argparse import ArgumentParser
 
 import h5py
 import numpy as np
-import pandas as pd
 from torch_brain.data import BrainsetDescription
 
 from brainsets_kedro import BrainsetPipeline
@@ -47,6 +46,9 @@ class Pipeline(BrainsetPipeline):
         catalog = raw_dir / "units.json"
         if catalog.exists():
             units.update(json.loads(catalog.read_text()))
+        # Here, not at the top: the workers, which never call this, do without pandas.
+        import pandas as pd  # noqa: PLC0415
+
         return pd.DataFrame(
             {"n_units": [units[i] for i in ids], "size_bytes": 1000},
             index=pd.Index(ids, name="session_id"),

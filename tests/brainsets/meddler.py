@@ -12,8 +12,6 @@ import sys
 from argparse import ArgumentParser
 from pathlib import Path
 
-import pandas as pd
-
 from brainsets_kedro import BrainsetPipeline
 
 parser = ArgumentParser()
@@ -47,6 +45,9 @@ class Pipeline(BrainsetPipeline):
     @classmethod
     def get_manifest(cls, raw_dir, args):
         ids = [f"a_{i:02d}" for i in range(args.n_assets)]
+        # Here, not at the top: the workers, which never call this, do without pandas.
+        import pandas as pd  # noqa: PLC0415
+
         return pd.DataFrame({"value": range(args.n_assets)}, index=pd.Index(ids))
 
     def download(self, manifest_item):

@@ -8,7 +8,6 @@ from argparse import ArgumentParser
 
 import h5py
 import numpy as np
-import pandas as pd
 from temporaldata import ArrayDict, Data, IrregularTimeSeries
 
 from brainsets_kedro import BrainsetPipeline
@@ -27,6 +26,9 @@ class Pipeline(BrainsetPipeline):
     @classmethod
     def get_manifest(cls, raw_dir, args):
         ids = [f"s_{i:02d}" for i in range(args.n_assets)]
+        # Here, not at the top: the workers, which never call this, do without pandas.
+        import pandas as pd  # noqa: PLC0415
+
         return pd.DataFrame(
             {"n_units": [3 + i for i in range(args.n_assets)]},
             index=pd.Index(ids, name="session_id"),

@@ -145,12 +145,13 @@ def test_download_and_process_stream_into_each_other(tmp_path):
     assert list(report.columns) == REPORT_COLUMNS
     times = report.filter(regex="start|end$").apply(pd.to_datetime)
     downloads = times.sort_values("download_start")
-    # Three downloads overlap: more than n_jobs at once.
+    # More downloads overlap than n_jobs: the 3 download processes, and at most the
+    # 2 workers' first downloads, still running when downloads proved slow.
     at_once = [
         ((downloads["download_start"] <= t) & (downloads["download_end"] > t)).sum()
         for t in downloads["download_start"]
     ]
-    assert max(at_once) == 3
+    assert 3 <= max(at_once) <= 2 + 3
     assert times["process_start"].min() < times["download_end"].max()
     assert (times["process_start"] >= times["download_end"]).all()
     assert (times["start"] <= times["download_start"]).all()

@@ -169,9 +169,13 @@ def test_only_failed_after_a_killed_run_reruns_what_it_did_not_finish(
         "--params=toy.n_assets=6,toy.hang_writing=a_04|a_05",
         *runner,
     )
-    poll_for(lambda: len(list(processed.glob(".~bk.*.a_0*.txt.tmp"))) == writing)
-    # The assets it started are not done; those it never reached keep their record.
-    poll_for(lambda: len(done_assets(processed, "toy") or ()) == 6 - writing)
+    # Every asset writes through a temporary file for a moment: wait for those of
+    # the assets that hang while writing, and for the ledger to say exactly those
+    # are not done (an asset that started and is not done yet counts, for a moment).
+    hanging = ["a_04", "a_05"][:writing]
+    poll_for(lambda: all(list(processed.glob(f".~bk.*.{a}.txt.tmp")) for a in hanging))
+    everything = {f"a_0{i}" for i in range(6)}
+    poll_for(lambda: done_assets(processed, "toy") == everything - set(hanging))
     os.killpg(run.pid, signal.SIGKILL)
     run.wait(timeout=10)
     assert sorted(p.name for p in processed.glob("*.txt")) == [

@@ -6,7 +6,7 @@ import pytest
 
 from brainsets_kedro._compat import missing
 
-MODULES = ["kedro", "joblib", "python"]
+MODULES = ["kedro", "kedro_datasets", "joblib", "python"]
 
 
 @pytest.mark.parametrize("library", MODULES)

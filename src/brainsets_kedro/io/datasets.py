@@ -14,7 +14,7 @@ from kedro.io import AbstractDataset, DatasetError
 from kedro.io.core import get_filepath_str, get_protocol_and_path
 from kedro.utils import load_obj
 
-from brainsets_kedro._compat.kedro import TablePreview
+from brainsets_kedro._compat.kedro_datasets import TablePreview
 from brainsets_kedro.io.atomic import atomic_write
 
 if TYPE_CHECKING:

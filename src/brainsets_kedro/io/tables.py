@@ -28,7 +28,7 @@ import pyarrow as pa
 from kedro.io import DatasetError
 from kedro_datasets.pandas import ParquetDataset
 
-from brainsets_kedro._compat.kedro import (
+from brainsets_kedro._compat.kedro_datasets import (
     parquet_filepath,
     parquet_load_path,
     parquet_protocol,

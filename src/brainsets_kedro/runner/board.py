@@ -124,8 +124,10 @@ class StatusBoard:
             if last is None:
                 self._since[key] = time.time()
             self._in_flight[key] = status
-        if status != last:
-            self._log(brainset_id, asset_id, status)
+            # Queued under the lock: once the asset is finished (and its brainset's
+            # summary may follow), none of its lines is still on its way.
+            if status != last:
+                self._log(brainset_id, asset_id, status)
 
     def finish(
         self,
@@ -147,8 +149,8 @@ class StatusBoard:
             self._seen.pop(key, None)
             self._finished[key] = status
             self._final_counts[status] += 1
-        self._log_changes(brainset_id, asset_id, missed, last)
-        self._log(brainset_id, asset_id, status)
+            self._log_changes(brainset_id, asset_id, missed, last)
+            self._log(brainset_id, asset_id, status)
 
     def catch_up(self, result: AssetResult) -> None:
         """A result that does not finish its asset (a download, processed later):
@@ -166,7 +168,7 @@ class StatusBoard:
             self._in_flight[key] = missed[-1]
             if result.call is not None:  # a call's result: always has one
                 self._seen[key] = Step(result.call, len(result.statuses) - 1)
-        self._log_changes(result.brainset_id, result.asset_id, missed, last)
+            self._log_changes(result.brainset_id, result.asset_id, missed, last)
 
     def _missed(self, key: tuple[str, Any], result: AssetResult | None) -> list[str]:
         """The statuses of ``result`` not yet received (under the lock)."""

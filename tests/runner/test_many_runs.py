@@ -64,8 +64,8 @@ def _state(threads_before: set[threading.Thread]) -> dict[str, object]:
     started have ended, or after :data:`SETTLE` seconds (a thread that stops on a
     flag ends within one of its intervals)."""
     deadline = time.monotonic() + SETTLE
-    while set(threading.enumerate()) - threads_before and time.monotonic() < deadline:
-        time.sleep(0.05)
+    for thread in set(threading.enumerate()) - threads_before:
+        thread.join(max(0.0, deadline - time.monotonic()))
     return {"threads": _threads(), "fds": _fds(), "caches": _caches()}
 
 

@@ -198,12 +198,14 @@ def _rerun_on(rerun_on: Any) -> tuple[str, ...]:
     )
 
 
+def _whole_number(value: Any) -> bool:
+    """Whether ``value`` is a whole number (``True`` is not, though Python counts it
+    as an int)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _n_jobs(n_jobs: Any) -> int | None:
-    if n_jobs is None or (
-        isinstance(n_jobs, int)
-        and not isinstance(n_jobs, bool)
-        and (n_jobs > 0 or n_jobs == -1)
-    ):
+    if n_jobs is None or (_whole_number(n_jobs) and (n_jobs > 0 or n_jobs == -1)):
         return n_jobs
     # joblib reads n_jobs=-3 as "all cores but two": rejected, as surprising; the
     # number of workers says the same plainly.
@@ -215,11 +217,7 @@ def _n_jobs(n_jobs: Any) -> int | None:
 
 
 def _download_jobs(download_jobs: Any) -> int | None:
-    if download_jobs is None or (
-        isinstance(download_jobs, int)
-        and not isinstance(download_jobs, bool)
-        and download_jobs > 0
-    ):
+    if download_jobs is None or (_whole_number(download_jobs) and download_jobs > 0):
         return download_jobs
     raise UsageError(
         f"download_jobs must be a positive whole number of downloads at once (or "

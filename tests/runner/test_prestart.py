@@ -37,6 +37,22 @@ exit_without_final_collection()
     assert result.stdout == b""
 
 
+def test_kedros_cli_loads_the_project_commands_without_pandas():
+    """What every ``kedro`` command imports of the project before ``kedro run`` starts
+    its workers: not pandas (0.3 s, through kedro_datasets.pandas once), which the
+    workers would wait for."""
+    code = (
+        "import sys, kedro.framework.cli.cli, brainsets_kedro.cli, "
+        "brainsets_kedro.settings; print(*sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    )
+    modules = result.stdout.split()
+    assert "brainsets_kedro.framework.cli" in modules
+    assert not [m for m in modules if m.split(".")[0] == "pandas"]
+
+
 def test_a_worker_unpickles_its_task_without_kedro_or_rich():
     """What a local worker imports to run an asset: not the runner's module (Kedro's
     runners, the project's nodes) nor rich, which cost each worker CPU at the start

@@ -1,5 +1,9 @@
-"""kedro-viz: the brainsets as modular pipelines, offline, previews after a run, and the
-built site in a real browser (Debian's chromium), which also takes the README's picture.
+"""kedro-viz: the brainsets as modular pipelines, offline, previews after a run, the
+built site in a real browser (Debian's chromium), which also takes the README's picture,
+and `kedro viz run` stopped by its pid with the documented command (docs/running.md):
+the server it started in a child process stops too (without
+brainsets_kedro.framework.cli_hooks, a SIGTERM ended the parent alone and left the
+server answering).
 
 The browser tests use docs/make_pictures.py, the script that makes the README's
 pictures, so the pictures and their command are checked here too.
@@ -207,7 +211,9 @@ def _main(base: str, server: subprocess.Popen, log: Path) -> dict | None:
         return None
 
 
-def test_viz_run_works_offline_and_never_calls_get_manifest(after_a_run, offline):
+def test_viz_run_works_offline_never_calls_get_manifest_and_stops_by_its_pid(
+    after_a_run, offline
+):
     project = after_a_run.project
     port = free_port()
     log = project / "viz-run.log"
@@ -228,9 +234,44 @@ def test_viz_run_works_offline_and_never_calls_get_manifest(after_a_run, offline
             assert node["filepath"].endswith(f"unreachable/{name}.parquet"), node
         pipeline = get_json(f"{base}/api/pipelines/unreachable")
         assert {node["id"] for node in pipeline["nodes"]} >= set(ids.values())
+        # Stopped by its pid as docs/running.md says: its server goes with it.
+        subprocess.run(
+            ["bash", "-c", _stop_command()],
+            env={"VIZ_PID": str(server.pid), "PATH": "/usr/bin:/bin"},
+            check=True,
+            timeout=30,
+        )
+        assert server.wait(timeout=60) == 128 + signal.SIGTERM, log.read_text()
+        poll_for(lambda: not _answers(base), 30, 0.2, "the server still answers")
+        poll_for(lambda: not _session_alive(server.pid), 30, 0.2, "a process is left")
     finally:
         stop(server)
     assert not (project / "get_manifest_was_called").exists(), log.read_text()
+
+
+def _stop_command() -> str:
+    """The documented command that stops `kedro viz run` whose pid is $VIZ_PID."""
+    page = (REPO / "docs" / "running.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", page, re.S)
+    lines = [
+        line for block in blocks for line in block.splitlines() if "$VIZ_PID" in line
+    ]
+    assert len(lines) == 1, lines
+    return lines[0].split("#")[0].strip()
+
+
+def _session_alive(sid: int) -> bool:
+    """Whether a process of the session ``sid`` (start_kedro starts one) is left."""
+    found = subprocess.run(["pgrep", "-s", str(sid)], check=False, capture_output=True)
+    return found.returncode == 0
+
+
+def _answers(base: str) -> bool:
+    try:
+        get_json(f"{base}/api/main")
+    except OSError:
+        return False
+    return True
 
 
 def test_manifest_run_report_and_card_previews_after_a_run(after_a_run):

@@ -43,12 +43,29 @@ def cache_dir() -> Path:
 def environment_fingerprint() -> str:
     """A hash of what pip's answer depends on: this Python, the distributions
     installed in its environment, and pip's settings in ``PIP_*`` variables."""
-    parts = [sys.executable, sys.version]
-    parts += sorted(
-        f"{name} {d.version}" for name, d in installed_distributions().items()
-    )
+    parts = [sys.executable, sys.version, *sorted(_metadata_folders())]
     parts += sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith("PIP_"))
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+def _metadata_folders() -> list[str]:
+    """The installed distributions' metadata folders on ``sys.path``, by path
+    (``.../numpy-2.1.0.dist-info``): their names carry each one's name and version.
+    Listed, not parsed: parsing every distribution's metadata took a third of a
+    second in an environment of 500, once per brainset ``kedro brainset import``
+    checked."""
+    found = []
+    for entry in sys.path:
+        try:
+            with os.scandir(entry or ".") as folder:
+                found += [
+                    item.path
+                    for item in folder
+                    if item.name.endswith((".dist-info", ".egg-info"))
+                ]
+        except OSError:  # a zip file or a folder that is gone
+            continue
+    return found
 
 
 def cache_file() -> Path:

@@ -7,7 +7,9 @@ final path, one dataset after another, and skips an asset whose output exists un
 built in ``process``; ``--gain`` changes what it writes. The manifest's ``n_units``
 come from ``<raw_dir>/units.json`` when that file exists (a source whose catalog
 changed). Each call of ``download`` and ``process`` appends a line to
-``<raw_dir>/calls.log``; ``$LEDGERED_WRITE_DELAY`` slows its writes down.
+``<raw_dir>/calls.log``; ``$LEDGERED_WRITE_DELAY`` slows its writes down, and the
+download of the asset ``$LEDGERED_HANG_DOWNLOAD`` writes half its raw file, then hangs
+(an archive that stalls mid-file, until the run is killed or interrupted).
 
 Copied into a temporary project as src/brainsets_kedro/pipelines/ledgered/pipeline.py.
 """
@@ -33,6 +35,7 @@ parser.add_argument("--n-datasets", type=int, default=20)
 N_DATASETS = 20
 WRITE_DELAY = float(os.environ.get("LEDGERED_WRITE_DELAY", "0"))
 """Seconds between two datasets: a run slow enough to be killed mid-file."""
+HANG_DOWNLOAD = os.environ.get("LEDGERED_HANG_DOWNLOAD", "")
 
 
 class Pipeline(BrainsetPipeline):
@@ -63,6 +66,11 @@ class Pipeline(BrainsetPipeline):
         path = self.raw_dir / f"{manifest_item.Index}.npy"
         if not path.exists() or self.args.redownload:
             np.save(path, np.arange(manifest_item.n_units))
+            if manifest_item.Index == HANG_DOWNLOAD:
+                data = path.read_bytes()
+                path.write_bytes(data[: len(data) // 2])
+                while True:  # short sleeps: a thread's interrupt comes between them
+                    time.sleep(0.05)
         return path
 
     def process(self, download_output):

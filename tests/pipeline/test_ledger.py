@@ -120,14 +120,30 @@ def _run_with(tmp_path, runner, params):
     return pd.read_parquet(tmp_path / "report.pq")
 
 
+def events(folder):
+    """Each asset's events in the ledger, in order."""
+    lines = [json.loads(line) for line in text_of(folder / LEDGER_NAME).splitlines()]
+    found = {}
+    for line in lines:
+        if "a" in line:
+            found.setdefault(line["a"], []).append(line["e"])
+    return found
+
+
 @pytest.mark.parametrize("runner", RUNNERS)
 def test_reruns_skip_what_is_up_to_date_and_redo_what_is_stale(tmp_path, runner):
     first = _run_with(tmp_path, runner, {})
     assert (first["status"] == "DONE").all()
+    # Recorded before its download is called (a kill then leaves "fetch": what the
+    # download wrote is not trusted), and done; a process stage of its own between.
+    recorded = events(tmp_path / "proc")
+    assert set(recorded) == set(SESSIONS)
+    assert all(e[0] == "fetch" and e[-1] == "done" for e in recorded.values())
     forget_calls(tmp_path / "raw")
     again = _run_with(tmp_path, runner, {})
     assert (again["status"] == "UP TO DATE").all()
     assert calls(tmp_path / "raw") == []  # neither download nor process
+    assert events(tmp_path / "proc") == recorded  # nothing started
     assert (again["version"] == "1.0.0").all()  # provenance of the earlier run
     assert again["run_id"].to_dict() == first["run_id"].to_dict()
     # A parameter that changes the output: every asset again, its file rewritten
@@ -145,32 +161,62 @@ def test_reruns_skip_what_is_up_to_date_and_redo_what_is_stale(tmp_path, runner)
 def test_a_killed_run_then_a_rerun_leaves_every_file_complete(
     project, monkeypatch, stop
 ):
-    ledger = processed(project) / LEDGER_NAME
-    # Slow writes: each .h5 takes 20 x 0.3 s, so the kill lands mid-file.
+    # Slow writes: each .h5 takes 20 x 0.3 s, so the kill lands mid-file; and s1's
+    # download stalls with half its raw file written, which the brainset's download
+    # (it skips a raw file that exists) would trust next time.
     monkeypatch.setenv("LEDGERED_WRITE_DELAY", "0.3")
-    with open(project / "run.log", "w") as log:
-        kedro = start_kedro(project, *RUN, output=log)
+    monkeypatch.setenv("LEDGERED_HANG_DOWNLOAD", "s1")
+    with open(project / "run.log", "w") as log:  # s0 and s1 at once, on any machine
+        kedro = start_kedro(project, *RUN[:2], f"{THREADS},n_jobs=2", output=log)
     monkeypatch.delenv("LEDGERED_WRITE_DELAY")
+    monkeypatch.delenv("LEDGERED_HANG_DOWNLOAD")
 
     def running(condition) -> bool:
         assert kedro.poll() is None, (project / "run.log").read_text()
         return condition()
 
-    poll_for(lambda: running(lambda: '"start"' in text_of(ledger)), 120)
-    poll_for(lambda: running(lambda: list(processed(project).glob("s*.h5"))), 120)
+    poll_for(lambda: running(lambda: list(processed(project).glob("s0.h5"))), 120)
+    poll_for(
+        lambda: running(lambda: "download s1" in text_of(raw(project) / "calls.log"))
+    )
     os.killpg(kedro.pid, stop)  # kill -9, or Ctrl-C (to the whole group)
     kedro.wait(timeout=60)
-    started = {a for a, r in read_ledger(processed(project), ID).assets.items()}
-    assert started and all(
-        r.event == "start" for r in read_ledger(processed(project), ID).assets.values()
-    )
+    records = read_ledger(processed(project), ID).assets
+    # Each sent in one task (download, then process), recorded before its download.
+    assert {"s0", "s1"} <= set(records), records
+    assert {r.event for r in records.values()} == {"fetch"}, records
     explained = status(project, "--explain")
     assert explained.returncode == 0, explained.stderr
-    for asset_id in started:
-        assert f"{ID} {asset_id}: incomplete: interrupted (started " in explained.stdout
+    for asset_id in records:
+        assert (
+            f"{ID} {asset_id}: incomplete: download interrupted (started "
+            in explained.stdout
+        )
     run(project)
     assert gains(processed(project)) == dict.fromkeys(SESSIONS, (1.0, 20))
     assert set(statuses(project).values()) == {"DONE"}
+
+
+@pytest.mark.parametrize(
+    ("events", "expected"),
+    [
+        (["done", "fetch"], "fetch"),  # killed in its download: cut short, maybe
+        (["done", "fetch", "fetched"], "done"),  # downloaded, never processed
+        (["fetch", "fetched"], None),  # the same, a first time: no record
+        (["fetch", "fetched", "start"], "start"),  # killed in its process
+        (["failed", "fetch", "fetched", "fetch"], "fetch"),
+    ],
+)
+def test_a_download_that_returned_leaves_the_asset_as_it_was(
+    tmp_path, events, expected
+):
+    lines = [{"e": "run", "b": ID, "r": "r1", "t": 1.0}]
+    lines += [
+        {"e": e, "a": "s0", "r": "r1", "t": float(i)} for i, e in enumerate(events)
+    ]
+    (tmp_path / LEDGER_NAME).write_text("".join(json.dumps(x) + "\n" for x in lines))
+    record = read_ledger(tmp_path, ID).assets.get("s0")
+    assert (record and record.event) == expected
 
 
 def test_a_comment_only_edit_reprocesses_nothing(project):

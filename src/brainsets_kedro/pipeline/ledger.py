@@ -8,8 +8,12 @@ killed with ``kill -9``, not the machine losing power):
 - ``{"e": "run", "b": <brainset>, "r": <run id>, "t": ..., "version": ..., "params":
   {...}, "code": ..., "packages": {...}}``: a run's fingerprint parts, written before
   the run's first line about an asset;
+- ``{"e": "fetch", "a": <asset id>, "r": ..., "t": ...}``: its ``download`` is about
+  to be called (by a task that may process it too);
+- ``{"e": "fetched", "a": ..., "r": ..., "t": ...}``: that download returned, its
+  process is yet to come: the asset is again as it was before the ``fetch``;
 - ``{"e": "start", "a": <asset id>, "r": ..., "t": ...}``: its ``process`` is about
-  to be called;
+  to be called, after its download returned;
 - ``{"e": "done", "a": ..., "r": ..., "t0": ..., "t1": ..., "in": {"row": {...},
   "files": {...}}}``: DONE, with its input (the manifest row, the files ``download``
   returned and their sizes); ``"adopted": true`` for an output made before the ledger
@@ -17,8 +21,9 @@ killed with ``kill -9``, not the machine losing power):
 - ``{"e": "failed", ...}``, ``{"e": "downloaded", ...}``: FAILED, or downloaded by a
   ``download_only`` run.
 
-An asset's state is its last line: ``start`` with nothing after it is an asset that
-started and never finished. Paths are relative to the raw directory and times are
+An asset's state is its last line: ``fetch`` or ``start`` with nothing after it is an
+asset that started and never finished; after ``fetch``, what its download left may be
+cut short too (a brainset that skips a raw file that exists would trust it). Paths are relative to the raw directory and times are
 recorded, not taken from the files, so a copy of the processed directory (elsewhere,
 with new mtimes) keeps its assets up to date. The driver writes it, holding the
 brainset's lock; workers never do.
@@ -33,7 +38,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +89,7 @@ class AssetRecord:
     """What the ledger says of one asset."""
 
     event: str
-    """Its last line's: ``start``, ``done``, ``failed`` or ``downloaded``."""
+    """Its last line's: ``fetch``, ``start``, ``done``, ``failed`` or ``downloaded``."""
     time: float | None = None
     error: str | None = None
     inputs: dict[str, Any] | None = None
@@ -159,34 +164,55 @@ def read_ledger(processed_dir: Path, brainset_id: str) -> LedgerState:
     processed_dir = Path(processed_dir)
     state = LedgerState()
     lines = _lines(processed_dir / LEDGER_NAME, "ledger")
-    if lines is not None:
-        state.exists = True
-        runs: dict[str, dict] = {}
-        assets = state.assets
-        for line in lines:
-            if not isinstance(line, dict):
-                continue
-            event, asset_id = line.get("e"), line.get("a")
-            if event == "run":
-                if line.get("b") not in (None, brainset_id):
-                    raise SharedProcessedDir(
-                        shared_dir_message(brainset_id, line["b"], processed_dir)
-                    )
-                runs[str(line.get("r"))] = line
-            elif isinstance(asset_id, str) and event in _EVENTS:
-                record = assets.get(asset_id)
-                if record is None:
-                    record = assets[asset_id] = AssetRecord(event)
-                record.event, record.time = event, line.get("t", line.get("t1"))
-                record.error = line.get("error")
-                if "in" in line:
-                    record.inputs = line["in"]
-                if event == "done":
-                    record.done, record.run = line, runs.get(str(line.get("r")), {})
+    if lines is None:
+        return state
+    state.exists = True
+    runs: dict[str, dict] = {}
+    before_fetch: dict[str, AssetRecord | None] = {}
+    """Each asset downloading, as it was before its ``fetch``."""
+    for line in lines:
+        if not isinstance(line, dict):
+            continue
+        event, asset_id = line.get("e"), line.get("a")
+        if event == "run":
+            if line.get("b") not in (None, brainset_id):
+                raise SharedProcessedDir(
+                    shared_dir_message(brainset_id, line["b"], processed_dir)
+                )
+            runs[str(line.get("r"))] = line
+        elif event == "fetched" and asset_id in before_fetch:
+            earlier = before_fetch.pop(asset_id)
+            if earlier is None:
+                del state.assets[asset_id]
+            else:
+                state.assets[asset_id] = earlier
+        elif isinstance(asset_id, str) and event in _EVENTS:
+            record = state.assets.get(asset_id)
+            if event == "fetch":
+                before_fetch[asset_id] = record and replace(record)
+            else:
+                before_fetch.pop(asset_id, None)
+            _apply(state.assets, asset_id, line, runs)
     return state
 
 
-_EVENTS = {"start", "done", "failed", "downloaded"}
+def _apply(
+    assets: dict[str, AssetRecord], asset_id: str, line: dict, runs: dict[str, dict]
+) -> None:
+    """An asset's ledger line, applied to its record."""
+    event = line["e"]
+    record = assets.get(asset_id)
+    if record is None:
+        record = assets[asset_id] = AssetRecord(event)
+    record.event, record.time = event, line.get("t", line.get("t1"))
+    record.error = line.get("error")
+    if "in" in line:
+        record.inputs = line["in"]
+    if event == "done":
+        record.done, record.run = line, runs.get(str(line.get("r")), {})
+
+
+_EVENTS = {"fetch", "start", "done", "failed", "downloaded"}
 
 
 def done_assets(processed_dir: Path, brainset_id: str) -> set[str] | None:
@@ -275,8 +301,18 @@ class Ledger:
         row = canonical_row(self._columns, values) if values is not None else None
         return {"row": row, "files": result.inputs or {}}
 
+    def fetching(self, asset_id: Any) -> None:
+        """The asset is about to be downloaded (and maybe processed, in one task)."""
+        self._write({"e": "fetch", "a": str(asset_id), "r": self.run_id,
+                     "t": time.time()})  # fmt: skip
+
+    def fetched(self, asset_id: Any) -> None:
+        """The asset's download returned; its process is yet to come."""
+        self._write({"e": "fetched", "a": str(asset_id), "r": self.run_id,
+                     "t": time.time()})  # fmt: skip
+
     def started(self, asset_id: Any) -> None:
-        """The asset is about to be processed."""
+        """The asset is about to be processed, its download returned."""
         self._write({"e": "start", "a": str(asset_id), "r": self.run_id,
                      "t": time.time()})  # fmt: skip
 

@@ -285,7 +285,11 @@ class DownloadNode(BrainsetNode):
         with Ledger(job, selected) as ledger:
             decisions = selected[DECISION_COLUMN].tolist()
             for item, decision in zip(manifest_items(rows), decisions, strict=True):
+                if decision not in (SKIP, ADOPT):
+                    ledger.fetching(item.Index)
                 result = job.run(item, stages=("download",), decision=decision)
+                if result.status not in FINAL:  # downloaded, to be processed
+                    ledger.fetched(item.Index)
                 ledger.record(result)  # DOWNLOADED in a download-only run
                 downloads[item.Index] = (portable_row(item), result)
         downloads.rows, downloads.run_id = selected, ledger.run_id

@@ -60,8 +60,8 @@ class Plan:
             self.downloaded.set()
 
     def cluster_task(self, row: tuple) -> Any:
-        """The task of an asset on a cluster (both stages): recorded as started."""
-        self.journal.started(row[0])
+        """The task of an asset on a cluster (both stages): recorded as fetching."""
+        self.journal.fetching(row[0])
         return self.task(row)
 
 

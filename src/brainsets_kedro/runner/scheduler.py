@@ -203,8 +203,10 @@ class Scheduler:
         download = task.download
         output = download.output if download is not None else None
         start = download.start if download is not None else None
-        if "process" in task.stages and plan.processes:
-            plan.journal.started(task.row[0])  # before its process can be called
+        if "download" in task.stages:  # before its download can be called
+            plan.journal.fetching(task.row[0])
+        elif plan.processes:  # before its process can be called
+            plan.journal.started(task.row[0])
         slot.sent += 1
         task.number = slot.sent
         if not slot.tasks:
@@ -257,6 +259,7 @@ class Scheduler:
             plan.split = True  # the next downloads run as a stage of their own
         if task.stages == ("download",) and plan.processes:
             if result.status not in FINAL:
+                plan.journal.fetched(task.row[0])
                 show_downloaded(self._board, result)
                 self._queue.ready.append(Task(plan, task.row, ("process",), result))
                 return

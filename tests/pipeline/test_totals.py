@@ -19,10 +19,10 @@ def test_a_failed_run_of_two_brainsets_counts_both(two):
     )
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
-    assert "Summary: 5 DONE | 3 FAILED" in output
-    assert "In all: 3 of 8 assets failed; exit code 1." in output
-    assert output.count("In all:") == 1
-    assert "Error: 3 of 3 assets of brainset 'toy2' failed:" in output
+    assert "Summary: 5 DONE | 3 FAILED" in output, output
+    assert "In all: 3 of 8 assets failed; exit code 1." in output, output
+    assert output.count("In all:") == 1, output
+    assert "Error: 3 of 3 assets of brainset 'toy2' failed:" in output, output
     lines = output.splitlines()
     for brainset_id, counts in (("toy", "5 DONE"), ("toy2", "3 FAILED")):
         summary = next(

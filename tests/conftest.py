@@ -100,6 +100,23 @@ def _cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def _session_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def shared_cache_dir(
+    _cache_dir: Path, _session_cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """For a test that is not about the cache: the cache folder that the tests of
+    this process share, as a user's is kept from one command to the next (pip's
+    resolver, asked once per brainset's requirements, costs half a second of CPU
+    each time)."""
+    monkeypatch.setenv("BRAINSETS_KEDRO_CACHE_DIR", str(_session_cache_dir))
+    return _session_cache_dir
+
+
 def poll_for(
     condition: Callable[[], Any],
     timeout: float = 60.0,

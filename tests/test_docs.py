@@ -269,6 +269,7 @@ def _catalog(project: Path) -> Any:
 @pytest.mark.parametrize(
     "page", PAGES, ids=[str(page.relative_to(REPO)) for page in PAGES]
 )
+@pytest.mark.usefixtures("shared_cache_dir")
 def test_page_blocks_run(page, tmp_path):
     # What the commands do and print, not where assets run (the runner's tests see
     # to the worker processes): assets in threads, no worker process to start.

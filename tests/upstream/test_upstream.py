@@ -33,6 +33,10 @@ from brainsets_kedro.worker.flags import explain_flags
 from brainsets_kedro.worker.tracker import TrackerHandle
 from tests.conftest import TEST_BRAINSETS, THREADS, add_brainset, kedro_in_process
 
+# None of these is about the install advice's cache (test_installcheck.py is): they
+# share one, as a user's commands do.
+pytestmark = pytest.mark.usefixtures("shared_cache_dir")
+
 ABSENT = "brainsets-kedro-absent-package"
 RUFF = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
 """A distribution that no index holds: never installed."""

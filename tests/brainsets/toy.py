@@ -51,6 +51,9 @@ parser.add_argument(
 )
 parser.add_argument("--manifest-sleep", type=float, default=0.0)
 parser.add_argument(
+    "--wait-for", default="", help="process waits until this file exists (60 s at most)"
+)
+parser.add_argument(
     "--unpicklable", default="", help="asset ids whose download returns a lock too"
 )
 parser.add_argument("--long-id", action="store_true", help="a_00's id: 300 chars")
@@ -163,6 +166,12 @@ class Pipeline(BrainsetPipeline):
             print("x" * self.args.print_bytes)
         started = time.time()
         time.sleep(self.args.sleep)
+        if self.args.wait_for:
+            deadline = time.monotonic() + 60
+            while (
+                not os.path.exists(self.args.wait_for) and time.monotonic() < deadline
+            ):
+                time.sleep(0.02)
         value = int(download_output.read_text())
         (self.processed_dir / f"{asset_id}.txt").write_text(str(value * 10))
         worker = {

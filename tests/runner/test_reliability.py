@@ -394,10 +394,15 @@ def test_workers_exit_when_the_driver_is_killed(project):
     assert not list(processed.glob("*.txt"))  # no asset finished either
 
 
-def test_a_second_run_of_the_same_brainset_refuses_at_once(project):
+def test_a_second_run_of_the_same_brainset_refuses_at_once(project, tmp_path):
     add_brainset(project, "toy", "toy")
+    go = tmp_path / "go"  # the first run's assets wait for it
     first = start_kedro(  # the lock is the driver's: no worker process needed
-        project, "run", "--pipeline=toy", "--params=toy.n_assets=2,toy.sleep=2", THREADS
+        project,
+        "run",
+        "--pipeline=toy",
+        f"--params=toy.n_assets=2,toy.wait_for={go}",
+        THREADS,
     )
     logs = project / "data" / "02_processed" / "toy" / "pipeline_logs"
     poll_for(lambda: list(logs.glob("*.out")))
@@ -408,6 +413,7 @@ def test_a_second_run_of_the_same_brainset_refuses_at_once(project):
     message = second.stdout + second.stderr
     assert "Brainset 'toy' is being prepared by another run" in message
     assert f"pid {first.pid} " in message
+    go.touch()
     output, _ = first.communicate(timeout=60)
     assert first.returncode == 0, output
     released = kedro_in_process(project, "run", "--pipeline=toy", THREADS)

@@ -12,6 +12,10 @@ a ``kedro run``, and SIGCONT after Ctrl-Z.
 - Around an asset's code in a main thread (:func:`signal_interrupts_marked`): Ctrl-C is
   told apart from a ``KeyboardInterrupt`` the asset raises itself. Worker processes
   ignore Ctrl-C and SIGTERM (:func:`worker_ignores_stop_signals`): the driver stops them.
+- An asset's deadline in a worker's main thread (:func:`alarm_after`), and the signal
+  handlers an asset changed, put back before the next (:func:`handlers_now`,
+  :func:`restore_handlers`).
+- ``kedro viz run`` stopped by its pid (:func:`stop_children_on_stop_signals`).
 
 Only standard modules and the exception tree here: the worker and ``settings.py``
 import this module, before Kedro or pandas are loaded.
@@ -30,6 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
+from brainsets_kedro._compat.python import getsignal
 from brainsets_kedro.errors import RunInterrupted, SignalInterrupt
 
 # -- Before the assets run ------------------------------------------------------------
@@ -225,3 +230,62 @@ def ctrl_c_blocked() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+# -- Deadlines, an asset's own handlers, and kedro viz ------------------------------
+
+
+@contextlib.contextmanager
+def alarm_after(seconds: float, on_alarm: Any) -> Iterator[None]:
+    """Call ``on_alarm`` (a signal handler) if the block runs longer than
+    ``seconds``; in a main thread. The handler before it is put back after."""
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+_HANDLED = sorted(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
+
+
+def handlers_now() -> dict[int, Any]:
+    """This process's signal handlers, by signal (those Python can tell)."""
+    return {
+        signum: handler
+        for signum in _HANDLED
+        if (handler := getsignal(signum)) is not None
+    }
+
+
+def restore_handlers(handlers: dict[int, Any]) -> None:
+    """Put back the handlers of :func:`handlers_now` that changed since."""
+    for signum, handler in handlers.items():
+        if getsignal(signum) is not handler:
+            with contextlib.suppress(OSError, ValueError):
+                signal.signal(signum, handler)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+CHILD_GRACE = 10.0  # seconds a child has to end after SIGTERM, before SIGKILL
+
+
+def stop_children_on_stop_signals() -> None:
+    """From now on, SIGTERM or SIGHUP stops this process's child processes (SIGTERM,
+    then SIGKILL after :data:`CHILD_GRACE` seconds), then exits with 128 + the
+    signal."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _stop_children_and_exit)
+
+
+def _stop_children_and_exit(signum: int, frame: Any) -> None:
+    children = multiprocessing.active_children()
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.join(CHILD_GRACE)
+        if child.is_alive():
+            child.kill()
+    os._exit(128 + signum)

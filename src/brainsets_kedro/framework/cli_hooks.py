@@ -5,16 +5,11 @@ the ``kedro`` process of each command."""
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import signal
-from types import FrameType
 from typing import Any
 
 from kedro.framework.cli.hooks import cli_hook_impl
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-CHILD_GRACE = 10.0  # seconds a child has to end after SIGTERM, before SIGKILL
+from brainsets_kedro.signals import stop_children_on_stop_signals
 
 
 class VizServerFollows:
@@ -31,19 +26,7 @@ class VizServerFollows:
             ["build"],
             ["deploy"],
         ):
-            for signum in STOP_SIGNALS:
-                signal.signal(signum, _stop_children_and_exit)
-
-
-def _stop_children_and_exit(signum: int, frame: FrameType | None) -> None:
-    children = multiprocessing.active_children()
-    for child in children:
-        child.terminate()
-    for child in children:
-        child.join(CHILD_GRACE)
-        if child.is_alive():
-            child.kill()
-    os._exit(128 + signum)
+            stop_children_on_stop_signals()
 
 
 cli_hooks = VizServerFollows()

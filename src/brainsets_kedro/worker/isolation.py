@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from brainsets_kedro._compat.python import environ_data as _environ
-from brainsets_kedro._compat.python import getsignal as _getsignal
+from brainsets_kedro.signals import handlers_now, restore_handlers
 
 END_GRACE = 1.0
 """Seconds a leftover process has to exit after SIGTERM, before SIGKILL."""
@@ -65,7 +65,6 @@ def asset_isolated(worker: bool = False) -> Iterator[list[str]]:
             )
 
 
-_SIGNALS = sorted(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
 _worker: tuple[int, _State] | None = None
 
 
@@ -87,11 +86,7 @@ class _State:
         self.path = list(sys.path)
         self.umask = os.umask(0o022)
         os.umask(self.umask)
-        self.handlers = {
-            signum: handler
-            for signum in _SIGNALS
-            if (handler := _getsignal(signum)) is not None
-        }
+        self.handlers = handlers_now()
         manager = logging.Logger.manager
         self.logging_disabled = manager.disable
         self.loggers = [
@@ -120,10 +115,7 @@ class _State:
         if sys.path != self.path:
             sys.path[:] = self.path
         os.umask(self.umask)
-        for signum, handler in self.handlers.items():
-            if _getsignal(signum) is not handler:
-                with contextlib.suppress(OSError, ValueError):
-                    signal.signal(signum, handler)
+        restore_handlers(self.handlers)
         self._restore_logging()
 
     def _restore_logging(self) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import signal
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 from brainsets_kedro._compat.python import set_async_exc
 from brainsets_kedro.errors import AssetTimeout
+from brainsets_kedro.signals import alarm_after
 
 ASSET_ERRORS = (Exception, SystemExit, KeyboardInterrupt, AssetTimeout)
 """What an asset's code may raise and fail that asset alone (``sys.exit`` from a
@@ -30,13 +30,8 @@ def deadline(seconds: float | None) -> Iterator:
         def on_alarm(signum: int, frame: Any) -> None:
             raise AssetTimeout(seconds)
 
-        previous = signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, seconds)
-        try:
+        with alarm_after(seconds, on_alarm):
             yield
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
         return
     lock, running, thread_id = threading.Lock(), [True], threading.get_ident()
 

@@ -33,7 +33,7 @@ def test_assets_of_both_brainsets_share_one_pool(two):
     assert result.returncode == 1, output
     # One pool: the second brainset started before the first one finished.
     toy, toy2 = _starts(two, "toy"), _starts(two, "toy2")
-    assert len(toy) == 4 and len(toy2) == 3
+    assert len(toy) == 4 and len(toy2) == 3, output
     assert min(toy2.values()) < max(toy.values())
     assert "Preparing 8 assets of toy, toy2 with 2 workers" in output
     # Log lines say which brainset each asset belongs to.

@@ -1,16 +1,19 @@
-"""The private APIs of the standard library (CPython) the project uses, in one place.
+"""The private APIs of the standard library (CPython) the project uses, in one place,
+and the CPython bug it works around (:func:`parse_python`).
 
-Each is listed in :data:`CHECKED` with the versions it was checked against; a test
-fails, naming this module, if one disappears.
+Each private API is listed in :data:`CHECKED` with the versions it was checked against;
+a test fails, naming this module, if one disappears.
 """
 
 from __future__ import annotations
 
 import _signal
 import argparse
+import ast
 import ctypes
 import os
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any
@@ -113,3 +116,16 @@ def caller_frame(depth: int) -> FrameType | None:
         return sys._getframe(depth + 1)
     except ValueError:
         return None
+
+
+_PARSING = threading.Lock()
+
+
+def parse_python(source: str | bytes, filename: str = "<unknown>") -> ast.Module:
+    """``ast.parse``, one call at a time in this process. CPython 3.11 counts the AST
+    constructor's recursion depth per interpreter, not per thread: two threads parsing
+    at once (the download nodes of two brainsets planning together) failed with
+    ``SystemError: AST constructor recursion depth mismatch (before=69, after=64)``
+    (seen with 3.11.7; cpython gh-106905 is of the same family)."""
+    with _PARSING:
+        return ast.parse(source, filename=filename)

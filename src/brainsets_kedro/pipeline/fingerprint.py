@@ -41,6 +41,7 @@ from importlib import metadata
 from pathlib import Path, PurePath
 from typing import Any
 
+from brainsets_kedro._compat.python import parse_python
 from brainsets_kedro.upstream.metadata import requirement_name as _requirement_name
 from brainsets_kedro.upstream.requirements import inline_metadata
 from brainsets_kedro.upstream.requirements import module_file as _module_file
@@ -118,7 +119,7 @@ def _module_tree(path: Path | None) -> ast.Module | None:
     if path is None or path.suffix != ".py":
         return None
     try:
-        return ast.parse(path.read_bytes(), filename=str(path))
+        return parse_python(path.read_bytes(), filename=str(path))
     except (OSError, SyntaxError, ValueError):
         return None
 
@@ -178,7 +179,7 @@ def code_hash(pipeline_cls: type) -> str | None:
         except OSError:
             continue
         try:
-            text = ast.dump(_without_docstrings(ast.parse(source))).encode()
+            text = ast.dump(_without_docstrings(parse_python(source))).encode()
         except (SyntaxError, ValueError):
             text = source
         digest.update(f"{path.name}\0{len(text)}\0".encode())

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from brainsets_kedro._compat.python import parse_python
 from brainsets_kedro.errors import InlineMetadataError
 from brainsets_kedro.upstream.metadata import read_inline_metadata
 
@@ -124,7 +125,7 @@ def read_pipeline_file(path: Path) -> StaticPipeline | None:
     metadata. ``None`` when the file defines no such class or cannot be parsed."""
     try:
         source = path.read_text(encoding="utf-8")
-        tree = ast.parse(source, filename=str(path))
+        tree = parse_python(source, filename=str(path))
     except (OSError, SyntaxError, ValueError):
         return None
     cls = next(

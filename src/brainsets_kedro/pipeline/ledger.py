@@ -23,9 +23,10 @@ killed with ``kill -9``, not the machine losing power):
 
 An asset's state is its last line: ``fetch`` or ``start`` with nothing after it is an
 asset that started and never finished; after ``fetch``, what its download left may be
-cut short too (a brainset that skips a raw file that exists would trust it). Paths are relative to the raw directory and times are
-recorded, not taken from the files, so a copy of the processed directory (elsewhere,
-with new mtimes) keeps its assets up to date. The driver writes it, holding the
+cut short too (a brainset that skips a raw file that exists would trust it). Paths are
+relative to the raw directory and times are recorded, not taken from the files, so a
+copy of the processed directory (elsewhere, with new mtimes) keeps its assets up to
+date. The driver writes it, holding the
 brainset's lock; workers never do.
 """
 

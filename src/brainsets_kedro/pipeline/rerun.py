@@ -18,9 +18,9 @@ recorded as it is with the run's fingerprint, and not prepared again.
 Because torch_brain's pipelines skip an output that exists, an asset prepared again
 after a record gets the brainset's ``reprocess`` option for itself alone (and
 ``redownload`` when its input changed or its download was interrupted), when its
-parser has them; a brainset without
-them gets a warning naming the assets it may skip. A brainset run with its own
-``reprocess`` (or ``redownload``) parameter set prepares every selected asset again.
+parser has them; a brainset without them gets a warning naming the assets it may
+skip. A brainset run with its own ``reprocess`` (or ``redownload``) parameter set
+prepares every selected asset again.
 """
 
 from __future__ import annotations
@@ -144,13 +144,13 @@ def _from_record(
 ) -> Decision:
     """The decision for an asset the ledger knows, given what changed since it
     was last DONE."""
-    options = ("reprocess", "redownload") if "input" in changed else ("reprocess",)
+    options = OPTIONS if "input" in changed else ("reprocess",)
     if record.event == "fetch":  # what its download wrote may be cut short too
         return Decision(
             INCOMPLETE,
             f"download interrupted (started {_when(record.time)})",
             "",
-            ("reprocess", "redownload"),
+            OPTIONS,
         )
     if record.event == "start":
         return Decision(

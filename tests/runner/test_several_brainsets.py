@@ -1,12 +1,14 @@
 """Several brainsets in one `kedro run`, sharing one worker pool."""
 
 import json
+import os
 import re
+import signal
 
 import pandas as pd
 import pytest
 
-from tests.conftest import add_brainset, kedro_in_process
+from tests.conftest import add_brainset, kedro_in_process, poll_for, start_kedro
 
 
 def _starts(project, brainset_id):
@@ -35,7 +37,10 @@ def test_assets_of_both_brainsets_share_one_pool(two):
     toy, toy2 = _starts(two, "toy"), _starts(two, "toy2")
     assert len(toy) == 4 and len(toy2) == 3, output
     assert min(toy2.values()) < max(toy.values())
-    assert "Preparing 8 assets of toy, toy2 with 2 workers" in output
+    # One line when the first manifest is ready, one for each that comes later.
+    prepared = re.findall(r"Preparing (\d+) assets of ([\w, ]+?) (?:with|too)", output)
+    assert sum(int(n) for n, _ in prepared) == 8, output
+    assert "with 2 workers (loky backend)" in output
     # Log lines say which brainset each asset belongs to.
     assert "toy a_00: DONE" in output and "toy2 a_00: DONE" in output
     assert "toy2 a_01: FAILED" in output
@@ -119,6 +124,7 @@ from brainsets_kedro import BrainsetPipeline
 
 parser = ArgumentParser()
 parser.add_argument("--waits-for", default="")
+parser.add_argument("--waits-for-processed", default="")
 
 
 class Pipeline(BrainsetPipeline):
@@ -135,6 +141,11 @@ class Pipeline(BrainsetPipeline):
         while args.waits_for and not (shared / f"{args.waits_for}.started").exists():
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{args.waits_for}'s manifest never started")
+            time.sleep(0.05)
+        other = Path(raw_dir).parents[1] / "02_processed" / args.waits_for_processed
+        while args.waits_for_processed and len(list(other.glob("*.txt"))) < 2:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{args.waits_for_processed} was never processed")
             time.sleep(0.05)
         return pd.DataFrame({"n": [1, 2]}, index=["a_00", "a_01"])
 
@@ -173,3 +184,52 @@ def test_manifests_of_several_brainsets_are_computed_at_once(project):
             "a_00.txt",
             "a_01.txt",
         ]
+
+
+@pytest.mark.parametrize("backend", ["loky", "threading"])
+def test_a_brainset_is_prepared_while_another_manifest_is_computed(project, backend):
+    """slow's manifest is ready only once quick's assets are processed: if quick's
+    downloads waited for every manifest, slow's would wait in vain (and fail after
+    60 s)."""
+    for brainset_id in ("quick", "slow"):
+        add_brainset(
+            project, WAITING_MANIFEST.replace("BRAINSET", brainset_id), brainset_id
+        )
+    result = kedro_in_process(
+        project,
+        "run",
+        "--pipelines=quick,slow",
+        "--params=slow.waits_for_processed=quick",
+        f"--runner-params=backend={backend},n_jobs=1",
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Preparing 2 assets of quick with 1 worker (" + backend in output
+    assert "Preparing 2 assets of slow too (its manifest is ready)." in output
+    assert "Summary: 4 DONE" in output
+    for brainset_id in ("quick", "slow"):
+        assert (_report(project, brainset_id)["status"] == "DONE").all()
+
+
+def test_ctrl_c_while_another_manifest_is_computed_ends_the_run(project):
+    """quick is prepared and reported; slow's manifest waits (60 s at most) for
+    what never comes: Ctrl-C ends the run at once, with quick's report kept."""
+    for brainset_id in ("quick", "slow"):
+        add_brainset(
+            project, WAITING_MANIFEST.replace("BRAINSET", brainset_id), brainset_id
+        )
+    run = start_kedro(
+        project,
+        "run",
+        "--pipelines=quick,slow",
+        "--params=slow.waits_for_processed=never",
+        "--runner-params=n_jobs=1",
+    )
+    report = project / "data" / "08_reporting" / "quick" / "run_report.parquet"
+    poll_for(report.exists, what=lambda: run.communicate(timeout=5)[0])
+    os.killpg(run.pid, signal.SIGINT)
+    output, _ = run.communicate(timeout=30)  # not the 60 s slow's manifest waits
+    assert run.returncode == 130, output
+    assert "Ctrl-C" in output and "Traceback" not in output, output
+    assert "Not run, as they need what was interrupted: slow.download" in output
+    assert (_report(project, "quick")["status"] == "DONE").all()

@@ -97,17 +97,22 @@ class Selection:
         return manifest[selected], unmatched
 
     def check_run(
-        self, unmatched: Mapping[str, set[str]], asset_ids: Mapping[str, Iterable]
+        self,
+        unmatched: Mapping[str, set[str]],
+        asset_ids: Mapping[str, Iterable],
+        brainsets: Iterable[str] | None = None,
     ) -> None:
         """Errors that need every brainset of the run: an unqualified pattern that
         matched nothing in any of them, a pattern qualified with a brainset that is
-        not in the run. ``unmatched`` and ``asset_ids`` are keyed by brainset id."""
-        unknown = sorted(set(self.qualified) - set(unmatched))
+        not in the run. ``unmatched`` and ``asset_ids`` are keyed by brainset id;
+        ``brainsets``: the run's brainsets, when not only those keys."""
+        in_run = set(unmatched if brainsets is None else brainsets)
+        unknown = sorted(set(self.qualified) - in_run)
         if unknown:
             raise UsageError(
                 f"brainsets.only names brainset(s) not in this run: "
                 f"{', '.join(unknown)}. Brainsets in the run: "
-                f"{', '.join(sorted(unmatched))}."
+                f"{', '.join(sorted(in_run))}."
             )
         nowhere = sorted(set.intersection(*unmatched.values())) if unmatched else []
         if nowhere:

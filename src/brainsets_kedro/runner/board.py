@@ -103,6 +103,13 @@ class StatusBoard:
             if self._progress_records and self._recorded != len(self._finished):
                 self._log_progress()  # the last figures of a run that had records
 
+    def add(self, assets: int, bytes_total: int | None) -> None:
+        """``assets`` more assets in the run (a brainset whose manifest came), of
+        ``bytes_total`` bytes when known."""
+        with self._lock:
+            self._total += assets
+        self._progress.add(assets, bytes_total)
+
     def update(
         self, brainset_id: str, asset_id: Any, status: str, step: Step | None = None
     ) -> None:

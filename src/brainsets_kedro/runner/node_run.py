@@ -2,8 +2,9 @@
 
 The nodes of one ``BrainsetRunner`` run, in Kedro's order layer by layer: the other
 nodes one by one as ``SequentialRunner`` runs them, the brainset nodes of a layer in
-threads, its download nodes sharing one pool; the brainset nodes' failures kept to
-the end, so that one brainset's failure does not stop the others."""
+threads, the download nodes sharing one pool, each brainset's as soon as its manifest
+is ready; the brainset nodes' failures kept to the end, so that one brainset's failure
+does not stop the others."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from itertools import chain
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from kedro.runner import Task
 
@@ -82,8 +83,13 @@ class NodeRun:
         self._load_counts = Counter(
             chain.from_iterable(n.inputs for n in pipeline.nodes)
         )
+        self._producers = {out: node for node in pipeline.nodes for out in node.outputs}
         self._done: list[Node] = []
+        self._ended: set[Node] = set()
+        """The nodes that ran, failed or were skipped."""
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        """Notified when a node ends, and when a pool stops taking plans."""
         self.errors: dict[str, BaseException] = {}
         """Failed brainset nodes, by node name."""
         self.skipped: list[str] = []
@@ -92,7 +98,10 @@ class NodeRun:
 
     def run(self) -> None:
         """Run the nodes in Kedro's topological order, as ``SequentialRunner`` does,
-        except that the download nodes of a layer share one pool of workers.
+        except that the brainset nodes of a layer run in threads, and the download
+        nodes that need only them (of the next layer: a brainset's download after its
+        manifest) start with them, each as soon as its inputs are ready, their assets
+        in one pool of workers.
 
         Raises:
             Exception: the first failure of a node that is not a brainset node,
@@ -103,33 +112,66 @@ class NodeRun:
         interrupted: RunInterrupted | None = None
         handled: set[Node] = set()  # process nodes run with their download node
         for layer in self._pipeline.grouped_nodes:
-            runnable = []
-            for node in layer:
-                if node in handled:
-                    continue
-                if self.missing.intersection(node.inputs) or (
-                    interrupted and not isinstance(node.func, ProcessNode)
-                ):
-                    self.skip(node)
-                else:
-                    runnable.append(node)
+            runnable = self._runnable(layer, handled, interrupted)
             downloads = [n for n in runnable if isinstance(n.func, DownloadNode)]
             together = [
                 n for n in runnable if is_brainset_node(n) and n not in downloads
             ]
             threads = self.execute_in_threads(together)
+            if not interrupted:  # each starts once its manifest is ready
+                downloads += self._downloads_after(together, handled)
+            stopped = False
             try:
                 for node in runnable:
                     if node not in downloads and node not in together:
                         self.execute(node)
+                if downloads:
+                    pool, ran = self._download_together(downloads)
+                    handled.update(ran)
+                    interrupted = interrupted or pool.interrupted
+            except KeyboardInterrupt:
+                stopped = True
+                raise
             finally:
-                for thread in threads:
-                    thread.join()
-            if downloads:
-                pool, ran = self._download_together(downloads)
-                handled.update(ran)
-                interrupted = interrupted or pool.interrupted
+                if not (stopped or interrupted):  # else not held up by an archive
+                    for thread in threads:
+                        thread.join()
         self.finish(interrupted)
+
+    def _runnable(
+        self, layer: list[Node], handled: set[Node], interrupted: object
+    ) -> list[Node]:
+        """The nodes of ``layer`` to run; those whose inputs are missing (or any but
+        a process node after an interrupt) are skipped."""
+        runnable = []
+        for node in layer:
+            if node in handled:
+                continue
+            if self.missing.intersection(node.inputs) or (
+                interrupted and not isinstance(node.func, ProcessNode)
+            ):
+                self.skip(node)
+            else:
+                runnable.append(node)
+        return runnable
+
+    def _downloads_after(self, nodes: list[Node], handled: set[Node]) -> list[Node]:
+        """The download nodes of later layers that need nothing but what ``nodes``
+        (running now: manifests, say) and the nodes that ended make."""
+        if not nodes:
+            return []
+        ready = self._ended.union(nodes)
+        later = []
+        for node in self._pipeline.nodes:
+            if not isinstance(node.func, DownloadNode) or node in handled:
+                continue
+            producers = self._producers_of(node)
+            if producers & set(nodes) and producers <= ready:
+                later.append(node)
+        return later
+
+    def _producers_of(self, node: Node) -> set[Node]:
+        return {self._producers[i] for i in node.inputs if i in self._producers}
 
     def _download_together(
         self, downloads: list[Node]
@@ -138,7 +180,11 @@ class NodeRun:
         process node, their assets in one pool; returns it and the nodes run."""
         if self._settings is None:  # read once per run
             self._settings = self._read_settings()
-        pool = SharedAssetPool(self._settings, expected=len(downloads))
+        pool = SharedAssetPool(
+            self._settings,
+            [cast(DownloadNode, node.func).brainset_id for node in downloads],
+            on_close=self._notify,
+        )
         threads, ran = [], []
         for node in downloads:
             process = next(
@@ -149,15 +195,17 @@ class NodeRun:
                 ),
                 None,
             )
+            chain = [node, *([process] if process else [])]
+            chain += self._followers(chain)
             assets = BrainsetAssets(pool, processes=process is not None)
             thread = threading.Thread(
                 target=self._run_brainset,
-                args=(assets, node, process),
+                args=(pool, assets, chain),
                 name=node.name,
             )
             thread.start()
             threads.append(thread)
-            ran += [node, *([process] if process else [])]
+            ran += chain
         pool.run()
         for thread in threads:
             thread.join()
@@ -165,23 +213,51 @@ class NodeRun:
             self.released(node)
         return pool, ran
 
+    def _followers(self, chain: list[Node]) -> list[Node]:
+        """The brainset nodes that need nothing but what ``chain`` (a brainset's
+        download and process nodes) makes: its ``describe``."""
+        return [
+            node
+            for node in self._pipeline.nodes
+            if is_brainset_node(node)
+            and not isinstance(node.func, DownloadNode | ProcessNode)
+            and set(chain) >= self._producers_of(node) != set()
+        ]
+
     def _run_brainset(
-        self, assets: BrainsetAssets, download: Node, process: Node | None
+        self, pool: SharedAssetPool, assets: BrainsetAssets, chain: list[Node]
     ) -> None:
-        """In a thread of its own: run a brainset's download node, then its process
-        node unless the download node failed, as Tasks; the nodes hand their assets
-        to ``assets`` (:data:`~brainsets_kedro.pipeline.nodes.ASSET_POOL`)."""
+        """In a thread of its own: once the nodes making its inputs (its manifest)
+        ended, run a brainset's download node, then its process node and what needs
+        only them (its ``describe``), as Tasks, each unless a node it needs failed
+        (or, but the process node, the run was interrupted); the download and process
+        nodes hand their assets to ``assets``
+        (:data:`~brainsets_kedro.pipeline.nodes.ASSET_POOL`)."""
+        download, *after = chain
+        producers = self._producers_of(download)
+        with self._changed:
+            self._changed.wait_for(lambda: pool.closed or producers <= self._ended)
+        if pool.closed or self.missing.intersection(download.inputs):
+            assets.no_plan()
+            for node in chain:
+                self.skip(node)
+            return
         ASSET_POOL.set(assets)
         try:
             self.execute_brainset_node(download)
         finally:
             assets.no_plan()
-        if process is None:
-            return
-        if self.missing.intersection(process.inputs):
-            self.skip(process)
-        else:
-            self.execute_brainset_node(process)
+            self._end(download)
+        for node in after:
+            if self.missing.intersection(node.inputs) or (
+                pool.interrupted and not isinstance(node.func, ProcessNode)
+            ):
+                self.skip(node)
+                continue
+            try:
+                self.execute_brainset_node(node)
+            finally:
+                self._end(node)
 
     def _task(self, node: Node) -> None:
         Task(
@@ -195,6 +271,12 @@ class NodeRun:
     def execute(self, node: Node) -> None:
         """Run ``node``. A node that is not a brainset node stops the run at its
         first failure, as in Kedro's runners."""
+        try:
+            self._execute(node)
+        finally:
+            self._end(node)
+
+    def _execute(self, node: Node) -> None:
         if is_brainset_node(node):
             self.execute_brainset_node(node)
             self.released(node)
@@ -230,6 +312,15 @@ class NodeRun:
         for thread in threads:
             thread.start()
         return threads
+
+    def _end(self, node: Node) -> None:
+        with self._changed:
+            self._ended.add(node)
+            self._changed.notify_all()
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
 
     def execute_brainset_node(self, node: Node) -> None:
         """Run a brainset node; its failure is kept for the end of the run."""
@@ -270,8 +361,11 @@ class NodeRun:
                 )
 
     def skip(self, node: Node) -> None:
-        self.skipped.append(node.name)
-        self.missing.update(node.outputs)
+        with self._changed:
+            self.skipped.append(node.name)
+            self.missing.update(node.outputs)
+            self._ended.add(node)
+            self._changed.notify_all()
 
     def finish(self, interrupted: RunInterrupted | None) -> None:
         """Raise what stopped or failed the run, if anything did."""

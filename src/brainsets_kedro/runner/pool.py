@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -44,18 +44,46 @@ logger = logging.getLogger(__name__)
 
 
 class SharedAssetPool:
-    """Collects the plans of ``expected`` download nodes, then prepares all their
-    assets in one ``joblib.Parallel`` call, interleaved across brainsets."""
+    """Takes the plans of the download nodes of ``brainsets`` as they come, and
+    prepares all their assets at once, interleaved across brainsets.
 
-    def __init__(self, settings: RunSettings, expected: int):
+    On this machine a brainset's assets start as soon as its plan comes (its
+    manifest ready), while the others' manifests are still being computed: a slow or
+    offline archive holds up only its own brainset. (Unless ``brainsets.only`` has a
+    pattern no plan matched yet: then no asset starts before the plan that matches
+    it, or every plan, has come; an error needs them all.) A cluster starts once
+    every plan came.
+
+    Args:
+        settings: The run's settings, resolved.
+        brainsets: The brainsets whose download nodes hand their plans here.
+        on_close: Called once no plan is taken any more (the run is over or
+            stopped).
+    """
+
+    def __init__(
+        self,
+        settings: RunSettings,
+        brainsets: list[str],
+        on_close: Callable[[], None] = lambda: None,
+    ):
         self._settings = settings
-        self._expected = expected
+        self._brainsets = brainsets
+        self._on_close = on_close
         self._plans: list[Plan] = []
+        """Every plan that came."""
+        self._new: list[Plan] = []
+        """Plans that came and are not handed out yet."""
+        self._admitted: list[Plan] = []
         self._arrived = 0
         self._all_arrived = threading.Condition()
         self._closed: BaseException | None = None
+        self.closed = False
+        """Whether the pool takes no more plans (the run is over or stopped)."""
         self._by_brainset: dict[str, Plan] = {}
         self._cluster: Cluster | None = None
+        self._stack: contextlib.ExitStack | None = None
+        self._status_sender: Any = None
         self._collecting = threading.Lock()
         self.interrupted: RunInterrupted | None = None
         """Set when Ctrl-C or SIGTERM stopped the assets (they are INTERRUPTED)."""
@@ -66,96 +94,158 @@ class SharedAssetPool:
         with self._all_arrived:
             if plan is not None:
                 self._plans.append(plan)
-                if self._closed:  # the run was stopped before this plan came
+                if self.closed:  # the run was stopped before this plan came
                     plan.error = self._closed
+                    plan.downloaded.set()
                     plan.done.set()
+                else:
+                    self._new.append(plan)
             self._arrived += 1
             self._all_arrived.notify_all()
 
     def run(self) -> None:
-        """In the driver's main thread: wait for every plan, prepare the assets, hand
-        each download node its results."""
+        """In the driver's main thread: wait for the first plans, prepare the
+        assets of each plan as it comes, hand each download node its results."""
         try:
             with self._all_arrived:
-                self._all_arrived.wait_for(lambda: self._arrived == self._expected)
-            self._plans.sort(key=lambda plan: plan.job.brainset_id)
-            self._by_brainset = {plan.job.brainset_id: plan for plan in self._plans}
+                self._all_arrived.wait_for(self._may_start)
+                if not self._plans:  # every download node failed before it planned
+                    return
             self._check_selection()
             self._prepare()
         except BaseException as error:
-            with self._all_arrived:
-                self._closed = error
-                for plan in self._plans:
-                    plan.error = error
+            self._close(error)
             if not isinstance(error, Exception):
                 raise
         finally:
-            for plan in self._plans:
-                plan.downloaded.set()
-                plan.done.set()
+            self._close(self.interrupted)
+
+    def _may_start(self) -> bool:
+        """Whether the assets of the plans that came can start (called under the
+        lock): once every plan came; on this machine, as soon as one has, unless an
+        unqualified pattern of ``brainsets.only`` matched nothing yet."""
+        if self._arrived == len(self._brainsets):
+            return True
+        if not self._plans or self._settings.backend in CLUSTER_BACKENDS:
+            return False
+        return not set.intersection(*(plan.unmatched for plan in self._plans))
 
     def _check_selection(self) -> None:
-        selections = [p.selection for p in self._plans if p.selection is not None]
+        with self._all_arrived:
+            plans = list(self._plans)
+        selections = [p.selection for p in plans if p.selection is not None]
         if selections:
             selections[0].check_run(
-                {p.job.brainset_id: p.unmatched for p in self._plans},
-                {p.job.brainset_id: p.manifest_ids for p in self._plans},
+                {p.job.brainset_id: p.unmatched for p in plans},
+                {p.job.brainset_id: p.manifest_ids for p in plans},
+                self._brainsets,
+            )
+
+    def _close(self, error: BaseException | None) -> None:
+        """Take no more plans. ``error`` (an exception of the pool, or what
+        interrupted the run) fails the plans that came: after an interrupt, only
+        those whose assets were not handed out (the others have their results)."""
+        with self._all_arrived:
+            if self.closed:
+                return
+            self.closed = True
+            self._closed = error
+            admitted = {id(plan) for plan in self._admitted}
+            for plan in self._plans:
+                if isinstance(error, Exception) or id(plan) not in admitted:
+                    plan.error = plan.error or error
+                plan.downloaded.set()
+                plan.done.set()
+        self._on_close()
+
+    def arrivals(self) -> tuple[list[Plan], bool]:
+        """The plans that came since the last call, ready to hand out, and whether
+        more may come (from the scheduler's loop)."""
+        with self._all_arrived:
+            new, self._new = self._new, []
+            more = self._arrived < len(self._brainsets)
+        self._admit(new)
+        return new, more
+
+    def _admit(self, plans: list[Plan]) -> None:
+        """Make ``plans`` ready to hand out: their jobs report to the status channel,
+        their ledgers are open, the board counts their assets."""
+        if not plans:
+            return
+        assert self._stack is not None and self.board is not None
+        plans.sort(key=lambda plan: plan.job.brainset_id)
+        # Workers on this machine exit if the driver dies (kill -9, OOM).
+        driver_pid = None if self._cluster else os.getpid()
+        for plan in plans:
+            plan.job = replace(
+                plan.job,
+                reporter=self._status_sender,
+                columns=tuple(map(str, plan.rows.columns)),
+                driver_pid=driver_pid,
+            )
+            plan.journal = self._stack.enter_context(Ledger(plan.job, plan.rows))
+            self._by_brainset[plan.job.brainset_id] = plan
+        first = not self._admitted
+        self._admitted += plans
+        assets = sum(len(plan.rows) for plan in plans)
+        self.board.add(assets, known_size((p.rows, p.job.brainset_id) for p in plans))
+        names = ", ".join(plan.job.brainset_id for plan in plans)
+        if first:
+            n_jobs, backend = self._settings.n_jobs, self._settings.backend
+            where = (
+                self._cluster.describe()
+                if self._cluster
+                else f"{n_jobs} worker{'s' * (n_jobs != 1)} ({backend} backend)"
+            )
+            logger.info(
+                "Preparing %d assets of %s with %s.",
+                assets,
+                names,
+                where,
+                extra={"markup": False},
+            )
+        else:
+            logger.info(
+                "Preparing %d assets of %s too (its manifest is ready).",
+                assets,
+                names,
+                extra={"markup": False},
             )
 
     def _prepare(self) -> None:
-        total = sum(len(plan.rows) for plan in self._plans)
         with contextlib.ExitStack() as stack:
-            backend = self._settings.backend
+            self._stack = stack
             status_host = self._settings.status_host
-            where = f"{self._settings.n_jobs} workers ({backend} backend)"
-            if backend in CLUSTER_BACKENDS:
+            if self._settings.backend in CLUSTER_BACKENDS:
                 modules = {plan.job.pipeline_cls.__module__ for plan in self._plans}
                 self._cluster = stack.enter_context(
                     connect(self._settings, uuid.uuid4().hex, modules)
                 )
                 status_host = self._cluster.status_host(status_host)
-                where = self._cluster.describe()
-            logger.info(
-                "Preparing %d assets of %s with %s.",
-                total,
-                ", ".join(self._by_brainset),
-                where,
-                extra={"markup": False},
-            )
             board = self.board = stack.enter_context(
                 StatusBoard(
-                    total=total,
-                    bytes_total=known_size(
-                        (p.rows, p.job.brainset_id) for p in self._plans
-                    ),
+                    total=0,
+                    bytes_total=0,
                     progress_every=self._settings.progress_every,
                 )
             )
             channel = stack.enter_context(StatusChannel(board, status_host))
-            # Workers on this machine exit if the driver dies (kill -9, OOM).
-            driver_pid = None if self._cluster else os.getpid()
-            for plan in self._plans:
-                columns = tuple(map(str, plan.rows.columns))
-                plan.job = replace(
-                    plan.job,
-                    reporter=channel.sender,
-                    columns=columns,
-                    driver_pid=driver_pid,
-                )
-                plan.journal = stack.enter_context(Ledger(plan.job, plan.rows))
+            self._status_sender = channel.sender
+            first, _ = self.arrivals()
             try:
                 with signals_interrupt(), collector_spared():
                     if self._cluster is None:
                         Scheduler(
-                            self._plans,
+                            first,
                             self._settings,
                             functools.partial(self._collect, board),
                             board,
                             take_workers(self._settings),
+                            arrivals=self.arrivals,
                         ).run()
                     else:
                         collect = functools.partial(self._collect, board)
-                        ClusterRounds(self._cluster, self._plans, collect).run(board)
+                        ClusterRounds(self._cluster, first, collect).run(board)
             except RunInterrupted as interrupt:
                 self.interrupted = interrupt
                 logger.warning("%s: the workers are stopped.", interrupt)
@@ -167,7 +257,7 @@ class SharedAssetPool:
             finally:
                 if self._cluster is not None:
                     self._cluster.stop()
-            for plan, row in list(unfinished(self._plans)):
+            for plan, row in list(unfinished(self._admitted)):
                 result = board.unfinished_result(
                     plan.job.brainset_id, row[0], self.interrupted
                 )

@@ -57,6 +57,20 @@ class RunProgress:
             eta_text="-",
         )
 
+    def add(self, assets: int, bytes_total: int | None) -> None:
+        """``assets`` more assets to finish, of ``bytes_total`` bytes (``None``:
+        not known, and so the run's total is not either)."""
+        with self._lock:
+            task = self._progress.tasks[0]
+            known = task.fields["bytes_total"]
+            self._progress.update(
+                self._task,
+                total=(task.total or 0) + assets,
+                bytes_total=None
+                if known is None or bytes_total is None
+                else known + bytes_total,
+            )
+
     def transferred(self, nbytes: int) -> None:
         with self._lock:
             self._bytes += nbytes

@@ -10,7 +10,8 @@ followed by its process node; through :data:`~brainsets_kedro.pipeline.nodes.ASS
 hand their assets to one shared pool (:mod:`.pool`), where the
 driver's scheduler runs download and process as two stages. The other brainset nodes of a layer
 (the manifests of several brainsets, say) run at once in a few threads, while the
-layer's other nodes run one by one in the main thread, in Kedro's order.
+layer's other nodes run one by one in the main thread, in Kedro's order; a brainset's
+download node starts as soon as its manifest is ready, not after the others'.
 
 A failed node that is not a brainset node stops the run, as in Kedro's runners. A
 failed brainset node fails the run only at the end: one brainset's unreachable

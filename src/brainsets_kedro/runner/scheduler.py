@@ -83,6 +83,9 @@ class Scheduler:
         collect: Records a result: final, or of the last stage a plan runs.
         board: The status board (shows an asset downloaded, waiting for a worker).
         workers: Process workers started early (``prestart``), to use first.
+        arrivals: Gives the plans that came since its last call and whether more
+            may come (a brainset whose manifest was ready later): the run goes on
+            until none may.
     """
 
     def __init__(
@@ -92,9 +95,11 @@ class Scheduler:
         collect: Callable[[AssetResult], None],
         board: StatusBoard,
         workers: list[ProcessSlot] | None = None,
+        *,
+        arrivals: Callable[[], tuple[list[Any], bool]] = lambda: ([], False),
     ):
-        self._plans = plans
         self._collect = collect
+        self._arrivals = arrivals
         self._board = board
         self._threads = settings.backend == "threading"
         n_jobs = settings.n_jobs or 1
@@ -104,21 +109,26 @@ class Scheduler:
         self._max_downloaded = settings.max_downloaded or self._n_workers
         self._timeout = settings.timeout
         self._driver_pid = os.getpid()
-        # The driver times the stages: the workers' own timers would count time
-        # the run spent stopped (Ctrl-Z), and cannot stop C code.
-        self._jobs = {
-            id(p): replace(p.job, timeout=None, portable_output=not self._threads)
-            for p in plans
-        }
-        for plan in plans:
-            plan.split = False
-        self._queue = TaskQueue(plans, collect)
+        self._jobs: dict[int, Any] = {}
+        self._queue = TaskQueue([], collect)
+        self._add(plans)
         self._workers: list[Slot] = []
         self._downloaders: list[Slot] = []
         self._started = list(workers or [])
         self._poll = SlotPoll()
         self._average = 1.0  # seconds per task, smoothed
         self._pauses = Pauses(TICK)
+
+    def _add(self, plans: list[Any]) -> None:
+        """Hand out the assets of ``plans`` too."""
+        for plan in plans:
+            # The driver times the stages: the workers' own timers would count time
+            # the run spent stopped (Ctrl-Z), and cannot stop C code.
+            self._jobs[id(plan)] = replace(
+                plan.job, timeout=None, portable_output=not self._threads
+            )
+            plan.split = False
+            self._queue.add(plan)
 
     # -- the loop ----------------------------------------------------------------
 
@@ -128,7 +138,11 @@ class Scheduler:
         try:
             with self._pauses:
                 next_check = time.monotonic() + TICK
-                while self._dispatch():
+                while True:
+                    plans, more = self._arrivals()  # picked up within a TICK
+                    self._add(plans)
+                    if not self._dispatch() and not more:
+                        break
                     self._wait(next_check)
                     now = time.monotonic()
                     if now >= next_check:

@@ -7,7 +7,7 @@ turn)."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from brainsets_kedro.runner.slots import Task
@@ -25,12 +25,19 @@ class TaskQueue:
 
     def __init__(self, plans: list[Any], collect: Callable[[AssetResult], None]):
         self._collect = collect
-        self._rows = {id(p): p.rows.itertuples(name=None) for p in plans}
-        self._left = deque(plans)  # plans with rows not handed out yet
+        self._rows: dict[int, Iterator[tuple]] = {}
+        self._left: deque[Any] = deque()  # plans with rows not handed out yet
+        for plan in plans:
+            self.add(plan)
         self.ready: deque[Task] = deque()
         """Downloaded assets waiting for a process worker (their process task)."""
         self._again: deque[Task] = deque()
         self._again_downloads: deque[Task] = deque()
+
+    def add(self, plan: Any) -> None:
+        """Hand out the rows of ``plan`` too, in turn with the others."""
+        self._rows[id(plan)] = plan.rows.itertuples(name=None)
+        self._left.append(plan)
 
     def pending(self) -> bool:
         """Whether any task is left to hand out."""

@@ -6,6 +6,7 @@ processing that never waits on unrelated downloads."""
 import json
 import os
 import signal
+import struct
 import threading
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from brainsets_kedro.errors import AssetFailures
 from brainsets_kedro.pipeline.ledger import done_assets
 from brainsets_kedro.runner.runner import BrainsetRunner
+from brainsets_kedro.runner.slots import ProcessSlot, Task
 from tests.conftest import add_brainset, poll_for, start_kedro, text_of
 from tests.runner.test_reliability import _err, _group_alive, _run
 
@@ -246,3 +248,20 @@ def test_time_while_the_run_is_stopped_does_not_count(project):
     output, _ = run.communicate(timeout=60)
     assert run.returncode == 0, output
     assert "timed out" not in output
+
+
+def test_a_stage_clock_read_while_the_first_stage_is_written():
+    """The watchdog reads a worker's clock page as the worker writes it: between
+    the new task number and its stage code it must see "not begun", not fail the
+    run (a KeyError once stopped a run of 100,000 assets)."""
+    slot = ProcessSlot(os.getpid())
+    try:
+        slot.tasks.append(Task(plan=None, row=("a_00",), stages=("download",)))
+        slot.tasks[0].number = 1
+        assert slot.running() is None  # the page as made: no task yet
+        struct.pack_into("<d", slot._page, 0, 1.0)  # the task number, written first
+        assert slot.running() == (0, "", 0.0)
+    finally:
+        slot.kill()
+        slot.process.wait()
+        slot.close()

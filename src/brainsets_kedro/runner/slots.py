@@ -93,6 +93,10 @@ class ProcessSlot(_Slot):
         os.unlink(path)
         os.ftruncate(clock_fd, mmap.PAGESIZE)
         self._page = mmap.mmap(clock_fd, CLOCK.size)
+        # Read while the worker writes its first stage, the page may hold the new
+        # task number and not yet its stage code: the code it holds till then says
+        # "no stage" (a zero would be no stage's code).
+        CLOCK.pack_into(self._page, 0, 0.0, STAGE_CODES[""], 0.0)
         # The worker's fd 1 and 2: pipes whose read ends the driver keeps too, to
         # move what a worker that dies left in them to its asset's logs.
         out_read, out_write = os.pipe()
@@ -169,7 +173,7 @@ class ProcessSlot(_Slot):
         number, code, began = CLOCK.unpack_from(self._page)
         index = int(number) - self.tasks[0].number if self.tasks else -1
         if 0 <= index < len(self.tasks):
-            return index, STAGE_NAMES[code], began
+            return index, STAGE_NAMES.get(code, ""), began
         return None
 
     def cause(self) -> str:

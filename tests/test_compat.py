@@ -9,7 +9,7 @@ import pytest
 from brainsets_kedro._compat import missing
 from brainsets_kedro._compat.python import parse_python
 
-MODULES = ["kedro", "kedro_datasets", "joblib", "python"]
+MODULES = ["kedro", "kedro_datasets", "python"]
 
 
 @pytest.mark.parametrize("library", MODULES)

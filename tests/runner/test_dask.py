@@ -20,6 +20,7 @@ import pytest
 from kedro.io import DataCatalog
 
 from brainsets_kedro.errors import WorkerImportError
+from brainsets_kedro.pipeline.ledger import done_assets
 from brainsets_kedro.pipeline.run_settings import RunSettings
 from brainsets_kedro.runner.backends import cluster as driver_side
 from brainsets_kedro.runner.backends import resolve
@@ -411,3 +412,30 @@ def test_an_unreachable_scheduler_is_one_line_after_a_bounded_wait(project):
     ), output
     assert errors[1:] == ["(The traceback is in info.log.)"], output
     assert "Traceback" not in output
+
+
+def test_results_are_journaled_as_they_arrive(project, cluster):
+    """a_00 hangs on a worker; the other assets are DONE in the ledger while it does
+    (a driver killed then would lose none of them), and Ctrl-C ends the run."""
+    run = start_kedro(
+        project,
+        "run",
+        "--pipelines=toy",
+        "--params=toy.n_assets=4,toy.hang=a_00",
+        f"--runner-params=backend=dask,address={cluster.address}",
+    )
+    processed = project / "data/02_processed/toy"
+    poll_for(
+        lambda: done_assets(processed, "toy") == {"a_01", "a_02", "a_03"},
+        what=lambda: done_assets(processed, "toy"),
+    )
+    assert run.poll() is None  # a_00 still hangs
+    os.killpg(run.pid, signal.SIGINT)
+    output, _ = run.communicate(timeout=30)
+    assert run.returncode == 130, output
+    assert _report(project)["status"].to_dict() == {
+        "a_00": "INTERRUPTED",
+        "a_01": "DONE",
+        "a_02": "DONE",
+        "a_03": "DONE",
+    }

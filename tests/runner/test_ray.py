@@ -1,17 +1,20 @@
-"""backend=ray: brainsets prepared through joblib's Ray backend, on a local Ray that
+"""backend=ray: brainsets prepared as Ray tasks, on a local Ray that
 the run starts and on a running Ray cluster (`ray start --head`). The run on a local
 Ray that prepares a brainset is in test_local_only.py, checked there for its sockets
 too (one Ray start for both)."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from tests.conftest import add_brainset, kedro, poll_for
+from brainsets_kedro.pipeline.ledger import read_ledger
+from tests.conftest import add_brainset, kedro, poll_for, start_kedro
 
 pytest.importorskip("ray")
 
@@ -127,3 +130,43 @@ def test_a_local_ray_sends_no_usage_statistics_unless_asked(environment, expecte
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == expected
+
+
+def test_ray_results_are_journaled_as_they_arrive_and_a_lost_worker_fails_its_asset(
+    project,
+):
+    """On a local Ray: a_03's worker process is killed, which fails a_03 alone; a_00
+    hangs; the other assets are DONE in the ledger while it does, and Ctrl-C ends
+    the run, stopping a_00 on Ray."""
+    add_brainset(project, "toy", "toy")
+    run = start_kedro(
+        project,
+        "run",
+        "--env=ray",
+        "--pipelines=toy",
+        "--params=toy.n_assets=5,toy.hang=a_00,toy.die=a_03",
+        "--runner-params=n_jobs=2",
+    )
+    processed = project / "data/02_processed/toy"
+
+    def others_done() -> bool:
+        assert run.poll() is None, run.communicate()[0]
+        assets = read_ledger(processed, "toy").assets
+        events = {asset: record.event for asset, record in assets.items()}
+        return events == {
+            "a_00": "fetch",
+            "a_01": "done",
+            "a_02": "done",
+            "a_03": "failed",
+            "a_04": "done",
+        }
+
+    poll_for(others_done, 120, what=lambda: read_ledger(processed, "toy").assets)
+    os.killpg(run.pid, signal.SIGINT)
+    output, _ = run.communicate(timeout=60)
+    assert run.returncode == 130, output
+    report = pd.read_parquet(project / "data/08_reporting/toy/run_report.parquet")
+    assert report.loc["a_00", "status"] == "INTERRUPTED"
+    assert report.loc["a_03", "status"] == "FAILED"
+    assert report.loc["a_03", "error"].startswith("worker died, its WorkerCrashedError")
+    assert (report.loc[["a_01", "a_02", "a_04"], "status"] == "DONE").all()

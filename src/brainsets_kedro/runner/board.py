@@ -34,6 +34,8 @@ from brainsets_kedro.worker.status import (
     status_logger,
 )
 
+DOWNLOADED = "downloaded"
+"""The status of an asset downloaded and waiting for a process worker."""
 SHOWN_IN_FLIGHT = 30  # rows of the live table; the summary line counts the rest
 LOG_INTERVAL = 0.1  # seconds between two writes of the status lines, without a terminal
 
@@ -135,6 +137,14 @@ class StatusBoard:
             # summary may follow), none of its lines is still on its way.
             if status != last:
                 self._log(brainset_id, asset_id, status)
+
+    def downloaded(self, result: AssetResult) -> None:
+        """An asset whose download returned and that waits for a process worker:
+        shown as ``downloaded`` (after the statuses its download's result
+        overtook)."""
+        self.catch_up(result)
+        self.update(result.brainset_id, result.asset_id, DOWNLOADED)
+        result.statuses = []  # shown now
 
     def finish(
         self,

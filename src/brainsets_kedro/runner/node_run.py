@@ -10,27 +10,24 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 import threading
-import traceback
-import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from itertools import chain
 from typing import TYPE_CHECKING, cast
 
 from kedro.runner import Task
 
 from brainsets_kedro._compat.kedro import release_datasets, suggest_resume_scenario
-from brainsets_kedro.errors import AssetFailures, RunFailures, RunInterrupted, UserError
+from brainsets_kedro.errors import AssetFailures, RunInterrupted
 from brainsets_kedro.pipeline.nodes import (
     ASSET_POOL,
     BRAINSET_TAG,
     DownloadNode,
     ProcessNode,
 )
-from brainsets_kedro.pipeline.report import totals_line
 from brainsets_kedro.pipeline.run_settings import RunSettings
+from brainsets_kedro.runner.failures import run_failures
 from brainsets_kedro.runner.pool import BrainsetAssets, SharedAssetPool
 
 if TYPE_CHECKING:
@@ -395,53 +392,6 @@ class NodeRun:
                 with contextlib.suppress(Exception):  # a report not kept: not counted
                     total += len(self._catalog.load(node.outputs[0]))
         return total
-
-
-def run_failures(errors: dict[str, BaseException], prepared: int = 0) -> RunFailures:
-    """The error of a run whose several nodes failed: its message has each
-    brainset's grouped asset failures, each other error once (a user error as its
-    message, anything else with its traceback) and a line with the totals.
-
-    Args:
-        errors: The failed nodes' errors, by node name.
-        prepared: The assets of the run's brainsets that had no failure, for the
-            totals.
-
-    Returns:
-        The error.
-    """
-    parts, failed, total, other = [], 0, prepared, 0
-    for name, error in errors.items():
-        if isinstance(error, AssetFailures):
-            parts.append(error.details)
-            failed += error.failed
-            total += error.total
-            continue
-        other += 1
-        if isinstance(error, UserError):
-            parts.append(f"{name}: {error}")
-        else:
-            trace = "".join(traceback.format_exception(error)).rstrip()
-            parts.append(f"{name}: {trace}")
-    last = (
-        totals_line(failed, total, other)
-        if failed
-        else f"In all: {len(errors)} nodes failed."
-    )
-    return RunFailures(errors, "\n".join([*parts, last]))
-
-
-@contextlib.contextmanager
-def streams_restored() -> Iterator[None]:
-    """``sys.stdout``, ``sys.stderr`` and ``warnings.showwarning`` as they were when
-    the run started, once it ends: assets prepared in the driver's threads route
-    them to their logs while the run lasts (``worker.assets``), and a long-lived
-    driver (a notebook) runs again and again."""
-    saved = sys.stdout, sys.stderr, warnings.showwarning
-    try:
-        yield
-    finally:
-        sys.stdout, sys.stderr, warnings.showwarning = saved
 
 
 def is_brainset_node(node: Node) -> bool:

@@ -9,7 +9,6 @@ import itertools
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import pandas as pd
 
@@ -36,9 +35,6 @@ class Plan:
     finished: set = field(default_factory=set)
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
-    task: Any = None
-    """On a cluster: ``joblib.delayed`` of the function that runs an asset's stages,
-    given its row."""
     journal: Ledger = field(init=False, repr=False)
     """Where the assets are recorded: as their process starts, as they finish (set
     by the pool before any asset is handed out)."""
@@ -58,11 +54,6 @@ class Plan:
         self.returned_downloads += 1
         if self.returned_downloads >= len(self.rows):
             self.downloaded.set()
-
-    def cluster_task(self, row: tuple) -> Any:
-        """The task of an asset on a cluster (both stages): recorded as fetching."""
-        self.journal.fetching(row[0])
-        return self.task(row)
 
 
 def unfinished(plans: Iterable[Plan]) -> Iterator[tuple[Plan, tuple]]:

@@ -2,8 +2,8 @@
 
 The pool of ``BrainsetRunner``: one :class:`SharedAssetPool` per layer of download
 nodes prepares the assets of all their brainsets, interleaved: on this machine
-through the driver's :class:`~.scheduler.Scheduler`, on a cluster in
-:class:`~.cluster_rounds.ClusterRounds` (both stages per task). Each brainset's nodes
+through the driver's :class:`~.scheduler.Scheduler`, on a cluster through the
+:class:`~.cluster_scheduler.ClusterScheduler` (both stages per task). Each brainset's nodes
 see their share of it as a :class:`BrainsetAssets`; results are journaled and
 shown as they arrive."""
 
@@ -32,7 +32,7 @@ from brainsets_kedro.pipeline.sizes import known_size
 from brainsets_kedro.runner.backends import connect
 from brainsets_kedro.runner.backends.cluster import Cluster
 from brainsets_kedro.runner.board import StatusBoard
-from brainsets_kedro.runner.cluster_rounds import ClusterRounds
+from brainsets_kedro.runner.cluster_scheduler import ClusterScheduler
 from brainsets_kedro.runner.plan import Plan, raise_stop, unfinished
 from brainsets_kedro.runner.prestart import take_workers
 from brainsets_kedro.runner.scheduler import Scheduler
@@ -47,12 +47,10 @@ class SharedAssetPool:
     """Takes the plans of the download nodes of ``brainsets`` as they come, and
     prepares all their assets at once, interleaved across brainsets.
 
-    On this machine a brainset's assets start as soon as its plan comes (its
-    manifest ready), while the others' manifests are still being computed: a slow or
+    A brainset's assets start as soon as its plan comes (its manifest ready), while the others' manifests are still being computed: a slow or
     offline archive holds up only its own brainset. (Unless ``brainsets.only`` has a
     pattern no plan matched yet: then no asset starts before the plan that matches
-    it, or every plan, has come; an error needs them all.) A cluster starts once
-    every plan came.
+    it, or every plan, has come; an error needs them all.)
 
     Args:
         settings: The run's settings, resolved.
@@ -122,11 +120,11 @@ class SharedAssetPool:
 
     def _may_start(self) -> bool:
         """Whether the assets of the plans that came can start (called under the
-        lock): once every plan came; on this machine, as soon as one has, unless an
-        unqualified pattern of ``brainsets.only`` matched nothing yet."""
+        lock): as soon as one came, unless an unqualified pattern of
+        ``brainsets.only`` matched nothing yet; else once every plan came."""
         if self._arrived == len(self._brainsets):
             return True
-        if not self._plans or self._settings.backend in CLUSTER_BACKENDS:
+        if not self._plans:
             return False
         return not set.intersection(*(plan.unmatched for plan in self._plans))
 
@@ -174,6 +172,8 @@ class SharedAssetPool:
             return
         assert self._stack is not None and self.board is not None
         plans.sort(key=lambda plan: plan.job.brainset_id)
+        if self._cluster is not None:
+            self._cluster.add_modules({p.job.pipeline_cls.__module__ for p in plans})
         # Workers on this machine exit if the driver dies (kill -9, OOM).
         driver_pid = None if self._cluster else os.getpid()
         for plan in plans:
@@ -244,8 +244,12 @@ class SharedAssetPool:
                             arrivals=self.arrivals,
                         ).run()
                     else:
-                        collect = functools.partial(self._collect, board)
-                        ClusterRounds(self._cluster, first, collect).run(board)
+                        ClusterScheduler(
+                            self._cluster,
+                            first,
+                            functools.partial(self._collect, board),
+                            arrivals=self.arrivals,
+                        ).run()
             except RunInterrupted as interrupt:
                 self.interrupted = interrupt
                 logger.warning("%s: the workers are stopped.", interrupt)

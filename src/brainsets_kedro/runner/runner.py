@@ -23,8 +23,12 @@ Settings: :class:`~brainsets_kedro.pipeline.run_settings.RunSettings`, from ``br
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import sys
+import warnings
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from kedro.runner import SequentialRunner
@@ -35,7 +39,7 @@ from brainsets_kedro.pipeline.run_settings import (
     RunSettings,
 )
 from brainsets_kedro.runner.backends import resolve
-from brainsets_kedro.runner.node_run import NodeRun, streams_restored
+from brainsets_kedro.runner.node_run import NodeRun
 
 if TYPE_CHECKING:
     from kedro.io import CatalogProtocol
@@ -141,3 +145,16 @@ class BrainsetRunner(SequentialRunner):
                 is_async=self.is_async,
                 settings=settings,
             ).run()
+
+
+@contextlib.contextmanager
+def streams_restored() -> Iterator[None]:
+    """``sys.stdout``, ``sys.stderr`` and ``warnings.showwarning`` as they were when
+    the run started, once it ends: assets prepared in the driver's threads route
+    them to their logs while the run lasts (``worker.assets``), and a long-lived
+    driver (a notebook) runs again and again."""
+    saved = sys.stdout, sys.stderr, warnings.showwarning
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr, warnings.showwarning = saved

@@ -274,7 +274,7 @@ class Scheduler:
         if task.stages == ("download",) and plan.processes:
             if result.status not in FINAL:
                 plan.journal.fetched(task.row[0])
-                show_downloaded(self._board, result)
+                self._board.downloaded(result)
                 self._queue.ready.append(Task(plan, task.row, ("process",), result))
                 return
         elif task.download is not None:
@@ -395,15 +395,3 @@ class Scheduler:
                 slot.close()
         self._workers, self._downloaders, self._started = [], [], []
         self._poll.close()
-
-
-def show_downloaded(board: StatusBoard, result: AssetResult) -> None:
-    """Show an asset whose download returned, and that waits for a process worker,
-    as ``downloaded`` (after the statuses its download's result overtook)."""
-    board.catch_up(result)
-    board.update(result.brainset_id, result.asset_id, DOWNLOADED)
-    result.statuses = []  # the board has them
-
-
-DOWNLOADED = "downloaded"
-"""The status of an asset downloaded and waiting for a process worker."""

@@ -67,6 +67,11 @@ class StoppableRun:
                     set_async_exc(thread, None)  # exception is still pending, drop it
 
 
+def call(function: Any, argument: Any) -> Any:
+    """On a cluster worker: ``function(argument)`` (a Ray task's body)."""
+    return function(argument)
+
+
 def stop_run(run_id: str) -> None:
     """On a cluster worker: stop the run's assets, by an asynchronous exception in
     each thread running one (raised between Python bytecodes: a call blocked in C is

@@ -1,9 +1,9 @@
 """Which backend a run's assets use: the settings resolved, the cluster backend chosen.
 
-Where the assets run: on this machine through joblib's own backends (``loky``,
-``threading``, ``multiprocessing``), or on a cluster through joblib's Dask and Ray
-backends (:class:`~.cluster.Cluster`: :mod:`.dask`, :mod:`.ray`, each imported only
-when a run chooses it). The code that runs on the workers is apart, in
+Where the assets run: on this machine, in worker processes (``loky``,
+``multiprocessing``) or threads (``threading``) of the driver's scheduler, or on a
+Dask or Ray cluster, as its futures (:class:`~.cluster.Cluster`: :mod:`.dask`,
+:mod:`.ray`, each imported only when a run chooses it). The code that runs on the workers is apart, in
 :mod:`brainsets_kedro.worker`."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 
 def import_backend(backend: str, local: bool = False) -> None:
-    """Import and register joblib's Dask or Ray backend (ImportError if missing).
+    """Import the Dask or Ray backend (ImportError if its package is missing).
 
     Args:
         backend: ``dask`` or ``ray``.
@@ -42,7 +42,7 @@ def import_backend(backend: str, local: bool = False) -> None:
         ImportError: the backend's package is not installed.
     """
     if backend == "dask":
-        _backend_module(backend).register()
+        _backend_module(backend)
         return
     loopback = local and not os.environ.get("RAY_ADDRESS")
     loopback = loopback and RAY_ON_LOOPBACK not in os.environ
@@ -50,12 +50,11 @@ def import_backend(backend: str, local: bool = False) -> None:
         os.environ[RAY_ON_LOOPBACK] = "0"  # before `import ray`
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
-        module = _backend_module(backend)
+        _backend_module(backend)
     except ImportError:
         if loopback:
             del os.environ[RAY_ON_LOOPBACK]
         raise
-    module.register()
 
 
 def connect(settings: RunSettings, run_id: str, modules: set[str]) -> Cluster:

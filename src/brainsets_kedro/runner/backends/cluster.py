@@ -10,6 +10,7 @@ import ipaddress
 import logging
 import re
 import socket
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +28,13 @@ both the choice of a backend (which sets it) and the Ray cluster (which names it
 
 class Cluster:
     """The cluster a run's assets are prepared on (``backend=dask`` or ``ray``), from
-    connecting to closing: the joblib backend to hand to ``Parallel``, its number of
-    workers, the address workers send statuses to, and stopping the run's tasks."""
+    connecting to closing: submitting a task as a future, stopping tasks, its number
+    of workers, the address workers send statuses to."""
 
     name = ""
     who = ""
     death_errors: tuple[type[BaseException], ...] = ()
-    """What joblib raises from this cluster when a worker died."""
+    """What a task's future raises when the worker that ran it was lost."""
 
     def __init__(self, settings: RunSettings, run_id: str, modules: set[str]):
         self.settings = settings
@@ -41,8 +42,25 @@ class Cluster:
         self.modules = modules
         """The modules of the run's brainset classes, which the workers import."""
 
-    def joblib_backend(self) -> Any:
-        return self.settings.backend
+    def submit(self, function: Any, argument: Any) -> tuple[Future, Any]:
+        """Run ``function(argument)`` on the cluster: its result's future, and the
+        engine's handle of the task (for :meth:`cancel`)."""
+        raise NotImplementedError
+
+    def cancel(self, handles: list[Any]) -> None:
+        """Stop these tasks (submitted, running or not)."""
+        raise NotImplementedError
+
+    def add_modules(self, modules: set[str]) -> None:
+        """The modules of brainsets that join the run (their manifests were ready
+        later): checked as the first ones were."""
+        if not modules <= self.modules:
+            self.modules |= modules
+            self.check_imports()
+
+    def check_imports(self) -> None:
+        """Before any work of theirs: the workers import :attr:`modules` (raises
+        :class:`WorkerImportError` naming the fix if not)."""
 
     def n_workers(self) -> int:
         raise NotImplementedError

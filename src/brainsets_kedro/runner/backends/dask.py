@@ -1,21 +1,20 @@
-"""The Dask backend: a Dask cluster and joblib's Dask backend.
+"""The Dask backend: a Dask cluster, its tasks submitted as Dask futures.
 
 ``backend=dask``: a Dask cluster (``brainsets.address``, ``DASK_SCHEDULER_ADDRESS``, or
-a local one) and joblib's Dask backend. Imported only for a run that chooses it (it
-imports distributed)."""
+a local one), each asset a task submitted with ``Client.submit``. Imported only for a
+run that chooses it (it imports distributed)."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
+from concurrent.futures import Future
 from typing import Any
 
 import dask
 from distributed import Client, KilledWorker, LocalCluster
 
-from brainsets_kedro._compat.joblib import dask_distributed_backend
 from brainsets_kedro.errors import SchedulerUnreachable
 from brainsets_kedro.pipeline.run_settings import RunSettings
 from brainsets_kedro.runner.backends.cluster import Cluster, host_of
@@ -93,8 +92,23 @@ class DaskCluster(Cluster):
             self.close()
             raise
 
-    def joblib_backend(self) -> Any:
-        return _dask_backend()(client=self.client)
+    def submit(self, function: Any, argument: Any) -> tuple[Future, Any]:
+        task = self.client.submit(function, argument, pure=False)
+        result: Future = Future()
+
+        def done(task: Any) -> None:  # in a thread of the client's
+            try:
+                result.set_result(task.result())
+            except BaseException as error:  # noqa: BLE001 (the driver's to raise)
+                result.set_exception(error)
+
+        task.add_done_callback(done)
+        return result, task
+
+    def cancel(self, handles: list[Any]) -> None:
+        with contextlib.suppress(Exception):
+            self.client.cancel(handles)
+        self.stop()
 
     def n_workers(self) -> int:
         return sum(self.client.nthreads().values())
@@ -141,40 +155,5 @@ class DaskCluster(Cluster):
             logging.getLogger("distributed").setLevel(self.log_level)
 
 
-@functools.cache
-def _dask_backend() -> type:
-    """joblib's Dask backend with two fixes: a batch whose task fails on the cluster
-    (a worker lost too often: ``KilledWorker``) raises in the driver, where joblib
-    would wait for ever; and a cluster of one worker thread runs the assets, where
-    joblib would run them in the driver. Both through the backend interface
-    (``submit``, ``effective_n_jobs``); its class lives in joblib's private
-    ``joblib._dask`` (see :mod:`brainsets_kedro._compat.joblib`)."""
-    base: Any = dask_distributed_backend()
-
-    class DaskBackend(base):
-        def submit(self, func: Any, callback: Any = None) -> Any:
-            future = super().submit(func, callback)
-
-            def on_error(done: Any) -> None:
-                # joblib sets the batch's error on its future but never calls back,
-                # so Parallel would wait for the batch for ever.
-                error = done.exception()
-                if error is not None and callback is not None:
-                    callback(error)  # raised in the driver by Parallel
-
-            future.add_done_callback(on_error)
-            return future
-
-        def effective_n_jobs(self, n_jobs: int) -> int:
-            return max(2, super().effective_n_jobs(n_jobs))
-
-    return DaskBackend
-
-
 CLUSTER = DaskCluster
 """The cluster class of this backend (see :func:`~.connect`)."""
-
-
-def register() -> None:
-    """Import joblib's Dask backend (which registers it with joblib)."""
-    _dask_backend()

@@ -1,17 +1,19 @@
-"""The Ray backend: a Ray cluster and joblib's Ray backend.
+"""The Ray backend: a Ray cluster, its tasks submitted as Ray remote functions.
 
-``backend=ray``: a Ray cluster (``brainsets.address``, ``RAY_ADDRESS``, or a local one)
-and joblib's Ray backend. Imported only for a run that chooses it (it imports Ray,
-after :data:`~.cluster.RAY_ON_LOOPBACK` is set)."""
+``backend=ray``: a Ray cluster (``brainsets.address``, ``RAY_ADDRESS``, or a local one),
+each asset a Ray task. Imported only for a run that chooses it (it imports Ray, after
+:data:`~.cluster.RAY_ON_LOOPBACK` is set)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from concurrent.futures import Future
+from typing import Any
 
 import ray
-from ray.exceptions import RayActorError
-from ray.util.joblib import register_ray
+from ray.exceptions import WorkerCrashedError
 
 from brainsets_kedro.errors import ClusterExposed
 from brainsets_kedro.pipeline.run_settings import RunSettings
@@ -21,18 +23,20 @@ from brainsets_kedro.runner.backends.cluster import (
     host_of,
     is_loopback,
 )
+from brainsets_kedro.worker.cluster import call
 
 logger = logging.getLogger(__name__)
 
 
 class RayCluster(Cluster):
     """``ray.init(address)``, or a local Ray when ``brainsets.address`` is null (and
-    ``RAY_ADDRESS`` is not set); joblib prepares the assets in a pool of ``n_jobs`` Ray
-    actors, every CPU of the cluster by default."""
+    ``RAY_ADDRESS`` is not set); each asset a Ray task of one CPU, at most ``n_jobs``
+    running (every CPU of the cluster by default), none run again if its worker
+    process is lost."""
 
     name = "Ray"
     who = "Ray's workers"
-    death_errors = (RayActorError,)  # for an actor of joblib's pool
+    death_errors = (WorkerCrashedError,)
 
     def __init__(self, settings: RunSettings, run_id: str, modules: set[str]):
         super().__init__(settings, run_id, modules)
@@ -48,6 +52,9 @@ class RayCluster(Cluster):
             ray.init(address=address)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.n_jobs = cpus if n_jobs < 0 else min(n_jobs, cpus)
+        self._call = ray.remote(num_cpus=1, max_retries=0)(call)
+        self._functions: dict[int, Any] = {}
+        """Each function sent, in Ray's object store once (its brainset's job)."""
 
     def _check_local_access(self) -> None:
         """A local Ray listens on 127.0.0.1 only (see :data:`RAY_ON_LOOPBACK`). Where
@@ -86,7 +93,17 @@ class RayCluster(Cluster):
         address = ray.get_runtime_context().gcs_address
         return f"{self.n_jobs} workers of {where} at {address}"
 
-    # stop(): joblib terminates the pool of actors, which stops their tasks.
+    def submit(self, function: Any, argument: Any) -> tuple[Future, Any]:
+        stored = self._functions.get(id(function))
+        if stored is None:
+            stored = self._functions[id(function)] = ray.put(function)
+        task = self._call.remote(stored, argument)
+        return task.future(), task
+
+    def cancel(self, handles: list[Any]) -> None:
+        for task in handles:  # ends the worker process that runs it
+            with contextlib.suppress(Exception):
+                ray.cancel(task, force=True)
 
     def close(self) -> None:
         if self.started:
@@ -95,8 +112,3 @@ class RayCluster(Cluster):
 
 CLUSTER = RayCluster
 """The cluster class of this backend (see :func:`~.connect`)."""
-
-
-def register() -> None:
-    """Register joblib's Ray backend."""
-    register_ray()

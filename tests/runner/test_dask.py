@@ -217,11 +217,13 @@ def test_a_brainset_on_a_dask_cluster(project, cluster):
 
 
 def test_a_worker_that_dies_fails_its_asset_only(project, cluster):
+    """a_12 kills its worker. The first assets go one to a task; once they prove
+    quick, several go to a task: a_12's task runs again one asset to a task."""
     result = kedro_in_process(
         project,
         "run",
         "--pipelines=toy",
-        "--params=toy.n_assets=6,toy.die=a_02",
+        "--params=toy.n_assets=16,toy.die=a_12",
         f"--runner-params=backend=dask,address={cluster.address}",
     )
     output = result.stdout + result.stderr
@@ -230,11 +232,12 @@ def test_a_worker_that_dies_fails_its_asset_only(project, cluster):
     # on a loaded machine, never alone).
     assert (project / "data/08_reporting/toy/run_report.parquet").exists(), output
     report = _report(project)
-    assert (report.drop("a_02")["status"] == "DONE").all()
-    assert report.loc["a_02", "status"] == "FAILED"
-    assert report.loc["a_02", "error"].startswith("worker died, the task lost ")
-    assert "Dask workers, the last tcp://127.0.0.1:" in report.loc["a_02", "error"]
-    err = project / "data/02_processed/toy/pipeline_logs/a_02.err"
+    assert (report.drop("a_12")["status"] == "DONE").all()
+    assert report.loc["a_12", "status"] == "FAILED"
+    assert report.loc["a_12", "error"].startswith("worker died, the task lost ")
+    assert "Dask workers, the last tcp://127.0.0.1:" in report.loc["a_12", "error"]
+    assert "assets of toy in one task: they run again one to a task" in output
+    err = project / "data/02_processed/toy/pipeline_logs/a_12.err"
     assert "[brainsets_kedro] worker died, the task lost" in err.read_text()
 
 

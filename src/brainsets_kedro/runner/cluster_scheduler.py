@@ -1,24 +1,29 @@
 """The driver's scheduler of a run's assets on a Dask or Ray cluster, by futures.
 
-Each asset is one task on the cluster (both stages: a worker downloads what it
+Each asset runs in a task on the cluster (both stages: a worker downloads what it
 processes), submitted through the engine's own futures (``Client.submit``, a Ray
-remote function), at most twice the cluster's workers at a time. The driver's main
-thread waits on them all at once (``concurrent.futures.wait``, first completed) and
-handles each completion the moment it happens: the result is journaled and shown,
-the next asset submitted. A plan that comes later (a brainset whose manifest was
-ready later) joins the queue.
+remote function), at most twice the cluster's workers at a time. Quick assets go a
+few to a task, about :data:`CHUNK` seconds of work each (a task costs the engine a
+few milliseconds); slow ones one to a task. The driver's main thread waits on them
+all at once (``concurrent.futures.wait``, first completed) and handles each
+completion the moment it happens: its results are journaled and shown, the next task
+submitted. A plan that comes later (a brainset whose manifest was ready later) joins
+the queue.
 
-A worker lost while running a task fails that asset only: Dask first runs it on
-other workers, as many times as its ``distributed.scheduler.allowed-failures``
+A worker lost while running a task fails that task's asset only: Dask first runs it
+on other workers, as many times as its ``distributed.scheduler.allowed-failures``
 says, then raises ``KilledWorker`` for it; Ray does not run it again
-(``max_retries=0``). Ctrl-C and SIGTERM stop the tasks in flight (Ray ends their
-worker processes; Dask's workers stop them between two Python bytecodes).
+(``max_retries=0``). The assets of a lost task of several run again one to a task,
+to find the one that kills its worker. Ctrl-C and SIGTERM stop the tasks in flight
+(Ray ends their worker processes; Dask's workers stop them between two Python
+bytecodes).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +39,10 @@ logger = logging.getLogger(__name__)
 
 TICK = 0.1
 """Seconds at most between two looks for plans that came."""
+CHUNK = 0.1
+"""Seconds of work in a task of quick assets."""
+MAX_CHUNK = 256
+"""Assets at most in one task."""
 
 
 class ClusterScheduler:
@@ -59,8 +68,12 @@ class ClusterScheduler:
         self._arrivals = arrivals
         self._queue = TaskQueue([], collect)
         self._runs: dict[int, StoppableRun] = {}
-        self._in_flight: dict[concurrent.futures.Future, tuple[Task, Any]] = {}
+        self._in_flight: dict[concurrent.futures.Future, tuple[list[Task], Any]] = {}
+        self._alone: deque[Task] = deque()
+        """Assets of a task whose worker was lost, to run one to a task."""
         self._limit = 2 * max(1, cluster.n_workers())
+        self._average: float | None = None
+        """Seconds per asset, smoothed; ``None`` until an asset returned."""
         self._add(plans)
 
     def _add(self, plans: list[Plan]) -> None:
@@ -79,43 +92,87 @@ class ClusterScheduler:
                 plans, more = self._arrivals()
                 self._add(plans)
                 self._submit()
-                if not self._in_flight and not more and not self._queue.pending():
-                    return
+                if not (self._in_flight or more or self._alone):
+                    if not self._queue.pending():
+                        return
                 done, _ = concurrent.futures.wait(
                     list(self._in_flight),
                     timeout=TICK,
                     return_when=concurrent.futures.FIRST_COMPLETED,
                 )
                 for future in done:
-                    task, _ = self._in_flight.pop(future)
-                    self._collect(self._result(future, task))
+                    tasks, _ = self._in_flight.pop(future)
+                    self._returned(future, tasks)
         finally:
             if self._in_flight:
                 self._cluster.cancel([handle for _, handle in self._in_flight.values()])
 
     def _submit(self) -> None:
-        """Send assets until :attr:`_limit` are in flight (an asset the ledger finds
+        """Send tasks until :attr:`_limit` are in flight (an asset the ledger finds
         UP TO DATE is done with in the driver: nothing of it runs)."""
+        size = 1
+        if self._average is not None and self._average < CHUNK:
+            size = min(MAX_CHUNK, int(CHUNK / max(self._average, 1e-4)))
         while len(self._in_flight) < self._limit:
-            task = self._queue.next_process_task()
-            if task is None:
+            if self._alone:
+                tasks = [self._alone.popleft()]
+            else:
+                tasks = []
+                while len(tasks) < size:
+                    task = self._queue.next_process_task()
+                    if task is None:
+                        break
+                    tasks.append(task)
+            if not tasks:
                 return
-            task.plan.journal.fetching(task.row[0])
-            future, handle = self._cluster.submit(self._runs[id(task.plan)], task.row)
-            self._in_flight[future] = (task, handle)
+            for task in tasks:
+                task.plan.journal.fetching(task.row[0])
+            # A task holds assets of one brainset: its function is that brainset's.
+            for plan, rows in _by_plan(tasks):
+                future, handle = self._cluster.submit(self._runs[id(plan)], rows)
+                self._in_flight[future] = (
+                    [t for t in tasks if t.plan is plan],
+                    handle,
+                )
 
-    def _result(self, future: concurrent.futures.Future, task: Task) -> AssetResult:
-        """The asset's result; FAILED with the cause if its worker was lost."""
+    def _returned(self, future: concurrent.futures.Future, tasks: list[Task]) -> None:
+        """Record the results of a task's assets; if its worker was lost, its asset
+        fails with the cause (a task of several: they run again one to a task)."""
         try:
-            return future.result()
+            results: list[AssetResult] = future.result()
         except self._cluster.death_errors as error:
             cause = death_cause(error)
-            job = task.plan.job
+            if len(tasks) > 1:
+                logger.warning(
+                    "A worker died (%s) while preparing %d assets of %s in one task: "
+                    "they run again one to a task, to find the cause.",
+                    cause,
+                    len(tasks),
+                    tasks[0].plan.job.brainset_id,
+                    extra={"markup": False},
+                )
+                self._alone.extend(tasks)
+                return
+            job, asset_id = tasks[0].plan.job, tasks[0].row[0]
             logger.warning(
                 "A worker died (%s) while preparing %s:%s, which fails.",
                 cause,
                 job.brainset_id,
-                task.row[0],
+                asset_id,
                 extra={"markup": False},
             )
-            return worker_died(job, task.row[0], cause)
+            self._collect(worker_died(job, asset_id, cause))
+            return
+        for result in results:
+            took = result.end - result.start
+            average = took if self._average is None else self._average
+            self._average = average + (took - average) / 8
+            self._collect(result)
+
+
+def _by_plan(tasks: list[Task]) -> list[tuple[Plan, list[tuple]]]:
+    """The rows of ``tasks`` grouped by their plan, in order."""
+    groups: dict[int, tuple[Plan, list[tuple]]] = {}
+    for task in tasks:
+        groups.setdefault(id(task.plan), (task.plan, []))[1].append(task.row)
+    return list(groups.values())

@@ -67,9 +67,10 @@ class StoppableRun:
                     set_async_exc(thread, None)  # exception is still pending, drop it
 
 
-def call(function: Any, argument: Any) -> Any:
-    """On a cluster worker: ``function(argument)`` (a Ray task's body)."""
-    return function(argument)
+def call_each(function: Any, arguments: list) -> list:
+    """On a cluster worker: ``function`` called on each of ``arguments`` (the body
+    of a cluster task: the rows of a few quick assets, or one)."""
+    return [function(argument) for argument in arguments]
 
 
 def stop_run(run_id: str) -> None:

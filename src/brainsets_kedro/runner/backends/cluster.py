@@ -42,9 +42,10 @@ class Cluster:
         self.modules = modules
         """The modules of the run's brainset classes, which the workers import."""
 
-    def submit(self, function: Any, argument: Any) -> tuple[Future, Any]:
-        """Run ``function(argument)`` on the cluster: its result's future, and the
-        engine's handle of the task (for :meth:`cancel`)."""
+    def submit(self, function: Any, arguments: list) -> tuple[Future, Any]:
+        """Call ``function`` on each of ``arguments``, in one task on the cluster:
+        the future of the list of results, and the engine's handle of the task (for
+        :meth:`cancel`)."""
         raise NotImplementedError
 
     def cancel(self, handles: list[Any]) -> None:

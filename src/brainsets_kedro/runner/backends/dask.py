@@ -18,7 +18,7 @@ from distributed import Client, KilledWorker, LocalCluster
 from brainsets_kedro.errors import SchedulerUnreachable
 from brainsets_kedro.pipeline.run_settings import RunSettings
 from brainsets_kedro.runner.backends.cluster import Cluster, host_of
-from brainsets_kedro.worker.cluster import import_errors, stop_run
+from brainsets_kedro.worker.cluster import call_each, import_errors, stop_run
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +92,8 @@ class DaskCluster(Cluster):
             self.close()
             raise
 
-    def submit(self, function: Any, argument: Any) -> tuple[Future, Any]:
-        task = self.client.submit(function, argument, pure=False)
+    def submit(self, function: Any, arguments: list) -> tuple[Future, Any]:
+        task = self.client.submit(call_each, function, arguments, pure=False)
         result: Future = Future()
 
         def done(task: Any) -> None:  # in a thread of the client's

@@ -23,7 +23,7 @@ from brainsets_kedro.runner.backends.cluster import (
     host_of,
     is_loopback,
 )
-from brainsets_kedro.worker.cluster import call
+from brainsets_kedro.worker.cluster import call_each
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class RayCluster(Cluster):
             ray.init(address=address)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.n_jobs = cpus if n_jobs < 0 else min(n_jobs, cpus)
-        self._call = ray.remote(num_cpus=1, max_retries=0)(call)
+        self._call_each = ray.remote(num_cpus=1, max_retries=0)(call_each)
         self._functions: dict[int, Any] = {}
         """Each function sent, in Ray's object store once (its brainset's job)."""
 
@@ -93,11 +93,11 @@ class RayCluster(Cluster):
         address = ray.get_runtime_context().gcs_address
         return f"{self.n_jobs} workers of {where} at {address}"
 
-    def submit(self, function: Any, argument: Any) -> tuple[Future, Any]:
+    def submit(self, function: Any, arguments: list) -> tuple[Future, Any]:
         stored = self._functions.get(id(function))
         if stored is None:
             stored = self._functions[id(function)] = ray.put(function)
-        task = self._call.remote(stored, argument)
+        task = self._call_each.remote(stored, arguments)
         return task.future(), task
 
     def cancel(self, handles: list[Any]) -> None:

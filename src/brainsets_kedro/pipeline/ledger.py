@@ -262,7 +262,8 @@ class Ledger:
         self._fd = -1
         self._failed = False
 
-    def _write(self, record: dict[str, Any]) -> None:
+    def _write(self, record: dict[str, Any], encoded_input: str | None = None) -> None:
+        """Append ``record`` as a line, ``encoded_input`` (JSON) as its ``in``."""
         if self._failed:
             return
         try:
@@ -272,15 +273,20 @@ class Ledger:
                 )
                 run = Fingerprint.of(self._job.pipeline_cls, self._job.args)
                 self._put(
-                    {
-                        "e": "run",
-                        "b": self._job.brainset_id,
-                        "r": self.run_id,
-                        "t": time.time(),
-                        **run.as_record(),
-                    }
+                    _encoded(
+                        {
+                            "e": "run",
+                            "b": self._job.brainset_id,
+                            "r": self.run_id,
+                            "t": time.time(),
+                            **run.as_record(),
+                        }
+                    )
                 )
-            self._put(record)
+            line = _encoded(record)
+            if encoded_input is not None:
+                line = f'{line[:-1]}, "in": {encoded_input}}}'
+            self._put(line)
         except OSError as error:  # a full disk: the run goes on
             self._failed = True
             logger.warning(
@@ -290,12 +296,20 @@ class Ledger:
                 error.strerror or error,
             )
 
-    def _put(self, record: dict[str, Any]) -> None:
-        try:  # without default=, json's C encoder: three times faster
-            line = json.dumps(record)
-        except TypeError:  # an error message's odd object, say
-            line = json.dumps(record, default=str)
+    def _put(self, line: str) -> None:
         os.write(self._fd, (line + "\n").encode())
+
+    def run_parts(self) -> dict[str, Any]:
+        """The fingerprint parts of this run's ``done`` records and its id, as the
+        run report shows them (see :mod:`~brainsets_kedro.pipeline.provenance`)."""
+        run = Fingerprint.of(self._job.pipeline_cls, self._job.args)
+        return {
+            "version": run.version,
+            "params": json.dumps(run.params, sort_keys=True),
+            "code": run.code,
+            "packages": json.dumps(run.packages, sort_keys=True),
+            "run_id": self.run_id,
+        }
 
     def _input(self, asset_id: str, result: AssetResult) -> dict[str, Any]:
         values = self._rows.get(asset_id)
@@ -317,26 +331,34 @@ class Ledger:
         self._write({"e": "start", "a": str(asset_id), "r": self.run_id,
                      "t": time.time()})  # fmt: skip
 
-    def record(self, result: AssetResult) -> None:
-        """Record an asset's final result (an unfinished one is left as it is)."""
+    def record(self, result: AssetResult) -> str | None:
+        """Record an asset's final result (an unfinished one is left as it is).
+
+        Returns:
+            For a ``done`` record (DONE, or UP TO DATE and adopted), the asset's
+            input as recorded (JSON), for its run report; else ``None``.
+        """
         asset_id = str(result.asset_id)
         status = result.status
         if status == UP_TO_DATE and asset_id in self._adopt:
+            encoded = _encoded(self._input(asset_id, result))
             self._write({"e": "done", "a": asset_id, "r": self.run_id, "t0": None,
-                         "t1": None, "adopted": True,
-                         "in": self._input(asset_id, result)})  # fmt: skip
-        elif status == DONE:
+                         "t1": None, "adopted": True}, encoded)  # fmt: skip
+            return None if self._failed else encoded
+        if status == DONE:
+            encoded = _encoded(self._input(asset_id, result))
             self._write({"e": "done", "a": asset_id, "r": self.run_id,
-                         "t0": result.start, "t1": result.end,
-                         "in": self._input(asset_id, result)})  # fmt: skip
+                         "t0": result.start, "t1": result.end}, encoded)  # fmt: skip
             if self._job.delete_raw and not self._failed:
                 self._delete_raw(result)
-        elif status == DOWNLOADED:
+            return None if self._failed else encoded
+        if status == DOWNLOADED:
             self._write({"e": "downloaded", "a": asset_id, "r": self.run_id,
-                         "t": result.end, "in": self._input(asset_id, result)})  # fmt: skip
+                         "t": result.end}, _encoded(self._input(asset_id, result)))  # fmt: skip
         elif status == FAILED:
             self._write({"e": "failed", "a": asset_id, "r": self.run_id,
                          "t": result.end, "error": result.error})  # fmt: skip
+        return None
 
     def _delete_raw(self, result: AssetResult) -> None:
         """``brainsets.delete_raw``: remove what the asset's ``download`` returned
@@ -364,3 +386,12 @@ class Ledger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _encoded(value: Any) -> str:
+    """``value`` as JSON, by json's C encoder when it can (three times faster than
+    with ``default=``); an odd object (in an error message, say) as its ``str``."""
+    try:
+        return json.dumps(value)
+    except TypeError:
+        return json.dumps(value, default=str)

@@ -34,7 +34,12 @@ from brainsets_kedro.pipeline.partitions import (
     portable_row,
     restored_row,
 )
-from brainsets_kedro.pipeline.report import PREPARED, asset_failures, build_report
+from brainsets_kedro.pipeline.report import (
+    PREPARED,
+    RunResults,
+    asset_failures,
+    build_report,
+)
 from brainsets_kedro.pipeline.rerun import with_decisions
 from brainsets_kedro.pipeline.run_settings import RUN_OPTIONS_KEY, RunSettings
 from brainsets_kedro.pipeline.selection import Selection
@@ -340,7 +345,9 @@ class ProcessNode(BrainsetNode):
 
     __call__ = process
 
-    def finish(self, results: Iterable[AssetResult], job: BrainsetJob) -> pd.DataFrame:
+    def finish(
+        self, results: RunResults | Iterable[AssetResult], job: BrainsetJob
+    ) -> pd.DataFrame:
         """The run report of these results.
 
         Args:
@@ -353,12 +360,13 @@ class ProcessNode(BrainsetNode):
         Raises:
             AssetFailures: An asset failed (it carries the report).
         """
-        results = list(results)
+        if not isinstance(results, RunResults):
+            results = RunResults.of(results)
         report = build_report(results, job)
         counts = report["status"].value_counts().to_dict()
         elapsed = (
-            max(r.end for r in results) - min(r.start for r in results)
-            if results
+            float(results.column("end").max() - results.column("start").min())
+            if len(results)
             else 0
         )
         logger.info(
@@ -367,8 +375,7 @@ class ProcessNode(BrainsetNode):
             ", ".join(f"{n} {status}" for status, n in counts.items()) or "no assets",
             elapsed,
         )
-        leftovers = {r.asset_id: r.leftover_processes for r in results}
-        leftovers = {a: p for a, p in leftovers.items() if p}
+        leftovers = results.leftovers
         if leftovers:
             logger.warning(
                 "Brainset '%s': %d asset(s) left processes running, ended after them "

@@ -23,7 +23,9 @@ def manifest_items(manifest: pd.DataFrame) -> Iterator[Any]:
 
 
 class Downloads(dict):
-    """The download node's output, ``{asset id: (manifest row, AssetResult)}``.
+    """The download node's output, ``{asset id: (manifest row, AssetResult)}``;
+    empty under ``BrainsetRunner`` when the run has the process node (the assets
+    stay in the runner's pool, which processes them).
 
     It goes to the process node through Kedro's default memory dataset (so that it
     also crosses processes under ``ParallelRunner``), which deep-copies what it

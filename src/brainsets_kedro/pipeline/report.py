@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import os
 import re
+from array import array
 from collections import Counter
 from collections.abc import Iterable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from brainsets_kedro.errors import AssetFailures, shown_path
@@ -54,11 +57,78 @@ SHOWN_ERRORS = 5  # distinct errors listed per brainset; the rest counted by typ
 SHOWN_PER_ERROR = 3  # asset ids listed per error
 
 
-def build_report(results: Iterable[AssetResult], job: BrainsetJob) -> pd.DataFrame:
-    """The run report: one row per asset, indexed by asset id. Built column by
-    column, each column of strings made a pandas array at once, so that only one
-    column's Python strings live at a time: a tuple per row and the frame made
-    from them held about 165 MB more at the peak of a run of 100,000 assets.
+_TIMES = ("start", "end", *(f"{s}_{e}" for s in STAGES for e in ("start", "end")))
+"""The times the run report has of each asset, as :class:`RunResults` keeps them."""
+_NO_TIMES = (math.nan, math.nan)
+
+
+class RunResults:
+    """A brainset's results in a run, kept by the run report's columns as they come:
+    a few numbers per asset, not an object (100,000 add up), with the input the
+    ledger recorded of each asset done in this run.
+
+    Args:
+        keep: Also keep each result itself (the download node hands them on when
+            the run has no process node).
+    """
+
+    def __init__(self, keep: bool = False):
+        self.asset_ids: list[Any] = []
+        self.statuses: list[str] = []
+        self.times = array("d")
+        """:data:`_TIMES` of each asset in turn; NaN where it has none."""
+        self.errors: dict[int, str] = {}
+        """Each failed asset's error, by its position."""
+        self.leftovers: dict[Any, list[str]] = {}
+        """The processes each asset left running, for those that left any."""
+        self.inputs: dict[int, str] = {}
+        """The input (JSON) the ledger recorded of each asset done in this run, by
+        its position."""
+        self.run: dict[str, Any] = {}
+        """The fingerprint parts of this run's ``done`` records and its ``run_id``
+        (see :meth:`~brainsets_kedro.pipeline.ledger.Ledger.run_parts`)."""
+        self.kept: list[AssetResult] | None = [] if keep else None
+
+    @classmethod
+    def of(cls, results: Iterable[AssetResult]) -> RunResults:
+        """These results, kept by columns."""
+        kept = cls()
+        for result in results:
+            kept.append(result)
+        return kept
+
+    def append(self, result: AssetResult, recorded_input: str | None = None) -> None:
+        """An asset's result, and its input as the ledger recorded it (if done)."""
+        position = len(self.asset_ids)
+        self.asset_ids.append(result.asset_id)
+        self.statuses.append(result.status)
+        stages = result.stage_times
+        self.times.extend((result.start, result.end))
+        for stage in STAGES:
+            self.times.extend(stages.get(stage) or _NO_TIMES)
+        if result.error is not None:
+            self.errors[position] = result.error
+        if result.leftover_processes:
+            self.leftovers[result.asset_id] = result.leftover_processes
+        if recorded_input is not None:
+            self.inputs[position] = recorded_input
+        if self.kept is not None:
+            self.kept.append(result)
+
+    def __len__(self) -> int:
+        return len(self.asset_ids)
+
+    def column(self, name: str) -> np.ndarray:
+        """The seconds of one of :data:`_TIMES`, an array (NaN: none)."""
+        times = np.frombuffer(self.times, dtype=float).reshape(-1, len(_TIMES))
+        return times[:, _TIMES.index(name)]
+
+
+def build_report(
+    results: RunResults | Iterable[AssetResult], job: BrainsetJob
+) -> pd.DataFrame:
+    """The run report: one row per asset, indexed by asset id, built column by
+    column from :class:`RunResults` (times turned into text by numpy at once).
 
     Args:
         results: Each asset's result.
@@ -67,43 +137,77 @@ def build_report(results: Iterable[AssetResult], job: BrainsetJob) -> pd.DataFra
     Returns:
         The report, with :data:`REPORT_COLUMNS`.
     """
-    results = list(results)
-
-    def iso(timestamp: float | None) -> str | None:
-        if timestamp is None:
-            return None
-        return datetime.fromtimestamp(timestamp, timezone.utc).isoformat()
-
-    def text(values: Iterable[Any]) -> Any:
-        return pd.array(list(values), dtype="str")
-
-    log_dir = str(job.log_dir)
+    if not isinstance(results, RunResults):
+        results = RunResults.of(results)
+    n = len(results)
+    start, end = results.column("start"), results.column("end")
+    errors: list[str | None] = [None] * n
+    for position, error in results.errors.items():
+        errors[position] = error
+    prefix = f"{job.log_dir}{os.sep}"  # as os.path.join, for many assets at once
     columns: dict[str, Any] = {
-        "status": text(r.status for r in results),
-        "start": text(iso(r.start) for r in results),
-        "end": text(iso(r.end) for r in results),
-        "duration_s": [round(r.end - r.start, 3) for r in results],
-        "error": text(r.error for r in results),
-        "stdout_log": text(
-            job.log_path_strings(r.asset_id, log_dir)[0] for r in results
-        ),
-        "stderr_log": text(
-            job.log_path_strings(r.asset_id, log_dir)[1] for r in results
-        ),
+        "status": pd.array(results.statuses, dtype="str"),
+        "start": _iso(start),
+        "end": _iso(end),
+        "duration_s": np.round(end - start, 3),
+        "error": pd.array(errors, dtype="str"),
+        "stdout_log": pd.array([f"{prefix}{a}.out" for a in results.asset_ids], "str"),
+        "stderr_log": pd.array([f"{prefix}{a}.err" for a in results.asset_ids], "str"),
     }
     for stage in STAGES:
-        times = [r.stage_times.get(stage) for r in results]
-        columns[f"{stage}_start"] = text(iso(t and t[0]) for t in times)
-        columns[f"{stage}_end"] = text(iso(t and t[1]) for t in times)
-        columns[f"{stage}_s"] = [t and round(t[1] - t[0], 3) for t in times]
-    prepared = provenance(job.processed_dir, job.brainset_id)
-    unknown = dict.fromkeys(PROVENANCE_COLUMNS)
-    for column in PROVENANCE_COLUMNS:
-        columns[column] = [
-            prepared.get(str(r.asset_id), unknown)[column] for r in results
-        ]
-    index = pd.Index([r.asset_id for r in results], name="asset_id")
+        began, ended = results.column(f"{stage}_start"), results.column(f"{stage}_end")
+        columns[f"{stage}_start"] = _iso(began)
+        columns[f"{stage}_end"] = _iso(ended)
+        columns[f"{stage}_s"] = np.round(ended - began, 3)
+    columns.update(_provenance_columns(results, job))
+    index = pd.Index(results.asset_ids, name="asset_id")
     return pd.DataFrame(columns, index=index, columns=REPORT_COLUMNS)
+
+
+def _iso(seconds: np.ndarray) -> Any:
+    """Times since the epoch as ISO 8601 text in UTC (``...T08:30:16.123456+00:00``,
+    as ``datetime.isoformat`` gives them); NaN as missing."""
+    known = ~np.isnan(seconds)
+    text = np.full(len(seconds), None, dtype=object)
+    if known.any():
+        micros = np.round(seconds[known] * 1e6).astype("int64").astype("datetime64[us]")
+        text[known] = np.char.add(np.datetime_as_string(micros, unit="us"), "+00:00")
+    return pd.array(text, dtype="str")
+
+
+def _provenance_columns(results: RunResults, job: BrainsetJob) -> dict[str, list]:
+    """The fingerprint columns: of the assets done in this run, from what the ledger
+    recorded as they finished; of the others that are done (UP TO DATE), from the
+    ledger's file, read only then."""
+    n = len(results)
+    columns: dict[str, list] = {column: [None] * n for column in PROVENANCE_COLUMNS}
+    run = results.run
+    if results.inputs and run:
+        ends = _iso(results.column("end"))
+        for position, encoded in results.inputs.items():
+            adopted = results.statuses[position] == UP_TO_DATE
+            values = {
+                **run,
+                "input": encoded,
+                "prepared_at": None if adopted else ends[position],
+                "adopted": adopted,
+            }
+            for column in PROVENANCE_COLUMNS:
+                columns[column][position] = values[column]
+    recorded = results.inputs if run else {}
+    others = [
+        position
+        for position, status in enumerate(results.statuses)
+        if status in (DONE, UP_TO_DATE) and position not in recorded
+    ]
+    if others:
+        prepared = provenance(job.processed_dir, job.brainset_id)
+        for position in others:
+            found = prepared.get(str(results.asset_ids[position]))
+            if found is not None:
+                for column in PROVENANCE_COLUMNS:
+                    columns[column][position] = found[column]
+    return columns
 
 
 def asset_failures(brainset_id: str, report: pd.DataFrame) -> AssetFailures:

@@ -14,9 +14,9 @@ import pandas as pd
 
 from brainsets_kedro.errors import NotRun
 from brainsets_kedro.pipeline.ledger import Ledger
+from brainsets_kedro.pipeline.report import RunResults
 from brainsets_kedro.pipeline.selection import Selection
 from brainsets_kedro.worker.job import BrainsetJob
-from brainsets_kedro.worker.result import AssetResult
 
 
 @dataclass
@@ -31,7 +31,7 @@ class Plan:
     manifest_ids: pd.Index
     """Every asset id of the manifest, for the message of a selection that matches
     none (``rows`` holds only the selected ones)."""
-    results: list[AssetResult] = field(default_factory=list)
+    results: RunResults = field(default_factory=RunResults)
     finished: set = field(default_factory=set)
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)

@@ -27,6 +27,7 @@ from brainsets_kedro.errors import NotRun, RunInterrupted
 from brainsets_kedro.pipeline.ledger import Ledger
 from brainsets_kedro.pipeline.nodes import FINAL, DownloadNode, ProcessNode
 from brainsets_kedro.pipeline.partitions import Downloads, portable_row
+from brainsets_kedro.pipeline.report import RunResults
 from brainsets_kedro.pipeline.run_settings import CLUSTER_BACKENDS, RunSettings
 from brainsets_kedro.pipeline.sizes import known_size
 from brainsets_kedro.runner.backends import connect
@@ -283,8 +284,7 @@ class SharedAssetPool:
         result.statuses = ()  # type: ignore[assignment]  # the board has them
         result.call = None
         with self._collecting:
-            plan.journal.record(result)
-            plan.results.append(result)
+            plan.results.append(result, plan.journal.record(result))
             plan.finished.add(result.asset_id)
             if len(plan.finished) == len(plan.rows):
                 plan.downloaded.set()
@@ -340,16 +340,16 @@ class BrainsetAssets:
             self._submit(None)
             raise
         plan = Plan(job, rows, self._stages, selection, unmatched, manifest.index)
+        if not plan.processes:  # handed on to the download node's output
+            plan.results = RunResults(keep=True)
         self._plan = plan
         self._submit(plan)
         plan.downloaded.wait()
         raise_stop(plan)
         downloads = Downloads()
         if plan.processes:  # the pool processes them: the process node waits
-            for result in list(plan.results):
-                downloads[result.asset_id] = (None, result)
             return downloads
-        for result in plan.results:
+        for result in plan.results.kept or ():
             item = None
             if result.status not in FINAL:  # downloaded only: process needs the row
                 row: Any = next(rows.loc[[result.asset_id]].itertuples())
@@ -374,6 +374,7 @@ class BrainsetAssets:
         raise_stop(plan)
         if self._pool.board is not None:  # its summary line after its status lines
             self._pool.board.flush()
+        plan.results.run = plan.journal.run_parts()
         return node.finish(plan.results, plan.job)
 
 

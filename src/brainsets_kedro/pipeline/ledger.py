@@ -245,6 +245,7 @@ class Ledger:
         self._job = job
         self.path = Path(job.processed_dir) / LEDGER_NAME
         self.run_id = run_id or new_run_id()
+        self._run = _encoded(self.run_id)
         columns = [c for c in rows.columns if c != DECISION_COLUMN]
         self._columns = tuple(map(str, columns))
         self._rows = dict(
@@ -262,8 +263,9 @@ class Ledger:
         self._fd = -1
         self._failed = False
 
-    def _write(self, record: dict[str, Any], encoded_input: str | None = None) -> None:
-        """Append ``record`` as a line, ``encoded_input`` (JSON) as its ``in``."""
+    def _write(self, line: str) -> None:
+        """Append a record, ``line`` (JSON), after the run's record if it is the
+        first."""
         if self._failed:
             return
         try:
@@ -283,9 +285,6 @@ class Ledger:
                         }
                     )
                 )
-            line = _encoded(record)
-            if encoded_input is not None:
-                line = f'{line[:-1]}, "in": {encoded_input}}}'
             self._put(line)
         except OSError as error:  # a full disk: the run goes on
             self._failed = True
@@ -295,6 +294,14 @@ class Ledger:
                 self.path,
                 error.strerror or error,
             )
+
+    def _event(self, event: str, asset_id: Any, **fields: Any) -> str:
+        """The line of an asset's record, made by hand as ``json.dumps`` of
+        ``{"e": event, "a": asset_id, "r": run id, **fields}`` would (a third of the
+        time: the driver writes two for each asset); each field's value is JSON
+        already."""
+        head = f'{{"e": "{event}", "a": {_encoded(str(asset_id))}, "r": {self._run}'
+        return "".join([head, *(f', "{k}": {v}' for k, v in fields.items()), "}"])
 
     def _put(self, line: str) -> None:
         os.write(self._fd, (line + "\n").encode())
@@ -318,18 +325,15 @@ class Ledger:
 
     def fetching(self, asset_id: Any) -> None:
         """The asset is about to be downloaded (and maybe processed, in one task)."""
-        self._write({"e": "fetch", "a": str(asset_id), "r": self.run_id,
-                     "t": time.time()})  # fmt: skip
+        self._write(self._event("fetch", asset_id, t=repr(time.time())))
 
     def fetched(self, asset_id: Any) -> None:
         """The asset's download returned; its process is yet to come."""
-        self._write({"e": "fetched", "a": str(asset_id), "r": self.run_id,
-                     "t": time.time()})  # fmt: skip
+        self._write(self._event("fetched", asset_id, t=repr(time.time())))
 
     def started(self, asset_id: Any) -> None:
         """The asset is about to be processed, its download returned."""
-        self._write({"e": "start", "a": str(asset_id), "r": self.run_id,
-                     "t": time.time()})  # fmt: skip
+        self._write(self._event("start", asset_id, t=repr(time.time())))
 
     def record(self, result: AssetResult) -> str | None:
         """Record an asset's final result (an unfinished one is left as it is).
@@ -342,22 +346,23 @@ class Ledger:
         status = result.status
         if status == UP_TO_DATE and asset_id in self._adopt:
             encoded = _encoded(self._input(asset_id, result))
-            self._write({"e": "done", "a": asset_id, "r": self.run_id, "t0": None,
-                         "t1": None, "adopted": True}, encoded)  # fmt: skip
+            self._write(self._event("done", asset_id, t0="null", t1="null",
+                                    adopted="true", **{"in": encoded}))  # fmt: skip
             return None if self._failed else encoded
         if status == DONE:
             encoded = _encoded(self._input(asset_id, result))
-            self._write({"e": "done", "a": asset_id, "r": self.run_id,
-                         "t0": result.start, "t1": result.end}, encoded)  # fmt: skip
+            self._write(self._event("done", asset_id, t0=repr(result.start),
+                                    t1=repr(result.end), **{"in": encoded}))  # fmt: skip
             if self._job.delete_raw and not self._failed:
                 self._delete_raw(result)
             return None if self._failed else encoded
         if status == DOWNLOADED:
-            self._write({"e": "downloaded", "a": asset_id, "r": self.run_id,
-                         "t": result.end}, _encoded(self._input(asset_id, result)))  # fmt: skip
+            encoded = _encoded(self._input(asset_id, result))
+            self._write(self._event("downloaded", asset_id, t=repr(result.end),
+                                    **{"in": encoded}))  # fmt: skip
         elif status == FAILED:
-            self._write({"e": "failed", "a": asset_id, "r": self.run_id,
-                         "t": result.end, "error": result.error})  # fmt: skip
+            self._write(self._event("failed", asset_id, t=repr(result.end),
+                                    error=_encoded(result.error)))  # fmt: skip
         return None
 
     def _delete_raw(self, result: AssetResult) -> None:

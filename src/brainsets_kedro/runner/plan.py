@@ -44,6 +44,11 @@ class Plan:
     downloaded: threading.Event = field(default_factory=threading.Event)
     """Set once every asset returned from its download (or the run stopped)."""
 
+    def __post_init__(self) -> None:
+        self.size = len(self.rows)
+        """How many assets it hands out (``len(rows)``, counted once: a
+        DataFrame's ``len`` costs a microsecond, asked at every result)."""
+
     @property
     def processes(self) -> bool:
         """Whether its assets run the process stage after their download."""
@@ -52,7 +57,7 @@ class Plan:
     def returned(self) -> None:
         """An asset's download returned (in the driver's main thread)."""
         self.returned_downloads += 1
-        if self.returned_downloads >= len(self.rows):
+        if self.returned_downloads >= self.size:
             self.downloaded.set()
 
 

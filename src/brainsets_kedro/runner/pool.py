@@ -286,7 +286,7 @@ class SharedAssetPool:
         with self._collecting:
             plan.results.append(result, plan.journal.record(result))
             plan.finished.add(result.asset_id)
-            if len(plan.finished) == len(plan.rows):
+            if len(plan.finished) == plan.size:
                 plan.downloaded.set()
                 plan.done.set()
 

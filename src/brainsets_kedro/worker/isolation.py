@@ -181,6 +181,8 @@ def end_new_children(before: set[int]) -> list[str]:
     that become its children as they go (a subreaper's), and reap them. Returns
     them as ``pid 123: sleep 100``, zombies (exited, not waited for) left out."""
     ended: list[str] = []
+    if not before and _no_children():  # the usual case, in one system call
+        return ended
     for _ in range(5):  # rounds: the orphans of those ended come next
         new = (_children() or set()) - before
         alive = {pid: name for pid in new if (name := _alive_name(pid)) is not None}
@@ -204,6 +206,16 @@ def end_new_children(before: set[int]) -> list[str]:
                 os.waitpid(pid, 0)
         ended += [f"pid {pid}: {name}" for pid, name in sorted(alive.items())]
     return ended
+
+
+def _no_children() -> bool:
+    """Whether this process has no child at all, running or exited (a thread can
+    wait for the children of every thread of its process)."""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return False
 
 
 def _reap(pid: int) -> bool:

@@ -51,6 +51,12 @@ class AssetResult:
     def failed(self) -> bool:
         return self.status == FAILED
 
+    def __reduce__(self) -> tuple[type, tuple]:
+        # Its fields, to the constructor: a slots dataclass's own pickling goes
+        # through __getstate__/__setstate__ in Python, twice as slow to load (the
+        # driver loads a result per asset).
+        return AssetResult, tuple(getattr(self, name) for name in _FIELDS)
+
     def after(self, download: AssetResult) -> AssetResult:
         """This result of a ``process`` call, with the stage times of the asset's
         earlier ``download`` call first."""
@@ -59,6 +65,10 @@ class AssetResult:
         if self.inputs is None:
             self.inputs = download.inputs
         return self
+
+
+_FIELDS = tuple(AssetResult.__dataclass_fields__)
+"""The fields of :class:`AssetResult`, in order (its pickled form)."""
 
 
 def split_decision(

@@ -381,7 +381,8 @@ class Ledger:
                 )
 
     def close(self) -> None:
-        """Close the file (idempotent)."""
+        """Close the file (idempotent); the rows it kept go."""
+        self._rows = {}
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

@@ -183,17 +183,21 @@ def _provenance_columns(results: RunResults, job: BrainsetJob) -> dict[str, list
     columns: dict[str, list] = {column: [None] * n for column in PROVENANCE_COLUMNS}
     run = results.run
     if results.inputs and run:
-        ends = _iso(results.column("end"))
+        ends = _iso(results.column("end")).to_numpy()  # an array: quick to index
+        for column in ("version", "params", "code", "packages", "run_id"):
+            values = columns[column]
+            for position in results.inputs:
+                values[position] = run[column]
+        inputs, prepared, adopted = (
+            columns["input"],
+            columns["prepared_at"],
+            columns["adopted"],
+        )
         for position, encoded in results.inputs.items():
-            adopted = results.statuses[position] == UP_TO_DATE
-            values = {
-                **run,
-                "input": encoded,
-                "prepared_at": None if adopted else ends[position],
-                "adopted": adopted,
-            }
-            for column in PROVENANCE_COLUMNS:
-                columns[column][position] = values[column]
+            was_adopted = results.statuses[position] == UP_TO_DATE
+            inputs[position] = encoded
+            prepared[position] = None if was_adopted else ends[position]
+            adopted[position] = was_adopted
     recorded = results.inputs if run else {}
     others = [
         position

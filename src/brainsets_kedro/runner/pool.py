@@ -262,7 +262,8 @@ class SharedAssetPool:
             finally:
                 if self._cluster is not None:
                     self._cluster.stop()
-            for plan, row in list(unfinished(self._admitted)):
+            incomplete = [p for p in self._admitted if len(p.finished) < p.size]
+            for plan, row in list(unfinished(incomplete)):
                 result = board.unfinished_result(
                     plan.job.brainset_id, row[0], self.interrupted
                 )

@@ -188,7 +188,7 @@ def _provenance_columns(results: RunResults, job: BrainsetJob) -> dict[str, list
             values = columns[column]
             for position in results.inputs:
                 values[position] = run[column]
-        inputs, prepared, adopted = (
+        inputs, prepared_at, adopted = (
             columns["input"],
             columns["prepared_at"],
             columns["adopted"],
@@ -196,7 +196,7 @@ def _provenance_columns(results: RunResults, job: BrainsetJob) -> dict[str, list
         for position, encoded in results.inputs.items():
             was_adopted = results.statuses[position] == UP_TO_DATE
             inputs[position] = encoded
-            prepared[position] = None if was_adopted else ends[position]
+            prepared_at[position] = None if was_adopted else ends[position]
             adopted[position] = was_adopted
     recorded = results.inputs if run else {}
     others = [

@@ -46,10 +46,10 @@ class RunSettings:
     Attributes:
         n_jobs: Parallel workers that process assets, 1 or more; ``None`` (or -1):
             one per CPU core (every worker of the cluster for ``dask`` and ``ray``).
-        download_jobs: Downloads at once, in download processes (a download
-            mostly waits on the network), once downloads prove slow; ``None``:
-            twice the workers, at least :data:`DOWNLOAD_JOBS`. Not used on a
-            cluster.
+        download_jobs: Downloads at once at most, in download processes (a
+            download mostly waits on the network), once downloads prove slow (as
+            many as keep the workers fed); ``None``: twice the workers, at least
+            :data:`DOWNLOAD_JOBS`. Not used on a cluster.
         backend: The joblib backend: ``loky`` (processes), ``threading``,
             ``multiprocessing``; on a cluster ``dask``, ``ray``.
         address: With ``dask``/``ray``, the scheduler (``tcp://host:8786``,

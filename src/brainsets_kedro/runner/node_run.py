@@ -224,12 +224,10 @@ class NodeRun:
     def _run_brainset(
         self, pool: SharedAssetPool, assets: BrainsetAssets, chain: list[Node]
     ) -> None:
-        """In a thread of its own: once the nodes making its inputs (its manifest)
-        ended, run a brainset's download node, then its process node and what needs
-        only them (its ``describe``), as Tasks, each unless a node it needs failed
-        (or, but the process node, the run was interrupted); the download and process
-        nodes hand their assets to ``assets``
-        (:data:`~brainsets_kedro.pipeline.nodes.ASSET_POOL`)."""
+        """In a thread of its own, once its manifest is ready: a brainset's download
+        node, process node and ``describe`` as Tasks, each unless a node it needs
+        failed (or, but process, the run was interrupted); the assets go to
+        ``assets`` (:data:`~brainsets_kedro.pipeline.nodes.ASSET_POOL`)."""
         download, *after = chain
         producers = self._producers_of(download)
         with self._changed:
@@ -246,6 +244,9 @@ class NodeRun:
             assets.no_plan()
             self._end(download)
         for node in after:
+            if not isinstance(node.func, ProcessNode) and not pool.busy_without(assets):
+                with self._changed:  # the last brainset: after the pool's summary
+                    self._changed.wait_for(lambda: pool.closed)
             if self.missing.intersection(node.inputs) or (
                 pool.interrupted and not isinstance(node.func, ProcessNode)
             ):

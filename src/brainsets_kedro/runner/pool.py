@@ -69,10 +69,8 @@ class SharedAssetPool:
         self._settings = settings
         self._brainsets = brainsets
         self._on_close = on_close
-        self._plans: list[Plan] = []
-        """Every plan that came."""
-        self._new: list[Plan] = []
-        """Plans that came and are not handed out yet."""
+        self._plans: list[Plan] = []  # every plan that came
+        self._new: list[Plan] = []  # plans that came, not handed out yet
         self._admitted: list[Plan] = []
         self._arrived = 0
         self._all_arrived = threading.Condition()
@@ -141,9 +139,8 @@ class SharedAssetPool:
             )
 
     def _close(self, error: BaseException | None) -> None:
-        """Take no more plans. ``error`` (an exception of the pool, or what
-        interrupted the run) fails the plans that came: after an interrupt, only
-        those whose assets were not handed out (the others have their results)."""
+        """Take no more plans; ``error`` (the pool's, or an interrupt: then only
+        for plans not handed out, the others have results) fails those that came."""
         with self._all_arrived:
             if self.closed:
                 return
@@ -156,6 +153,15 @@ class SharedAssetPool:
                 plan.downloaded.set()
                 plan.done.set()
         self._on_close()
+
+    def busy_without(self, assets: BrainsetAssets) -> bool:
+        """Whether other brainsets' assets are still coming or being prepared."""
+        with self._all_arrived:
+            if self._arrived < len(self._brainsets):
+                return True
+            return any(
+                p is not assets.plan and not p.done.is_set() for p in self._plans
+            )
 
     def arrivals(self) -> tuple[list[Plan], bool]:
         """The plans that came since the last call, ready to hand out, and whether
@@ -310,7 +316,8 @@ class BrainsetAssets:
     def __init__(self, pool: SharedAssetPool, processes: bool):
         self._pool = pool
         self._stages = ("download", "process") if processes else ("download",)
-        self._plan: Plan | None = None
+        self.plan: Plan | None = None
+        """The brainset's plan, once its download node made it."""
         self._submitted = False
 
     def no_plan(self) -> None:
@@ -343,7 +350,7 @@ class BrainsetAssets:
         plan = Plan(job, rows, self._stages, selection, unmatched, manifest.index)
         if not plan.processes:  # handed on to the download node's output
             plan.results = RunResults(keep=True)
-        self._plan = plan
+        self.plan = plan
         self._submit(plan)
         plan.downloaded.wait()
         raise_stop(plan)
@@ -368,7 +375,7 @@ class BrainsetAssets:
     ) -> pd.DataFrame:
         """Wait for the pool to process the brainset's assets, then return their run
         report (see :meth:`ProcessNode.finish`)."""
-        plan = self._plan
+        plan = self.plan
         if plan is None:  # the download node failed before it planned
             raise NotRun(f"Not run: {node.brainset_id} has no plan")
         plan.done.wait()

@@ -11,7 +11,8 @@ or death the moment it happens; a result is journaled and shown as it arrives.
 - **Two stages, adaptively.** An asset's download runs inside its worker's task
   (download then process, one message each way) while downloads prove cheap; once
   a brainset's download takes longer than :data:`CHEAP_DOWNLOAD`, its downloads move
-  to a pool of up to ``download_jobs`` download processes, and each downloaded asset
+  to a pool of download processes (as many as keep the workers fed, at most
+  ``download_jobs``: :class:`~.task_queue.StagePace`), and each downloaded asset
   goes to the first free process worker. At most ``max_downloaded`` assets wait
   downloaded (no new download starts past it); a download's output is dropped by
   the driver once its process task is sent.
@@ -24,11 +25,10 @@ or death the moment it happens; a result is journaled and shown as it arrives.
   exits; the asset it was running fails with the cause, the ones queued to it start
   again elsewhere. An asset whose task or result cannot be unpickled fails alone.
 
-Why not loky's executor for this: a worker killed or dead breaks it as a whole
-(every task in flight fails), and it cannot say which process runs a task, so the
-driver could neither kill a stuck stage nor keep a death to its own asset. Workers
-are plain ``python -c`` processes of this interpreter, started as loky starts its
-own (no fork of the threaded driver).
+Why not loky's executor: a dead worker breaks it whole (every task in flight fails),
+and it cannot say which process runs a task, so the driver could neither kill a stuck
+stage nor keep a death to its asset. Workers are plain ``python -c`` processes of this
+interpreter, started as loky starts its own (no fork of the threaded driver).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from brainsets_kedro.pipeline.run_settings import RunSettings
 from brainsets_kedro.runner.board import StatusBoard
 from brainsets_kedro.runner.deaths import append_logs, worker_died
 from brainsets_kedro.runner.slots import ProcessSlot, Slot, Task, ThreadSlot
-from brainsets_kedro.runner.task_queue import TaskQueue
+from brainsets_kedro.runner.task_queue import StagePace, TaskQueue
 from brainsets_kedro.runner.waiting import SlotPoll
 from brainsets_kedro.signals import Pauses
 from brainsets_kedro.worker.result import AssetResult
@@ -117,6 +117,7 @@ class Scheduler:
         self._started = list(workers or [])
         self._poll = SlotPoll()
         self._average = 1.0  # seconds per task, smoothed
+        self._pace = StagePace()
         self._pauses = Pauses(TICK)
 
     def _add(self, plans: list[Any]) -> None:
@@ -184,7 +185,8 @@ class Scheduler:
             if messages:
                 slot.send(messages)
         in_flight = sum(len(s.tasks) for s in self._downloaders)
-        while in_flight < self._download_jobs and len(self._queue.ready) < max(
+        wanted = self._pace.downloads_wanted(self._n_workers, self._download_jobs)
+        while in_flight < wanted and len(self._queue.ready) < max(
             1, self._max_downloaded
         ):
             task = self._queue.next_download()
@@ -267,6 +269,7 @@ class Scheduler:
         result.asset_id = task.row[0]  # the manifest's, not a copy per result
         if "download" in task.stages:
             plan.returned()
+        self._pace.record(result.stage_times)
         download = result.stage_times.get("download")
         threshold = FIRST_DOWNLOAD if task.first else CHEAP_DOWNLOAD
         if download and download[1] - download[0] > threshold:

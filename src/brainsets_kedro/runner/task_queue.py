@@ -6,6 +6,7 @@ turn)."""
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -94,3 +95,31 @@ class TaskQueue:
                 self._again_downloads.append(Task(task.plan, task.row, task.stages))
             else:
                 self._again.append(Task(task.plan, task.row, task.plan.stages))
+
+
+class StagePace:
+    """How long each stage takes (smoothed), and so how many downloads in flight
+    keep the process workers fed."""
+
+    def __init__(self) -> None:
+        self._seconds: dict[str, float] = {}
+
+    def record(self, stage_times: dict[str, tuple[float, float]]) -> None:
+        """The stage times of a result."""
+        for stage, (began, ended) in stage_times.items():
+            took, average = ended - began, self._seconds.get(stage)
+            self._seconds[stage] = (
+                took if average is None else average + (took - average) / 8
+            )
+
+    def downloads_wanted(self, workers: int, download_jobs: int) -> int:
+        """Downloads in flight that keep ``workers`` fed, at most ``download_jobs``:
+        as many as the workers process while one downloads (Little's law: workers
+        times the download over the process time), and one more; ``workers`` until
+        both times are known. Each download process not started is a Python start
+        spared to the cores that process."""
+        download, process = self._seconds.get("download"), self._seconds.get("process")
+        if download is None or process is None:
+            return min(download_jobs, workers)
+        wanted = math.ceil(workers * download / max(process, 1e-3)) + 1
+        return min(download_jobs, wanted)

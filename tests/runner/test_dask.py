@@ -218,7 +218,9 @@ def test_a_brainset_on_a_dask_cluster(project, cluster):
 
 def test_a_worker_that_dies_fails_its_asset_only(project, cluster):
     """a_12 kills its worker. The first assets go one to a task; once they prove
-    quick, several go to a task: a_12's task runs again one asset to a task."""
+    quick, several go to a task: a_12's task's assets run again one at a time,
+    alone, and only a_12 fails (Dask also counted its deaths against the tasks
+    queued beside it)."""
     result = kedro_in_process(
         project,
         "run",
@@ -236,7 +238,7 @@ def test_a_worker_that_dies_fails_its_asset_only(project, cluster):
     assert report.loc["a_12", "status"] == "FAILED"
     assert report.loc["a_12", "error"].startswith("worker died, the task lost ")
     assert "Dask workers, the last tcp://127.0.0.1:" in report.loc["a_12", "error"]
-    assert "assets of toy in one task: they run again one to a task" in output
+    assert "asset(s) of toy; they run again one at a time, alone" in output
     err = project / "data/02_processed/toy/pipeline_logs/a_12.err"
     assert "[brainsets_kedro] worker died, the task lost" in err.read_text()
 

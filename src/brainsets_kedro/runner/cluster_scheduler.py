@@ -13,8 +13,9 @@ the queue.
 A worker lost while running a task fails that task's asset only: Dask first runs it
 on other workers, as many times as its ``distributed.scheduler.allowed-failures``
 says, then raises ``KilledWorker`` for it; Ray does not run it again
-(``max_retries=0``). The assets of a lost task of several run again one to a task,
-to find the one that kills its worker. Ctrl-C and SIGTERM stop the tasks in flight
+(``max_retries=0``). The assets of a lost task run again one at a time, alone on
+the cluster, to find the one that kills its worker: an engine counts a death
+against every task that was on the worker, innocent ones queued beside it too. Ctrl-C and SIGTERM stop the tasks in flight
 (Ray ends their worker processes; Dask's workers stop them between two Python
 bytecodes).
 """
@@ -70,7 +71,10 @@ class ClusterScheduler:
         self._runs: dict[int, StoppableRun] = {}
         self._in_flight: dict[concurrent.futures.Future, tuple[list[Task], Any]] = {}
         self._alone: deque[Task] = deque()
-        """Assets of a task whose worker was lost, to run one to a task."""
+        """Assets of a task whose worker was lost, to run one at a time, alone on
+        the cluster: then a lost worker is theirs."""
+        self._suspect: concurrent.futures.Future | None = None
+        """The future of the suspect running alone, if one is."""
         self._limit = 2 * max(1, cluster.n_workers())
         self._average: float | None = None
         """Seconds per asset, smoothed; ``None`` until an asset returned."""
@@ -109,51 +113,61 @@ class ClusterScheduler:
 
     def _submit(self) -> None:
         """Send tasks until :attr:`_limit` are in flight (an asset the ledger finds
-        UP TO DATE is done with in the driver: nothing of it runs)."""
-        size = 1
-        if self._average is not None and self._average < CHUNK:
-            size = min(MAX_CHUNK, int(CHUNK / max(self._average, 1e-4)))
-        while len(self._in_flight) < self._limit:
+        UP TO DATE is done with in the driver: nothing of it runs). A suspect runs
+        alone: once the tasks in flight are done, and nothing beside it."""
+        while len(self._in_flight) < self._limit and self._suspect is None:
             if self._alone:
-                tasks = [self._alone.popleft()]
-            else:
-                tasks = []
-                while len(tasks) < size:
-                    task = self._queue.next_process_task()
-                    if task is None:
-                        break
-                    tasks.append(task)
+                if not self._in_flight:
+                    self._suspect = self._send([self._alone.popleft()])[0]
+                return
+            size = 1
+            if self._average is not None and self._average < CHUNK:
+                size = min(MAX_CHUNK, int(CHUNK / max(self._average, 1e-4)))
+            tasks: list[Task] = []
+            while len(tasks) < size:
+                task = self._queue.next_process_task()
+                if task is None:
+                    break
+                tasks.append(task)
             if not tasks:
                 return
-            for task in tasks:
-                task.plan.journal.fetching(task.row[0])
-            # A task holds assets of one brainset: its function is that brainset's.
-            for plan, rows in _by_plan(tasks):
-                future, handle = self._cluster.submit(self._runs[id(plan)], rows)
-                self._in_flight[future] = (
-                    [t for t in tasks if t.plan is plan],
-                    handle,
-                )
+            self._send(tasks)
+
+    def _send(self, tasks: list[Task]) -> list[concurrent.futures.Future]:
+        """Submit ``tasks``, a task for each brainset among them (a task runs its
+        brainset's function)."""
+        futures = []
+        for task in tasks:
+            task.plan.journal.fetching(task.row[0])
+        for plan, rows in _by_plan(tasks):
+            future, handle = self._cluster.submit(self._runs[id(plan)], rows)
+            self._in_flight[future] = ([t for t in tasks if t.plan is plan], handle)
+            futures.append(future)
+        return futures
 
     def _returned(self, future: concurrent.futures.Future, tasks: list[Task]) -> None:
-        """Record the results of a task's assets; if its worker was lost, its asset
-        fails with the cause (a task of several: they run again one to a task)."""
+        """Record the results of a task's assets. If its worker was lost: a task
+        that ran alone fails its asset with the cause; else its assets run again
+        one at a time, alone, to find the one that kills its worker (the engine
+        counts a death against every task that was on the worker)."""
+        alone, self._suspect = future is self._suspect, None
         try:
             results: list[AssetResult] = future.result()
         except self._cluster.death_errors as error:
             cause = death_cause(error)
-            if len(tasks) > 1:
+            job = tasks[0].plan.job
+            if not alone:
                 logger.warning(
-                    "A worker died (%s) while preparing %d assets of %s in one task: "
-                    "they run again one to a task, to find the cause.",
+                    "A worker died (%s) while preparing %d asset(s) of %s; they run "
+                    "again one at a time, alone, to find the one that kills it.",
                     cause,
                     len(tasks),
-                    tasks[0].plan.job.brainset_id,
+                    job.brainset_id,
                     extra={"markup": False},
                 )
                 self._alone.extend(tasks)
                 return
-            job, asset_id = tasks[0].plan.job, tasks[0].row[0]
+            asset_id = tasks[0].row[0]
             logger.warning(
                 "A worker died (%s) while preparing %s:%s, which fails.",
                 cause,

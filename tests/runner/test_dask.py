@@ -238,7 +238,7 @@ def test_a_worker_that_dies_fails_its_asset_only(project, cluster):
     assert report.loc["a_12", "status"] == "FAILED"
     assert report.loc["a_12", "error"].startswith("worker died, the task lost ")
     assert "Dask workers, the last tcp://127.0.0.1:" in report.loc["a_12", "error"]
-    assert "asset(s) of toy; they run again one at a time, alone" in output
+    assert "asset(s) of toy; they run again one at a time" in output
     err = project / "data/02_processed/toy/pipeline_logs/a_12.err"
     assert "[brainsets_kedro] worker died, the task lost" in err.read_text()
 

@@ -13,17 +13,19 @@ the queue.
 A worker lost while running a task fails that task's asset only: Dask first runs it
 on other workers, as many times as its ``distributed.scheduler.allowed-failures``
 says, then raises ``KilledWorker`` for it; Ray does not run it again
-(``max_retries=0``). The assets of a lost task run again one at a time, alone on
-the cluster, to find the one that kills its worker: an engine counts a death
-against every task that was on the worker, innocent ones queued beside it too. Ctrl-C and SIGTERM stop the tasks in flight
-(Ray ends their worker processes; Dask's workers stop them between two Python
-bytecodes).
+(``max_retries=0``). The assets of a lost task of several run again one to a task,
+to find the one that kills its worker; on Dask, which counts a death against every
+task on the worker (innocent ones queued beside the culprit too), one at a time and
+alone on the cluster (the tasks in flight are stopped and sent again later). Ctrl-C
+and SIGTERM stop the tasks in flight (Ray ends their worker processes; Dask's
+workers stop them between two Python bytecodes).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import logging
+import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -78,10 +80,12 @@ class ClusterScheduler:
         self._limit = 2 * max(1, cluster.n_workers())
         self._average: float | None = None
         """Seconds per asset, smoothed; ``None`` until an asset returned."""
+        self._plans: list[Plan] = []
         self._add(plans)
 
     def _add(self, plans: list[Plan]) -> None:
         for plan in plans:
+            self._plans.append(plan)
             self._runs[id(plan)] = StoppableRun(
                 plan.job, plan.stages, self._cluster.run_id
             )
@@ -105,8 +109,9 @@ class ClusterScheduler:
                     return_when=concurrent.futures.FIRST_COMPLETED,
                 )
                 for future in done:
-                    tasks, _ = self._in_flight.pop(future)
-                    self._returned(future, tasks)
+                    entry = self._in_flight.pop(future, None)
+                    if entry is not None:  # else stopped for a suspect: sent again
+                        self._returned(future, entry[0])
         finally:
             if self._in_flight:
                 self._cluster.cancel([handle for _, handle in self._in_flight.values()])
@@ -117,9 +122,10 @@ class ClusterScheduler:
         alone: once the tasks in flight are done, and nothing beside it."""
         while len(self._in_flight) < self._limit and self._suspect is None:
             if self._alone:
-                if not self._in_flight:
-                    self._suspect = self._send([self._alone.popleft()])[0]
-                return
+                future = self._send([self._alone.popleft()])[0]
+                if self._cluster.blames_bystanders:  # nothing beside it
+                    self._suspect = future
+                continue
             size = 1
             if self._average is not None and self._average < CHUNK:
                 size = min(MAX_CHUNK, int(CHUNK / max(self._average, 1e-4)))
@@ -146,42 +152,60 @@ class ClusterScheduler:
         return futures
 
     def _returned(self, future: concurrent.futures.Future, tasks: list[Task]) -> None:
-        """Record the results of a task's assets. If its worker was lost: a task
-        that ran alone fails its asset with the cause; else its assets run again
-        one at a time, alone, to find the one that kills its worker (the engine
-        counts a death against every task that was on the worker)."""
+        """Record the results of a task's assets. If its worker was lost, a task of
+        one asset fails it with the cause, unless the engine blames a death on
+        every task on the worker (Dask: innocent ones queued beside the culprit
+        too) and it did not run alone; else its assets run again one at a time
+        (alone, for such an engine: the tasks in flight are stopped and sent
+        again later), to find the one that kills its worker."""
         alone, self._suspect = future is self._suspect, None
         try:
             results: list[AssetResult] = future.result()
         except self._cluster.death_errors as error:
             cause = death_cause(error)
             job = tasks[0].plan.job
-            if not alone:
+            if len(tasks) == 1 and (alone or not self._cluster.blames_bystanders):
+                asset_id = tasks[0].row[0]
                 logger.warning(
-                    "A worker died (%s) while preparing %d asset(s) of %s; they run "
-                    "again one at a time, alone, to find the one that kills it.",
+                    "A worker died (%s) while preparing %s:%s, which fails.",
                     cause,
-                    len(tasks),
                     job.brainset_id,
+                    asset_id,
                     extra={"markup": False},
                 )
-                self._alone.extend(tasks)
+                self._collect(worker_died(job, asset_id, cause))
                 return
-            asset_id = tasks[0].row[0]
             logger.warning(
-                "A worker died (%s) while preparing %s:%s, which fails.",
+                "A worker died (%s) while preparing %d asset(s) of %s; they run "
+                "again one at a time, to find the one that kills it.",
                 cause,
+                len(tasks),
                 job.brainset_id,
-                asset_id,
                 extra={"markup": False},
             )
-            self._collect(worker_died(job, asset_id, cause))
+            self._alone.extend(tasks)
+            if self._cluster.blames_bystanders:
+                self._stop_in_flight()
             return
         for result in results:
             took = result.end - result.start
             average = took if self._average is None else self._average
             self._average = average + (took - average) / 8
             self._collect(result)
+
+    def _stop_in_flight(self) -> None:
+        """Stop the tasks in flight and send their assets again later; the tasks
+        sent from now on have a new run id (a stopped one stops its later tasks)."""
+        stopped = list(self._in_flight.values())
+        self._in_flight.clear()
+        if stopped:
+            self._cluster.cancel([handle for _, handle in stopped])
+        self._queue.requeue(deque(task for tasks, _ in stopped for task in tasks))
+        self._cluster.run_id = uuid.uuid4().hex
+        for plan in self._plans:
+            self._runs[id(plan)] = StoppableRun(
+                plan.job, plan.stages, self._cluster.run_id
+            )
 
 
 def _by_plan(tasks: list[Task]) -> list[tuple[Plan, list[tuple]]]:

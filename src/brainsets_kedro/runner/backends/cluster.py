@@ -35,6 +35,9 @@ class Cluster:
     who = ""
     death_errors: tuple[type[BaseException], ...] = ()
     """What a task's future raises when the worker that ran it was lost."""
+    blames_bystanders = False
+    """Whether the engine counts a lost worker against every task that was on it
+    (queued beside the one that killed it too)."""
 
     def __init__(self, settings: RunSettings, run_id: str, modules: set[str]):
         self.settings = settings

@@ -31,6 +31,7 @@ class DaskCluster(Cluster):
     name = "Dask"
     who = "The Dask scheduler and workers"
     death_errors = (KilledWorker,)  # a task that killed too many workers
+    blames_bystanders = True
 
     def __init__(self, settings: RunSettings, run_id: str, modules: set[str]):
         super().__init__(settings, run_id, modules)

@@ -430,13 +430,18 @@ def test_results_are_journaled_as_they_arrive(project, cluster):
         f"--runner-params=backend=dask,address={cluster.address}",
     )
     processed = project / "data/02_processed/toy"
-    poll_for(
-        lambda: done_assets(processed, "toy") == {"a_01", "a_02", "a_03"},
-        what=lambda: done_assets(processed, "toy"),
-    )
-    assert run.poll() is None  # a_00 still hangs
-    os.killpg(run.pid, signal.SIGINT)
-    output, _ = run.communicate(timeout=30)
+    try:
+        poll_for(
+            lambda: done_assets(processed, "toy") == {"a_01", "a_02", "a_03"},
+            what=lambda: done_assets(processed, "toy"),
+        )
+        assert run.poll() is None  # a_00 still hangs
+        os.killpg(run.pid, signal.SIGINT)
+        output, _ = run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:  # a failed test leaves no run behind
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
     assert run.returncode == 130, output
     assert _report(project)["status"].to_dict() == {
         "a_00": "INTERRUPTED",

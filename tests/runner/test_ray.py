@@ -148,6 +148,21 @@ def test_ray_results_are_journaled_as_they_arrive_and_a_lost_worker_fails_its_as
         "--runner-params=n_jobs=2",
     )
     processed = project / "data/02_processed/toy"
+    try:
+        _prepared_while_a_00_hangs(run, processed)
+    finally:
+        if run.poll() is None:  # a failed test leaves no run (and no Ray) behind
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    report = pd.read_parquet(project / "data/08_reporting/toy/run_report.parquet")
+    assert report.loc["a_00", "status"] == "INTERRUPTED"
+    assert report.loc["a_03", "status"] == "FAILED"
+    assert report.loc["a_03", "error"].startswith("worker died, its WorkerCrashedError")
+    assert (report.loc[["a_01", "a_02", "a_04"], "status"] == "DONE").all()
+
+
+def _prepared_while_a_00_hangs(run, processed) -> None:
+    """Wait until the ledger has every asset but a_00 finished, then Ctrl-C."""
 
     def others_done() -> bool:
         assert run.poll() is None, run.communicate()[0]
@@ -165,8 +180,3 @@ def test_ray_results_are_journaled_as_they_arrive_and_a_lost_worker_fails_its_as
     os.killpg(run.pid, signal.SIGINT)
     output, _ = run.communicate(timeout=60)
     assert run.returncode == 130, output
-    report = pd.read_parquet(project / "data/08_reporting/toy/run_report.parquet")
-    assert report.loc["a_00", "status"] == "INTERRUPTED"
-    assert report.loc["a_03", "status"] == "FAILED"
-    assert report.loc["a_03", "error"].startswith("worker died, its WorkerCrashedError")
-    assert (report.loc[["a_01", "a_02", "a_04"], "status"] == "DONE").all()

@@ -226,9 +226,14 @@ def test_ctrl_c_while_another_manifest_is_computed_ends_the_run(project):
         "--runner-params=n_jobs=1",
     )
     report = project / "data" / "08_reporting" / "quick" / "run_report.parquet"
-    poll_for(report.exists, what=lambda: run.communicate(timeout=5)[0])
-    os.killpg(run.pid, signal.SIGINT)
-    output, _ = run.communicate(timeout=30)  # not the 60 s slow's manifest waits
+    try:
+        poll_for(report.exists)
+        os.killpg(run.pid, signal.SIGINT)
+        output, _ = run.communicate(timeout=30)  # not the 60 s slow's manifest waits
+    finally:
+        if run.poll() is None:  # a failed test leaves no run behind
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
     assert run.returncode == 130, output
     assert "Ctrl-C" in output and "Traceback" not in output, output
     assert "Not run, as they need what was interrupted: slow.download" in output

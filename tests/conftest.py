@@ -14,6 +14,7 @@ import io
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -295,6 +296,19 @@ def start_kedro(project: Path, *args: str, output: Any = subprocess.PIPE) -> Pop
         text=True,
         start_new_session=True,
     )
+
+
+@contextlib.contextmanager
+def no_run_left(run: Popen) -> Iterator[None]:
+    """Kill the process group of ``run`` at the end of the block if it is still
+    running: a test that fails midway leaves no run (nor its workers or cluster)
+    behind to load the next tests."""
+    try:
+        yield
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
 
 
 def kedro_in_process(project: Path, *args: str) -> subprocess.CompletedProcess:

@@ -29,6 +29,7 @@ from tests.conftest import (
     add_brainset,
     kedro,
     kedro_in_process,
+    no_run_left,
     poll_for,
     project_with,
     set_parameters,
@@ -430,7 +431,7 @@ def test_results_are_journaled_as_they_arrive(project, cluster):
         f"--runner-params=backend=dask,address={cluster.address}",
     )
     processed = project / "data/02_processed/toy"
-    try:
+    with no_run_left(run):
         poll_for(
             lambda: done_assets(processed, "toy") == {"a_01", "a_02", "a_03"},
             what=lambda: done_assets(processed, "toy"),
@@ -438,10 +439,6 @@ def test_results_are_journaled_as_they_arrive(project, cluster):
         assert run.poll() is None  # a_00 still hangs
         os.killpg(run.pid, signal.SIGINT)
         output, _ = run.communicate(timeout=30)
-    finally:
-        if run.poll() is None:  # a failed test leaves no run behind
-            os.killpg(run.pid, signal.SIGKILL)
-            run.wait()
     assert run.returncode == 130, output
     assert _report(project)["status"].to_dict() == {
         "a_00": "INTERRUPTED",

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from brainsets_kedro.pipeline.ledger import read_ledger
-from tests.conftest import add_brainset, kedro, poll_for, start_kedro
+from tests.conftest import add_brainset, kedro, no_run_left, poll_for, start_kedro
 
 pytest.importorskip("ray")
 
@@ -148,12 +148,8 @@ def test_ray_results_are_journaled_as_they_arrive_and_a_lost_worker_fails_its_as
         "--runner-params=n_jobs=2",
     )
     processed = project / "data/02_processed/toy"
-    try:
+    with no_run_left(run):  # and no Ray
         _prepared_while_a_00_hangs(run, processed)
-    finally:
-        if run.poll() is None:  # a failed test leaves no run (and no Ray) behind
-            os.killpg(run.pid, signal.SIGKILL)
-            run.wait()
     report = pd.read_parquet(project / "data/08_reporting/toy/run_report.parquet")
     assert report.loc["a_00", "status"] == "INTERRUPTED"
     assert report.loc["a_03", "status"] == "FAILED"

@@ -8,7 +8,13 @@ import signal
 import pandas as pd
 import pytest
 
-from tests.conftest import add_brainset, kedro_in_process, poll_for, start_kedro
+from tests.conftest import (
+    add_brainset,
+    kedro_in_process,
+    no_run_left,
+    poll_for,
+    start_kedro,
+)
 
 
 def _starts(project, brainset_id):
@@ -157,13 +163,17 @@ class Pipeline(BrainsetPipeline):
 '''
 
 
-def test_manifests_of_several_brainsets_are_computed_at_once(project):
-    """Each manifest waits for the other one to start: computed one after the other,
-    the first would wait in vain (and fail after 60 s)."""
-    for brainset_id in ("slow_a", "slow_b"):
+def _add_waiting(project, *brainset_ids: str) -> None:
+    for brainset_id in brainset_ids:
         add_brainset(
             project, WAITING_MANIFEST.replace("BRAINSET", brainset_id), brainset_id
         )
+
+
+def test_manifests_of_several_brainsets_are_computed_at_once(project):
+    """Each manifest waits for the other one to start: computed one after the other,
+    the first would wait in vain (and fail after 60 s)."""
+    _add_waiting(project, "slow_a", "slow_b")
     result = kedro_in_process(
         project,
         "run",
@@ -191,21 +201,17 @@ def test_a_brainset_is_prepared_while_another_manifest_is_computed(project):
     downloads waited for every manifest, slow's would wait in vain (and fail after
     60 s). (In the driver's threads: the pool's logic is the same for every
     backend; the Ctrl-C test below runs on loky.)"""
-    backend = "threading"
-    for brainset_id in ("quick", "slow"):
-        add_brainset(
-            project, WAITING_MANIFEST.replace("BRAINSET", brainset_id), brainset_id
-        )
+    _add_waiting(project, "quick", "slow")
     result = kedro_in_process(
         project,
         "run",
         "--pipelines=quick,slow",
         "--params=slow.waits_for_processed=quick",
-        f"--runner-params=backend={backend},n_jobs=1",
+        "--runner-params=backend=threading,n_jobs=1",
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    assert "Preparing 2 assets of quick with 1 worker (" + backend in output
+    assert "Preparing 2 assets of quick with 1 worker (threading" in output
     assert "Preparing 2 assets of slow too (its manifest is ready)." in output
     assert "Summary: 4 DONE" in output
     for brainset_id in ("quick", "slow"):
@@ -215,10 +221,7 @@ def test_a_brainset_is_prepared_while_another_manifest_is_computed(project):
 def test_ctrl_c_while_another_manifest_is_computed_ends_the_run(project):
     """quick is prepared and reported; slow's manifest waits (60 s at most) for
     what never comes: Ctrl-C ends the run at once, with quick's report kept."""
-    for brainset_id in ("quick", "slow"):
-        add_brainset(
-            project, WAITING_MANIFEST.replace("BRAINSET", brainset_id), brainset_id
-        )
+    _add_waiting(project, "quick", "slow")
     run = start_kedro(
         project,
         "run",
@@ -227,14 +230,10 @@ def test_ctrl_c_while_another_manifest_is_computed_ends_the_run(project):
         "--runner-params=n_jobs=1",
     )
     report = project / "data" / "08_reporting" / "quick" / "run_report.parquet"
-    try:
+    with no_run_left(run):
         poll_for(report.exists)
         os.killpg(run.pid, signal.SIGINT)
         output, _ = run.communicate(timeout=30)  # not the 60 s slow's manifest waits
-    finally:
-        if run.poll() is None:  # a failed test leaves no run behind
-            os.killpg(run.pid, signal.SIGKILL)
-            run.wait()
     assert run.returncode == 130, output
     assert "Ctrl-C" in output and "Traceback" not in output, output
     assert "Not run, as they need what was interrupted: slow.download" in output

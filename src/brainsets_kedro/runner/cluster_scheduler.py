@@ -118,8 +118,9 @@ class ClusterScheduler:
 
     def _submit(self) -> None:
         """Send tasks until :attr:`_limit` are in flight (an asset the ledger finds
-        UP TO DATE is done with in the driver: nothing of it runs). A suspect runs
-        alone: once the tasks in flight are done, and nothing beside it."""
+        UP TO DATE is done with in the driver: nothing of it runs); suspects first,
+        and on an engine that blames bystanders one at a time, alone (the tasks in
+        flight were stopped when they became suspects)."""
         while len(self._in_flight) < self._limit and self._suspect is None:
             if self._alone:
                 future = self._send([self._alone.popleft()])[0]
@@ -158,7 +159,9 @@ class ClusterScheduler:
         too) and it did not run alone; else its assets run again one at a time
         (alone, for such an engine: the tasks in flight are stopped and sent
         again later), to find the one that kills its worker."""
-        alone, self._suspect = future is self._suspect, None
+        alone = future is self._suspect
+        if alone:
+            self._suspect = None
         try:
             results: list[AssetResult] = future.result()
         except self._cluster.death_errors as error:

@@ -48,8 +48,9 @@ class SharedAssetPool:
     """Takes the plans of the download nodes of ``brainsets`` as they come, and
     prepares all their assets at once, interleaved across brainsets.
 
-    A brainset's assets start as soon as its plan comes (its manifest ready), while the others' manifests are still being computed: a slow or
-    offline archive holds up only its own brainset. (Unless ``brainsets.only`` has a
+    A brainset's assets start as soon as its plan comes (its manifest ready),
+    while the others' manifests are still being computed: a slow or offline
+    archive holds up only its own brainset. (Unless ``brainsets.only`` has a
     pattern no plan matched yet: then no asset starts before the plan that matches
     it, or every plan, has come; an error needs them all.)
 
@@ -118,9 +119,8 @@ class SharedAssetPool:
             self._close(self.interrupted)
 
     def _may_start(self) -> bool:
-        """Whether the assets of the plans that came can start (called under the
-        lock): as soon as one came, unless an unqualified pattern of
-        ``brainsets.only`` matched nothing yet; else once every plan came."""
+        """Whether the assets can start (under the lock): once one plan came, unless
+        a ``brainsets.only`` pattern matched nothing yet; else once all came."""
         if self._arrived == len(self._brainsets):
             return True
         if not self._plans:
@@ -213,9 +213,10 @@ class SharedAssetPool:
             )
         else:
             logger.info(
-                "Preparing %d assets of %s too (its manifest is ready).",
+                "Preparing %d assets of %s too (%s).",
                 assets,
                 names,
+                "its manifest is ready" if len(plans) == 1 else "their manifests are",
                 extra={"markup": False},
             )
 

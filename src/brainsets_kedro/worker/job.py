@@ -118,14 +118,15 @@ class BrainsetJob:
         out, err = self.log_path_strings(asset_id)
         return Path(out), Path(err)
 
-    def log_path_strings(self, asset_id: Any, log_dir: str | None = None) -> list[str]:
-        """:meth:`log_paths` as strings, cheaply: ``log_dir`` (``str(self.log_dir)``)
-        may be given once for many assets."""
-        log_dir = str(self.log_dir) if log_dir is None else log_dir
+    @functools.cached_property
+    def _log_prefix(self) -> str:
         # As os.path.join(log_dir, name) for a log_dir without a trailing separator
-        # (a str of a Path), in an eighth of the time: the run report asks for
-        # every asset's.
-        prefix = f"{log_dir}{os.sep}{asset_id}"
+        # (a str of a Path), in an eighth of the time: each asset asks.
+        return f"{self.log_dir}{os.sep}"
+
+    def log_path_strings(self, asset_id: Any) -> list[str]:
+        """:meth:`log_paths` as strings, cheaply."""
+        prefix = f"{self._log_prefix}{asset_id}"
         return [f"{prefix}.out", f"{prefix}.err"]
 
     def note(self, asset_id: Any, line: str) -> None:

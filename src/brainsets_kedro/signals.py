@@ -262,10 +262,10 @@ def handlers_now() -> dict[int, Any]:
 
 def restore_handlers(handlers: dict[int, Any]) -> None:
     """Put back the handlers of :func:`handlers_now` that changed since."""
-    for signum, handler in handlers.items():
-        if getsignal(signum) is not handler:
-            with contextlib.suppress(OSError, ValueError):
-                signal.signal(signum, handler)
+    changed = [s for s, handler in handlers.items() if getsignal(s) is not handler]
+    for signum in changed:  # a comprehension: this runs after every asset
+        with contextlib.suppress(OSError, ValueError):
+            signal.signal(signum, handlers[signum])
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)

@@ -52,10 +52,24 @@ class AssetResult:
         return self.status == FAILED
 
     def __reduce__(self) -> tuple[type, tuple]:
-        # Its fields, to the constructor: a slots dataclass's own pickling goes
-        # through __getstate__/__setstate__ in Python, twice as slow to load (the
-        # driver loads a result per asset).
-        return AssetResult, tuple(getattr(self, name) for name in _FIELDS)
+        # Its fields in order, to the constructor: a slots dataclass's own pickling
+        # goes through __getstate__/__setstate__ in Python, twice as slow to load
+        # (the driver loads a result per asset). tests/worker/test_result.py
+        # checks that every field is here.
+        return AssetResult, (
+            self.brainset_id,
+            self.asset_id,
+            self.status,
+            self.start,
+            self.end,
+            self.error,
+            self.output,
+            self.stage_times,
+            self.call,
+            self.statuses,
+            self.leftover_processes,
+            self.inputs,
+        )
 
     def after(self, download: AssetResult) -> AssetResult:
         """This result of a ``process`` call, with the stage times of the asset's
@@ -65,10 +79,6 @@ class AssetResult:
         if self.inputs is None:
             self.inputs = download.inputs
         return self
-
-
-_FIELDS = tuple(AssetResult.__dataclass_fields__)
-"""The fields of :class:`AssetResult`, in order (its pickled form)."""
 
 
 def split_decision(
@@ -96,6 +106,8 @@ def raw_inputs(output: Any, raw_dir: Path) -> dict[str, int | None] | None:
     """What ``download`` returned that is a path under ``raw_dir`` (a path object or
     an absolute path string, alone or in a list, tuple or dict): ``{path relative to
     raw_dir: size}``, the size ``None`` for a folder. A ``stat`` each; nothing read."""
+    if isinstance(output, _NOT_PATHS):  # the usual outputs, at once
+        return None
     root = os.path.abspath(raw_dir)
     found: dict[str, int | None] = {}
     stack = [output]
@@ -120,6 +132,8 @@ def raw_inputs(output: Any, raw_dir: Path) -> dict[str, int | None] | None:
     return found or None
 
 
+_NOT_PATHS = (type(None), bool, int, float, bytes)
+"""Download outputs that hold no path."""
 _ATOMS = (type(None), bool, int, float, str, bytes, PurePath)
 """What always pickles: the usual download outputs (a path, an id), not tried."""
 

@@ -124,9 +124,7 @@ class RunResults:
         return times[:, _TIMES.index(name)]
 
 
-def build_report(
-    results: RunResults | Iterable[AssetResult], job: BrainsetJob
-) -> pd.DataFrame:
+def build_report(results: RunResults, job: BrainsetJob) -> pd.DataFrame:
     """The run report: one row per asset, indexed by asset id, built column by
     column from :class:`RunResults` (times turned into text by numpy at once).
 
@@ -137,8 +135,6 @@ def build_report(
     Returns:
         The report, with :data:`REPORT_COLUMNS`.
     """
-    if not isinstance(results, RunResults):
-        results = RunResults.of(results)
     n = len(results)
     start, end = results.column("start"), results.column("end")
     errors: list[str | None] = [None] * n

@@ -34,7 +34,7 @@ from brainsets_kedro.runner.backends.cluster import Cluster
 from brainsets_kedro.runner.deaths import death_cause, worker_died
 from brainsets_kedro.runner.plan import Plan
 from brainsets_kedro.runner.slots import Task
-from brainsets_kedro.runner.task_queue import TaskQueue
+from brainsets_kedro.runner.task_queue import TaskQueue, smoothed
 from brainsets_kedro.worker.cluster import StoppableRun
 from brainsets_kedro.worker.result import AssetResult
 
@@ -49,27 +49,25 @@ MAX_CHUNK = 256
 
 
 class ClusterScheduler:
-    """Prepares the assets of ``plans`` on ``cluster``; see the module's docstring.
+    """Prepares the brainsets' assets on ``cluster``; see the module's docstring.
 
     Args:
         cluster: The cluster, connected.
-        plans: The brainsets' plans, their jobs ready to send.
         collect: Records a result (as the pool does).
-        arrivals: Gives the plans that came since its last call and whether more
-            may come.
+        arrivals: Gives the plans that came since its last call (their jobs ready
+            to send) and whether more may come.
     """
 
     def __init__(
         self,
         cluster: Cluster,
-        plans: list[Plan],
         collect: Callable[[AssetResult], None],
-        arrivals: Callable[[], tuple[list[Plan], bool]] = lambda: ([], False),
+        arrivals: Callable[[], tuple[list[Plan], bool]],
     ):
         self._cluster = cluster
         self._collect = collect
         self._arrivals = arrivals
-        self._queue = TaskQueue([], collect)
+        self._queue = TaskQueue(collect)
         self._runs: dict[int, StoppableRun] = {}
         self._in_flight: dict[concurrent.futures.Future, tuple[list[Task], Any]] = {}
         self._alone: deque[Task] = deque()
@@ -81,7 +79,6 @@ class ClusterScheduler:
         self._average: float | None = None
         """Seconds per asset, smoothed; ``None`` until an asset returned."""
         self._plans: list[Plan] = []
-        self._add(plans)
 
     def _add(self, plans: list[Plan]) -> None:
         for plan in plans:
@@ -191,9 +188,7 @@ class ClusterScheduler:
                 self._stop_in_flight()
             return
         for result in results:
-            took = result.end - result.start
-            average = took if self._average is None else self._average
-            self._average = average + (took - average) / 8
+            self._average = smoothed(self._average, result.end - result.start)
             self._collect(result)
 
     def _stop_in_flight(self) -> None:

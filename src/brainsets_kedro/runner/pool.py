@@ -239,24 +239,21 @@ class SharedAssetPool:
             )
             channel = stack.enter_context(StatusChannel(board, status_host))
             self._status_sender = channel.sender
-            first, _ = self.arrivals()
             try:
                 with signals_interrupt(), collector_spared():
                     if self._cluster is None:
                         Scheduler(
-                            first,
                             self._settings,
                             functools.partial(self._collect, board),
                             board,
+                            self.arrivals,
                             take_workers(self._settings),
-                            arrivals=self.arrivals,
                         ).run()
                     else:
                         ClusterScheduler(
                             self._cluster,
-                            first,
                             functools.partial(self._collect, board),
-                            arrivals=self.arrivals,
+                            self.arrivals,
                         ).run()
             except RunInterrupted as interrupt:
                 self.interrupted = interrupt

@@ -47,7 +47,7 @@ from brainsets_kedro.pipeline.run_settings import RunSettings
 from brainsets_kedro.runner.board import StatusBoard
 from brainsets_kedro.runner.deaths import append_logs, worker_died
 from brainsets_kedro.runner.slots import ProcessSlot, Slot, Task, ThreadSlot
-from brainsets_kedro.runner.task_queue import StagePace, TaskQueue
+from brainsets_kedro.runner.task_queue import StagePace, TaskQueue, smoothed
 from brainsets_kedro.runner.waiting import SlotPoll
 from brainsets_kedro.signals import Pauses
 from brainsets_kedro.worker.result import AssetResult
@@ -78,25 +78,22 @@ class Scheduler:
     """Prepares the assets of ``plans`` on this machine; see the module's docstring.
 
     Args:
-        plans: The brainsets' plans (:class:`~.plan.Plan`).
         settings: The run's settings, resolved.
         collect: Records a result: final, or of the last stage a plan runs.
         board: The status board (shows an asset downloaded, waiting for a worker).
         workers: Process workers started early (``prestart``), to use first.
-        arrivals: Gives the plans that came since its last call and whether more
-            may come (a brainset whose manifest was ready later): the run goes on
-            until none may.
+        arrivals: Gives the brainsets' plans (:class:`~.plan.Plan`) that came
+            since its last call and whether more may come (a brainset whose
+            manifest is ready later): the run goes on until none may.
     """
 
     def __init__(
         self,
-        plans: list[Any],
         settings: RunSettings,
         collect: Callable[[AssetResult], None],
         board: StatusBoard,
+        arrivals: Callable[[], tuple[list[Any], bool]],
         workers: list[ProcessSlot] | None = None,
-        *,
-        arrivals: Callable[[], tuple[list[Any], bool]] = lambda: ([], False),
     ):
         self._collect = collect
         self._arrivals = arrivals
@@ -110,8 +107,7 @@ class Scheduler:
         self._timeout = settings.timeout
         self._driver_pid = os.getpid()
         self._jobs: dict[int, Any] = {}
-        self._queue = TaskQueue([], collect)
-        self._add(plans)
+        self._queue = TaskQueue(collect)
         self._workers: list[Slot] = []
         self._downloaders: list[Slot] = []
         self._started = list(workers or [])
@@ -245,7 +241,7 @@ class Scheduler:
     def _returned(self, slot: Slot, message: Any) -> None:
         task = slot.tasks.popleft()
         now = time.monotonic()
-        self._average += (now - task.began - self._average) / 8
+        self._average = smoothed(self._average, now - task.began)
         if slot.tasks:
             slot.tasks[0].began = now
         if isinstance(message, bytes):

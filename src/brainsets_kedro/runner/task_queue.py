@@ -16,20 +16,17 @@ from brainsets_kedro.worker.result import ADOPT, SKIP, AssetResult
 
 
 class TaskQueue:
-    """The tasks of a :class:`~.scheduler.Scheduler` not handed out yet.
+    """The tasks of a scheduler not handed out yet (plans come by :meth:`add`).
 
     Args:
-        plans: The brainsets' plans (:class:`~.plan.Plan`).
         collect: Records the result of an asset the ledger finds UP TO DATE, which
             the driver reports at once.
     """
 
-    def __init__(self, plans: list[Any], collect: Callable[[AssetResult], None]):
+    def __init__(self, collect: Callable[[AssetResult], None]):
         self._collect = collect
         self._rows: dict[int, Iterator[tuple]] = {}
         self._left: deque[Any] = deque()  # plans with rows not handed out yet
-        for plan in plans:
-            self.add(plan)
         self.ready: deque[Task] = deque()
         """Downloaded assets waiting for a process worker (their process task)."""
         self._again: deque[Task] = deque()
@@ -107,10 +104,7 @@ class StagePace:
     def record(self, stage_times: dict[str, tuple[float, float]]) -> None:
         """The stage times of a result."""
         for stage, (began, ended) in stage_times.items():
-            took, average = ended - began, self._seconds.get(stage)
-            self._seconds[stage] = (
-                took if average is None else average + (took - average) / 8
-            )
+            self._seconds[stage] = smoothed(self._seconds.get(stage), ended - began)
 
     def downloads_wanted(self, workers: int, download_jobs: int) -> int:
         """Downloads in flight that keep ``workers`` fed, at most ``download_jobs``:
@@ -123,3 +117,9 @@ class StagePace:
             return min(download_jobs, workers)
         wanted = math.ceil(workers * download / max(process, 1e-3)) + 1
         return min(download_jobs, wanted)
+
+
+def smoothed(average: float | None, value: float) -> float:
+    """``average`` moved an eighth of the way to ``value`` (``value`` itself when
+    there is none yet): the schedulers' running measure of a duration."""
+    return value if average is None else average + (value - average) / 8

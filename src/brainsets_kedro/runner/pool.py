@@ -1,10 +1,11 @@
 """The pool of a layer's download nodes, and each brainset's share of it.
 
 The pool of ``BrainsetRunner``: one :class:`SharedAssetPool` per layer of download
-nodes prepares the assets of all their brainsets, interleaved: on this machine
-through the driver's :class:`~.scheduler.Scheduler`, on a cluster through the
-:class:`~.cluster_scheduler.ClusterScheduler` (both stages per task). Each brainset's nodes
-see their share of it as a :class:`BrainsetAssets`; results are journaled and
+nodes prepares the assets of all their brainsets, interleaved, each brainset's as
+soon as its plan comes: on this machine through the driver's
+:class:`~.scheduler.Scheduler`, on a cluster through the
+:class:`~.cluster_scheduler.ClusterScheduler` (both stages per task). Each brainset's
+nodes see their share of it as a :class:`BrainsetAssets`; results are journaled and
 shown as they arrive."""
 
 from __future__ import annotations

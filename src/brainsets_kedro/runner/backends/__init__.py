@@ -3,8 +3,8 @@
 Where the assets run: on this machine, in worker processes (``loky``,
 ``multiprocessing``) or threads (``threading``) of the driver's scheduler, or on a
 Dask or Ray cluster, as its futures (:class:`~.cluster.Cluster`: :mod:`.dask`,
-:mod:`.ray`, each imported only when a run chooses it). The code that runs on the workers is apart, in
-:mod:`brainsets_kedro.worker`."""
+:mod:`.ray`, each imported only when a run chooses it). The code that runs on the
+workers is apart, in :mod:`brainsets_kedro.worker`."""
 
 from __future__ import annotations
 

@@ -35,6 +35,7 @@ from tests.conftest import (
     set_parameters,
     start_kedro,
 )
+from tests.runner.test_several_brainsets import _add_waiting
 
 distributed = pytest.importorskip("distributed")
 
@@ -446,3 +447,22 @@ def test_results_are_journaled_as_they_arrive(project, cluster):
         "a_02": "DONE",
         "a_03": "DONE",
     }
+
+
+def test_a_brainset_joins_the_cluster_run_when_its_manifest_is_ready(project, cluster):
+    """slow's manifest is ready only once quick's assets are processed on the
+    cluster: slow's assets then join the run (its module checked on the workers)."""
+    _add_waiting(project, "quick", "slow")
+    result = kedro_in_process(
+        project,
+        "run",
+        "--pipelines=quick,slow",
+        "--params=slow.waits_for_processed=quick",
+        f"--runner-params=backend=dask,address={cluster.address}",
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Preparing 2 assets of slow too (its manifest is ready)." in output
+    for brainset_id in ("quick", "slow"):
+        report = project / "data/08_reporting" / brainset_id / "run_report.parquet"
+        assert (pd.read_parquet(report)["status"] == "DONE").all()

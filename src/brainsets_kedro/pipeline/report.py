@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from brainsets_kedro.errors import AssetFailures, shown_path
 from brainsets_kedro.pipeline.provenance import (
     PROVENANCE_COLUMN_MEANINGS,
-    PROVENANCE_COLUMNS,
     provenance,
 )
 from brainsets_kedro.worker.job import STAGES, BrainsetJob
@@ -126,7 +127,8 @@ class RunResults:
 
 def build_report(results: RunResults, job: BrainsetJob) -> pd.DataFrame:
     """The run report: one row per asset, indexed by asset id, built column by
-    column from :class:`RunResults` (times turned into text by numpy at once).
+    column from :class:`RunResults`, its text made by Arrow (no Python string per
+    cell: 100,000 rows add up).
 
     Args:
         results: Each asset's result.
@@ -137,76 +139,129 @@ def build_report(results: RunResults, job: BrainsetJob) -> pd.DataFrame:
     """
     n = len(results)
     start, end = results.column("start"), results.column("end")
-    errors: list[str | None] = [None] * n
-    for position, error in results.errors.items():
-        errors[position] = error
-    prefix = f"{job.log_dir}{os.sep}"  # as os.path.join, for many assets at once
+    ids = pa.array([str(asset_id) for asset_id in results.asset_ids], _TEXT)
+    errors = results.errors
+    ends = _iso(end)
     columns: dict[str, Any] = {
-        "status": pd.array(results.statuses, dtype="str"),
-        "start": _iso(start),
-        "end": _iso(end),
+        "status": _text(pa.array(results.statuses, _TEXT)),
+        "start": _text(_iso(start)),
+        "end": _text(ends),
         "duration_s": np.round(end - start, 3),
-        "error": pd.array(errors, dtype="str"),
-        "stdout_log": pd.array([f"{prefix}{a}.out" for a in results.asset_ids], "str"),
-        "stderr_log": pd.array([f"{prefix}{a}.err" for a in results.asset_ids], "str"),
+        "error": _text(
+            _spread(n, (np.fromiter(errors, int, len(errors)), errors.values()))
+        ),
+        "stdout_log": _text(_joined(f"{job.log_dir}{os.sep}", ids, ".out")),
+        "stderr_log": _text(_joined(f"{job.log_dir}{os.sep}", ids, ".err")),
     }
     for stage in STAGES:
         began, ended = results.column(f"{stage}_start"), results.column(f"{stage}_end")
-        columns[f"{stage}_start"] = _iso(began)
-        columns[f"{stage}_end"] = _iso(ended)
+        columns[f"{stage}_start"] = _text(_iso(began))
+        columns[f"{stage}_end"] = _text(_iso(ended))
         columns[f"{stage}_s"] = np.round(ended - began, 3)
-    columns.update(_provenance_columns(results, job))
+    columns.update(_provenance_columns(results, job, ends))
     index = pd.Index(results.asset_ids, name="asset_id")
     return pd.DataFrame(columns, index=index, columns=REPORT_COLUMNS)
 
 
-def _iso(seconds: np.ndarray) -> Any:
-    """Times since the epoch as ISO 8601 text in UTC (``...T08:30:16.123456+00:00``,
-    as ``datetime.isoformat`` gives them); NaN as missing."""
-    known = ~np.isnan(seconds)
-    text = np.full(len(seconds), None, dtype=object)
-    if known.any():
-        micros = np.round(seconds[known] * 1e6).astype("int64").astype("datetime64[us]")
-        text[known] = np.char.add(np.datetime_as_string(micros, unit="us"), "+00:00")
-    return pd.array(text, dtype="str")
+_TEXT = pa.large_string()  # what pandas' "str" columns hold
 
 
-def _provenance_columns(results: RunResults, job: BrainsetJob) -> dict[str, list]:
-    """The fingerprint columns: of the assets done in this run, from what the ledger
-    recorded as they finished; of the others that are done (UP TO DATE), from the
+def _text(values: pa.Array) -> Any:
+    """A report column of Arrow text: pandas' ``str`` (no copy), or under pandas 2
+    text objects, missing as ``None``."""
+    return values.to_pandas().array
+
+
+def _iso(seconds: np.ndarray) -> pa.Array:
+    """Times since the epoch as ISO 8601 text in UTC (``...T08:30:16.123456+00:00``);
+    NaN as missing."""
+    missing = np.isnan(seconds)
+    micros = np.round(np.where(missing, 0, seconds) * 1e6).astype("int64")
+    text = pa.array(micros, pa.timestamp("us"), mask=missing).cast(_TEXT)
+    dated = pc.replace_substring(text, " ", "T", max_replacements=1)  # "... 08:30:16"
+    return _joined("", dated, "+00:00")
+
+
+def _joined(before: str, text: pa.Array, after: str) -> pa.Array:
+    """Each value of ``text`` between ``before`` and ``after``."""
+    return pc.binary_join_element_wise(
+        pa.scalar(before, _TEXT), text, pa.scalar(after, _TEXT), pa.scalar("", _TEXT)
+    )
+
+
+def _spread(n: int, *parts: tuple[np.ndarray, Any]) -> pa.Array:
+    """Text of ``n`` rows: each part's values at its rows (positions), missing
+    elsewhere. A part's values are a sequence, or one value (text or ``None``) for
+    all its rows."""
+    picks = np.full(n, -1, dtype=np.int64)
+    chunks = []
+    offset = 0
+    for rows, values in parts:
+        one = isinstance(values, str) or values is None
+        picks[rows] = offset if one else np.arange(offset, offset + len(rows))
+        chunk = [values] if one else values
+        if not isinstance(chunk, pa.Array):
+            chunk = pa.array(list(chunk), _TEXT)
+        chunks.append(chunk)
+        offset += len(chunk)
+    return pa.concat_arrays(chunks).take(pa.array(picks, mask=picks < 0))
+
+
+def _provenance_columns(
+    results: RunResults, job: BrainsetJob, ends: pa.Array
+) -> dict[str, Any]:
+    """The fingerprint columns (``ends``: when each asset ended, as text): of the
+    assets done in this run, from what the ledger recorded as they finished; of the
+    others that are done (UP TO DATE), from the
     ledger's file, read only then."""
     n = len(results)
-    columns: dict[str, list] = {column: [None] * n for column in PROVENANCE_COLUMNS}
     run = results.run
-    if results.inputs and run:
-        ends = _iso(results.column("end")).to_numpy()  # an array: quick to index
-        for column in ("version", "params", "code", "packages", "run_id"):
-            values = columns[column]
-            for position in results.inputs:
-                values[position] = run[column]
-        inputs, prepared_at, adopted = (
-            columns["input"],
-            columns["prepared_at"],
-            columns["adopted"],
-        )
-        for position, encoded in results.inputs.items():
-            was_adopted = results.statuses[position] == UP_TO_DATE
-            inputs[position] = encoded
-            prepared_at[position] = None if was_adopted else ends[position]
-            adopted[position] = was_adopted
     recorded = results.inputs if run else {}
     others = [
         position
         for position, status in enumerate(results.statuses)
         if status in (DONE, UP_TO_DATE) and position not in recorded
     ]
+    found: dict[int, dict[str, Any]] = {}
     if others:
         prepared = provenance(job.processed_dir, job.brainset_id)
         for position in others:
-            found = prepared.get(str(results.asset_ids[position]))
-            if found is not None:
-                for column in PROVENANCE_COLUMNS:
-                    columns[column][position] = found[column]
+            fingerprint = prepared.get(str(results.asset_ids[position]))
+            if fingerprint is not None:
+                found[position] = fingerprint
+    in_run = np.fromiter(recorded, int, len(recorded))
+    adopted = np.array([results.statuses[p] == UP_TO_DATE for p in in_run], bool)
+    from_ledger = np.fromiter(found, int, len(found))
+
+    def of_ledger(column: str) -> tuple[np.ndarray, list]:
+        return from_ledger, [fingerprint[column] for fingerprint in found.values()]
+
+    columns: dict[str, Any] = {}
+    for column in ("params", "code", "packages", "run_id"):
+        columns[column] = _text(
+            _spread(n, (in_run, run.get(column)), of_ledger(column))
+        )
+    columns["input"] = _text(
+        _spread(n, (in_run, recorded.values()), of_ledger("input"))
+    )
+    prepared_in_run = in_run[~adopted]  # an adopted output has no time of its own
+    columns["prepared_at"] = _text(
+        _spread(
+            n,
+            (prepared_in_run, ends.take(pa.array(prepared_in_run))),
+            of_ledger("prepared_at"),
+        )
+    )
+    # Not text: a declared version may be any literal; missing if not done.
+    for column, in_run_values in (
+        ("version", [run.get("version")] * len(in_run)),
+        ("adopted", adopted.tolist()),
+    ):
+        values: list[Any] = [None] * n
+        for positions, chosen in ((in_run, in_run_values), of_ledger(column)):
+            for position, value in zip(positions.tolist(), chosen, strict=True):
+                values[position] = value
+        columns[column] = values
     return columns
 
 

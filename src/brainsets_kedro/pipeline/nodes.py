@@ -13,6 +13,7 @@ import inspect
 import logging
 import time
 import traceback
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from pathlib import Path
@@ -22,7 +23,7 @@ import pandas as pd
 
 from brainsets_kedro.brainset import BrainsetPipeline
 from brainsets_kedro.errors import BrainsetParameterError, ManifestUnavailable
-from brainsets_kedro.pipeline.ledger import Ledger
+from brainsets_kedro.pipeline.ledger_writer import Ledger
 from brainsets_kedro.pipeline.manifest import validate_manifest, where_raised
 from brainsets_kedro.pipeline.params import (
     parameter_block,
@@ -363,7 +364,7 @@ class ProcessNode(BrainsetNode):
         if not isinstance(results, RunResults):
             results = RunResults.of(results)
         report = build_report(results, job)
-        counts = report["status"].value_counts().to_dict()
+        counts = Counter(results.statuses)  # not the report's: its text is Arrow's
         elapsed = (
             float(results.column("end").max() - results.column("start").min())
             if len(results)
@@ -372,7 +373,8 @@ class ProcessNode(BrainsetNode):
         logger.info(
             "Brainset '%s': %s in %.1f s.",
             self.brainset_id,
-            ", ".join(f"{n} {status}" for status, n in counts.items()) or "no assets",
+            ", ".join(f"{n} {status}" for status, n in counts.most_common())
+            or "no assets",
             elapsed,
         )
         leftovers = results.leftovers

@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from brainsets_kedro.errors import NotRun, RunInterrupted
-from brainsets_kedro.pipeline.ledger import Ledger
+from brainsets_kedro.pipeline.ledger_writer import Ledger
 from brainsets_kedro.pipeline.nodes import FINAL, DownloadNode, ProcessNode
 from brainsets_kedro.pipeline.partitions import Downloads, portable_row
 from brainsets_kedro.pipeline.report import RunResults
@@ -278,15 +278,15 @@ class SharedAssetPool:
     def _collect(self, board: StatusBoard, result: AssetResult) -> None:
         """Record an asset's result: final, or of its download when nothing
         processes it. Called from the driver's threads."""
+        # Kept to the end (the board's, the report's): its strings are the run's
+        # own, not one copy per result (100,000 add up).
+        plan = self._by_brainset[result.brainset_id]
+        result.brainset_id = plan.job.brainset_id
+        result.status = _STATUSES.get(result.status, result.status)
         if result.status in FINAL:
             board.finish(result.brainset_id, result.asset_id, result.status, result)
         else:
             board.catch_up(result)
-        # Kept to the end for the report: what it no longer needs goes, and its
-        # strings are the run's own, not one copy per result (100,000 add up).
-        plan = self._by_brainset[result.brainset_id]
-        result.brainset_id = plan.job.brainset_id
-        result.status = _STATUSES.get(result.status, result.status)
         result.statuses = ()  # type: ignore[assignment]  # the board has them
         result.call = None
         with self._collecting:

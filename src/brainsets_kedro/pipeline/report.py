@@ -87,7 +87,7 @@ class RunResults:
         its position."""
         self.run: dict[str, Any] = {}
         """The fingerprint parts of this run's ``done`` records and its ``run_id``
-        (see :meth:`~brainsets_kedro.pipeline.ledger.Ledger.run_parts`)."""
+        (see :meth:`~brainsets_kedro.pipeline.ledger_writer.Ledger.run_parts`)."""
         self.kept: list[AssetResult] | None = [] if keep else None
 
     @classmethod

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from brainsets_kedro.errors import NotRun
-from brainsets_kedro.pipeline.ledger import Ledger
+from brainsets_kedro.pipeline.ledger_writer import Ledger
 from brainsets_kedro.pipeline.report import RunResults
 from brainsets_kedro.pipeline.selection import Selection
 from brainsets_kedro.worker.job import BrainsetJob

@@ -94,7 +94,7 @@ class BrainsetJob:
     """Bytes each of an asset's logs may hold; the rest is dropped. ``None``: no cap."""
     delete_raw: bool = False
     """``brainsets.delete_raw``: the driver removes what ``download`` returned once the
-    asset is DONE and in the ledger (see :class:`brainsets_kedro.pipeline.ledger.Ledger`)."""
+    asset is DONE and in the ledger (see :class:`brainsets_kedro.pipeline.ledger_writer.Ledger`)."""
     driver_pid: int | None = None
     """The driver's process id, when workers are processes of its machine: they exit
     when it is gone (see :func:`~brainsets_kedro.worker.lifecycle.exit_with_driver`)."""

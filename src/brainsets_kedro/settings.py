@@ -1,4 +1,4 @@
-"""Kedro's project settings: Ctrl-C at start-up, the hooks, the console handlers, the config loader.
+"""Kedro's project settings: Ctrl-C at start-up, Arrow's allocator, the hooks, the console handlers, the config loader.
 
 For the Kedro defaults, see
 https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration"""
@@ -10,6 +10,10 @@ from brainsets_kedro.signals import exit_on_ctrl_c_until_run
 # First: Ctrl-C from here until the run command's own code is one line, not a
 # traceback (see brainsets_kedro.signals).
 exit_on_ctrl_c_until_run()
+
+from brainsets_kedro.framework.memory import arrow_memory_from_jemalloc  # noqa: E402
+
+arrow_memory_from_jemalloc()  # before anything imports pandas (see its docstring)
 
 from brainsets_kedro.framework.hooks import (  # noqa: E402
     BrainsetParameters,

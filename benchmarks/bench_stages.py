@@ -8,8 +8,10 @@ burns 1 s of CPU, `kedro run` with n_jobs=2 and the defaults otherwise
 (download_jobs: max(8, 2 * n_jobs)), against the same assets without the wait. The
 wait is hidden when downloads run beside the CPU-bound processes: target ratio
 <= 1.1x. The floor is printed beside it: the no-wait time plus one download, as no
-process can start before the first download ends. Each run is a fresh process in a temporary copy of the project (see
-bench_runner.py).
+process can start before the first download ends. So is what starting a download
+process costs (Python, the worker's modules, the brainset's module and pandas with it):
+the run starts n_jobs + 1 of them, and their start falls on the cores that process.
+Each run is a fresh process in a temporary copy of the project (see bench_runner.py).
 
 When brainsets and Ray are installed, the same two cases also run through brainsets'
 own Ray runner (``python -m brainsets.runner ... --cores 2``), whose workers download
@@ -20,11 +22,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
+import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from bench_runner import TRIVIAL, kedro_run, make_project, medians
+from bench_runner import TRIVIAL, kedro_run, make_project, medians, start
 
 ARGS = ["--n-assets=16", "--cpu-seconds=1"]
 
@@ -51,6 +55,21 @@ def upstream_command(project: Path, download_seconds: float) -> list[str]:
     ]
 
 
+def download_process_start(project: Path, rounds: int = 3) -> float:
+    """CPU seconds (user + system) of a process that imports what a download
+    process imports before its first download: median of ``rounds``."""
+    imports = "import brainsets_kedro.worker.local, brainsets_kedro.pipelines.trivial.pipeline"
+    seconds = []
+    for _ in range(rounds):
+        process = start(project, [sys.executable, "-c", imports], keep_ledger=True)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.stderr.close()
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"{imports} failed")
+        seconds.append(usage.ru_utime + usage.ru_stime)
+    return statistics.median(seconds)
+
+
 def has_upstream_runner() -> bool:
     return all(importlib.util.find_spec(name) for name in ("brainsets", "ray"))
 
@@ -69,6 +88,7 @@ def main() -> None:
             commands["upstream wait"] = upstream_command(project, 1.0)
             commands["upstream no wait"] = upstream_command(project, 0.0)
         walls = medians(project, commands, rounds)
+        starting = download_process_start(project)
     ratio = walls["wait"] / walls["no wait"]
     print(f"\n## 16 assets, 1 s CPU in process, n_jobs=2 (median of {rounds})")
     print(f"kedro run, 1 s wait in download   {walls['wait']:.2f} s")
@@ -79,6 +99,10 @@ def main() -> None:
     print(
         f"floor                             {floor:.2f} s, "
         f"{floor / walls['no wait']:.2f}x (no wait, plus the first 1 s download)"
+    )
+    print(
+        f"download processes                3 start (n_jobs + 1), {starting:.2f} s of "
+        f"CPU each: {3 * starting:.2f} s on the 2 cores that process"
     )
     if "upstream wait" in walls:
         upstream = walls["upstream wait"] / walls["upstream no wait"]

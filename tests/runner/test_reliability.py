@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pandas as pd
@@ -14,6 +15,7 @@ import pytest
 from brainsets_kedro.errors import AssetFailures
 from brainsets_kedro.pipeline.factory import create_brainset_pipeline
 from brainsets_kedro.pipeline.ledger import LEDGER_NAME
+from brainsets_kedro.runner.pool import SharedAssetPool
 from brainsets_kedro.runner.runner import BrainsetRunner
 from tests.brainsets.toy import Pipeline as Toy
 from tests.conftest import (
@@ -348,6 +350,33 @@ def test_ctrl_c_before_the_assets_start_exits_130(project):
     assert not re.search(frame, output), output
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
     poll_for(lambda: not _group_alive(run.pid), timeout=10)
+
+
+def test_ctrl_c_as_the_pool_starts_leaves_no_brainset_thread_waiting(tmp_path):
+    """A Ctrl-C that lands after a brainset's thread started (to wait for its
+    manifest) but before the asset pool runs: the pool is closed all the same, and
+    the thread ends at once instead of waiting for the manifest (Python waits for it
+    at exit). The interrupt is raised where the pool's run begins, as a signal
+    landing there would be (the subprocess test above hit this window in CI)."""
+
+    def interrupt_as_the_pool_runs(frame, event, arg):
+        if event == "call" and frame.f_code is SharedAssetPool.run.__code__:
+            sys.settrace(None)
+            raise KeyboardInterrupt
+
+    before = set(threading.enumerate())
+    sys.settrace(interrupt_as_the_pool_runs)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _run(tmp_path, {"manifest_sleep": 3}, {})
+    finally:
+        sys.settrace(None)
+    started = [t for t in threading.enumerate() if t not in before]
+    waiting = [t for t in started if not t.daemon]
+    assert [t.name for t in waiting] == ["toy.download"]  # the brainset's thread
+    poll_for(lambda: not any(t.is_alive() for t in waiting), timeout=1.5)
+    for thread in started:  # the manifest's, done after its sleep
+        thread.join(timeout=10)
 
 
 def test_ctrl_c_stops_kedros_own_runner_too(project):

@@ -1,6 +1,4 @@
-"""The nodes of one BrainsetRunner run, in Kedro's order, layer by layer.
-
-The nodes of one ``BrainsetRunner`` run, in Kedro's order layer by layer: the other
+"""The nodes of one ``BrainsetRunner`` run, in Kedro's order layer by layer: the other
 nodes one by one as ``SequentialRunner`` runs them, the brainset nodes of a layer in
 threads, the download nodes sharing one pool, each brainset's as soon as its manifest
 is ready; the brainset nodes' failures kept to the end, so that one brainset's failure
@@ -183,27 +181,27 @@ class NodeRun:
             on_close=self._notify,
         )
         threads, ran = [], []
-        for node in downloads:
-            process = next(
-                (
-                    n
-                    for n in self._pipeline.nodes
-                    if node.outputs[0] in n.inputs and isinstance(n.func, ProcessNode)
-                ),
-                None,
-            )
-            chain = [node, *([process] if process else [])]
-            chain += self._followers(chain)
-            assets = BrainsetAssets(pool, processes=process is not None)
-            thread = threading.Thread(
-                target=self._run_brainset,
-                args=(pool, assets, chain),
-                name=node.name,
-            )
-            thread.start()
-            threads.append(thread)
-            ran += chain
-        pool.run()
+        processes = [n for n in self._pipeline.nodes if isinstance(n.func, ProcessNode)]
+        try:  # a Ctrl-C before the pool runs closes it too: the threads wait on it
+            for node in downloads:
+                process = next(
+                    (n for n in processes if node.outputs[0] in n.inputs), None
+                )
+                chain = [node, *([process] if process else [])]
+                chain += self._followers(chain)
+                assets = BrainsetAssets(pool, processes=process is not None)
+                thread = threading.Thread(
+                    target=self._run_brainset,
+                    args=(pool, assets, chain),
+                    name=node.name,
+                )
+                thread.start()
+                threads.append(thread)
+                ran += chain
+            pool.run()
+        except BaseException as error:
+            pool.close(error)
+            raise
         for thread in threads:
             thread.join()
         for node in ran:

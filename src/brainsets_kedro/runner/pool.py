@@ -113,11 +113,11 @@ class SharedAssetPool:
             self._check_selection()
             self._prepare()
         except BaseException as error:
-            self._close(error)
+            self.close(error)
             if not isinstance(error, Exception):
                 raise
         finally:
-            self._close(self.interrupted)
+            self.close(self.interrupted)
 
     def _may_start(self) -> bool:
         """Whether the assets can start (under the lock): once one plan came, unless
@@ -139,7 +139,7 @@ class SharedAssetPool:
                 self._brainsets,
             )
 
-    def _close(self, error: BaseException | None) -> None:
+    def close(self, error: BaseException | None) -> None:
         """Take no more plans; ``error`` (the pool's, or an interrupt: then only
         for plans not handed out, the others have results) fails those that came."""
         with self._all_arrived:

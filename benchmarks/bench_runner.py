@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -121,6 +122,14 @@ def timed(
     project: Path, command: list[str], keep_ledger: bool = False
 ) -> tuple[float, float]:
     """Run ``command`` in ``project``; (wall seconds, peak RSS in MB)."""
+    wall, usage = run_usage(project, command, keep_ledger)
+    return wall, usage.ru_maxrss / 1024
+
+
+def run_usage(
+    project: Path, command: list[str], keep_ledger: bool = False
+) -> tuple[float, resource.struct_rusage]:
+    """Run ``command`` in ``project``; (wall seconds, its resource usage)."""
     started = time.perf_counter()
     process = start(project, command, keep_ledger)
     _, status, usage = os.wait4(process.pid, 0)
@@ -130,7 +139,7 @@ def timed(
             f"{command} failed:\n{process.stderr.read().decode()[-3000:]}"
         )
     process.stderr.close()
-    return wall, usage.ru_maxrss / 1024
+    return wall, usage
 
 
 LOKY_2 = "n_jobs=2,backend=loky"

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from bench_runner import TRIVIAL, kedro_run, make_project, medians, start
+from bench_runner import TRIVIAL, kedro_run, make_project, medians, run_usage
 
 ARGS = ["--n-assets=16", "--cpu-seconds=1"]
 
@@ -61,11 +60,7 @@ def download_process_start(project: Path, rounds: int = 3) -> float:
     imports = "import brainsets_kedro.worker.local, brainsets_kedro.pipelines.trivial.pipeline"
     seconds = []
     for _ in range(rounds):
-        process = start(project, [sys.executable, "-c", imports], keep_ledger=True)
-        _, status, usage = os.wait4(process.pid, 0)
-        process.stderr.close()
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError(f"{imports} failed")
+        _, usage = run_usage(project, [sys.executable, "-c", imports], keep_ledger=True)
         seconds.append(usage.ru_utime + usage.ru_stime)
     return statistics.median(seconds)
 
